@@ -1,0 +1,48 @@
+"""Train a VisionLLM model from an mmengine config.
+
+    python tools/train.py configs/visionllm_tiny_shapes.py --work-dir work_dirs/tiny
+    python tools/train.py CONFIG --resume            # continue from the latest checkpoint
+    python tools/train.py CONFIG --cfg-options train_cfg.max_iters=50 randomness.seed=1
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from visionllm.apis.runner import build_runner, load_config  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Train a VisionLLM model")
+    parser.add_argument("config", help="train config file path")
+    parser.add_argument("--work-dir", help="directory for logs and checkpoints")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="resume from the latest checkpoint in the work dir, or from the given path")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU)")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config entries, e.g. train_cfg.max_iters=100")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Config loading and Runner construction shared by tools/train.py and tools/test.py."""
+import argparse
+import os.path as osp
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+
+def load_config(path: str, cfg_options: Sequence[str] = (), work_dir: Optional[str] = None,
+                launcher: str = "none") -> Config:
+    """Read a config, apply ``KEY=VALUE`` overrides and fill the run settings."""
+    if not osp.isfile(path):
+        raise SystemExit(f"error: config file not found: {path}")
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        parsed = argparse.Namespace()
+        DictAction(option_strings=[], dest="cfg_options")(None, parsed, list(cfg_options))
+        cfg.merge_from_dict(parsed.cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("work_dirs", osp.splitext(osp.basename(path))[0])
+    if launcher != "none" and not torch.cuda.is_available():
+        # CPU-only distributed runs need gloo; nccl is the mmengine default.
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+    cfg.setdefault("default_scope", "visionllm")
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    import visionllm.engine  # noqa: F401  registers the atomic checkpoint backend and hooks
+
+    if "runner_type" in cfg:
+        from mmengine.registry import RUNNERS
+
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

@@ -1,0 +1,3 @@
+from .checkpoint import AtomicLocalBackend, TrainableStateCheckpointHook
+
+__all__ = ["AtomicLocalBackend", "TrainableStateCheckpointHook"]

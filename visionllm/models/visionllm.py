@@ -1,0 +1,77 @@
+"""The VisionLLM model: language-guided image tokenizer → projection → LLM task decoder."""
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from visionllm.registry import MODELS
+
+
+@MODELS.register_module()
+class VisionLLM(BaseModel):
+    """One model for detection, segmentation, grounding, captioning and VQA.
+
+    The instruction of each sample (``data_sample.instruction``) conditions the image tokenizer
+    (through the text encoder) and is the prompt of the LLM decoder, so the same weights serve
+    every task; the task and its output format come from the instruction alone.
+
+    Args:
+        image_tokenizer: config of the ``ImageTokenizer`` (backbone, text encoder, fusion,
+            deformable transformer) producing M image tokens with reference points.
+        task_decoder: config of the ``LLMTaskDecoder``.
+        tokenizer_loss_weight: weight of the tokenizer's auxiliary loss L_tok.
+        freeze_image_tokenizer: stage 2 of the paper schedule trains the decoder only.
+        pretrained_prefixes: module prefixes whose weights come from installed pretrained
+            packages or local pretrained directories at build time (base LLM, text encoder);
+            their frozen parameters and buffers are left out of checkpoints.
+    """
+
+    def __init__(self, image_tokenizer: dict, task_decoder: dict,
+                 data_preprocessor: Optional[dict] = None, tokenizer_loss_weight: float = 1.0,
+                 freeze_image_tokenizer: bool = False, pretrained_prefixes: Sequence[str] = (),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
+                         init_cfg=init_cfg)
+        self.image_tokenizer = MODELS.build(image_tokenizer)
+        self.task_decoder = MODELS.build(task_decoder)
+        # Image tokens live in the tokenizer's width; the LLM reads them as input embeddings.
+        self.token_projection = nn.Linear(self.image_tokenizer.embed_dims, self.task_decoder.hidden_size)
+        self.tokenizer_loss_weight = tokenizer_loss_weight
+        self.pretrained_prefixes = tuple(pretrained_prefixes)
+        if freeze_image_tokenizer:
+            for param in self.image_tokenizer.parameters():
+                param.requires_grad_(False)
+
+    def _tokenize(self, images: torch.Tensor, image_masks: torch.Tensor, data_samples: List) -> dict:
+        texts = [sample.instruction for sample in data_samples]
+        outputs = self.image_tokenizer(images, image_masks, texts)
+        outputs["llm_embeds"] = self.token_projection(outputs["embeds"])
+        return outputs
+
+    def forward(self, inputs: Dict[str, torch.Tensor], data_samples: Optional[List] = None,
+                mode: str = "tensor") -> Union[Dict[str, torch.Tensor], List, dict]:
+        if data_samples is None:
+            raise ValueError("VisionLLM needs data samples: the instruction is part of the input")
+        outputs = self._tokenize(inputs["images"], inputs["image_masks"], data_samples)
+        if mode == "tensor":
+            return outputs
+        if mode == "loss":
+            losses = self.task_decoder.loss(outputs["llm_embeds"], outputs["reference_points"], data_samples)
+            token_losses = self.image_tokenizer.loss(outputs, data_samples)
+            for name, value in token_losses.items():
+                # Weight loss terms only; mmengine logs every key that contains 'loss'.
+                losses[name] = value * self.tokenizer_loss_weight if "loss" in name else value
+            return losses
+        if mode == "predict":
+            return self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples)
+        raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
+
+    def frozen_pretrained_keys(self) -> List[str]:
+        """State-dict keys that the build restores from pretrained files (not trained here)."""
+        def under_prefix(key: str) -> bool:
+            return any(key == p or key.startswith(p + ".") for p in self.pretrained_prefixes)
+
+        keys = [name for name, param in self.named_parameters() if under_prefix(name) and not param.requires_grad]
+        keys += [name for name, _ in self.named_buffers() if under_prefix(name)]
+        return keys
