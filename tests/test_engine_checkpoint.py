@@ -1,0 +1,63 @@
+"""Atomic checkpoint writes and trainable-only checkpoint contents."""
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from visionllm.engine.checkpoint import AtomicLocalBackend, TrainableStateCheckpointHook
+
+
+def test_atomic_put_replaces_whole_file(tmp_path):
+    backend = AtomicLocalBackend()
+    target = tmp_path / "sub" / "latest.pth"
+    backend.put(b"first version", target)
+    backend.put(b"second", target)
+    assert target.read_bytes() == b"second"
+    assert [p.name for p in target.parent.iterdir()] == ["latest.pth"]
+
+
+def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    backend = AtomicLocalBackend()
+    target = tmp_path / "epoch_1.pth"
+    backend.put(b"complete old checkpoint", target)
+
+    def killed(*_args):
+        raise KeyboardInterrupt("process killed during save")
+
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        backend.put(b"partial new checkpoint" * 1000, target)
+    assert target.read_bytes() == b"complete old checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch_1.pth"], "temporary file left behind"
+
+
+def test_put_text_is_atomic_too(tmp_path):
+    backend = AtomicLocalBackend()
+    backend.put_text("work_dirs/x/iter_10.pth", tmp_path / "last_checkpoint")
+    assert (tmp_path / "last_checkpoint").read_text() == "work_dirs/x/iter_10.pth"
+
+
+class _ModelWithPretrained(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pretrained = nn.Linear(3, 3)
+        self.pretrained.weight.requires_grad_(False)  # frozen, comes from a package
+        self.head = nn.Linear(3, 1)
+        self.register_buffer("pretrained_stat", torch.ones(2))
+
+    def frozen_pretrained_keys(self):
+        return ["pretrained.weight", "pretrained_stat"]
+
+
+def test_hook_drops_only_pretrained_frozen_keys():
+    model = _ModelWithPretrained()
+
+    class Runner:
+        pass
+
+    runner = Runner()
+    runner.model = model
+    checkpoint = {"state_dict": dict(model.state_dict()), "meta": {}}
+    TrainableStateCheckpointHook().before_save_checkpoint(runner, checkpoint)
+    assert set(checkpoint["state_dict"]) == {"pretrained.bias", "head.weight", "head.bias"}
