@@ -1,0 +1,102 @@
+"""User inputs of the inference API: images of any common kind and free-form instructions."""
+import os
+import re
+from typing import List, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
+
+# Decoding a huge image at full size costs memory for nothing: the model resizes it to at most
+# a few hundred pixels anyway. PIL's draft/reduce shrink while decoding where the format allows.
+MAX_DECODE_SIDE = 4096
+
+
+class InputError(ValueError):
+    """A bad image or instruction given to the inference API (one-line message)."""
+
+
+def _to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InputError(f"unsupported image array shape {array.shape}; expected HxW, HxWx3 or HxWx4")
+    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.max(initial=0) > 255):
+        array = (array.astype(np.float64) / 65535.0 * 255.0).round()
+    elif array.dtype.kind == "f":
+        array = np.clip(array, 0.0, 1.0) * 255.0 if array.max(initial=0) <= 1.0 else np.clip(array, 0, 255)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    array = array.astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.shape[2] == 4:
+        # Composite on white so transparent regions do not turn black.
+        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
+        array = (array[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def _pil_to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    if max(image.size) > MAX_DECODE_SIDE:
+        factor = max(image.size) / MAX_DECODE_SIDE
+        image.draft("RGB", (int(image.width / factor), int(image.height / factor)))
+        if max(image.size) > MAX_DECODE_SIDE:
+            image = image.reduce(int(np.ceil(max(image.size) / MAX_DECODE_SIDE)))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return _to_rgb_uint8(np.asarray(image).astype(np.uint16 if image.mode.startswith("I;16") else np.int64).clip(0, 65535).astype(np.uint16))
+    if image.mode in ("RGBA", "LA", "P"):
+        return _to_rgb_uint8(np.asarray(image.convert("RGBA")))
+    return _to_rgb_uint8(np.asarray(image.convert("RGB")))
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """Any supported image input → RGB ``uint8`` array ``[H, W, 3]``.
+
+    Accepts a path, a numpy array (gray, RGB, RGBA; uint8, uint16 or float in [0, 1]) or a PIL
+    image. Raises :class:`InputError` with a one-line message for a missing or unreadable file.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise InputError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as opened:
+                return _pil_to_rgb_uint8(opened)
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise InputError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb_uint8(image)
+    if isinstance(image, np.ndarray):
+        if image.size == 0:
+            raise InputError("empty image array")
+        return _to_rgb_uint8(image)
+    raise InputError(f"unsupported image type {type(image).__name__}; give a path, a numpy array or a PIL image")
+
+
+_CATEGORY_ENTRY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*<c(\d+)>')
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)+)"')
+
+
+def parse_category_set(text: str) -> List[str]:
+    """Names of a ``{"cat": <c0>, "dog": <c1>}`` category set in an instruction, in token order.
+
+    Raises :class:`InputError` when the class tokens are not exactly ``<c0> .. <c(n-1)>``.
+    """
+    entries = _CATEGORY_ENTRY.findall(text)
+    if not entries:
+        return []
+    names = [None] * len(entries)
+    for name, index in entries:
+        index = int(index)
+        if index >= len(entries) or names[index] is not None:
+            raise InputError("the category set must number its classes <c0>, <c1>, ... once each")
+        names[index] = name.replace('\\"', '"')
+    return names
+
+
+def quoted_phrase(text: str) -> str:
+    """The first quoted phrase of an instruction (the referring expression of grounding)."""
+    match = _QUOTED.search(text)
+    return match.group(1) if match else ""
