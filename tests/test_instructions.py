@@ -1,0 +1,210 @@
+"""Instruction templates, output-format parser and category-set sampling."""
+import json
+import random
+import re
+
+import pytest
+
+from visionllm.instructions import (MAX_POINTS, SEGMENTATION_NUM_POINTS, TASKS, TEMPLATES, Instruction,
+                                    OutputFormat, UnsupportedOutputFormat, build_instruction,
+                                    format_category_set, parse_output_format, sample_category_set,
+                                    split_category_set)
+
+WORDS = ["cat", "dog", "traffic light", "person", "bowl", "red cube", "blue circle", "zebra",
+         "hot dog", "teddy bear", "cell phone", "kite", "fire hydrant", "oven"]
+
+
+def _random_inputs(rng):
+    categories = rng.sample(WORDS, rng.randint(1, 6))
+    # Names and expressions with parentheses, quotes and brackets must not confuse the parser.
+    if rng.random() < 0.5:
+        categories[0] = categories[0] + " (x1, y1)"
+    expression = rng.choice(["the man in the red shirt", 'the "big" dog (left)', "cube [x, y, w, h]"])
+    question = rng.choice(["how many dogs are there?", "what colour is the (x, y) cube?"])
+    return categories, expression, question
+
+
+def test_at_least_15_distinct_phrasings_per_task():
+    for task in TASKS:
+        templates = TEMPLATES[task]
+        assert len(set(templates)) == len(templates) >= 15, task
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_template_builds_with_one_image_and_parses(task):
+    rng = random.Random(task)
+    ks = SEGMENTATION_NUM_POINTS if task == "segmentation" else (None,)
+    for k in ks:
+        for index in range(len(TEMPLATES[task])):
+            categories, expression, question = _random_inputs(rng)
+            ins = build_instruction(task, rng, categories=categories, expression=expression,
+                                    question=question, num_points=k, template_index=index)
+            assert isinstance(ins, Instruction) and ins.task == task
+            assert ins.text.count("<image>") == 1
+            assert "{" + "format" not in ins.text and "{question}" not in ins.text
+            if task in ("detection", "segmentation"):
+                assert ins.categories == categories
+                assert format_category_set(categories) in ins.text
+                expected = OutputFormat.box() if task == "detection" else OutputFormat.polygon(k)
+                assert ins.output_format == expected
+                assert parse_output_format(ins.text) == expected
+                assert expected.to_text() in ins.text
+            elif task == "grounding":
+                assert ins.categories == [expression]
+                assert json.dumps(expression) in ins.text
+                assert parse_output_format(ins.text) == OutputFormat.box()
+            else:
+                assert ins.categories == [] and ins.output_format is None
+                if task == "vqa":
+                    assert question in ins.text
+                with pytest.raises(UnsupportedOutputFormat):
+                    parse_output_format(ins.text)
+
+
+def test_template_sampling_covers_all_and_index_zero_is_fixed():
+    rng = random.Random(0)
+    seen = {build_instruction("detection", rng, categories=["cat"]).text for _ in range(400)}
+    assert len(seen) == len(TEMPLATES["detection"])
+    fixed = {build_instruction("detection", random.Random(s), categories=["cat"], template_index=0).text
+             for s in range(20)}
+    assert len(fixed) == 1
+    # Same rng state → same instruction.
+    a = build_instruction("vqa", random.Random(7), question="why?")
+    b = build_instruction("vqa", random.Random(7), question="why?")
+    assert a == b
+
+
+def test_build_instruction_errors():
+    rng = random.Random(0)
+    with pytest.raises(ValueError):
+        build_instruction("tracking", rng)
+    with pytest.raises(ValueError):
+        build_instruction("detection", rng, categories=[])
+    with pytest.raises(ValueError):
+        build_instruction("detection", rng, categories=["cat", "cat"])
+    with pytest.raises(ValueError):
+        build_instruction("segmentation", rng, categories=["cat"], num_points=30)
+    with pytest.raises(ValueError):
+        build_instruction("grounding", rng)
+    with pytest.raises(ValueError):
+        build_instruction("vqa", rng, question="what is in <image>?")
+    with pytest.raises(IndexError):
+        build_instruction("caption", rng, template_index=len(TEMPLATES["caption"]))
+    with pytest.raises(ValueError):
+        Instruction(task="caption", text="<image> <image> twice")
+
+
+def test_format_category_set():
+    assert format_category_set(["cat", "dog"]) == '{"cat": <c0>, "dog": <c1>}'
+    names = random.Random(3).sample(WORDS, 10) + ['say "hi"']
+    text = format_category_set(names)
+    # JSON-readable once the class tokens are quoted: names and token order survive.
+    parsed = json.loads(re.sub(r"<c(\d+)>", r'"<c\1>"', text))
+    assert list(parsed) == names and list(parsed.values()) == [f"<c{i}>" for i in range(len(names))]
+
+
+@pytest.mark.parametrize("text,num_points", [
+    ("give boxes as (c, x1, y1, x2, y2)", 2),
+    ("format: (c,x1,y1,x2,y2)", 2),
+    ("polygon with 8 points (c, x1, y1, ..., x8, y8)", 8),
+    ("(class, x1, y1, x2, y2)", 2),
+    ("Detect cats. Output (category, x1, y1, x2, y2) per object.", 2),
+    ("boxes please: (x1, y1, x2, y2)", 2),
+    ("answer as [label, x1, y1, x2, y2]", 2),
+    ("polygon (c, x1, y1, x2, y2, x3, y3, x4, y4)", 4),
+    ("outline as (cls, x_1, y_1, …, x_20, y_20)", 20),
+    ("contour (c, x1, y1, x2, y2, ..., x14, y14)", 14),
+    ("use 24 vertices: (c, x1, y1, ..., x24, y24)", 24),
+    ("<cls> <x1> <y1> <x2> <y2> <x3> <y3>", 3),
+    ('Find "a (very) big dog" and give (c, x1, y1, x2, y2).', 2),
+    ('Segment {"shape (x, y)": <c0>} in <image> as (c, x1, y1, ..., x16, y16).', 16),
+    ('format: "(c, x1, y1, x2, y2)"', 2),
+])
+def test_parser_on_hand_written_phrasings(text, num_points):
+    fmt = parse_output_format(text)
+    assert fmt.num_points == num_points
+    assert fmt.kind == ("box" if num_points == 2 else "polygon")
+    assert fmt.fields[0] == "cls"
+    assert fmt.coordinate_fields == tuple(f"{a}{i}" for i in range(1, num_points + 1) for a in "xy")
+
+
+@pytest.mark.parametrize("text,mentions", [
+    ("polygon (c, x1, y1, ..., x30, y30)", "30"),
+    ("give (x, y, w, h) for each", "w"),
+    ("give (c, cx, cy, w, h)", "cx"),
+    ("answer (c, x1, y1)", "x1"),
+    ("(c, x1, y1, x3, y3)", "x3"),
+    ("(c, x1, y1, ..., x8)", "x8"),
+    ("(c, x1, y1, ...)", "ellipsis"),
+    ("(c, x1, y1, z1)", "z1"),
+    ("polygon with 8 points (c, x1, y1, ..., x16, y16)", "8"),
+    ("Write a caption for the image.", "no output format"),
+])
+def test_parser_rejects_unsupported(text, mentions):
+    with pytest.raises(UnsupportedOutputFormat) as info:
+        parse_output_format(text)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in message and mentions in message
+
+
+def test_output_format_properties():
+    for k in range(2, MAX_POINTS + 1):
+        fmt = OutputFormat(("cls",) + tuple(f"{a}{i}" for i in range(1, k + 1) for a in "xy"))
+        assert fmt.num_points == k and len(fmt.coordinate_fields) == 2 * k
+        assert parse_output_format(fmt.to_text()) == fmt
+    with pytest.raises(ValueError):
+        OutputFormat(("x1", "y1", "x2", "y2"))
+    with pytest.raises(UnsupportedOutputFormat):
+        OutputFormat.polygon(MAX_POINTS + 1)
+
+
+# -- category sets ----------------------------------------------------------------------------
+
+def test_positives_kept_within_budget_and_negatives_disjoint():
+    rng = random.Random(11)
+    all_names = [f"class{i}" for i in range(80)]
+    for _ in range(200):
+        positives = rng.sample(all_names, rng.randint(0, 10))
+        budget = rng.randint(max(1, len(positives)), 40)
+        ratio = rng.choice([0.0, 0.5, 1.0, 3.0])
+        chosen = sample_category_set(positives, all_names, rng, max_categories=budget, negative_ratio=ratio)
+        assert len(chosen) == len(set(chosen)) <= budget
+        assert set(positives) <= set(chosen)
+        negatives = set(chosen) - set(positives)
+        assert negatives <= set(all_names) and not negatives & set(positives)
+        if ratio == 0:
+            assert not negatives
+        else:
+            expected = max(1, int(ratio * len(positives) + 0.5))
+            assert len(negatives) == min(expected, budget - len(positives))
+
+
+def test_positives_subsampled_when_over_budget():
+    rng = random.Random(5)
+    positives = [f"p{i}" for i in range(30)]
+    all_names = positives + [f"n{i}" for i in range(30)]
+    kept_sets = set()
+    for _ in range(20):
+        chosen = sample_category_set(positives, all_names, rng, max_categories=10, negative_ratio=1.0)
+        assert len(chosen) == 10 and set(chosen) <= set(positives)  # no room left for negatives
+        kept_sets.add(frozenset(chosen))
+    assert len(kept_sets) > 1
+
+
+def test_shuffle_changes_order_and_rng_determinism():
+    positives = ["a", "b", "c", "d", "e"]
+    all_names = positives + ["f", "g", "h", "i", "j"]
+    rng = random.Random(2)
+    orders = {tuple(sample_category_set(positives, all_names, rng, 512, 0.0)) for _ in range(100)}
+    assert len(orders) > 20
+    first = [sample_category_set(positives, all_names, random.Random(9), 512, 1.0) for _ in range(3)]
+    assert first[0] == first[1] == first[2]
+
+
+def test_split_category_set():
+    names = [f"n{i}" for i in range(1203)]
+    chunks = split_category_set(names, 512)
+    assert [len(c) for c in chunks] == [512, 512, 179]
+    assert sum(chunks, []) == names
+    assert split_category_set(names[:7], 512) == [names[:7]]

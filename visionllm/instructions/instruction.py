@@ -1,0 +1,33 @@
+"""The ``Instruction``: what one prompt asks for, in text and in structured form."""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from .category_set import IMAGE_PLACEHOLDER
+from .output_format import OutputFormat
+
+TASKS = ("detection", "segmentation", "grounding", "caption", "vqa")
+
+
+@dataclass
+class Instruction:
+    """One instruction.
+
+    Attributes:
+        task: ``'detection' | 'segmentation' | 'grounding' | 'caption' | 'vqa'``.
+        text: the prompt, with exactly one ``<image>`` where the image tokens go.
+        categories: class token ``<ci>`` means ``categories[i]``; grounding ``[expression]``;
+            caption / vqa ``[]``.
+        output_format: the structured output asked for, ``None`` for free text.
+    """
+
+    task: str
+    text: str
+    categories: List[str] = field(default_factory=list)
+    output_format: Optional[OutputFormat] = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        count = self.text.count(IMAGE_PLACEHOLDER)
+        if count != 1:
+            raise ValueError(f"an instruction holds exactly one {IMAGE_PLACEHOLDER}, found {count}")
