@@ -1,0 +1,109 @@
+"""The language-guided image tokenizer: image + instruction → M image tokens."""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visionllm.registry import MODELS
+
+from .token_loss import TokenLoss
+
+
+@MODELS.register_module()
+class ImageTokenizer(nn.Module):
+    """backbone → text encoder → per-level fusion → deformable encoder → decoder → tokens.
+
+    Args:
+        backbone: config of a backbone returning ``num_levels`` maps at ``embed_dims``.
+        text_encoder: config of the instruction encoder (``TextEncoder``).
+        fusion: config of the language fusion (``LanguageFusion``) or ``None`` for none.
+        transformer: config of the ``DeformableTransformer``.
+        embed_dims: width shared by all parts and of the output tokens.
+        exact_padding: run the backbone of a padded image on its valid area only, so that a
+            padded batch gives every image exactly the tokens it gets alone (convolutions
+            would otherwise see the padding near the border). Same-size batches without padding
+            run batched either way.
+        loss: keyword arguments of :class:`TokenLoss` (L_tok).
+        freeze_backbone: stage 2 of the paper schedule freezes the backbone.
+    """
+
+    def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = None,
+                 embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
+                 freeze_backbone: bool = False):
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.backbone = MODELS.build(dict(embed_dims=embed_dims, **backbone))
+        self.text_encoder = MODELS.build(dict(type="TextEncoder", embed_dims=embed_dims, **text_encoder))
+        num_levels = self.backbone.num_levels
+        self.fusion = None if fusion is None else MODELS.build(
+            dict(type="LanguageFusion", embed_dims=embed_dims, num_levels=num_levels, **fusion))
+        self.transformer = MODELS.build(
+            dict(type="DeformableTransformer", embed_dims=embed_dims, num_levels=num_levels, **transformer))
+        self.objectness = nn.Linear(embed_dims, 1)
+        self.token_loss = TokenLoss(**(loss or {}))
+        self.exact_padding = exact_padding
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+        if not self.objectness.weight.is_meta:
+            # prior probability 0.01 of objectness, as in focal-loss detectors
+            nn.init.constant_(self.objectness.bias, -4.595)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def extract_features(self, images: torch.Tensor, image_masks: torch.Tensor):
+        """Backbone levels and their padding masks (True = padding)."""
+        valid_h = (~image_masks[:, :, 0]).sum(1).tolist()
+        valid_w = (~image_masks[:, 0, :]).sum(1).tolist()
+        height, width = images.shape[-2:]
+        if not self.exact_padding or all(h == height and w == width for h, w in zip(valid_h, valid_w)):
+            feats = self.backbone(images)
+            masks = [F.interpolate(image_masks[:, None].float(), size=f.shape[-2:]).bool()[:, 0] for f in feats]
+            return feats, masks
+        per_image = [self.backbone(images[i:i + 1, :, :h, :w]) for i, (h, w) in enumerate(zip(valid_h, valid_w))]
+        feats, masks = [], []
+        for lvl in range(len(per_image[0])):
+            maps = [p[lvl] for p in per_image]
+            h_max = max(m.shape[-2] for m in maps)
+            w_max = max(m.shape[-1] for m in maps)
+            mask = images.new_ones(len(maps), h_max, w_max, dtype=torch.bool)
+            for i, m in enumerate(maps):
+                mask[i, :m.shape[-2], :m.shape[-1]] = False
+            feats.append(torch.cat([F.pad(m, (0, w_max - m.shape[-1], 0, h_max - m.shape[-2])) for m in maps]))
+            masks.append(mask)
+        return feats, masks
+
+    def forward(self, images: torch.Tensor, image_masks: Optional[torch.Tensor], texts: Sequence[str],
+                text_pad_to_length: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """images ``[B, 3, H, W]`` normalised; image_masks ``[B, H, W]`` True = padding (or None);
+        texts: one instruction per image.
+
+        Returns ``embeds [B, M, C]``, ``reference_points [B, M, 2]`` (cx, cy) in [0, 1] of each
+        image's valid area, ``objectness_logits [B, M]``.
+        """
+        if image_masks is None:
+            image_masks = images.new_zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool)
+        feats, masks = self.extract_features(images, image_masks)
+        text, text_padding = self.text_encoder(list(texts), pad_to_length=text_pad_to_length)
+        if self.fusion is not None:
+            feats = self.fusion(feats, text, text_padding)
+        out = self.transformer(feats, masks)
+        return dict(embeds=out["embeds"], reference_points=out["reference_points"],
+                    objectness_logits=self.objectness(out["embeds"]).squeeze(-1))
+
+    def loss(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Dict[str, torch.Tensor]:
+        """L_tok: objectness focal loss + L1 of matched reference points to gt box centres."""
+        centres = []
+        for sample in data_samples:
+            h, w = sample.metainfo["img_shape"][:2]
+            gt = sample.gt_instances.bboxes if "gt_instances" in sample and "bboxes" in sample.gt_instances \
+                else torch.zeros(0, 4)
+            gt = torch.as_tensor(gt, dtype=torch.float32, device=outputs["reference_points"].device).reshape(-1, 4)
+            scale = gt.new_tensor([w, h])
+            centres.append((gt[:, :2] + gt[:, 2:]) / 2 / scale)
+        return self.token_loss(outputs["objectness_logits"], outputs["reference_points"], centres)

@@ -1,0 +1,68 @@
+"""L_tok: the auxiliary loss that teaches image tokens to sit on objects."""
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from visionllm.models.matching import hungarian_match
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Element-wise focal loss (Lin et al.): easy negatives are down-weighted by ``p ** gamma``."""
+    prob = logits.sigmoid()
+    ce = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+class TokenLoss(nn.Module):
+    """Category-agnostic objectness focal loss + L1 of matched reference points to gt centres.
+
+    Each image's tokens are matched one-to-one to its ground-truth objects (Hungarian, cost =
+    focal objectness cost + L1 distance of the reference point to the object centre); matched
+    tokens are objects, all others background.
+
+    Args:
+        obj_weight, ref_weight: loss weights.
+        match_obj_weight, match_ref_weight: cost weights of the matching.
+        alpha, gamma: focal loss parameters.
+    """
+
+    def __init__(self, obj_weight: float = 2.0, ref_weight: float = 5.0, match_obj_weight: float = 2.0,
+                 match_ref_weight: float = 5.0, alpha: float = 0.25, gamma: float = 2.0):
+        super().__init__()
+        self.obj_weight = obj_weight
+        self.ref_weight = ref_weight
+        self.match_obj_weight = match_obj_weight
+        self.match_ref_weight = match_ref_weight
+        self.alpha = alpha
+        self.gamma = gamma
+
+    @torch.no_grad()
+    def match(self, logits: torch.Tensor, points: torch.Tensor, centres: torch.Tensor):
+        prob = logits.sigmoid()[:, None]
+        pos = self.alpha * (1 - prob) ** self.gamma * -(prob + 1e-8).log()
+        neg = (1 - self.alpha) * prob ** self.gamma * -(1 - prob + 1e-8).log()
+        cost = self.match_obj_weight * (pos - neg) + self.match_ref_weight * torch.cdist(points, centres, p=1)
+        return hungarian_match(cost)
+
+    def forward(self, objectness_logits: torch.Tensor, reference_points: torch.Tensor,
+                centres: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """objectness_logits ``[B, M]``, reference_points ``[B, M, 2]``, centres: per image ``[n, 2]`` in [0, 1]."""
+        targets = torch.zeros_like(objectness_logits)
+        matched_points, matched_centres = [], []
+        for b, gt in enumerate(centres):
+            tokens, gts = self.match(objectness_logits[b], reference_points[b], gt)
+            targets[b, tokens] = 1.0
+            matched_points.append(reference_points[b, tokens])
+            matched_centres.append(gt[gts])
+        num_gts = max(sum(len(c) for c in centres), 1)
+        loss_obj = sigmoid_focal_loss(objectness_logits, targets, self.alpha, self.gamma).sum() / num_gts
+        l1 = (torch.cat(matched_points) - torch.cat(matched_centres)).abs().sum() / num_gts
+        # keep the graph connected to the points even for images without objects
+        l1 = l1 + 0.0 * reference_points.sum()
+        return dict(loss_tok_obj=self.obj_weight * loss_obj, loss_tok_ref=self.ref_weight * l1)
