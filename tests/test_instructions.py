@@ -4,11 +4,13 @@ import random
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from visionllm.instructions import (MAX_POINTS, SEGMENTATION_NUM_POINTS, TASKS, TEMPLATES, Instruction,
                                     OutputFormat, UnsupportedOutputFormat, build_instruction,
-                                    format_category_set, parse_output_format, sample_category_set,
-                                    split_category_set)
+                                    format_category_set, parse_output_format, read_category_set,
+                                    sample_category_set, split_category_set)
 
 WORDS = ["cat", "dog", "traffic light", "person", "bowl", "red cube", "blue circle", "zebra",
          "hot dog", "teddy bear", "cell phone", "kite", "fire hydrant", "oven"]
@@ -208,3 +210,56 @@ def test_split_category_set():
     assert [len(c) for c in chunks] == [512, 512, 179]
     assert sum(chunks, []) == names
     assert split_category_set(names[:7], 512) == [names[:7]]
+
+
+# -- property-based: any spelling of a supported format parses to the same fields --------------
+
+fast = settings(max_examples=80, deadline=None)
+
+
+@st.composite
+def spelled_format(draw, max_points=MAX_POINTS):
+    """A random hand-written spelling of (c, x1, y1, ..., xK, yK) and its K."""
+    k = draw(st.integers(2, max_points))
+    coord = draw(st.sampled_from(["{a}{i}", "{a}_{i}", "{A}{i}"]))
+    names = [coord.format(a=a, A=a.upper(), i=i) for i in range(1, k + 1) for a in "xy"]
+    if k >= 3 and draw(st.booleans()):  # elide a middle run of whole points
+        head = draw(st.integers(1, k - 1))
+        tail = draw(st.integers(1, k - head))
+        names = names[:2 * head] + [draw(st.sampled_from(["...", "…"]))] + names[2 * (k - tail):]
+    cls = draw(st.sampled_from(["c", "cls", "class", "Category", "label", None]))
+    items = ([cls] if cls else []) + names
+    sep = draw(st.sampled_from([", ", ",", " , ", " "]))
+    left, right = draw(st.sampled_from([("(", ")"), ("[", "]")]))
+    prefix = draw(st.sampled_from(["", "Answer as ", "Detect the objects in <image>; output ",
+                                   'Find "the (left) dog" and give ', "format: "]))
+    suffix = draw(st.sampled_from(["", ".", " for each object.", " please"]))
+    return prefix + left + sep.join(items) + right + suffix, k
+
+
+@fast
+@given(spelled_format())
+def test_parser_property_supported_spellings(case):
+    text, k = case
+    fmt = parse_output_format(text)
+    assert fmt.num_points == k
+    assert fmt == (OutputFormat.box() if k == 2 else OutputFormat.polygon(k))
+
+
+@fast
+@given(st.integers(MAX_POINTS + 1, 64), st.booleans())
+def test_parser_property_too_many_points(k, elide):
+    names = [f"{a}{i}" for i in range(1, k + 1) for a in "xy"]
+    if elide:
+        names = names[:2] + ["..."] + names[-2:]
+    with pytest.raises(UnsupportedOutputFormat, match=str(k)):
+        parse_output_format("(c, " + ", ".join(names) + ")")
+
+
+@fast
+@given(st.lists(st.text(min_size=1, max_size=12).filter(lambda s: "<image>" not in s),
+                min_size=1, max_size=8, unique=True))
+def test_category_set_round_trip(names):
+    text = f"Detect {format_category_set(names)} in <image> as (c, x1, y1, x2, y2)."
+    assert read_category_set(text) == names
+    assert parse_output_format(text) == OutputFormat.box()

@@ -1,5 +1,6 @@
 """Instructions: phrasings, output formats, category sets and the location-token codec."""
-from .category_set import format_category_set, sample_category_set, split_category_set
+from .category_set import (format_category_set, read_category_set, sample_category_set,
+                           split_category_set)
 from .instruction import TASKS, Instruction
 from .location_codec import LocationCodec
 from .output_format import MAX_POINTS, OutputFormat, UnsupportedOutputFormat, parse_output_format
@@ -7,6 +8,6 @@ from .templates import (DEFAULT_NUM_POINTS, SEGMENTATION_NUM_POINTS, TEMPLATES, 
 
 __all__ = [
     "TASKS", "Instruction", "build_instruction", "TEMPLATES", "SEGMENTATION_NUM_POINTS",
-    "DEFAULT_NUM_POINTS", "format_category_set", "sample_category_set", "split_category_set",
+    "DEFAULT_NUM_POINTS", "format_category_set", "read_category_set", "sample_category_set", "split_category_set",
     "OutputFormat", "UnsupportedOutputFormat", "parse_output_format", "MAX_POINTS", "LocationCodec",
 ]

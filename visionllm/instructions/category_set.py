@@ -7,6 +7,7 @@ Training therefore shuffles and subsamples each image's set and mixes in absent 
 import json
 import math
 import random
+import re
 from typing import List, Sequence
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -30,6 +31,26 @@ def format_category_set(names: Sequence[str]) -> str:
         _check_name(name)
     entries = [f"{json.dumps(name, ensure_ascii=False)}: {class_token(i)}" for i, name in enumerate(names)]
     return "{" + ", ".join(entries) + "}"
+
+
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_ENTRY = rf'({_JSON_STRING})\s*:\s*<c(\d+)>'
+_CATEGORY_SET = re.compile(rf'\{{\s*(?:{_JSON_STRING}\s*:\s*<c\d+>\s*,\s*)*{_JSON_STRING}\s*:\s*<c\d+>\s*\}}')
+
+
+def read_category_set(text: str) -> List[str]:
+    """Inverse of :func:`format_category_set`: the names of the first category set in ``text``
+    in class-token order (``[]`` when there is none). Raises ``ValueError`` when the class
+    tokens are not ``<c0>, <c1>, ...`` in order."""
+    match = _CATEGORY_SET.search(text)
+    if match is None:
+        return []
+    names = []
+    for i, (quoted, index) in enumerate(re.findall(_ENTRY, match.group(0))):
+        if int(index) != i:
+            raise ValueError(f"category set tokens must run <c0>, <c1>, ... in order; entry {i} is <c{index}>")
+        names.append(json.loads(quoted))
+    return names
 
 
 def _unique(names: Sequence[str]) -> List[str]:
