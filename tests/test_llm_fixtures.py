@@ -1,0 +1,76 @@
+"""Shared fixtures of the task-decoder tests: a tiny random Llama with the SmolLM2 tokenizer.
+
+Most tests run on a 2-layer, width-64 Llama saved to a temporary HF directory (fast); only the
+tests marked as such load the embedded SmolLM2 GGUF itself.
+"""
+import os
+
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory):
+    from transformers import AutoTokenizer
+    from visionllm.utils.embedded import smollm2_gguf_path
+    path = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    out = tmp_path_factory.mktemp("smollm2_tokenizer")
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def save_tiny_llama(directory, tokenizer_dir, tie: bool = True, seed: int = 0) -> str:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096,
+                         tie_word_embeddings=tie, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer_dir):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smollm2_tokenizer_dir)
+
+
+def tiny_decoder_cfg(llm_dir: str, **overrides) -> dict:
+    cfg = dict(type="LLMTaskDecoder", llm=dict(source=llm_dir),
+               special_tokens=dict(num_bins=65, num_classes=16, max_points=16),
+               lora=dict(rank=4, alpha=8, dropout=0.0), generate_format=False)
+    cfg.update(overrides)
+    return cfg
+
+
+def build_decoder(llm_dir: str, **overrides):
+    from visionllm.models.llm.task_decoder import LLMTaskDecoder  # noqa: F401  (registers)
+    from visionllm.registry import MODELS
+    torch.manual_seed(0)
+    return MODELS.build(tiny_decoder_cfg(llm_dir, **overrides))
+
+
+def make_sample(task: str, instruction: str, *, categories=(), output_format=None, bboxes=None,
+                labels=None, polygons=None, target_text=None, img_shape=(64, 80), scale_factor=(1.0, 1.0)):
+    """A DetDataSample as the data pipeline produces it (contract in docs/interfaces.md)."""
+    sample = DetDataSample()
+    h, w = img_shape
+    ori = (round(h / scale_factor[1]), round(w / scale_factor[0]))
+    sample.set_metainfo(dict(img_id=0, task=task, instruction=instruction, categories=list(categories),
+                             category_ids=[10 + i for i in range(len(categories))],
+                             output_format=output_format, target_text=target_text, img_shape=img_shape,
+                             ori_shape=ori, scale_factor=scale_factor))
+    gt = InstanceData()
+    if bboxes is not None:
+        gt.bboxes = torch.as_tensor(bboxes, dtype=torch.float32)
+        gt.labels = torch.as_tensor(labels, dtype=torch.long)
+    if polygons is not None:
+        gt.polygons = torch.as_tensor(polygons, dtype=torch.float32)
+    sample.gt_instances = gt
+    return sample

@@ -1,0 +1,124 @@
+"""Output-format-as-query decoding: N slot groups of F query positions in ONE forward pass.
+
+Layout of a sequence: ``[left padding][prompt with image tokens][format tokens][group 0]...[group N-1]``.
+Group i holds F positions, one per output field, whose inputs are the format-token embeddings plus
+a slot embedding from image token i. A 4-D additive mask lets every group see the whole prefix
+(prompt + format) and, causally, itself; optionally also every other group. All groups share the
+position ids ``P .. P+F-1`` (P = real prefix length), so their order carries no information.
+
+The autoregressive baseline feeds the same query positions one at a time through a KV cache with
+the equivalent mask, so it produces the same outputs (exactly, with isolated groups) and its
+latency is that of token-by-token structured decoding.
+"""
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from .prompt import SequenceBatch
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def prefix_allowed(valid: torch.Tensor) -> torch.Tensor:
+    """``[B, L, L]`` causal attention over real tokens; padded query rows see only themselves
+    (a fully masked row would make SDPA return NaN)."""
+    length = valid.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+    allowed = causal.unsqueeze(0) & valid.unsqueeze(1)
+    return allowed | torch.eye(length, dtype=torch.bool, device=valid.device).unsqueeze(0)
+
+
+def group_allowed(num_groups: int, group_len: int, groups_see_each_other: bool,
+                  device=None) -> torch.Tensor:
+    """``[N*F, N*F]`` attention among the group positions: causal within a group; across groups
+    either nothing (isolated) or everything."""
+    group = torch.arange(num_groups, device=device).repeat_interleave(group_len)
+    field = torch.arange(group_len, device=device).repeat(num_groups)
+    same = group.unsqueeze(1) == group.unsqueeze(0)
+    allowed = same & (field.unsqueeze(0) <= field.unsqueeze(1))
+    if groups_see_each_other:
+        allowed = allowed | ~same
+    return allowed
+
+
+def block_attention_mask(valid: torch.Tensor, num_groups: int, group_len: int,
+                         groups_see_each_other: bool = False,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive mask ``[B, 1, L + N*F, L + N*F]`` for the prefix followed by the slot groups."""
+    batch, length = valid.shape
+    num_query = num_groups * group_len
+    total = length + num_query
+    allowed = torch.zeros(batch, total, total, dtype=torch.bool, device=valid.device)
+    allowed[:, :length, :length] = prefix_allowed(valid)
+    allowed[:, length:, :length] = valid.unsqueeze(1)
+    allowed[:, length:, length:] = group_allowed(num_groups, group_len, groups_see_each_other, valid.device)
+    return _additive(allowed, dtype).unsqueeze(1)
+
+
+def group_position_ids(prefix: SequenceBatch, num_groups: int, group_len: int) -> torch.Tensor:
+    """``[B, N*F]``: field f of every group sits at position P + f."""
+    field = torch.arange(group_len, device=prefix.valid.device).repeat(num_groups)
+    return prefix.lengths.unsqueeze(1) + field.unsqueeze(0)
+
+
+def parallel_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: torch.Tensor,
+                     groups_see_each_other: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of prefix + all groups.
+
+    Args:
+        backbone: the decoder stack (HF ``LlamaModel``: accepts inputs_embeds, a 4-D mask and
+            position ids; returns final-normed hidden states).
+        group_embeds: ``[B, N, F, C]`` query inputs.
+    Returns:
+        ``(prefix_hidden [B, L, C], group_hidden [B, N, F, C])``.
+    """
+    batch, num_groups, group_len, width = group_embeds.shape
+    length = prefix.embeds.shape[1]
+    embeds = torch.cat([prefix.embeds, group_embeds.reshape(batch, -1, width)], dim=1)
+    mask = block_attention_mask(prefix.valid, num_groups, group_len, groups_see_each_other,
+                                embeds.dtype)
+    positions = torch.cat([prefix.position_ids, group_position_ids(prefix, num_groups, group_len)], dim=1)
+    hidden = backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                      use_cache=False).last_hidden_state
+    return hidden[:, :length], hidden[:, length:].reshape(batch, num_groups, group_len, width)
+
+
+@torch.no_grad()
+def autoregressive_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: torch.Tensor,
+                           groups_see_each_other: bool = False) -> torch.Tensor:
+    """The same group outputs decoded one position at a time with a KV cache (baseline).
+
+    With ``groups_see_each_other`` a group sees only the groups decoded before it (a sequence
+    cannot look ahead), so outputs then differ from the parallel pass; isolated groups match it.
+    """
+    from transformers import DynamicCache
+    batch, num_groups, group_len, width = group_embeds.shape
+    length = prefix.embeds.shape[1]
+    cache = DynamicCache(config=getattr(backbone, "config", None))
+    backbone(inputs_embeds=prefix.embeds,
+             attention_mask=_additive(prefix_allowed(prefix.valid), prefix.embeds.dtype).unsqueeze(1),
+             position_ids=prefix.position_ids, past_key_values=cache, use_cache=True)
+    dtype, device = group_embeds.dtype, group_embeds.device
+    total = length + num_groups * group_len
+    # keys_allowed[b, k]: which cached keys the current step may see; grown step by step.
+    keys_allowed = torch.zeros(batch, total, dtype=torch.bool, device=device)
+    keys_allowed[:, :length] = prefix.valid
+    outputs = torch.empty(batch, num_groups, group_len, width, dtype=dtype, device=device)
+    step = length
+    for g in range(num_groups):
+        group_start = step
+        for f in range(group_len):
+            keys_allowed[:, step] = True
+            mask = _additive(keys_allowed[:, :step + 1], dtype)[:, None, None, :]
+            positions = (prefix.lengths + f).unsqueeze(1)
+            out = backbone(inputs_embeds=group_embeds[:, g, f:f + 1], attention_mask=mask,
+                           position_ids=positions, past_key_values=cache, use_cache=True)
+            outputs[:, g, f] = out.last_hidden_state[:, 0]
+            step += 1
+        if not groups_see_each_other:
+            keys_allowed[:, group_start:step] = False
+    return outputs

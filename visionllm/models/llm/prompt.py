@@ -1,0 +1,123 @@
+"""Prompt assembly: the LLM's own chat template with ``<image>`` replaced by image-token embeddings.
+
+Batches are LEFT padded: every sequence ends at the same index, so the response / slot groups
+appended after the prompt line up across the batch, and generation continues all rows at once.
+Position ids count only real tokens (``cumsum(valid) - 1``), so padding never shifts positions.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+IMAGE_PLACEHOLDER = "<image>"
+
+ALPACA_TEMPLATE = ("Below is an instruction that describes a task. Write a response that "
+                   "appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
+                   "### Response:\n")
+
+
+class PromptBuilder:
+    """Token ids of the prompt around ``<image>``.
+
+    Args:
+        tokenizer: a HF tokenizer.
+        style: ``'chat'`` (the tokenizer's own chat template, e.g. SmolLM2's ChatML) or
+            ``'alpaca'`` ("### Instruction: / ### Response:").
+        system_prompt: optional system message for chat templates.
+    """
+
+    def __init__(self, tokenizer, style: str = "chat", system_prompt: Optional[str] = None):
+        if style not in ("chat", "alpaca"):
+            raise ValueError(f"unknown prompt style {style!r}; expected 'chat' or 'alpaca'")
+        if style == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt style 'chat' needs a tokenizer with a chat template; use 'alpaca'")
+        self.tokenizer = tokenizer
+        self.style = style
+        self.system_prompt = system_prompt
+
+    def render(self, instruction: str) -> str:
+        if self.style == "alpaca":
+            bos = self.tokenizer.bos_token or ""
+            return bos + ALPACA_TEMPLATE.format(instruction=instruction)
+        messages = [{"role": "user", "content": instruction}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, instruction: str) -> Tuple[List[int], List[int]]:
+        """Return (ids before ``<image>``, ids after ``<image>``) of the rendered prompt."""
+        if instruction.count(IMAGE_PLACEHOLDER) != 1:
+            raise ValueError(f"an instruction must contain exactly one {IMAGE_PLACEHOLDER}: {instruction!r}")
+        before, after = self.render(instruction).split(IMAGE_PLACEHOLDER)
+        return self.text_ids(before), self.text_ids(after)
+
+    def text_ids(self, text: str) -> List[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    @property
+    def end_of_response_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+
+# A segment of a sequence: token ids (embedded by the LLM's embedding) or ready embeddings.
+Segment = Union[Sequence[int], torch.Tensor]
+
+
+@dataclass
+class SequenceBatch:
+    """Left-padded batch of input embeddings.
+
+    embeds: ``[B, L, C]``; valid: ``[B, L]`` bool (False = padding); labels: ``[B, L]`` next-token
+    targets aligned with the *input* position that predicts them (-100 = no loss).
+    """
+    embeds: torch.Tensor
+    valid: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        return (self.valid.long().cumsum(dim=1) - 1).clamp(min=0)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.valid.sum(dim=1)
+
+
+def assemble_batch(samples: List[List[Tuple[Segment, bool]]], embed_tokens,
+                   hidden_size: int, device=None, dtype=torch.float32) -> SequenceBatch:
+    """Concatenate each sample's segments and left-pad the batch.
+
+    Each segment is ``(ids_or_embeds, is_target)``; token segments with ``is_target`` become LM
+    targets (each token predicted from the position before it). Embedding segments are never
+    targets.
+    """
+    rows = []
+    for segments in samples:
+        pieces, targets = [], []
+        for segment, is_target in segments:
+            if isinstance(segment, torch.Tensor) and segment.is_floating_point():
+                pieces.append(segment.to(dtype))
+                targets.append(torch.full((segment.shape[0],), -100, dtype=torch.long))
+            else:
+                ids = torch.as_tensor(list(segment), dtype=torch.long, device=device)
+                pieces.append(embed_tokens(ids).to(dtype) if len(ids) else
+                              torch.zeros(0, hidden_size, dtype=dtype, device=device))
+                targets.append(ids.cpu() if is_target else torch.full((len(ids),), -100, dtype=torch.long))
+        embeds = torch.cat([p.to(device) if device is not None else p for p in pieces], dim=0)
+        target_ids = torch.cat(targets)
+        # labels[t] = the token that input position t must predict = target of position t+1.
+        labels = torch.full_like(target_ids, -100)
+        labels[:-1] = target_ids[1:]
+        rows.append((embeds, labels))
+    length = max(e.shape[0] for e, _ in rows)
+    device = rows[0][0].device
+    batch = len(rows)
+    embeds = torch.zeros(batch, length, hidden_size, dtype=dtype, device=device)
+    valid = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    labels = torch.full((batch, length), -100, dtype=torch.long, device=device)
+    for i, (e, lab) in enumerate(rows):
+        n = e.shape[0]
+        embeds[i, length - n:] = e
+        valid[i, length - n:] = True
+        labels[i, length - n:] = lab.to(device)
+    return SequenceBatch(embeds, valid, labels)

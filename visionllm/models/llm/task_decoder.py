@@ -1,0 +1,488 @@
+"""The LLM task decoder: instruction + image tokens → boxes, polygons, grounding boxes or text.
+
+Structured tasks (detection, segmentation, grounding) use output-format-as-query decoding
+(``parallel_decoding``): the response starts with the format tokens, then N slot groups are
+decoded in one forward pass and each field is read over its allowed token subset. Captions and
+answers are ordinary generation with a KV cache.
+"""
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
+from torch import nn
+
+import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
+from visionllm.registry import MODELS, TASK_UTILS
+
+from .llm_loader import apply_lora, freeze_all, load_causal_lm
+from .parallel_decoding import (_additive, autoregressive_forward, parallel_forward,
+                                prefix_allowed)
+from .prompt import PromptBuilder, SequenceBatch, assemble_batch
+from .vocabulary import SpecialTokens, extend_vocabulary
+
+STRUCTURED_TASKS = ("detection", "segmentation", "grounding")
+TEXT_TASKS = ("caption", "vqa")
+
+
+def _meta(sample, key, default=None):
+    return sample.metainfo.get(key, default)
+
+
+@MODELS.register_module()
+class LLMTaskDecoder(BaseModule):
+    """LLaMA-family decoder with an extended vocabulary, LoRA, and parallel structured outputs.
+
+    Args:
+        llm: where the LLM comes from: ``dict(source='smollm2' | '<local dir>' | 'meta',
+            gguf_file=None, tokenizer_path=None, config=None, num_layers=None)``
+            (see ``load_causal_lm``).
+        prompt_style: ``'chat'`` (the tokenizer's chat template) or ``'alpaca'``.
+        special_tokens: ``SpecialTokens`` arguments (bins, class-token budget, max points).
+        lora: ``dict(rank, alpha, dropout, include_mlp)``, or None to freeze the LLM entirely
+            (only new vocabulary rows and the slot projection train).
+        num_slots: slot groups per image (None: one per image token).
+        groups_see_each_other: let slot groups attend to each other (de-duplication) instead of
+            being isolated.
+        decode_mode: ``'parallel'`` or ``'autoregressive'`` (baseline, same outputs token by token).
+        generate_format: at inference emit the format tokens greedily (the parser of the
+            instruction is the fallback); False uses the parser directly.
+        coord_decode: ``'argmax'`` or ``'expectation'`` of the location distribution.
+        matcher: ``TASK_UTILS`` config of the slot ↔ ground-truth matcher (coordinate cost
+            ``'l1'`` on image-size-normalised expected coordinates).
+        no_object_weight: class-loss weight of unmatched slots (target: no-object).
+        loss_weights: weights of ``cls``, ``loc``, ``format`` (LM on format tokens) and ``text``.
+        max_classes_per_pass: category sets larger than this run in several passes (default: the
+            class-token budget).
+        max_new_tokens / num_beams: caption and answer generation.
+        max_per_img / score_thr: structured predictions kept per image.
+    """
+
+    def __init__(self, llm: Optional[dict] = None, prompt_style: str = "chat",
+                 system_prompt: Optional[str] = None, special_tokens: Optional[dict] = None,
+                 lora: Optional[dict] = dict(rank=8, alpha=16, dropout=0.05, include_mlp=False),
+                 num_slots: Optional[int] = None, groups_see_each_other: bool = False,
+                 decode_mode: str = "parallel", generate_format: bool = True,
+                 coord_decode: str = "argmax",
+                 matcher: Optional[dict] = None, no_object_weight: float = 0.1,
+                 loss_weights: Optional[dict] = None, max_classes_per_pass: Optional[int] = None,
+                 max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
+                 score_thr: float = 0.0, vocab_init_noise: float = 0.1, seed: int = 0,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        from visionllm.instructions import LocationCodec
+        if decode_mode not in ("parallel", "autoregressive"):
+            raise ValueError(f"decode_mode must be 'parallel' or 'autoregressive', got {decode_mode!r}")
+        if coord_decode not in ("argmax", "expectation"):
+            raise ValueError(f"coord_decode must be 'argmax' or 'expectation', got {coord_decode!r}")
+        llm = dict(llm or dict(source="smollm2"))
+        model, tokenizer = load_causal_lm(**llm)
+        self.on_meta = llm.get("source") == "meta"
+        if lora is not None:
+            model = apply_lora(model, **lora)
+        else:
+            model = freeze_all(model)
+        self.special = SpecialTokens(**(special_tokens or {}))
+        # New rows are added after LoRA injection so that they stay trainable.
+        token_ids = extend_vocabulary(model, tokenizer, self.special, noise_std=vocab_init_noise, seed=seed)
+        self.llm = model
+        self.tokenizer = tokenizer
+        self.prompt = PromptBuilder(tokenizer, prompt_style, system_prompt) if tokenizer is not None else None
+        self.codec = LocationCodec(self.special.num_bins)
+        self.hidden_size = model.config.hidden_size
+
+        def ids(tokens):
+            return torch.tensor([token_ids[t] for t in tokens], dtype=torch.long)
+
+        self.register_buffer("location_ids", ids(self.special.location_tokens), persistent=False)
+        self.register_buffer("class_ids", ids(self.special.class_tokens), persistent=False)
+        self.register_buffer("format_ids", ids(self.special.format_tokens), persistent=False)
+        self.no_object_id = token_ids[self.special.no_object]
+        self.field_ids = {tok[1:-1]: token_ids[tok] for tok in self.special.format_tokens}
+        self.id_to_field = {v: k for k, v in self.field_ids.items()}
+        self.new_token_ids = list(token_ids.values())
+
+        # Slot embedding from image token i, added to every format-token query of group i.
+        device = "meta" if self.on_meta else None
+        self.slot_proj = nn.Linear(self.hidden_size, self.hidden_size, device=device)
+
+        self.num_slots = num_slots
+        self.groups_see_each_other = groups_see_each_other
+        self.decode_mode = decode_mode
+        self.generate_format = generate_format
+        self.coord_decode = coord_decode
+        self.matcher = TASK_UTILS.build(matcher or dict(type="HungarianMatcher", class_weight=1.0,
+                                                        coord_weight=5.0, coord_cost="l1"))
+        self.no_object_weight = no_object_weight
+        self.loss_weights = dict(cls=1.0, loc=1.0, format=1.0, text=1.0, **(loss_weights or {}))
+        self.max_classes_per_pass = max_classes_per_pass or self.special.num_classes
+        if self.max_classes_per_pass > self.special.num_classes:
+            raise ValueError("max_classes_per_pass exceeds the number of class tokens")
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.max_per_img = max_per_img
+        self.score_thr = score_thr
+
+    # ------------------------------------------------------------------ parameters / checkpoints
+    @property
+    def backbone(self) -> nn.Module:
+        """The decoder stack (HF ``LlamaModel``) without the output layer."""
+        return self.llm.model
+
+    @property
+    def embed_tokens(self):
+        return self.llm.get_input_embeddings()
+
+    @property
+    def head(self):
+        return self.llm.get_output_embeddings()
+
+    def frozen_pretrained_keys(self) -> List[str]:
+        """State-dict keys of frozen LLM weights (restored from the LLM source at build time)."""
+        return [f"llm.{name}" for name, p in self.llm.named_parameters(remove_duplicate=False)
+                if not p.requires_grad]
+
+    def trainable_state_dict(self) -> "OrderedDict[str, torch.Tensor]":
+        frozen = set(self.frozen_pretrained_keys())
+        return OrderedDict((k, v.detach().clone()) for k, v in self.state_dict().items() if k not in frozen)
+
+    def load_trainable_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = sorted(set(missing) - set(self.frozen_pretrained_keys()))
+        if missing or unexpected:
+            raise KeyError(f"trainable state mismatch: missing {missing}, unexpected {unexpected}")
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ sequence building
+    def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor) -> list:
+        before, after = self.prompt.encode(instruction)
+        return [(before, False), (image_embeds, False), (after, False)]
+
+    def _format_ids(self, fields: Sequence[str]) -> List[int]:
+        return [self.field_ids[name] for name in fields]
+
+    def _assemble(self, samples: List[list]) -> SequenceBatch:
+        param = self.slot_proj.weight
+        return assemble_batch(samples, self.embed_tokens, self.hidden_size, param.device, param.dtype)
+
+    def _slot_count(self, num_image_tokens: int) -> int:
+        n = self.num_slots or num_image_tokens
+        if n > num_image_tokens:
+            raise ValueError(f"{n} slots but only {num_image_tokens} image tokens to bind them to")
+        return n
+
+    def _group_embeds(self, image_embeds: torch.Tensor, fields: Sequence[str]) -> torch.Tensor:
+        """``[B, N, F, C]`` queries: format-token embedding + slot embedding of image token i."""
+        num_slots = self._slot_count(image_embeds.shape[1])
+        field_ids = torch.tensor(self._format_ids(fields), device=image_embeds.device)
+        formats = self.embed_tokens(field_ids)  # [F, C]
+        slots = self.slot_proj(image_embeds[:, :num_slots])  # [B, N, C]
+        return slots.unsqueeze(2) + formats.view(1, 1, len(fields), -1)
+
+    def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token CE over the full vocabulary at target positions only."""
+        where = labels != -100
+        logits = self.head(hidden[where])
+        return F.cross_entropy(logits, labels[where])
+
+    def _field_logits(self, group_hidden: torch.Tensor, num_categories: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``[N, n+1]`` (last = no-object) and location logits ``[N, F-1, bins]``
+        of one image, computed over the allowed token subsets only."""
+        allowed = torch.cat([self.class_ids[:num_categories],
+                             self.class_ids.new_tensor([self.no_object_id])])
+        cls_logits = self.head.subset_logits(group_hidden[:, 0], allowed)
+        loc_logits = self.head.subset_logits(group_hidden[:, 1:], self.location_ids)
+        return cls_logits, loc_logits
+
+    def _run_groups(self, prefix: SequenceBatch, group_embeds: torch.Tensor,
+                    mode: str) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        if mode == "autoregressive":
+            return None, autoregressive_forward(self.backbone, prefix, group_embeds, self.groups_see_each_other)
+        return parallel_forward(self.backbone, prefix, group_embeds, self.groups_see_each_other)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, image_embeds: torch.Tensor, reference_points: torch.Tensor,
+             data_samples: List) -> Dict[str, torch.Tensor]:
+        losses: Dict[str, torch.Tensor] = {}
+        structured: Dict[Tuple[str, ...], List[int]] = {}
+        text: List[int] = []
+        for i, sample in enumerate(data_samples):
+            task = _meta(sample, "task")
+            if task in STRUCTURED_TASKS:
+                structured.setdefault(self._fields_of(sample), []).append(i)
+            elif task in TEXT_TASKS:
+                text.append(i)
+            else:
+                raise ValueError(f"unknown task {task!r}")
+        terms: Dict[str, List[Tuple[torch.Tensor, float]]] = {}
+        for fields, indices in structured.items():
+            for name, value, weight in self._structured_loss(
+                    image_embeds[indices], reference_points[indices], [data_samples[i] for i in indices], fields):
+                terms.setdefault(name, []).append((value, weight))
+        if text:
+            value = self._text_loss(image_embeds[text], [data_samples[i] for i in text])
+            terms.setdefault("text", []).append((value, float(len(text))))
+        for name, parts in terms.items():
+            total = sum(w for _, w in parts)
+            value = sum(v * w for v, w in parts) / max(total, 1e-12)
+            losses[f"loss_{name}"] = value * self.loss_weights[name]
+        return losses
+
+    def _fields_of(self, sample) -> Tuple[str, ...]:
+        fields = _meta(sample, "output_format")
+        if fields:
+            return tuple(fields)
+        from visionllm.instructions import parse_output_format
+        return parse_output_format(_meta(sample, "instruction")).fields
+
+    def _structured_prefix(self, image_embeds, instructions: List[str], fields: Sequence[str]) -> SequenceBatch:
+        format_ids = self._format_ids(fields) + [self.prompt.end_of_response_id]
+        return self._assemble([self._prompt_segments(text, embeds) + [(format_ids, True)]
+                               for text, embeds in zip(instructions, image_embeds)])
+
+    def _structured_loss(self, image_embeds, reference_points, samples, fields):
+        """Yield ``(name, loss, weight)`` for one sub-batch sharing an output format."""
+        prefix = self._structured_prefix(image_embeds, [_meta(s, "instruction") for s in samples], fields)
+        prefix_hidden, group_hidden = parallel_forward(
+            self.backbone, prefix, self._group_embeds(image_embeds, fields), self.groups_see_each_other)
+        yield "format", self._lm_loss(prefix_hidden, prefix.labels), float(len(samples))
+
+        num_points = (len(fields) - 1) // 2
+        cls_sum = cls_weight = loc_sum = None
+        loc_count = 0
+        for b, sample in enumerate(samples):
+            categories = _meta(sample, "categories")
+            if len(categories) > self.special.num_classes:
+                raise ValueError(f"{len(categories)} categories exceed the {self.special.num_classes} class tokens")
+            num_slots = group_hidden.shape[1]
+            refs = reference_points[b, :num_slots].detach()
+            h, w = _meta(sample, "img_shape")[:2]
+            img_wh = (float(w), float(h))
+            cls_logits, loc_logits = self._field_logits(group_hidden[b], len(categories))
+            gt_points, gt_labels = self._gt_points(sample, num_points)
+            gt_points, gt_labels = gt_points.to(refs.device), gt_labels.to(refs.device)
+            slot_idx, gt_idx = self._match(cls_logits, loc_logits, refs, img_wh, gt_points, gt_labels)
+            # Class CE: matched slots → their label, the rest → no-object with a small weight.
+            targets = torch.full((num_slots,), len(categories), dtype=torch.long, device=refs.device)
+            weights = torch.full((num_slots,), self.no_object_weight, device=refs.device)
+            targets[slot_idx] = gt_labels[gt_idx]
+            weights[slot_idx] = 1.0
+            ce = F.cross_entropy(cls_logits, targets, reduction="none")
+            cls_sum = (ce * weights).sum() if cls_sum is None else cls_sum + (ce * weights).sum()
+            cls_weight = weights.sum() if cls_weight is None else cls_weight + weights.sum()
+            if len(slot_idx):
+                # Coordinate targets are offsets from the MATCHED slot's reference point.
+                bins = self.codec.encode(gt_points[gt_idx], refs[slot_idx].unsqueeze(1), img_wh).flatten(1)
+                loc_ce = F.cross_entropy(loc_logits[slot_idx].flatten(0, 1), bins.flatten(), reduction="sum")
+                loc_sum = loc_ce if loc_sum is None else loc_sum + loc_ce
+                loc_count += bins.numel()
+        yield "cls", cls_sum / cls_weight, float(cls_weight)
+        if loc_count:
+            yield "loc", loc_sum / loc_count, float(loc_count)
+        else:  # keep the location rows in the graph so every step has the same terms
+            yield "loc", group_hidden.sum() * 0.0, 1.0
+
+    def _gt_points(self, sample, num_points: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Ground-truth points ``[G, K, 2]`` in field order, and labels ``[G]``."""
+        gt = sample.gt_instances
+        labels = gt.labels.long()
+        if num_points == 2:
+            return gt.bboxes.float().reshape(-1, 2, 2), labels
+        polygons = gt.polygons.float()
+        if polygons.shape[1] != num_points:
+            raise ValueError(f"ground-truth polygons have {polygons.shape[1]} points, format asks {num_points}")
+        return polygons, labels
+
+    @torch.no_grad()
+    def _match(self, cls_logits, loc_logits, refs, img_wh, gt_points, gt_labels):
+        num_slots = cls_logits.shape[0]
+        probs = loc_logits.softmax(-1).view(num_slots, -1, 2, self.special.num_bins)
+        size = torch.tensor(img_wh, device=refs.device)
+        expected = self.codec.decode_expectation(probs, refs.unsqueeze(1), img_wh) / size
+        gt = gt_points / size
+        return self.matcher(cls_logits.softmax(-1), gt_labels,
+                            pred_coords=expected.flatten(1), gt_coords=gt.flatten(1))
+
+    def _text_loss(self, image_embeds, samples) -> torch.Tensor:
+        rows = []
+        for embeds, sample in zip(image_embeds, samples):
+            target = self.prompt.text_ids(_meta(sample, "target_text")) + [self.prompt.end_of_response_id]
+            rows.append(self._prompt_segments(_meta(sample, "instruction"), embeds) + [(target, True)])
+        batch = self._assemble(rows)
+        hidden = self.backbone(inputs_embeds=batch.embeds,
+                               attention_mask=_additive(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1),
+                               position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        return self._lm_loss(hidden, batch.labels)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, image_embeds: torch.Tensor, reference_points: torch.Tensor,
+                data_samples: List) -> List:
+        structured, text = [], []
+        for i, sample in enumerate(data_samples):
+            task = _meta(sample, "task")
+            (structured if task in STRUCTURED_TASKS else text).append(i)
+        if structured:
+            self._predict_structured(image_embeds[structured], reference_points[structured],
+                                     [data_samples[i] for i in structured])
+        if text:
+            texts = self.generate_text(image_embeds[text], [_meta(data_samples[i], "instruction") for i in text])
+            for i, value in zip(text, texts):
+                data_samples[i].pred_text = value
+        return data_samples
+
+    def generate_text(self, image_embeds: torch.Tensor, instructions: List[str],
+                      max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None) -> List[str]:
+        """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam)."""
+        batch = self._assemble([self._prompt_segments(t, e) for t, e in zip(instructions, image_embeds)])
+        eos = self.prompt.end_of_response_id
+        output = self.llm.generate(
+            inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
+            max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
+            do_sample=False, eos_token_id=eos, pad_token_id=eos,
+            suppress_tokens=self.new_token_ids)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
+
+    def _decode_format(self, image_embeds: torch.Tensor, instructions: List[str]) -> List[Tuple[str, ...]]:
+        """The output format of each instruction: greedily generated format tokens when they form
+        a valid format, else the parser's reading of the instruction."""
+        from visionllm.instructions import OutputFormat, parse_output_format
+        generated = [None] * len(instructions)
+        if self.generate_format:
+            batch = self._assemble([self._prompt_segments(t, e) for t, e in zip(instructions, image_embeds)])
+            allowed = torch.cat([self.format_ids, self.format_ids.new_tensor([self.prompt.end_of_response_id])])
+            generated = self._greedy_subset(batch, allowed, max_steps=len(self.format_ids) + 1)
+        formats = []
+        for text, ids in zip(instructions, generated):
+            fields = None
+            if ids is not None:
+                try:
+                    fields = OutputFormat(tuple(self.id_to_field[i] for i in ids)).fields
+                except (KeyError, ValueError):
+                    fields = None
+            formats.append(fields or parse_output_format(text).fields)
+        return formats
+
+    def _greedy_subset(self, batch: SequenceBatch, allowed: torch.Tensor, max_steps: int) -> List[List[int]]:
+        """Greedy decoding restricted to ``allowed`` token ids, with a KV cache; stops at the
+        end-of-response token (not included in the result)."""
+        from transformers import DynamicCache
+        eos = self.prompt.end_of_response_id
+        cache = DynamicCache(config=self.llm.config)
+        mask = _additive(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1)
+        hidden = self.backbone(inputs_embeds=batch.embeds, attention_mask=mask, position_ids=batch.position_ids,
+                               past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+        keys = batch.valid.clone()
+        lengths = batch.lengths
+        results = [[] for _ in range(hidden.shape[0])]
+        done = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        for step in range(max_steps):
+            token = allowed[self.head.subset_logits(hidden, allowed).argmax(-1)]
+            for b in range(len(results)):
+                if not done[b] and token[b].item() != eos:
+                    results[b].append(token[b].item())
+            done |= token == eos
+            if bool(done.all()):
+                break
+            keys = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)
+            out = self.backbone(inputs_embeds=self.embed_tokens(token).unsqueeze(1),
+                                attention_mask=_additive(keys, batch.embeds.dtype)[:, None, None, :],
+                                position_ids=(lengths + step).unsqueeze(1), past_key_values=cache, use_cache=True)
+            hidden = out.last_hidden_state[:, -1]
+        return results
+
+    def _predict_structured(self, image_embeds, reference_points, samples) -> None:
+        from visionllm.instructions import format_category_set, split_category_set
+        # Expand category sets beyond the budget into passes: (sample index, instruction, names, offset).
+        passes = []
+        for i, sample in enumerate(samples):
+            instruction, categories = _meta(sample, "instruction"), list(_meta(sample, "categories"))
+            if len(categories) <= self.max_classes_per_pass:
+                passes.append((i, instruction, categories, 0))
+                continue
+            full = format_category_set(categories)
+            if full not in instruction:
+                raise ValueError("a category set beyond the class-token budget must appear in the "
+                                 "instruction as format_category_set(categories) to be split")
+            offset = 0
+            for chunk in split_category_set(categories, self.max_classes_per_pass):
+                passes.append((i, instruction.replace(full, format_category_set(chunk)), chunk, offset))
+                offset += len(chunk)
+        formats = self._decode_format(image_embeds[[p[0] for p in passes]], [p[1] for p in passes])
+        results: Dict[int, List[dict]] = {}
+        by_format: Dict[Tuple[str, ...], List[int]] = {}
+        for k, fields in enumerate(formats):
+            by_format.setdefault(tuple(fields), []).append(k)
+        for fields, members in by_format.items():
+            idx = [passes[k][0] for k in members]
+            prefix = self._structured_prefix(image_embeds[idx], [passes[k][1] for k in members], fields)
+            _, group_hidden = self._run_groups(prefix, self._group_embeds(image_embeds[idx], fields), self.decode_mode)
+            for row, k in enumerate(members):
+                i, _, names, offset = passes[k]
+                results.setdefault(i, []).append(
+                    self._decode_slots(group_hidden[row], reference_points[i], samples[i], len(names), offset, fields))
+        for i, sample in enumerate(samples):
+            sample.pred_instances = self._merge(results[i], sample)
+
+    def _decode_slots(self, group_hidden, refs, sample, num_categories, offset, fields) -> dict:
+        num_slots = group_hidden.shape[0]
+        refs = refs[:num_slots]
+        cls_logits, loc_logits = self._field_logits(group_hidden, num_categories)
+        probs = cls_logits.softmax(-1)[:, :num_categories]
+        scores, labels = probs.max(-1) if num_categories else (probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long))
+        h, w = _meta(sample, "img_shape")[:2]
+        img_wh = (float(w), float(h))
+        loc = loc_logits.view(num_slots, -1, 2, self.special.num_bins)
+        if self.coord_decode == "argmax":
+            points = self.codec.decode(loc.argmax(-1), refs.unsqueeze(1), img_wh)
+        else:
+            points = self.codec.decode_expectation(loc.softmax(-1), refs.unsqueeze(1), img_wh)
+        return dict(scores=scores, labels=labels + offset, points=points.float(), slots=torch.arange(num_slots))
+
+    def _merge(self, parts: List[dict], sample) -> InstanceData:
+        """Concatenate the passes of one image, keep the best, rescale to ``ori_shape``."""
+        scores = torch.cat([p["scores"] for p in parts])
+        labels = torch.cat([p["labels"] for p in parts])
+        points = torch.cat([p["points"] for p in parts])
+        task = _meta(sample, "task")
+        order = scores.argsort(descending=True)
+        if task == "grounding":
+            order = order[:1]
+        else:
+            order = order[scores[order] >= self.score_thr][:self.max_per_img]
+        scores, labels, points = scores[order], labels[order], points[order]
+        w_scale, h_scale = _meta(sample, "scale_factor", (1.0, 1.0))[:2]
+        ori_h, ori_w = _meta(sample, "ori_shape", _meta(sample, "img_shape"))[:2]
+        points = points / points.new_tensor([w_scale, h_scale])
+        points[..., 0] = points[..., 0].clamp(0, ori_w)
+        points[..., 1] = points[..., 1].clamp(0, ori_h)
+        result = InstanceData()
+        # Corners are decoded as written; a box is their extent (also the box of a polygon).
+        result.bboxes = torch.cat([points.min(dim=1).values, points.max(dim=1).values], dim=-1) \
+            if len(points) else points.new_zeros(0, 4)
+        result.scores = scores
+        category_ids = _meta(sample, "category_ids")
+        if category_ids is not None:
+            result.labels = torch.as_tensor(category_ids, dtype=torch.long)[labels.cpu()].to(labels.device)
+        else:
+            result.labels = labels
+        if points.shape[1] > 2:
+            result.polygons = points
+            result.masks = rasterize_polygons(points, (int(ori_h), int(ori_w)))
+        return result
+
+
+def rasterize_polygons(polygons: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
+    """K-point polygons ``[n, K, 2]`` (pixels) → boolean masks ``[n, h, w]`` with pycocotools."""
+    from pycocotools import mask as mask_utils
+    h, w = shape
+    masks = np.zeros((len(polygons), h, w), dtype=bool)
+    for i, polygon in enumerate(polygons.detach().cpu().double().numpy()):
+        rle = mask_utils.merge(mask_utils.frPyObjects([polygon.reshape(-1).tolist()], h, w))
+        masks[i] = mask_utils.decode(rle).astype(bool)
+    return torch.from_numpy(masks)
