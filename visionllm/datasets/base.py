@@ -1,0 +1,93 @@
+"""Shared helpers of the readers: annotation-file checks, bad-annotation accounting."""
+import json
+import os
+import pickle
+import warnings
+from collections import Counter
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+from shapely.geometry import Polygon
+
+
+def check_ann_file(path: str) -> str:
+    """Raise a one-line ``FileNotFoundError`` naming ``path`` when it does not exist."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    return path
+
+
+def load_annotation(path: str) -> Any:
+    """Load a json or pickle annotation file (RefCOCO ships refs as a pickle)."""
+    check_ann_file(path)
+    if path.endswith((".p", ".pkl", ".pickle")):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    with open(path) as f:
+        return json.load(f)
+
+
+class BadAnnotations:
+    """Counts skipped annotations by reason and reports them in ONE warning per dataset."""
+
+    def __init__(self, owner: str):
+        self.owner = owner
+        self.counts: Counter = Counter()
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.counts[reason] += count
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def report(self) -> None:
+        if self.counts:
+            detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.counts.items()))
+            warnings.warn(f"{self.owner}: skipped {self.total} bad annotations ({detail})", stacklevel=3)
+
+
+def xywh_box_problem(bbox: Sequence[float], width: Optional[float] = None, height: Optional[float] = None):
+    """Reason why a COCO ``[x, y, w, h]`` box is unusable, or None. Returns the clipped xyxy box."""
+    if bbox is None or len(bbox) != 4 or not np.all(np.isfinite(bbox)):
+        return "malformed box", None
+    x, y, w, h = (float(v) for v in bbox)
+    x1, y1, x2, y2 = x, y, x + w, y + h
+    if width is not None and height is not None:  # clip like COCO's own loaders do
+        x1, x2 = max(0.0, x1), min(float(width), x2)
+        y1, y2 = max(0.0, y1), min(float(height), y2)
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        return "zero-area box", None
+    return None, [x1, y1, x2, y2]
+
+
+def polygon_problem(segmentation) -> Optional[str]:
+    """Reason why a COCO polygon segmentation is unusable, or None."""
+    if not isinstance(segmentation, list) or len(segmentation) == 0:
+        return "empty polygon"
+    for flat in segmentation:
+        if not isinstance(flat, (list, tuple)) or len(flat) < 6 or len(flat) % 2:
+            return "empty polygon"
+        poly = Polygon(np.asarray(flat, dtype=np.float64).reshape(-1, 2))
+        if poly.area <= 0:
+            return "empty polygon"
+        if not poly.is_valid:
+            return "self-intersecting polygon"
+    return None
+
+
+def image_path(prefix: str, *parts: str) -> str:
+    return os.path.join(prefix or "", *[p for p in parts if p])
+
+
+def sentences_of(ref: dict) -> List[str]:
+    """RefCOCO sentences: dicts with 'sent'/'raw' (pickle and our json) or plain strings."""
+    result = []
+    for sentence in ref.get("sentences", []):
+        if isinstance(sentence, str):
+            text = sentence
+        else:
+            text = sentence.get("sent") or sentence.get("raw") or ""
+        if text.strip():
+            result.append(text.strip())
+    return result

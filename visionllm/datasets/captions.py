@@ -1,0 +1,80 @@
+"""COCO Caption reader: Karpathy-split json or plain COCO captions json."""
+import os
+from typing import List, Optional, Sequence, Union
+
+from mmengine.dataset import BaseDataset
+
+from visionllm.registry import DATASETS
+
+from .base import BadAnnotations, load_annotation
+
+
+@DATASETS.register_module()
+class CocoCaptionDataset(BaseDataset):
+    """Image captioning, one sample per image with all its reference captions.
+
+    Two formats are read:
+    - Karpathy ``dataset_coco.json``: ``{"images": [{"filename", "filepath", "split",
+      "sentences": [{"raw"}], "cocoid"}]}``; ``split`` selects images (``'train'`` also takes
+      ``'restval'`` when ``include_restval``).
+    - COCO captions: ``{"images": [{id, file_name}], "annotations": [{image_id, caption}]}``.
+
+    data_info: ``img_path, img_id, task='caption', gt_texts (list[str])`` (+ height, width when
+    known).
+    """
+
+    METAINFO = dict(task="caption")
+
+    def __init__(self, *args, split: Optional[Union[str, Sequence[str]]] = None, include_restval: bool = True,
+                 check_image_files: bool = True, **kwargs):
+        splits = [split] if isinstance(split, str) else split
+        if splits is not None and include_restval and "train" in splits:
+            splits = list(splits) + ["restval"]
+        self.split = splits
+        self.check_image_files = check_image_files
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        data = load_annotation(self.ann_file)
+        bad = BadAnnotations(f"{type(self).__name__}({self.ann_file})")
+        prefix = self.data_prefix.get("img_path", self.data_prefix.get("img", ""))
+        images = data.get("images", [])
+        if images and "sentences" in images[0]:
+            entries = self._karpathy(images, prefix)
+        else:
+            entries = self._coco(data, prefix)
+        data_list = []
+        for entry in entries:
+            if not entry["gt_texts"]:
+                bad.skip("image without captions")
+            elif self.check_image_files and not os.path.isfile(entry["img_path"]):
+                bad.skip("missing image file", len(entry["gt_texts"]))
+            else:
+                data_list.append(entry)
+        bad.report()
+        self.num_bad_annotations = bad.total
+        return data_list
+
+    def _karpathy(self, images: list, prefix: str) -> List[dict]:
+        entries = []
+        for img in images:
+            if self.split is not None and img.get("split") not in self.split:
+                continue
+            texts = [s.get("raw", " ".join(s.get("tokens", []))).strip() for s in img.get("sentences", [])]
+            img_id = img.get("cocoid", img.get("imgid"))
+            entries.append(dict(img_path=os.path.join(prefix, img.get("filepath", ""), img["filename"]),
+                                img_id=img_id, task="caption", gt_texts=[t for t in texts if t]))
+        return entries
+
+    def _coco(self, data: dict, prefix: str) -> List[dict]:
+        captions = {}
+        for ann in data.get("annotations", []):
+            captions.setdefault(ann["image_id"], []).append(str(ann.get("caption", "")).strip())
+        entries = []
+        for img in data.get("images", []):
+            entry = dict(img_path=os.path.join(prefix, img["file_name"]), img_id=img["id"], task="caption",
+                         gt_texts=[c for c in captions.get(img["id"], []) if c])
+            if "height" in img and "width" in img:
+                entry.update(height=img["height"], width=img["width"])
+            entries.append(entry)
+        return entries

@@ -1,0 +1,83 @@
+"""COCO instances reader (boxes + polygons) for the detection and segmentation tasks."""
+import os
+from typing import List, Optional
+
+from mmengine.dataset import BaseDataset
+
+from visionllm.registry import DATASETS
+
+from .base import BadAnnotations, load_annotation, polygon_problem, xywh_box_problem
+
+
+@DATASETS.register_module()
+class CocoInstancesDataset(BaseDataset):
+    """COCO-format instances for ``task='detection'`` or ``'segmentation'``.
+
+    Labels are indices into the categories sorted by id (``metainfo['classes']``), the order the
+    COCO metric maps back to category ids. Crowd annotations are kept with ``ignore_flag=1`` (the
+    pipeline leaves them out of the targets; COCOeval ignores matches to them). Unusable
+    annotations — zero-area box, unknown category id, and for segmentation an empty or
+    self-intersecting polygon — and images whose file is missing are skipped and counted in one
+    warning.
+
+    data_info: ``img_path, img_id, height, width, task, instances=[{bbox (xyxy), bbox_label,
+    mask (COCO polygons or RLE), ignore_flag}]``.
+    """
+
+    def __init__(self, *args, task: str = "detection", filter_empty_gt: bool = False,
+                 check_image_files: bool = True, **kwargs):
+        if task not in ("detection", "segmentation"):
+            raise ValueError(f"task must be 'detection' or 'segmentation', got {task!r}")
+        self.task = task
+        self.filter_empty_gt = filter_empty_gt
+        self.check_image_files = check_image_files
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        coco = load_annotation(self.ann_file)
+        categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
+        cat_to_label = {c["id"]: i for i, c in enumerate(categories)}
+        self._metainfo.update(classes=tuple(c["name"] for c in categories), cat_ids=tuple(cat_to_label),
+                              task=self.task)
+        bad = BadAnnotations(f"{type(self).__name__}({self.ann_file})")
+        anns_by_image = {}
+        for ann in coco.get("annotations", []):
+            anns_by_image.setdefault(ann["image_id"], []).append(ann)
+        prefix = self.data_prefix.get("img_path", self.data_prefix.get("img", ""))
+        data_list = []
+        for img in coco.get("images", []):
+            path = os.path.join(prefix, img["file_name"])
+            anns = anns_by_image.get(img["id"], [])
+            if self.check_image_files and not os.path.isfile(path):
+                bad.skip("missing image file", max(1, len(anns)))
+                continue
+            instances = []
+            for ann in anns:
+                instance = self._parse_instance(ann, img, cat_to_label, bad)
+                if instance is not None:
+                    instances.append(instance)
+            if self.filter_empty_gt and not any(not i["ignore_flag"] for i in instances):
+                continue
+            data_list.append(dict(img_path=path, img_id=img["id"], height=img["height"], width=img["width"],
+                                  task=self.task, instances=instances))
+        bad.report()
+        self.num_bad_annotations = bad.total
+        return data_list
+
+    def _parse_instance(self, ann: dict, img: dict, cat_to_label: dict, bad: BadAnnotations) -> Optional[dict]:
+        if ann.get("category_id") not in cat_to_label:
+            bad.skip("unknown category id")
+            return None
+        problem, box = xywh_box_problem(ann.get("bbox"), img.get("width"), img.get("height"))
+        if problem:
+            bad.skip(problem)
+            return None
+        crowd = bool(ann.get("iscrowd", 0))
+        segmentation = ann.get("segmentation")
+        if self.task == "segmentation" and not crowd:
+            problem = polygon_problem(segmentation)
+            if problem:
+                bad.skip(problem)
+                return None
+        return dict(bbox=box, bbox_label=cat_to_label[ann["category_id"]], mask=segmentation,
+                    ignore_flag=int(crowd), ann_id=ann.get("id"))

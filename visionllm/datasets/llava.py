@@ -1,0 +1,60 @@
+"""LLaVA-Instruct-150K reader (conversations json) as free-form question answering."""
+import os
+import re
+from typing import List
+
+from mmengine.dataset import BaseDataset
+
+from visionllm.registry import DATASETS
+
+from .base import BadAnnotations, load_annotation
+
+_IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
+
+
+@DATASETS.register_module()
+class LlavaInstructDataset(BaseDataset):
+    """``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}, ...]}]``.
+
+    Each human turn followed by a gpt turn becomes one sample of task ``'vqa'`` (question = the
+    human text without its ``<image>`` marker, target = the gpt reply); ``first_turn_only``
+    keeps one sample per conversation.
+
+    data_info: ``img_path, img_id, task='vqa', question, target_text, gt_texts=[target_text],
+    question_id ("<id>_<turn>")``.
+    """
+
+    METAINFO = dict(task="vqa")
+
+    def __init__(self, *args, first_turn_only: bool = False, check_image_files: bool = True, **kwargs):
+        self.first_turn_only = first_turn_only
+        self.check_image_files = check_image_files
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        records = load_annotation(self.ann_file)
+        prefix = self.data_prefix.get("img_path", self.data_prefix.get("img", ""))
+        bad = BadAnnotations(f"{type(self).__name__}({self.ann_file})")
+        data_list = []
+        for record in records:
+            turns = record.get("conversations", [])
+            path = os.path.join(prefix, record.get("image", ""))
+            if not record.get("image") or (self.check_image_files and not os.path.isfile(path)):
+                bad.skip("missing image file")
+                continue
+            pairs = [(turns[i]["value"], turns[i + 1]["value"]) for i in range(len(turns) - 1)
+                     if turns[i].get("from") == "human" and turns[i + 1].get("from") == "gpt"]
+            if not pairs:
+                bad.skip("conversation without a human/gpt pair")
+                continue
+            for turn, (question, answer) in enumerate(pairs[:1] if self.first_turn_only else pairs):
+                question = _IMAGE_TOKEN.sub(" ", question).strip()
+                if not question or not answer.strip():
+                    bad.skip("empty turn")
+                    continue
+                data_list.append(dict(img_path=path, img_id=record.get("id"), task="vqa", question=question,
+                                      target_text=answer.strip(), gt_texts=[answer.strip()],
+                                      question_id=f"{record.get('id')}_{turn}"))
+        bad.report()
+        self.num_bad_annotations = bad.total
+        return data_list

@@ -1,0 +1,89 @@
+"""Mixing several task datasets: ratio sampling for training, concatenation for evaluation."""
+import bisect
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from visionllm.registry import DATASETS
+
+
+@DATASETS.register_module()
+class MultiTaskDataset(Dataset):
+    """A mixture of datasets (each with its own pipeline, usually one task each).
+
+    With ``ratios`` (training), item ``idx`` draws a dataset with probability proportional to
+    its ratio and a sample uniformly inside it, from a generator seeded by ``(seed, epoch, idx)``:
+    the same index, seed and epoch always give the same sample, whatever the worker layout.
+    ``length`` is the epoch length (default: the total size of the datasets).
+
+    Without ``ratios`` (evaluation) it is a plain concatenation: every sample once, in order,
+    so a single test loader covers every task and ``MultiTaskMetric`` dispatches by task.
+    """
+
+    def __init__(self, datasets: Sequence[Union[dict, Dataset]], ratios: Optional[Sequence[float]] = None,
+                 length: Optional[int] = None, seed: int = 0, lazy_init: bool = False):
+        self.datasets: List[Dataset] = [DATASETS.build(d) if isinstance(d, dict) else d for d in datasets]
+        if not self.datasets:
+            raise ValueError("MultiTaskDataset needs at least one dataset")
+        if ratios is not None:
+            if len(ratios) != len(self.datasets):
+                raise ValueError(f"{len(ratios)} ratios for {len(self.datasets)} datasets")
+            ratios = np.asarray(ratios, dtype=np.float64)
+            if (ratios < 0).any() or ratios.sum() <= 0:
+                raise ValueError(f"ratios must be non-negative with a positive sum, got {ratios.tolist()}")
+            self.probabilities = ratios / ratios.sum()
+        else:
+            self.probabilities = None
+        self._length = length
+        self.seed = seed
+        self.epoch = 0
+        self._fully_initialized = False
+        if not lazy_init:
+            self.full_init()
+
+    @property
+    def metainfo(self) -> dict:
+        return dict(tasks=[getattr(d, "metainfo", {}).get("task") for d in self.datasets],
+                    datasets=[getattr(d, "metainfo", {}) for d in self.datasets])
+
+    def full_init(self) -> None:
+        if self._fully_initialized:
+            return
+        for dataset in self.datasets:
+            if hasattr(dataset, "full_init"):
+                dataset.full_init()
+        sizes = [len(d) for d in self.datasets]
+        if self.probabilities is not None:
+            empty = [i for i, n in enumerate(sizes) if n == 0 and self.probabilities[i] > 0]
+            if empty:
+                raise ValueError(f"datasets {empty} are empty but have a positive sampling ratio")
+        self.cumulative_sizes = np.cumsum(sizes).tolist()
+        self._fully_initialized = True
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by a sampler / hook so each epoch draws a different mixture."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        self.full_init()
+        if self._length is not None:
+            return self._length
+        return self.cumulative_sizes[-1]
+
+    def locate(self, idx: int):
+        """(dataset index, sample index) of item ``idx``."""
+        self.full_init()
+        if self.probabilities is None:
+            if idx < 0:
+                idx += len(self)
+            which = bisect.bisect_right(self.cumulative_sizes, idx)
+            start = self.cumulative_sizes[which - 1] if which else 0
+            return which, idx - start
+        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        which = int(rng.choice(len(self.datasets), p=self.probabilities))
+        return which, int(rng.integers(len(self.datasets[which])))
+
+    def __getitem__(self, idx: int):
+        which, inner = self.locate(idx)
+        return self.datasets[which][inner]

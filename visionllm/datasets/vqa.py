@@ -1,0 +1,80 @@
+"""VQAv2 reader (questions + annotations json)."""
+import os
+from collections import Counter
+from typing import List, Optional
+
+from mmengine.dataset import BaseDataset
+
+from visionllm.registry import DATASETS
+
+from .base import BadAnnotations, check_ann_file, load_annotation
+
+
+@DATASETS.register_module()
+class VQAv2Dataset(BaseDataset):
+    """Visual question answering, one sample per question.
+
+    Args:
+        ann_file: the questions json (``{"questions": [{image_id, question, question_id}]}``).
+        answers_file: the annotations json (``{"annotations": [{question_id, answers: [{answer}],
+            multiple_choice_answer}]}``); omit it for test-dev (no answers).
+        image_info_file: a COCO json whose ``images`` give each ``file_name``; without it the
+            name is ``img_name_template.format(subtype=data_subtype, image_id=...)``, the COCO
+            convention ``COCO_val2014_000000000042.jpg``.
+
+    data_info: ``img_path, img_id, task='vqa', question, question_id, gt_texts (the 10 human
+    answers), target_text (the most frequent answer)``.
+    """
+
+    METAINFO = dict(task="vqa")
+
+    def __init__(self, *args, answers_file: str = "", image_info_file: str = "",
+                 img_name_template: str = "COCO_{subtype}_{image_id:012d}.jpg", check_image_files: bool = True,
+                 **kwargs):
+        root = kwargs.get("data_root") or ""
+        join = lambda p: os.path.join(root, p) if p and root and not os.path.isabs(p) else p  # noqa: E731
+        self.answers_file = join(answers_file)
+        self.image_info_file = join(image_info_file)
+        self.img_name_template = img_name_template
+        self.check_image_files = check_image_files
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        questions = load_annotation(self.ann_file)
+        answers = {}
+        if self.answers_file:
+            for ann in load_annotation(self.answers_file).get("annotations", []):
+                answers[ann["question_id"]] = ann
+        file_names = {}
+        if self.image_info_file:
+            file_names = {img["id"]: img["file_name"] for img in load_annotation(self.image_info_file)["images"]}
+        subtype = questions.get("data_subtype", "")
+        prefix = self.data_prefix.get("img_path", self.data_prefix.get("img", ""))
+        bad = BadAnnotations(f"{type(self).__name__}({self.ann_file})")
+        exists = {}
+        data_list = []
+        for q in questions.get("questions", []):
+            image_id = q["image_id"]
+            name = file_names.get(image_id) or self.img_name_template.format(subtype=subtype, image_id=image_id)
+            path = os.path.join(prefix, name)
+            if self.check_image_files:
+                if path not in exists:
+                    exists[path] = os.path.isfile(path)
+                if not exists[path]:
+                    bad.skip("missing image file")
+                    continue
+            entry = dict(img_path=path, img_id=image_id, task="vqa", question=q["question"],
+                         question_id=q["question_id"], gt_texts=[], target_text=None)
+            if self.answers_file:
+                ann = answers.get(q["question_id"])
+                if ann is None:
+                    bad.skip("question without answers")
+                    continue
+                texts = [a["answer"] for a in ann.get("answers", []) if str(a.get("answer", "")).strip()]
+                entry["gt_texts"] = texts
+                entry["target_text"] = ann.get("multiple_choice_answer") or (
+                    Counter(texts).most_common(1)[0][0] if texts else None)
+            data_list.append(entry)
+        bad.report()
+        self.num_bad_annotations = bad.total
+        return data_list
