@@ -139,6 +139,10 @@ def test_parser_on_hand_written_phrasings(text, num_points):
     ("(c, x1, y1, ..., x8)", "x8"),
     ("(c, x1, y1, ...)", "ellipsis"),
     ("(c, x1, y1, z1)", "z1"),
+    ("(c, x1, y1, x2, y2, label)", "class more than once"),
+    ("(c, ..., x8, y8)", "before its ellipsis"),
+    ("(c, x1, y1, ..., x4, y4, ..., x8, y8)", "more than one ellipsis"),
+    ("(c, y1, x1, y2, x2)", "in order"),
     ("polygon with 8 points (c, x1, y1, ..., x16, y16)", "8"),
     ("Write a caption for the image.", "no output format"),
 ])
@@ -263,3 +267,19 @@ def test_category_set_round_trip(names):
     text = f"Detect {format_category_set(names)} in <image> as (c, x1, y1, x2, y2)."
     assert read_category_set(text) == names
     assert parse_output_format(text) == OutputFormat.box()
+
+
+def test_parser_takes_the_last_format_by_position():
+    assert parse_output_format("<cls> <x1> <y1> <x2> <y2> then (c, x1, y1, ..., x8, y8)").num_points == 8
+    assert parse_output_format("(c, x1, y1, ..., x8, y8) or rather <cls> <x1> <y1> <x2> <y2>").num_points == 2
+    # Other counted things in the prose do not clash with the stated polygon size.
+    text = "The 4 corners of the table do not matter; polygon with 8 points (c, x1, y1, ..., x8, y8)"
+    assert parse_output_format(text).num_points == 8
+
+
+def test_metainfo_matches_data_sample_contract():
+    ins = build_instruction("segmentation", random.Random(0), categories=["cat", "dog"], num_points=14)
+    meta = ins.metainfo()
+    assert meta == dict(task="segmentation", instruction=ins.text, categories=["cat", "dog"],
+                        output_format=OutputFormat.polygon(14).fields)
+    assert build_instruction("caption", random.Random(0)).metainfo()["output_format"] is None

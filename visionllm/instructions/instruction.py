@@ -1,6 +1,6 @@
 """The ``Instruction``: what one prompt asks for, in text and in structured form."""
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .category_set import IMAGE_PLACEHOLDER
 from .output_format import OutputFormat
@@ -31,3 +31,8 @@ class Instruction:
         count = self.text.count(IMAGE_PLACEHOLDER)
         if count != 1:
             raise ValueError(f"an instruction holds exactly one {IMAGE_PLACEHOLDER}, found {count}")
+
+    def metainfo(self) -> Dict[str, Any]:
+        """The data-sample metainfo keys this instruction fills (see docs/interfaces.md)."""
+        return dict(task=self.task, instruction=self.text, categories=list(self.categories),
+                    output_format=self.output_format.fields if self.output_format else None)

@@ -127,19 +127,22 @@ def _split_items(group: str) -> List[str]:
 
 
 def _find_candidates(text: str) -> List[List[str]]:
+    """Every format-like group of ``text``, in order of position."""
     candidates = []
     for match in _FORMAT_TOKEN_RUN.finditer(text):
-        candidates.append(re.findall(r"<([^<>]+)>", match.group(0)))
+        candidates.append((match.start(), re.findall(r"<([^<>]+)>", match.group(0))))
     for match in _PARENTHESISED.finditer(text):
         items = _split_items(match.group(1))
         if items and _looks_like_format(items):
-            candidates.append(items)
-    return candidates
+            candidates.append((match.start(), items))
+    return [items for _, items in sorted(candidates, key=lambda c: c[0])]
 
 
 def _points_from_items(items: List[str], source: str) -> int:
     """Validate the coordinate items and return the number of points K they describe."""
     coords = [item for item in items if item not in _CLASS_ALIASES]
+    if len(items) - len(coords) > 1:
+        raise UnsupportedOutputFormat(f"format {source} names the class more than once")
     if any(item in _CENTRE for item in coords):
         raise UnsupportedOutputFormat(
             f"centre-based format {source} is not supported; use (c, x1, y1, x2, y2)")
@@ -164,9 +167,9 @@ def _points_from_items(items: List[str], source: str) -> int:
     if not head:
         raise UnsupportedOutputFormat(f"format {source} names no coordinates before its ellipsis")
 
-    def check_run(run, first_point):
-        expected = [(axis, first_point + i // 2) for i, axis in enumerate("xy" * (len(run) // 2 + 1))]
-        return run == expected[:len(run)] and len(run) % 2 == 0
+    def check_run(run, first_point):  # x_j, y_j, x_j+1, y_j+1, ... from j = first_point
+        expected = [(axis, first_point + j) for j in range(len(run) // 2) for axis in "xy"]
+        return len(run) % 2 == 0 and run == expected
 
     if not check_run(head, 1):
         raise UnsupportedOutputFormat(
@@ -207,9 +210,10 @@ def parse_output_format(text: str) -> OutputFormat:
         raise UnsupportedOutputFormat(f"{num_points} points requested in {source}; at most {MAX_POINTS} are supported")
     if num_points < 2:
         raise UnsupportedOutputFormat(f"a single point {source} is not a supported output; use a box or polygon")
-    # A stated count ("polygon with 8 points") must agree with the tuple.
-    stated = _NUM_POINTS_PHRASE.search(unquoted)
-    if stated is not None and num_points > 2 and int(stated.group(1)) != num_points:
+    # A stated count ("polygon with 8 points") must agree with the tuple; other numbers in
+    # the prose ("the 3 corners of the table") are tolerated as long as one count agrees.
+    stated = [int(m.group(1)) for m in _NUM_POINTS_PHRASE.finditer(unquoted)]
+    if stated and num_points > 2 and num_points not in stated:
         raise UnsupportedOutputFormat(
-            f"text says {stated.group(1)} points but the format {source} has {num_points}")
+            f"text says {stated[0]} points but the format {source} has {num_points}")
     return OutputFormat.box() if num_points == 2 else OutputFormat.polygon(num_points)
