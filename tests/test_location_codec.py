@@ -81,10 +81,18 @@ def test_tensor_image_size_per_item():
     sizes = torch.tensor([[100.0, 50.0], [640.0, 480.0]])
     boxes = torch.rand(2, 4) * sizes.repeat(1, 2)
     ref = torch.rand(2, 2)
-    bins = codec.encode_boxes(boxes, ref, sizes.unsqueeze(1))
-    decoded = codec.decode_boxes(bins, ref, sizes.unsqueeze(1))
+    bins = codec.encode_boxes(boxes, ref, sizes)
+    decoded = codec.decode_boxes(bins, ref, sizes)
     tol = (sizes / codec.half / 2 + 1e-4).repeat(1, 2)
     assert ((decoded - boxes).abs() <= tol).all()
+    # Same as encoding each box alone with its own size.
+    for i in range(2):
+        alone = codec.encode_boxes(boxes[i:i + 1], ref[i:i + 1], tuple(sizes[i].tolist()))
+        assert torch.equal(alone[0], bins[i])
+    polygons = torch.rand(2, 8, 2) * sizes.unsqueeze(1)
+    poly_bins = codec.encode_polygons(polygons, ref, sizes)
+    assert torch.equal(poly_bins[1], codec.encode_polygons(polygons[1:], ref[1:], tuple(sizes[1].tolist()))[0])
+    assert ((codec.decode_polygons(poly_bins, ref, sizes) - polygons).abs() <= tol[:, None, :2]).all()
 
 
 @fast

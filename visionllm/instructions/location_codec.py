@@ -81,24 +81,31 @@ class LocationCodec:
         ref = ref_xy.to(device=probs.device, dtype=probs.dtype)
         return ref * size + (expected_bins - self.half) / self.half * size
 
+    @staticmethod
+    def _per_item(img_wh: ImageSize) -> ImageSize:
+        # Per-item sizes [n, 2] line up with refs [n, 2]: both gain the points axis.
+        if isinstance(img_wh, torch.Tensor) and img_wh.dim() >= 2:
+            return img_wh.unsqueeze(-2)
+        return img_wh
+
     # -- boxes [n, 4] xyxy ------------------------------------------------------------------
     def encode_boxes(self, boxes: torch.Tensor, ref_xy: torch.Tensor, img_wh: ImageSize) -> torch.Tensor:
-        """Boxes ``[n, 4]`` (x1, y1, x2, y2) pixels, refs ``[n, 2]`` → bins ``[n, 4]`` in the
-        field order x1, y1, x2, y2."""
+        """Boxes ``[n, 4]`` (x1, y1, x2, y2) pixels, refs ``[n, 2]``, image size ``(w, h)`` or
+        per-box sizes ``[n, 2]`` → bins ``[n, 4]`` in the field order x1, y1, x2, y2."""
         corners = boxes.reshape(*boxes.shape[:-1], 2, 2)
-        return self.encode(corners, ref_xy.unsqueeze(-2), img_wh).reshape(boxes.shape)
+        return self.encode(corners, ref_xy.unsqueeze(-2), self._per_item(img_wh)).reshape(boxes.shape)
 
     def decode_boxes(self, bins: torch.Tensor, ref_xy: torch.Tensor, img_wh: ImageSize) -> torch.Tensor:
         """Bins ``[n, 4]`` → boxes ``[n, 4]`` pixels (corners as decoded, not reordered)."""
         corners = bins.reshape(*bins.shape[:-1], 2, 2)
-        return self.decode(corners, ref_xy.unsqueeze(-2), img_wh).reshape(bins.shape)
+        return self.decode(corners, ref_xy.unsqueeze(-2), self._per_item(img_wh)).reshape(bins.shape)
 
     # -- polygons [n, K, 2] -----------------------------------------------------------------
     def encode_polygons(self, polygons: torch.Tensor, ref_xy: torch.Tensor, img_wh: ImageSize) -> torch.Tensor:
         """Polygons ``[n, K, 2]`` pixels, refs ``[n, 2]`` → bins ``[n, K, 2]``; ``.flatten(-2)``
         gives the field order x1, y1, ..., xK, yK."""
-        return self.encode(polygons, ref_xy.unsqueeze(-2), img_wh)
+        return self.encode(polygons, ref_xy.unsqueeze(-2), self._per_item(img_wh))
 
     def decode_polygons(self, bins: torch.Tensor, ref_xy: torch.Tensor, img_wh: ImageSize) -> torch.Tensor:
         """Bins ``[n, K, 2]`` → polygons ``[n, K, 2]`` pixels."""
-        return self.decode(bins, ref_xy.unsqueeze(-2), img_wh)
+        return self.decode(bins, ref_xy.unsqueeze(-2), self._per_item(img_wh))
