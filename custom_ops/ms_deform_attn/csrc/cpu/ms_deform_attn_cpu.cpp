@@ -1,0 +1,219 @@
+// CPU kernel of multi-scale deformable attention (forward and backward).
+//
+// Layout: value is [B, S, H, D] so the D channels of one (position, head) are contiguous. Each
+// sample computes its four corners and bilinear weights once (ms_deform_attn_math.h) and then
+// runs a channel loop over D that the compiler vectorises (`omp simd`).
+//
+// Parallelisation, chosen so that every thread owns exactly what it writes (no atomics, no races)
+// and every output element is accumulated in a fixed order, whatever the thread count:
+//   forward  - work item = (batch, query): writes output[b, q, :, :] only.
+//   backward - work item = (batch, head): the value gradient is a scatter into the sampled
+//              positions, but a (b, h) item only ever touches grad_value[b, :, h, :], and the
+//              location / weight gradients of its own samples. Queries are visited in order, so
+//              the accumulation order in grad_value is fixed.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "ms_deform_attn.h"
+#include "ms_deform_attn_math.h"
+
+namespace {
+
+struct Sizes {
+  int64_t batch, spatial, heads, channels, queries, levels, points;
+};
+
+Sizes sizes_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
+  return Sizes{value.size(0),
+               value.size(1),
+               value.size(2),
+               value.size(3),
+               sampling_locations.size(1),
+               sampling_locations.size(3),
+               sampling_locations.size(4)};
+}
+
+// out[d] += sum_c w[c] * v_c[d] for the corners that are inside the map.
+template <typename scalar_t>
+inline void accumulate_sample(scalar_t* __restrict__ out, const scalar_t* __restrict__ level_value,
+                              int64_t row_stride, const msda::BilinearCorners<scalar_t>& corners, scalar_t attn,
+                              int64_t channels) {
+  if (corners.valid[0] && corners.valid[1] && corners.valid[2] && corners.valid[3]) {
+    // Interior sample (the common case): one fused pass over the channels.
+    const scalar_t* __restrict__ v0 = level_value + corners.index[0] * row_stride;
+    const scalar_t* __restrict__ v1 = level_value + corners.index[1] * row_stride;
+    const scalar_t* __restrict__ v2 = level_value + corners.index[2] * row_stride;
+    const scalar_t* __restrict__ v3 = level_value + corners.index[3] * row_stride;
+    const scalar_t w0 = attn * corners.weight[0], w1 = attn * corners.weight[1];
+    const scalar_t w2 = attn * corners.weight[2], w3 = attn * corners.weight[3];
+#pragma omp simd
+    for (int64_t d = 0; d < channels; ++d) {
+      out[d] += w0 * v0[d] + w1 * v1[d] + w2 * v2[d] + w3 * v3[d];
+    }
+    return;
+  }
+  for (int c = 0; c < 4; ++c) {
+    if (!corners.valid[c]) continue;
+    const scalar_t* __restrict__ v = level_value + corners.index[c] * row_stride;
+    const scalar_t w = attn * corners.weight[c];
+#pragma omp simd
+    for (int64_t d = 0; d < channels; ++d) {
+      out[d] += w * v[d];
+    }
+  }
+}
+
+// For one sample: dot[c] = <v_c, g> and grad_v_c += attn * w_c * g, for the corners inside the map.
+template <typename scalar_t>
+inline void backward_sample(const scalar_t* __restrict__ level_value, scalar_t* __restrict__ level_grad_value,
+                            int64_t row_stride, const msda::BilinearCorners<scalar_t>& corners, scalar_t attn,
+                            const scalar_t* __restrict__ grad_out, int64_t channels, scalar_t dot[4]) {
+  if (corners.valid[0] && corners.valid[1] && corners.valid[2] && corners.valid[3]) {
+    const scalar_t* __restrict__ v0 = level_value + corners.index[0] * row_stride;
+    const scalar_t* __restrict__ v1 = level_value + corners.index[1] * row_stride;
+    const scalar_t* __restrict__ v2 = level_value + corners.index[2] * row_stride;
+    const scalar_t* __restrict__ v3 = level_value + corners.index[3] * row_stride;
+    scalar_t* __restrict__ gv0 = level_grad_value + corners.index[0] * row_stride;
+    scalar_t* __restrict__ gv1 = level_grad_value + corners.index[1] * row_stride;
+    scalar_t* __restrict__ gv2 = level_grad_value + corners.index[2] * row_stride;
+    scalar_t* __restrict__ gv3 = level_grad_value + corners.index[3] * row_stride;
+    const scalar_t w0 = attn * corners.weight[0], w1 = attn * corners.weight[1];
+    const scalar_t w2 = attn * corners.weight[2], w3 = attn * corners.weight[3];
+    scalar_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+    for (int64_t d = 0; d < channels; ++d) {
+      const scalar_t g = grad_out[d];
+      d0 += v0[d] * g;
+      d1 += v1[d] * g;
+      d2 += v2[d] * g;
+      d3 += v3[d] * g;
+      gv0[d] += w0 * g;
+      gv1[d] += w1 * g;
+      gv2[d] += w2 * g;
+      gv3[d] += w3 * g;
+    }
+    dot[0] = d0;
+    dot[1] = d1;
+    dot[2] = d2;
+    dot[3] = d3;
+    return;
+  }
+  for (int c = 0; c < 4; ++c) {
+    dot[c] = 0;
+    if (!corners.valid[c]) continue;
+    const scalar_t* __restrict__ v = level_value + corners.index[c] * row_stride;
+    scalar_t* __restrict__ gv = level_grad_value + corners.index[c] * row_stride;
+    const scalar_t w = attn * corners.weight[c];
+    scalar_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t d = 0; d < channels; ++d) {
+      const scalar_t g = grad_out[d];
+      acc += v[d] * g;
+      gv[d] += w * g;
+    }
+    dot[c] = acc;
+  }
+}
+
+template <typename scalar_t>
+void forward_kernel(const Sizes& n, const scalar_t* value, const int64_t* shapes, const int64_t* starts,
+                    const scalar_t* locations, const scalar_t* weights, scalar_t* output) {
+  const int64_t row_stride = n.heads * n.channels;  // distance between two positions of one head
+  const int64_t samples_per_head = n.levels * n.points;
+  // Enough (b, q) items per chunk that scheduling overhead stays negligible.
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, n.heads * samples_per_head));
+  at::parallel_for(0, n.batch * n.queries, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t bq = begin; bq < end; ++bq) {
+      const int64_t b = bq / n.queries;
+      for (int64_t h = 0; h < n.heads; ++h) {
+        scalar_t* out = output + (bq * n.heads + h) * n.channels;
+        std::fill(out, out + n.channels, scalar_t(0));
+        const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
+        for (int64_t l = 0; l < n.levels; ++l) {
+          const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
+          const scalar_t* level_value = value + ((b * n.spatial + starts[l]) * n.heads + h) * n.channels;
+          for (int64_t p = 0; p < n.points; ++p) {
+            const int64_t s = sample0 + l * n.points + p;
+            msda::BilinearCorners<scalar_t> corners;
+            if (!msda::bilinear_corners(locations[2 * s], locations[2 * s + 1], height, width, corners)) continue;
+            accumulate_sample(out, level_value, row_stride, corners, weights[s], n.channels);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const Sizes& n, const scalar_t* value, const int64_t* shapes, const int64_t* starts,
+                     const scalar_t* locations, const scalar_t* weights, const scalar_t* grad_output,
+                     scalar_t* grad_value, scalar_t* grad_locations, scalar_t* grad_weights) {
+  const int64_t row_stride = n.heads * n.channels;
+  const int64_t samples_per_head = n.levels * n.points;
+  at::parallel_for(0, n.batch * n.heads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / n.heads, h = bh % n.heads;
+      for (int64_t q = 0; q < n.queries; ++q) {
+        const int64_t bq = b * n.queries + q;
+        const scalar_t* g = grad_output + (bq * n.heads + h) * n.channels;
+        const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
+        for (int64_t l = 0; l < n.levels; ++l) {
+          const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
+          const int64_t level_offset = ((b * n.spatial + starts[l]) * n.heads + h) * n.channels;
+          for (int64_t p = 0; p < n.points; ++p) {
+            const int64_t s = sample0 + l * n.points + p;
+            msda::BilinearCorners<scalar_t> corners;
+            if (!msda::bilinear_corners(locations[2 * s], locations[2 * s + 1], height, width, corners)) {
+              grad_weights[s] = 0;
+              grad_locations[2 * s] = 0;
+              grad_locations[2 * s + 1] = 0;
+              continue;
+            }
+            scalar_t dot[4];
+            backward_sample(value + level_offset, grad_value + level_offset, row_stride, corners, weights[s], g,
+                            n.channels, dot);
+            msda::sample_gradients(corners, dot, weights[s], height, width, grad_weights[s], grad_locations[2 * s],
+                                   grad_locations[2 * s + 1]);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                      const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                                      const at::Tensor& attention_weights) {
+  const Sizes n = sizes_of(value, sampling_locations);
+  auto output = at::empty({n.batch, n.queries, n.heads * n.channels}, value.options());
+  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_forward", [&] {
+    forward_kernel<scalar_t>(n, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+                             level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
+                             attention_weights.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
+  });
+  return output;
+}
+
+std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                                    const at::Tensor& level_start_index,
+                                                    const at::Tensor& sampling_locations,
+                                                    const at::Tensor& attention_weights,
+                                                    const at::Tensor& grad_output) {
+  const Sizes n = sizes_of(value, sampling_locations);
+  // grad_value is accumulated (scatter); the other two are written once per sample.
+  auto grad_value = at::zeros_like(value);
+  auto grad_locations = at::empty_like(sampling_locations);
+  auto grad_weights = at::empty_like(attention_weights);
+  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
+    backward_kernel<scalar_t>(n, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+                              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
+                              attention_weights.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(),
+                              grad_value.data_ptr<scalar_t>(), grad_locations.data_ptr<scalar_t>(),
+                              grad_weights.data_ptr<scalar_t>());
+  });
+  return {grad_value, grad_locations, grad_weights};
+}
