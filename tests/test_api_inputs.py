@@ -62,9 +62,9 @@ def test_huge_image_is_reduced_while_decoding(tmp_path):
 
 
 def test_category_set_parsing():
-    text = 'Detect {"cat": <c1>, "red \\"big\\" dog": <c0>} in <image>.'
+    text = 'Detect {"red \\"big\\" dog": <c0>, "cat": <c1>} in <image>.'
     assert parse_category_set(text) == ['red "big" dog', "cat"]
     assert parse_category_set("no set here <image>") == []
-    with pytest.raises(InputError, match="<c0>"):
+    with pytest.raises(InputError, match="<c0>") as err:
         parse_category_set('{"a": <c0>, "b": <c5>}')
     assert quoted_phrase('Find "the man in red" in <image>') == "the man in red"

@@ -6,6 +6,8 @@ from typing import List, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from visionllm.instructions import read_category_set
+
 ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
 
 # Decoding a huge image at full size costs memory for nothing: the model resizes it to at most
@@ -75,25 +77,15 @@ def load_image(image: ImageInput) -> np.ndarray:
     raise InputError(f"unsupported image type {type(image).__name__}; give a path, a numpy array or a PIL image")
 
 
-_CATEGORY_ENTRY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*<c(\d+)>')
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)+)"')
 
 
 def parse_category_set(text: str) -> List[str]:
-    """Names of a ``{"cat": <c0>, "dog": <c1>}`` category set in an instruction, in token order.
-
-    Raises :class:`InputError` when the class tokens are not exactly ``<c0> .. <c(n-1)>``.
-    """
-    entries = _CATEGORY_ENTRY.findall(text)
-    if not entries:
-        return []
-    names = [None] * len(entries)
-    for name, index in entries:
-        index = int(index)
-        if index >= len(entries) or names[index] is not None:
-            raise InputError("the category set must number its classes <c0>, <c1>, ... once each")
-        names[index] = name.replace('\\"', '"')
-    return names
+    """Names of the ``{"cat": <c0>, "dog": <c1>}`` category set of an instruction, in token order."""
+    try:
+        return read_category_set(text)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def quoted_phrase(text: str) -> str:
