@@ -1,0 +1,198 @@
+// DCNv3 on the CPU: forward and backward, parallel with at::parallel_for.
+//
+// Determinism: every output element is written by exactly one task, and each task adds its terms
+// in a fixed order, so results do not depend on the number of threads. The input gradient is a
+// scatter (many samples hit one pixel); it is partitioned by (image, group, channel block) so
+// that each task owns the channels it writes, instead of using atomics or per-thread buffers.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "dcnv3.h"
+
+namespace {
+
+using dcnv3::Bilinear;
+using dcnv3::Geometry;
+
+// Points the four neighbours at their channel rows; neighbours outside the map point at a row of
+// zeros (their weight is then irrelevant), which keeps the channel loops branch-free.
+template <typename scalar_t>
+inline void corner_rows(const Bilinear<scalar_t>& b, const scalar_t* image, int64_t channels,
+                        const scalar_t* zeros, const scalar_t* rows[4]) {
+  for (int k = 0; k < 4; ++k) rows[k] = b.index[k] >= 0 ? image + b.index[k] * channels : zeros;
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* input, const scalar_t* offset, const scalar_t* mask, scalar_t* output,
+                    const Geometry geo, scalar_t offset_scale) {
+  const int64_t C = geo.channels(), Cg = geo.group_channels, P = geo.points();
+  const int64_t positions = geo.batch * geo.height_out * geo.width_out;
+  const int64_t in_image = geo.height_in * geo.width_in * C;
+  // a position costs G*P samples of Cg channels; aim for a few thousand multiply-adds per grain
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, geo.group * P * Cg));
+  at::parallel_for(0, positions, grain, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> zeros(Cg, scalar_t(0));
+    for (int64_t pos = begin; pos < end; ++pos) {
+      const int64_t n = pos / (geo.height_out * geo.width_out);
+      const int64_t ho = (pos / geo.width_out) % geo.height_out;
+      const int64_t wo = pos % geo.width_out;
+      const scalar_t* image = input + n * in_image;
+      const scalar_t* off = offset + pos * geo.group * P * 2;
+      const scalar_t* msk = mask + pos * geo.group * P;
+      scalar_t* out = output + pos * C;
+      for (int64_t g = 0; g < geo.group; ++g) {
+        scalar_t* acc = out + g * Cg;
+        const scalar_t* image_g = image + g * Cg;
+        for (int64_t i = 0; i < geo.kernel_w; ++i) {
+          for (int64_t j = 0; j < geo.kernel_h; ++j) {
+            const int64_t p = g * P + i * geo.kernel_h + j;
+            scalar_t y, x;
+            dcnv3::sampling_location(geo, ho, wo, i, j, off[2 * p], off[2 * p + 1], offset_scale, &y, &x);
+            Bilinear<scalar_t> b;
+            if (!dcnv3::bilinear_setup(y, x, geo.height_in, geo.width_in, &b)) continue;
+            const scalar_t m = msk[p];
+            const scalar_t w0 = m * b.weight[0], w1 = m * b.weight[1];
+            const scalar_t w2 = m * b.weight[2], w3 = m * b.weight[3];
+            const scalar_t* rows[4];
+            corner_rows(b, image_g, C, zeros.data(), rows);
+            const scalar_t *v0 = rows[0], *v1 = rows[1], *v2 = rows[2], *v3 = rows[3];
+            for (int64_t c = 0; c < Cg; ++c) acc[c] += w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+          }
+        }
+      }
+    }
+  });
+}
+
+// Gradients of offsets and masks: a pure gather, one task per output position.
+template <typename scalar_t>
+void offset_mask_backward_kernel(const scalar_t* input, const scalar_t* offset, const scalar_t* mask,
+                                 const scalar_t* grad_output, scalar_t* grad_offset, scalar_t* grad_mask,
+                                 const Geometry geo, scalar_t offset_scale) {
+  const int64_t C = geo.channels(), Cg = geo.group_channels, P = geo.points();
+  const int64_t positions = geo.batch * geo.height_out * geo.width_out;
+  const int64_t in_image = geo.height_in * geo.width_in * C;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, geo.group * P * Cg));
+  at::parallel_for(0, positions, grain, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> zeros(Cg, scalar_t(0));
+    for (int64_t pos = begin; pos < end; ++pos) {
+      const int64_t n = pos / (geo.height_out * geo.width_out);
+      const int64_t ho = (pos / geo.width_out) % geo.height_out;
+      const int64_t wo = pos % geo.width_out;
+      const scalar_t* image = input + n * in_image;
+      const scalar_t* off = offset + pos * geo.group * P * 2;
+      const scalar_t* msk = mask + pos * geo.group * P;
+      scalar_t* g_off = grad_offset + pos * geo.group * P * 2;
+      scalar_t* g_msk = grad_mask + pos * geo.group * P;
+      for (int64_t g = 0; g < geo.group; ++g) {
+        const scalar_t* go = grad_output + pos * C + g * Cg;
+        const scalar_t* image_g = image + g * Cg;
+        for (int64_t i = 0; i < geo.kernel_w; ++i) {
+          for (int64_t j = 0; j < geo.kernel_h; ++j) {
+            const int64_t p = g * P + i * geo.kernel_h + j;
+            scalar_t y, x;
+            dcnv3::sampling_location(geo, ho, wo, i, j, off[2 * p], off[2 * p + 1], offset_scale, &y, &x);
+            Bilinear<scalar_t> b;
+            if (!dcnv3::bilinear_setup(y, x, geo.height_in, geo.width_in, &b)) continue;  // grads stay 0
+            const scalar_t* rows[4];
+            corner_rows(b, image_g, C, zeros.data(), rows);
+            scalar_t dot[4];
+            for (int k = 0; k < 4; ++k) {
+              scalar_t s = 0;
+              const scalar_t* v = rows[k];
+              for (int64_t c = 0; c < Cg; ++c) s += go[c] * v[c];
+              dot[k] = s;
+            }
+            g_msk[p] = b.weight[0] * dot[0] + b.weight[1] * dot[1] + b.weight[2] * dot[2] + b.weight[3] * dot[3];
+            scalar_t d_y, d_x;
+            dcnv3::location_gradient(b, dot, &d_y, &d_x);
+            const scalar_t chain = msk[p] * offset_scale;  // d location / d offset = offset_scale
+            g_off[2 * p] = chain * d_x;
+            g_off[2 * p + 1] = chain * d_y;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Gradient of the input: a scatter. Task t owns channels [c0, c1) of group g in image n, and walks
+// all samples of that group in a fixed order, so no two tasks write the same element.
+template <typename scalar_t>
+void input_backward_kernel(const scalar_t* offset, const scalar_t* mask, const scalar_t* grad_output,
+                           scalar_t* grad_input, const Geometry geo, scalar_t offset_scale) {
+  const int64_t C = geo.channels(), Cg = geo.group_channels, P = geo.points();
+  const int64_t outputs = geo.height_out * geo.width_out;
+  const int64_t in_image = geo.height_in * geo.width_in * C;
+  // Enough tasks to keep every thread busy; the split never changes the arithmetic of an element.
+  const int64_t groups_total = geo.batch * geo.group;
+  const int64_t wanted = 2 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t max_blocks = std::max<int64_t>(1, Cg / 8);
+  const int64_t blocks = std::min(max_blocks, std::max<int64_t>(1, (wanted + groups_total - 1) / groups_total));
+  const int64_t block = (Cg + blocks - 1) / blocks;
+  at::parallel_for(0, groups_total * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (geo.group * blocks);
+      const int64_t g = (task / blocks) % geo.group;
+      const int64_t c0 = (task % blocks) * block;
+      const int64_t width = std::min(Cg, c0 + block) - c0;
+      if (width <= 0) continue;
+      scalar_t* image_grad = grad_input + n * in_image + g * Cg + c0;
+      for (int64_t q = 0; q < outputs; ++q) {
+        const int64_t pos = n * outputs + q;
+        const int64_t ho = q / geo.width_out, wo = q % geo.width_out;
+        const scalar_t* off = offset + pos * geo.group * P * 2;
+        const scalar_t* msk = mask + pos * geo.group * P;
+        const scalar_t* go = grad_output + pos * C + g * Cg + c0;
+        for (int64_t i = 0; i < geo.kernel_w; ++i) {
+          for (int64_t j = 0; j < geo.kernel_h; ++j) {
+            const int64_t p = g * P + i * geo.kernel_h + j;
+            scalar_t y, x;
+            dcnv3::sampling_location(geo, ho, wo, i, j, off[2 * p], off[2 * p + 1], offset_scale, &y, &x);
+            Bilinear<scalar_t> b;
+            if (!dcnv3::bilinear_setup(y, x, geo.height_in, geo.width_in, &b)) continue;
+            const scalar_t m = msk[p];
+            for (int k = 0; k < 4; ++k) {
+              if (b.index[k] < 0) continue;
+              const scalar_t w = m * b.weight[k];
+              scalar_t* dst = image_grad + b.index[k] * C;
+              for (int64_t c = 0; c < width; ++c) dst[c] += w * go[c];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                             const Geometry& geo, double offset_scale) {
+  auto output = at::zeros({geo.batch, geo.height_out, geo.width_out, geo.channels()}, input.options());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcnv3_forward_cpu", [&] {
+    forward_kernel<scalar_t>(input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(),
+                             output.data_ptr<scalar_t>(), geo, static_cast<scalar_t>(offset_scale));
+  });
+  return output;
+}
+
+std::vector<at::Tensor> dcnv3_backward_cpu(const at::Tensor& input, const at::Tensor& offset,
+                                           const at::Tensor& mask, const at::Tensor& grad_output,
+                                           const Geometry& geo, double offset_scale) {
+  auto grad_input = at::zeros_like(input);
+  auto grad_offset = at::zeros_like(offset);
+  auto grad_mask = at::zeros_like(mask);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcnv3_backward_cpu", [&] {
+    const scalar_t scale = static_cast<scalar_t>(offset_scale);
+    offset_mask_backward_kernel<scalar_t>(input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(),
+                                          mask.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(),
+                                          grad_offset.data_ptr<scalar_t>(), grad_mask.data_ptr<scalar_t>(), geo,
+                                          scale);
+    input_backward_kernel<scalar_t>(offset.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(),
+                                    grad_output.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(), geo, scale);
+  });
+  return {grad_input, grad_offset, grad_mask};
+}

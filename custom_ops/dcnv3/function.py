@@ -1,0 +1,46 @@
+"""Autograd function and the ``dcnv3`` entry point (compiled kernel, or the reference as fallback)."""
+import torch
+from torch.autograd.function import once_differentiable
+
+from .._extension import load_extension
+from .. import get_backend
+from .reference import dcnv3_reference
+
+
+def _compiled():
+    return load_extension("custom_ops.dcnv3._C")
+
+
+class DCNv3Function(torch.autograd.Function):
+    """Calls the C++/CUDA kernel; gradients for input, offset and mask (first order only)."""
+
+    @staticmethod
+    def forward(ctx, input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                dilation_w, group, group_channels, offset_scale):
+        ctx.geometry = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                        group_channels, float(offset_scale))
+        ctx.save_for_backward(input, offset, mask)
+        return _compiled().forward(input, offset, mask, *ctx.geometry)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, offset, mask = ctx.saved_tensors
+        grad_input, grad_offset, grad_mask = _compiled().backward(
+            input, offset, mask, grad_output.contiguous(), *ctx.geometry)
+        return (grad_input, grad_offset, grad_mask) + (None,) * 11
+
+
+def dcnv3(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+          group, group_channels, offset_scale):
+    """DCNv3 (InternImage semantics). input ``[N, H, W, G*Cg]`` NHWC, offset ``[N, Ho, Wo, G*Kh*Kw*2]``
+    as (x, y) pairs, mask ``[N, Ho, Wo, G*Kh*Kw]`` already softmaxed → ``[N, Ho, Wo, G*Cg]``.
+
+    Tensors must be contiguous float32/float64 on one device. Uses the compiled kernel unless it is
+    not built or ``custom_ops.get_backend()`` is ``'reference'``.
+    """
+    args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+            group_channels, offset_scale)
+    if get_backend() == "reference" or _compiled() is None:
+        return dcnv3_reference(input, offset, mask, *args)
+    return DCNv3Function.apply(input, offset, mask, *args)
