@@ -1,0 +1,89 @@
+"""BLEU and CIDEr-D as defined by the COCO caption evaluation (Papineni et al. 2002; Vedantam
+et al. 2015), written here because ``pycocoevalcap`` ships Java tools we do not need: BLEU and
+CIDEr are pure counting.
+
+Both take ``refs: {id: [reference strings]}`` and ``hyps: {id: candidate string}``.
+"""
+import math
+import re
+from collections import Counter
+from typing import Dict, List, Sequence, Tuple
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def tokenize(text: str) -> List[str]:
+    """Lower-case words, punctuation dropped (what the PTB tokenizer + punctuation filter of
+    the COCO caption toolkit does for ordinary captions)."""
+    return _TOKEN.findall(text.lower())
+
+
+def ngrams(tokens: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def bleu(refs: Dict, hyps: Dict, max_n: int = 4) -> List[float]:
+    """Corpus BLEU-1..max_n: clipped n-gram precisions summed over the corpus, geometric mean,
+    brevity penalty with the closest reference length (ties → the shorter one)."""
+    correct = [0] * max_n
+    guessed = [0] * max_n
+    hyp_len = ref_len = 0
+    for key, hyp in hyps.items():
+        h = tokenize(hyp)
+        rs = [tokenize(r) for r in refs[key]]
+        hyp_len += len(h)
+        ref_len += min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
+        for n in range(1, max_n + 1):
+            counts = ngrams(h, n)
+            max_ref = Counter()
+            for r in rs:
+                for gram, c in ngrams(r, n).items():
+                    max_ref[gram] = max(max_ref[gram], c)
+            correct[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
+            guessed[n - 1] += max(len(h) - n + 1, 0)
+    brevity = 1.0 if hyp_len > ref_len else (math.exp(1 - ref_len / hyp_len) if hyp_len else 0.0)
+    scores, log_sum = [], 0.0
+    for n in range(max_n):
+        if correct[n] == 0 or guessed[n] == 0:
+            log_sum = float("-inf")
+        else:
+            log_sum += math.log(correct[n] / guessed[n])
+        scores.append(brevity * math.exp(log_sum / (n + 1)) if log_sum != float("-inf") else 0.0)
+    return scores
+
+
+def _tfidf(counts: List[Counter], doc_freq: Counter, log_num_docs: float) -> Tuple[List[Dict], List[float], int]:
+    """Per n: tf-idf vector, its norm, and the sentence length (number of unigrams)."""
+    vectors, norms = [], []
+    for counter in counts:
+        vec = {g: tf * (log_num_docs - math.log(max(1.0, doc_freq[g]))) for g, tf in counter.items()}
+        vectors.append(vec)
+        norms.append(math.sqrt(sum(v * v for v in vec.values())))
+    return vectors, norms, sum(counts[0].values())
+
+
+def cider_d(refs: Dict, hyps: Dict, max_n: int = 4, sigma: float = 6.0) -> Tuple[float, Dict]:
+    """CIDEr-D: tf-idf n-gram cosine with clipped candidate weights and a Gaussian length
+    penalty, averaged over n = 1..4 and the references, times 10. Document frequencies come
+    from the references of the evaluated set. Returns (corpus score, per-id scores)."""
+    keys = list(hyps)
+    ref_counts = {k: [[ngrams(tokenize(r), n) for n in range(1, max_n + 1)] for r in refs[k]] for k in keys}
+    doc_freq: Counter = Counter()
+    for k in keys:
+        doc_freq.update({g for ref in ref_counts[k] for counter in ref for g in counter})
+    log_num_docs = math.log(float(len(keys))) if keys else 0.0
+    per_id = {}
+    for k in keys:
+        hyp_tokens = tokenize(hyps[k])
+        h_vec, h_norm, h_len = _tfidf([ngrams(hyp_tokens, n) for n in range(1, max_n + 1)], doc_freq, log_num_docs)
+        total = 0.0
+        for ref in ref_counts[k]:
+            r_vec, r_norm, r_len = _tfidf(ref, doc_freq, log_num_docs)
+            penalty = math.exp(-((h_len - r_len) ** 2) / (2 * sigma ** 2))
+            for n in range(max_n):
+                dot = sum(min(v, r_vec[n].get(g, 0.0)) * r_vec[n].get(g, 0.0) for g, v in h_vec[n].items())
+                if h_norm[n] and r_norm[n]:
+                    total += dot / (h_norm[n] * r_norm[n]) * penalty
+        per_id[k] = total / max_n / max(1, len(ref_counts[k])) * 10.0
+    score = sum(per_id.values()) / len(per_id) if per_id else 0.0
+    return score, per_id
