@@ -217,3 +217,11 @@ def parse_output_format(text: str) -> OutputFormat:
         raise UnsupportedOutputFormat(
             f"text says {stated[0]} points but the format {source} has {num_points}")
     return OutputFormat.box() if num_points == 2 else OutputFormat.polygon(num_points)
+
+
+def find_output_format(text: str) -> Optional[OutputFormat]:
+    """Like :func:`parse_output_format`, but ``None`` when the text asks for no structured output
+    at all (captions, questions); a format that is present but unsupported still raises."""
+    if not (_find_candidates(_QUOTED.sub('""', text)) or _find_candidates(text)):
+        return None
+    return parse_output_format(text)

@@ -1,0 +1,183 @@
+"""Inference API: ``VisionLLMInferencer(config, checkpoint)(image, instruction)``."""
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.runner import load_checkpoint
+
+from visionllm.apis.inputs import ImageInput, InputError, load_image, parse_category_set, quoted_phrase
+from visionllm.instructions import UnsupportedOutputFormat, find_output_format
+
+_CAPTION_WORDS = re.compile(r"\b(caption|describe|description|summari[sz]e)\b", re.IGNORECASE)
+_QUESTION_MARKERS = re.compile(r"\b(question|Q:)|\banswer\s*:", re.IGNORECASE)
+_EMPTY_SET = re.compile(r"\{\s*\}")
+
+
+def _free_text_task(text: str) -> str:
+    """Caption or VQA: both are generated the same way; the task only names the result."""
+    if _QUESTION_MARKERS.search(text):
+        return "vqa"
+    if _CAPTION_WORDS.search(text) or "?" not in text:
+        return "caption"
+    return "vqa"
+
+
+@dataclass
+class VisionLLMResult:
+    """What the model said about one image for one instruction.
+
+    ``boxes`` are ``[n, 4]`` (x1, y1, x2, y2) in pixels of the input image; ``labels`` index
+    ``categories`` (the instruction's own category list) and ``names`` spell them out.
+    ``polygons`` ``[n, K, 2]`` and ``masks`` ``[n, H, W]`` are filled for segmentation,
+    ``text`` for captioning and VQA.
+    """
+
+    task: str
+    instruction: str
+    image_size: tuple
+    categories: List[str] = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    polygons: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray] = None
+    text: Optional[str] = None
+
+    @property
+    def names(self) -> List[str]:
+        return [self.categories[i] for i in self.labels.tolist()]
+
+
+def describe_instruction(text: str) -> dict:
+    """Read task, categories and output format from a free-form instruction.
+
+    Raises :class:`InputError` (one line) for an instruction the model cannot follow.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("the instruction is empty")
+    count = text.count("<image>")
+    if count != 1:
+        raise InputError(f"the instruction must contain <image> exactly once (found {count}), "
+                         "e.g. '<image> Write a short caption for the image.'")
+    try:
+        output_format = find_output_format(text)
+    except UnsupportedOutputFormat as err:
+        raise InputError(f"the model cannot produce this output format: {err}") from None
+    if output_format is None:
+        return dict(task=_free_text_task(text), instruction=text, categories=[], output_format=None)
+    categories = parse_category_set(text)
+    if categories:
+        task = "segmentation" if output_format.kind == "polygon" else "detection"
+    elif _EMPTY_SET.search(text):
+        raise InputError('the category set is empty: name at least one category, e.g. {"cat": <c0>}')
+    else:
+        expression = quoted_phrase(text)
+        if not expression:
+            raise InputError('a structured output needs a category set {"name": <c0>, ...} '
+                             'or a quoted referring expression')
+        task, categories = "grounding", [expression]
+        if output_format.kind != "box":
+            raise InputError("grounding answers with one box: use the format (c, x1, y1, x2, y2)")
+    return dict(task=task, instruction=text, categories=categories,
+                output_format=tuple(output_format.fields))
+
+
+class VisionLLMInferencer:
+    """Run a trained VisionLLM on images with plain-language instructions.
+
+    Args:
+        config: config path or :class:`mmengine.Config` of the model.
+        checkpoint: path of a checkpoint written by ``tools/train.py`` (``None`` keeps the
+            freshly built weights, which is only useful for tests).
+        device: ``'cpu'`` (default) or a CUDA device.
+    """
+
+    def __init__(self, config: Union[str, Config], checkpoint: Optional[str] = None, device: str = "cpu"):
+        import visionllm.datasets  # noqa: F401  registers the transforms
+        import visionllm.models  # noqa: F401  registers the model parts
+        from visionllm.registry import MODELS
+
+        cfg = Config.fromfile(config) if isinstance(config, (str, os.PathLike)) else copy.deepcopy(config)
+        self.cfg = cfg
+        self.model = MODELS.build(cfg.model)
+        if checkpoint is not None:
+            if not os.path.isfile(checkpoint):
+                raise InputError(f"checkpoint not found: {checkpoint}")
+            load_trained_checkpoint(self.model, checkpoint)
+        self.model.to(device).eval()
+        self.device = device
+        pipeline = cfg.get("infer_pipeline")
+        if pipeline is None:
+            raise InputError("the config has no infer_pipeline (resize + PackVisionLLMInputs)")
+        self.pipeline = Compose(pipeline)
+
+    def _prepare(self, image: np.ndarray, description: dict) -> dict:
+        h, w = image.shape[:2]
+        n = len(description["categories"])
+        results = dict(img=image, img_id=0, img_path=None, ori_shape=(h, w), img_shape=(h, w),
+                       category_ids=list(range(n)), **description)
+        return self.pipeline(results)
+
+    @torch.no_grad()
+    def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], instruction: str,
+                 batch_size: int = 4) -> Union[VisionLLMResult, List[VisionLLMResult]]:
+        single = not isinstance(images, (list, tuple))
+        image_list = [images] if single else list(images)
+        description = describe_instruction(instruction)
+        arrays = [load_image(img) for img in image_list]
+        results: List[VisionLLMResult] = []
+        for start in range(0, len(arrays), batch_size):
+            chunk = arrays[start:start + batch_size]
+            packed = [self._prepare(img, description) for img in chunk]
+            data = dict(inputs=[p["inputs"] for p in packed], data_samples=[p["data_samples"] for p in packed])
+            data = self.model.data_preprocessor(data, False)
+            samples = self.model(**data, mode="predict")
+            results.extend(self._to_result(s, description, img.shape[:2]) for s, img in zip(samples, chunk))
+        return results[0] if single else results
+
+    @staticmethod
+    def _to_result(sample, description: dict, image_size: tuple) -> VisionLLMResult:
+        result = VisionLLMResult(task=description["task"], instruction=description["instruction"],
+                                 image_size=tuple(image_size), categories=list(description["categories"]))
+        if "pred_instances" in sample:
+            pred = sample.pred_instances
+            result.boxes = pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)
+            result.scores = pred.scores.detach().cpu().numpy().astype(np.float32)
+            result.labels = pred.labels.detach().cpu().numpy().astype(np.int64)
+            if "polygons" in pred:
+                result.polygons = pred.polygons.detach().cpu().numpy()
+            if "masks" in pred:
+                masks = pred.masks
+                result.masks = masks.detach().cpu().numpy().astype(bool) if torch.is_tensor(masks) else np.asarray(masks, bool)
+        if "pred_text" in sample:
+            result.text = sample.pred_text
+        return result
+
+    def visualize(self, image: ImageInput, result: VisionLLMResult, out_file: str) -> str:
+        """Write a PNG of the image with the result's boxes, polygons and text."""
+        from visionllm.visualization import draw_result
+
+        return draw_result(load_image(image), result, out_file)
+
+
+def load_trained_checkpoint(model: torch.nn.Module, path: str) -> None:
+    """Load a checkpoint that holds only the trained weights (see TrainableStateCheckpointHook).
+
+    Keys restored from pretrained packages at build time may be absent; any other missing or
+    unexpected key is an error, so a checkpoint of another model is not silently half-loaded.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("state_dict", checkpoint)
+    allowed_missing = set(model.frozen_pretrained_keys()) if hasattr(model, "frozen_pretrained_keys") else set()
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in allowed_missing]
+    if missing or result.unexpected_keys:
+        raise InputError(f"checkpoint {path} does not fit the model: {len(missing)} missing keys "
+                         f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected "
+                         f"(e.g. {result.unexpected_keys[:3]})")
