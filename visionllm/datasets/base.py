@@ -69,7 +69,7 @@ def polygon_problem(segmentation) -> Optional[str]:
         if not isinstance(flat, (list, tuple)) or len(flat) < 6 or len(flat) % 2:
             return "empty polygon"
         poly = Polygon(np.asarray(flat, dtype=np.float64).reshape(-1, 2))
-        if poly.area <= 0:
+        if poly.convex_hull.area <= 0:  # all points on one line (or one point)
             return "empty polygon"
         if not poly.is_valid:
             return "self-intersecting polygon"

@@ -64,6 +64,12 @@ class CocoInstancesDataset(BaseDataset):
         self.num_bad_annotations = bad.total
         return data_list
 
+    def get_data_info(self, idx: int) -> dict:
+        # The class names travel with each sample: BuildInstruction draws category sets from them.
+        info = super().get_data_info(idx)
+        info["classes"] = self.metainfo["classes"]
+        return info
+
     def _parse_instance(self, ann: dict, img: dict, cat_to_label: dict, bad: BadAnnotations) -> Optional[dict]:
         if ann.get("category_id") not in cat_to_label:
             bad.skip("unknown category id")
