@@ -187,22 +187,31 @@ class DeformableTransformer(nn.Module):
         tgt = tgt.unsqueeze(0).expand(batch, -1, -1)
         reference_points = self.reference_points(query_pos).sigmoid()  # in each image's valid frame
         ratios = flat["valid_ratios"]
+        layer_embeds, layer_points = [], []
         for i, layer in enumerate(self.decoder_layers):
             tgt = layer(tgt, query_pos, reference_points[:, :, None] * ratios[:, None], memory,
                         flat["spatial_shapes"], flat["level_start_index"], flat["padding_mask"])
             if self.iterative_refinement:
                 refined = (self.refine_heads[i](tgt) + inverse_sigmoid(reference_points)).sigmoid()
+                layer_embeds.append(tgt)
+                layer_points.append(refined)
                 # the next layer samples at the refined points but does not back-propagate into them
-                reference_points = refined if i == len(self.decoder_layers) - 1 else refined.detach()
-        return tgt, reference_points
+                reference_points = refined.detach()
+            else:
+                layer_embeds.append(tgt)
+                layer_points.append(reference_points)
+        return layer_embeds, layer_points
 
     def forward(self, features: List[torch.Tensor], masks: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """features: levels ``[B, C, H_l, W_l]``; masks: ``[B, H_l, W_l]`` bool True = padding.
 
         Returns ``embeds [B, M, C]``, ``reference_points [B, M, 2]`` (cx, cy) in [0, 1] of each
-        image's valid area, and the encoder ``memory [B, S, C]``.
+        image's valid area (both from the last decoder layer), the same per decoder layer in
+        ``layer_embeds`` / ``layer_reference_points`` (lists, for auxiliary losses), and the
+        encoder ``memory [B, S, C]``.
         """
         flat = self.flatten_levels(features, masks)
         memory = self.encode(flat)
-        embeds, reference_points = self.decode(memory, flat)
-        return dict(embeds=embeds, reference_points=reference_points, memory=memory)
+        layer_embeds, layer_points = self.decode(memory, flat)
+        return dict(embeds=layer_embeds[-1], reference_points=layer_points[-1], layer_embeds=layer_embeds,
+                    layer_reference_points=layer_points, memory=memory)

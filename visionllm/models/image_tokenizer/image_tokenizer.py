@@ -25,12 +25,13 @@ class ImageTokenizer(nn.Module):
             would otherwise see the padding near the border). Same-size batches without padding
             run batched either way.
         loss: keyword arguments of :class:`TokenLoss` (L_tok).
+        aux_loss: apply L_tok to every decoder layer's tokens too (keys ``d{i}.loss_tok_*``).
         freeze_backbone: stage 2 of the paper schedule freezes the backbone.
     """
 
     def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = None,
                  embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
-                 freeze_backbone: bool = False):
+                 aux_loss: bool = True, freeze_backbone: bool = False):
         super().__init__()
         self.embed_dims = embed_dims
         self.backbone = MODELS.build(dict(embed_dims=embed_dims, **backbone))
@@ -43,6 +44,7 @@ class ImageTokenizer(nn.Module):
         self.objectness = nn.Linear(embed_dims, 1)
         self.token_loss = TokenLoss(**(loss or {}))
         self.exact_padding = exact_padding
+        self.aux_loss = aux_loss
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -93,8 +95,13 @@ class ImageTokenizer(nn.Module):
         if self.fusion is not None:
             feats = self.fusion(feats, text, text_padding)
         out = self.transformer(feats, masks)
-        return dict(embeds=out["embeds"], reference_points=out["reference_points"],
-                    objectness_logits=self.objectness(out["embeds"]).squeeze(-1))
+        outputs = dict(embeds=out["embeds"], reference_points=out["reference_points"],
+                       objectness_logits=self.objectness(out["embeds"]).squeeze(-1))
+        if self.aux_loss:
+            # earlier decoder layers get the same loss (Deformable-DETR's auxiliary losses)
+            outputs["aux_objectness_logits"] = [self.objectness(e).squeeze(-1) for e in out["layer_embeds"][:-1]]
+            outputs["aux_reference_points"] = out["layer_reference_points"][:-1]
+        return outputs
 
     def loss(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Dict[str, torch.Tensor]:
         """L_tok: objectness focal loss + L1 of matched reference points to gt box centres."""
@@ -106,4 +113,9 @@ class ImageTokenizer(nn.Module):
             gt = torch.as_tensor(gt, dtype=torch.float32, device=outputs["reference_points"].device).reshape(-1, 4)
             scale = gt.new_tensor([w, h])
             centres.append((gt[:, :2] + gt[:, 2:]) / 2 / scale)
-        return self.token_loss(outputs["objectness_logits"], outputs["reference_points"], centres)
+        losses = self.token_loss(outputs["objectness_logits"], outputs["reference_points"], centres)
+        for i, (logits, points) in enumerate(zip(outputs.get("aux_objectness_logits", []),
+                                                 outputs.get("aux_reference_points", []))):
+            for name, value in self.token_loss(logits, points, centres).items():
+                losses[f"d{i}.{name}"] = value
+        return losses

@@ -27,14 +27,17 @@ class ResNetBackbone(nn.Module):
         norm_eval: keep all BatchNorm layers in eval mode with frozen affine parameters.
         freeze: freeze the whole ResNet (the projection layers stay trainable unless
             ``freeze_projection``).
+        zero_init_last: timm's initialisation of each block's last norm to zero (a fresh block
+            starts as identity); irrelevant once a checkpoint is loaded.
     """
 
     def __init__(self, depth: int = 50, embed_dims: int = 256, out_indices: Sequence[int] = (2, 3, 4),
                  num_extra_levels: int = 1, checkpoint: Optional[str] = None, frozen_stages: int = -1,
-                 norm_eval: bool = False, freeze: bool = False, freeze_projection: bool = False):
+                 norm_eval: bool = False, freeze: bool = False, freeze_projection: bool = False,
+                 zero_init_last: bool = True):
         super().__init__()
         self.body = timm.create_model(f"resnet{depth}", pretrained=False, features_only=True,
-                                      out_indices=tuple(out_indices))
+                                      out_indices=tuple(out_indices), zero_init_last=zero_init_last)
         self.in_channels = list(self.body.feature_info.channels())
         self.strides = list(self.body.feature_info.reduction()) + [
             self.body.feature_info.reduction()[-1] * 2 ** (i + 1) for i in range(num_extra_levels)]

@@ -1,5 +1,6 @@
 """Helpers shared by the backbones: extra-level projection, freezing, local checkpoints."""
 import logging
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -20,7 +21,9 @@ class LevelProjection(nn.Module):
     def __init__(self, in_channels: Sequence[int], embed_dims: int, num_extra_levels: int = 1,
                  num_groups: int = 32):
         super().__init__()
-        groups = min(num_groups, embed_dims)  # tiny test widths still need a valid GroupNorm
+        # 32 groups at the usual widths; at tiny widths keep >= 4 channels per group so that a
+        # 1x1 map (coarsest level of a small image) still has several values to normalise
+        groups = math.gcd(num_groups, max(embed_dims // 4, 1))
         self.input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, embed_dims, kernel_size=1), nn.GroupNorm(groups, embed_dims))
             for c in in_channels)

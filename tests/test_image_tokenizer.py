@@ -1,0 +1,175 @@
+"""The language-guided image tokenizer: shapes, gradients, language conditioning, padding, L_tok."""
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
+
+from visionllm.models.image_tokenizer import ImageTokenizer, TokenLoss
+from visionllm.registry import MODELS
+
+EMBED = 32
+NUM_QUERIES = 8
+
+
+def tiny_config(**overrides):
+    cfg = dict(type="ImageTokenizer", embed_dims=EMBED,
+               backbone=dict(type="ResNetBackbone", depth=18, zero_init_last=False),
+               text_encoder=dict(trainable=True), fusion=dict(num_heads=4),
+               transformer=dict(num_heads=4, num_points=2, ffn_dims=64, dropout=0.0, num_encoder_layers=2,
+                                num_decoder_layers=2, num_queries=NUM_QUERIES, iterative_refinement=True))
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_config())
+    # Refinement heads start at zero (no correction); give them random weights so the
+    # gradient test can see every parameter of theirs receive a gradient.
+    for head in model.transformer.refine_heads:
+        torch.nn.init.normal_(head[-1].weight, std=0.01)
+    return model.eval()
+
+
+def make_sample(h, w, boxes):
+    sample = DetDataSample(metainfo=dict(img_shape=(h, w)))
+    sample.gt_instances = InstanceData(bboxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                       labels=torch.zeros(len(boxes), dtype=torch.long))
+    return sample
+
+
+def test_output_shapes_and_ranges(tokenizer):
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = tokenizer(images, None, ["Detect every cat in <image>.", "<image> Write a caption."])
+    assert out["embeds"].shape == (2, NUM_QUERIES, EMBED)
+    assert out["reference_points"].shape == (2, NUM_QUERIES, 2)
+    assert out["objectness_logits"].shape == (2, NUM_QUERIES)
+    assert len(out["aux_reference_points"]) == 1  # 2 decoder layers -> 1 auxiliary output
+    assert ((out["reference_points"] >= 0) & (out["reference_points"] <= 1)).all()
+    assert torch.isfinite(out["embeds"]).all()
+    assert tokenizer.embed_dims == EMBED
+
+
+def test_gradients_reach_every_trainable_part(tokenizer):
+    tokenizer.train()
+    try:
+        tokenizer.zero_grad()
+        images = torch.randn(2, 3, 64, 64)
+        masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+        masks[1, 48:] = True
+        out = tokenizer(images, masks, ["Detect every cat in <image>.", "Find the dog in <image>."])
+        samples = [make_sample(64, 64, [[4, 4, 30, 40], [20, 10, 60, 60]]), make_sample(48, 64, [[1, 2, 20, 30]])]
+        losses = tokenizer.loss(out, samples)
+        assert {"loss_tok_obj", "loss_tok_ref", "d0.loss_tok_obj", "d0.loss_tok_ref"} <= set(losses)
+        sum(losses.values()).backward()
+        without = [name for name, p in tokenizer.named_parameters()
+                   if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+        assert without == []
+        for part in ("backbone", "text_encoder.bert", "text_encoder.proj", "fusion", "transformer.encoder_layers",
+                     "transformer.decoder_layers", "transformer.refine_heads", "objectness"):
+            assert any(name.startswith(part) for name, p in tokenizer.named_parameters() if p.grad is not None)
+    finally:
+        tokenizer.zero_grad()
+        tokenizer.eval()
+
+
+def test_frozen_text_encoder_and_backbone_get_no_gradient():
+    torch.manual_seed(1)
+    model = MODELS.build(tiny_config(text_encoder=dict(trainable=False), freeze_backbone=True))
+    model.train()
+    assert not model.backbone.training and not model.text_encoder.bert.training
+    out = model(torch.randn(1, 3, 64, 64), None, ["Detect every cat in <image>."])
+    sum(model.loss(out, [make_sample(64, 64, [[4, 4, 30, 40]])]).values()).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is None for p in model.text_encoder.bert.parameters())
+    assert model.text_encoder.proj.weight.grad is not None
+    assert model.fusion.attn[0].in_proj_weight.grad is not None
+
+
+def test_instruction_changes_tokens_but_padding_does_not(tokenizer):
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a = tokenizer(image, None, ["Detect every cat in <image>."])
+        b = tokenizer(image, None, ["Find the small red dog on the left in <image>."])
+        padded = tokenizer(image, None, ["Detect every cat in <image>."], text_pad_to_length=40)
+        # the same text padded inside a batch with a longer one
+        batched = tokenizer(image.expand(2, -1, -1, -1), None,
+                            ["Detect every cat in <image>.", "a much longer instruction " * 5 + "<image>"])
+    assert (a["embeds"] - b["embeds"]).abs().max() > 1e-3
+    torch.testing.assert_close(padded["embeds"], a["embeds"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(padded["reference_points"], a["reference_points"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(batched["embeds"][:1], a["embeds"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sizes", [((64, 96), (40, 56)), ((48, 48), (64, 32))])
+def test_padded_batch_matches_each_image_alone(tokenizer, sizes):
+    texts = ["Detect every cat in <image>.", "Find the dog on the left in <image>."]
+    singles = [torch.randn(1, 3, h, w) for h, w in sizes]
+    height = max(h for h, _ in sizes)
+    width = max(w for _, w in sizes)
+    batch = torch.zeros(2, 3, height, width)
+    masks = torch.ones(2, height, width, dtype=torch.bool)
+    for i, (h, w) in enumerate(sizes):
+        batch[i, :, :h, :w] = singles[i][0]
+        masks[i, :h, :w] = False
+    with torch.no_grad():
+        together = tokenizer(batch, masks, texts)
+        for i in range(2):
+            alone = tokenizer(singles[i], None, texts[i:i + 1])
+            torch.testing.assert_close(together["embeds"][i:i + 1], alone["embeds"], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(together["reference_points"][i:i + 1], alone["reference_points"],
+                                       atol=2e-6, rtol=1e-5)
+            torch.testing.assert_close(together["objectness_logits"][i:i + 1], alone["objectness_logits"],
+                                       atol=2e-5, rtol=1e-4)
+
+
+def test_inexact_padding_mode_still_runs(tokenizer):
+    tokenizer.exact_padding = False
+    try:
+        masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+        masks[0, :, 40:] = True
+        with torch.no_grad():
+            out = tokenizer(torch.randn(2, 3, 64, 64), masks, ["a <image>", "b <image>"])
+        assert out["embeds"].shape == (2, NUM_QUERIES, EMBED)
+    finally:
+        tokenizer.exact_padding = True
+
+
+def test_token_loss_matches_tokens_to_object_centres():
+    torch.manual_seed(2)
+    num_tokens = 12
+    points = torch.rand(2, num_tokens, 2, requires_grad=True)
+    logits = torch.randn(2, num_tokens, requires_grad=True)
+    chosen = [torch.randperm(num_tokens)[:3], torch.randperm(num_tokens)[:1]]
+    centres = [points[b, idx].detach().clone() for b, idx in enumerate(chosen)]
+    loss_fn = TokenLoss(match_obj_weight=0.0)  # geometry alone decides the matching
+    losses = loss_fn(logits, points, centres)
+    assert losses["loss_tok_ref"].item() == pytest.approx(0.0, abs=1e-6)
+    # moving a matched point away costs exactly ref_weight * |shift| / num_gts
+    shifted = points.detach().clone()
+    shifted[0, chosen[0][0], 0] += 0.01
+    moved = loss_fn(logits, shifted, centres)["loss_tok_ref"].item()
+    assert moved == pytest.approx(loss_fn.ref_weight * 0.01 / 4, rel=1e-3)
+    # the objectness loss pushes the matched tokens up and all others down
+    losses["loss_tok_obj"].backward()
+    matched = torch.zeros(2, num_tokens, dtype=torch.bool)
+    for b, idx in enumerate(chosen):
+        matched[b, idx] = True
+    assert (logits.grad[matched] < 0).all() and (logits.grad[~matched] > 0).all()
+
+
+def test_tokenizer_loss_normalises_centres_by_image_shape(tokenizer):
+    # a sample without objects: only the background objectness term, reference L1 is zero
+    h, w = 40, 80
+    boxes = torch.tensor([[8.0, 4.0, 24.0, 20.0], [40.0, 10.0, 80.0, 40.0]])
+    centres = ((boxes[:, :2] + boxes[:, 2:]) / 2) / torch.tensor([w, h])
+    points = torch.rand(1, NUM_QUERIES, 2)
+    points[0, 3] = centres[0]
+    points[0, 5] = centres[1]
+    outputs = dict(objectness_logits=torch.zeros(1, NUM_QUERIES), reference_points=points)
+    losses = tokenizer.loss(outputs, [make_sample(h, w, boxes)])
+    assert losses["loss_tok_ref"].item() == pytest.approx(0.0, abs=1e-6)
+    empty = tokenizer.loss(outputs, [make_sample(h, w, [])])
+    assert empty["loss_tok_ref"].item() == 0.0 and empty["loss_tok_obj"].item() > 0
