@@ -1,0 +1,187 @@
+"""Metrics on hand-computed cases, and COCO AP equal to pycocotools on the dumped json."""
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from visionllm.evaluation import (CaptionMetric, MultiTaskMetric, RefCocoMetric, VisionLLMCocoMetric, VQAAccuracy,
+                                  normalize_answer, vqa_accuracy)
+from visionllm.evaluation.caption_scores import bleu, cider_d
+
+
+# ----------------------------------------------------------------------------- COCO
+@pytest.fixture
+def coco_gt(tmp_path):
+    rng = np.random.default_rng()
+    images, anns = [], []
+    for img_id in range(1, 6):
+        images.append(dict(id=img_id, file_name=f"{img_id}.png", width=80, height=60))
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = rng.uniform(0, 40, 2)
+            w, h = rng.uniform(8, 30, 2)
+            w, h = min(w, 79 - x), min(h, 59 - y)
+            anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=int(rng.choice([2, 5])), iscrowd=0,
+                             bbox=[x, y, w, h], area=w * h,
+                             segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
+    data = dict(images=images, annotations=anns, categories=[dict(id=2, name="b"), dict(id=5, name="e")])
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+def _predictions(data, noise, rng):
+    samples = []
+    cat_to_label = {2: 0, 5: 1}
+    for img in data["images"]:
+        anns = [a for a in data["annotations"] if a["image_id"] == img["id"]]
+        boxes, labels, polys = [], [], []
+        for a in anns:
+            x, y, w, h = a["bbox"]
+            box = np.asarray([x, y, x + w, y + h]) + rng.normal(0, noise, 4)
+            boxes.append(box)
+            labels.append(cat_to_label[a["category_id"]])
+            polys.append([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
+        if noise:  # plus a false positive
+            boxes.append([1, 1, 10, 10])
+            labels.append(0)
+            polys.append([[1, 1], [10, 1], [10, 10], [1, 10]])
+        n = len(boxes)
+        samples.append(dict(img_id=img["id"], ori_shape=(img["height"], img["width"]), task="segmentation",
+                            pred_instances=dict(bboxes=torch.tensor(np.asarray(boxes), dtype=torch.float32),
+                                                scores=torch.rand(n), labels=torch.tensor(labels),
+                                                polygons=torch.tensor(np.asarray(polys), dtype=torch.float32))))
+    return samples
+
+
+def test_coco_metric_perfect_predictions_score_one(coco_gt):
+    path, data = coco_gt
+    metric = VisionLLMCocoMetric(ann_file=str(path), metric=("bbox", "segm"))
+    metric.process({}, _predictions(data, 0.0, np.random.default_rng()))
+    result = metric.compute_metrics(metric.results)
+    assert result["bbox_mAP"] == pytest.approx(1.0) and result["segm_mAP"] > 0.85
+
+
+def test_coco_metric_equals_pycocotools_on_dump(coco_gt, tmp_path):
+    path, data = coco_gt
+    metric = VisionLLMCocoMetric(ann_file=str(path), metric=("bbox", "segm"), outfile_prefix=str(tmp_path / "res"))
+    metric.process({}, _predictions(data, 2.0, np.random.default_rng()))
+    result = metric.compute_metrics(metric.results)
+    gt = COCO(str(path))
+    for iou_type in ("bbox", "segm"):
+        records = json.load(open(tmp_path / f"res.{iou_type}.json"))
+        assert all(r["category_id"] in (2, 5) for r in records)
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = COCOeval(gt, gt.loadRes(records), iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        assert result[f"{iou_type}_mAP"] == pytest.approx(ev.stats[0])
+        assert result[f"{iou_type}_mAP_50"] == pytest.approx(ev.stats[1])
+        assert 0 < ev.stats[0] < 1
+
+
+# ----------------------------------------------------------------------------- grounding
+def test_refcoco_precision_in_original_coordinates():
+    rng = np.random.default_rng()
+    scale = float(rng.uniform(0.5, 3.0))
+    gt_ori = np.asarray([10.0, 20.0, 50.0, 60.0])  # 40 x 40
+    good = gt_ori + [0, 0, 0, -10]                   # IoU 30/40 = 0.75
+    bad = gt_ori + [0, 0, -25, 0]                    # IoU 15/40 = 0.375
+    samples = []
+    for pred, extra in ((good, None), (bad, None), (good, bad)):
+        boxes = [pred] if extra is None else [extra, pred]
+        scores = [1.0] if extra is None else [0.2, 0.9]  # highest score wins
+        samples.append(dict(task="grounding", img_id=1, scale_factor=(scale, scale), expression="x",
+                            gt_instances=dict(bboxes=torch.tensor(np.asarray([gt_ori * scale]), dtype=torch.float32)),
+                            pred_instances=dict(bboxes=torch.tensor(np.asarray(boxes), dtype=torch.float32),
+                                                scores=torch.tensor(scores))))
+    samples.append(dict(task="detection"))  # other tasks are ignored
+    metric = RefCocoMetric()
+    metric.process({}, samples)
+    result = metric.compute_metrics(metric.results)
+    assert result["precision@0.5"] == pytest.approx(200 / 3)
+    assert result["mean_iou"] == pytest.approx(100 * (0.75 + 0.375 + 0.75) / 3, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- captions
+def test_bleu_hand_computed():
+    refs = {1: ["The cat sat on the mat."]}
+    b = bleu(refs, {1: "the cat sat on the mat today"})  # p = 6/7, 5/6, 4/5, 3/4; no brevity penalty
+    assert b[0] == pytest.approx(6 / 7)
+    assert b[1] == pytest.approx(math.sqrt(6 / 7 * 5 / 6))
+    assert b[3] == pytest.approx((3 / 7) ** 0.25)
+    short = bleu(refs, {1: "the cat sat on"})            # all precisions 1, BP = exp(1 - 6/4)
+    assert short[3] == pytest.approx(math.exp(-0.5))
+    assert bleu(refs, {1: "a dog"})[3] == 0.0
+    # closest reference length chooses the brevity penalty
+    assert bleu({1: ["the cat sat on", "x y z w v u t s r q"]}, {1: "the cat sat on"})[3] == pytest.approx(1.0)
+
+
+def test_cider_hand_computed():
+    refs = {"A": ["a b"], "B": ["c d"]}
+    score, per = cider_d(refs, {"A": "a b", "B": "c d"})
+    # idf = log 2 for every n-gram; n = 1, 2 have cosine 1, n = 3, 4 are empty: (1 + 1) / 4 * 10
+    assert per["A"] == pytest.approx(5.0) and score == pytest.approx(5.0)
+    score, per = cider_d(refs, {"A": "a b x", "B": "c d"})
+    expected_a = (2 / math.sqrt(6) + 1 / math.sqrt(2)) * math.exp(-1 / 72) / 4 * 10
+    assert per["A"] == pytest.approx(expected_a) and score == pytest.approx((expected_a + 5) / 2)
+    # an n-gram in every image's references carries no weight
+    _, per = cider_d({"A": ["x a"], "B": ["x b"]}, {"A": "x", "B": "x"})
+    assert per["A"] == 0.0
+
+
+def test_caption_metric_dumps_and_scores(tmp_path):
+    metric = CaptionMetric(outfile_prefix=str(tmp_path / "cap"))
+    metric.process({}, [dict(task="caption", img_id=1, pred_text="a b", gt_texts=["a b"]),
+                        dict(task="caption", img_id=2, pred_text="c d", gt_texts=["c d"]),
+                        dict(task="caption", img_id=2, pred_text="ignored duplicate", gt_texts=["c d"])])
+    result = metric.compute_metrics(metric.results)
+    assert result["CIDEr"] == pytest.approx(500.0) and result["BLEU-1"] == pytest.approx(100.0)
+    assert json.load(open(tmp_path / "cap.caption.json")) == [dict(image_id=1, caption="a b"),
+                                                               dict(image_id=2, caption="c d")]
+
+
+# ----------------------------------------------------------------------------- VQA
+def test_vqa_normalisation():
+    assert normalize_answer("The Dog.") == "dog"
+    assert normalize_answer("two dogs") == "2 dogs"
+    assert normalize_answer("dont know") == "don't know"
+    assert normalize_answer("black/white") == "black white"
+    assert normalize_answer("1,000") == "1000"
+    assert normalize_answer("3.5") == "3.5"
+    assert normalize_answer("yes!") == "yes"
+    assert normalize_answer("an apple\n") == "apple"
+
+
+def test_vqa_accuracy_hand_computed():
+    gts = ["2"] * 3 + ["three"] * 7
+    assert vqa_accuracy("two", gts) == pytest.approx((3 * 2 / 3 + 7 * 1) / 10)
+    assert vqa_accuracy("3", gts) == pytest.approx(1.0)
+    assert vqa_accuracy("4", gts) == 0.0
+    assert vqa_accuracy("Yes", ["yes"] + ["no"] * 9) == pytest.approx(9 * (1 / 3) / 10)
+
+
+def test_vqa_metric_and_dump(tmp_path):
+    metric = VQAAccuracy(outfile_prefix=str(tmp_path / "v"))
+    metric.process({}, [dict(task="vqa", question_id=1, pred_text="two", gt_texts=["2"] * 10),
+                        dict(task="vqa", question_id=2, pred_text="red", gt_texts=["blue"] * 10)])
+    assert metric.compute_metrics(metric.results)["accuracy"] == pytest.approx(50.0)
+    assert json.load(open(tmp_path / "v.vqa.json")) == [dict(question_id=1, answer="two"),
+                                                         dict(question_id=2, answer="red")]
+
+
+def test_multi_task_metric_routes_by_task():
+    metric = MultiTaskMetric(metrics=dict(caption=dict(type="CaptionMetric"), vqa=dict(type="VQAAccuracy"),
+                                          grounding=dict(type="RefCocoMetric")))
+    metric.process({}, [dict(task="vqa", question_id=1, pred_text="yes", gt_texts=["yes"] * 10),
+                        dict(task="caption", img_id=1, pred_text="a b", gt_texts=["a b"]),
+                        dict(task="caption", img_id=2, pred_text="c d", gt_texts=["c e"])])
+    result = metric.evaluate(3)
+    assert result["vqa/accuracy"] == pytest.approx(100.0)
+    assert "caption/CIDEr" in result and not any(k.startswith("grounding") for k in result)
