@@ -102,6 +102,11 @@ std::vector<at::Tensor> backward(const at::Tensor& input, const at::Tensor& offs
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "InternImage DCNv3 operator (CPU kernel, CUDA kernel when built with WITH_CUDA)";
+#ifdef WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
   m.def("forward", &forward, "DCNv3 forward", py::arg("input"), py::arg("offset"), py::arg("mask"),
         py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
         py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("group"),

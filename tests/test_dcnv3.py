@@ -1,0 +1,279 @@
+"""DCNv3 op: compiled kernel vs the grid_sample reference, vs independent oracles (plain depthwise
+average conv, integer shifts), gradients, thread-count independence, argument errors, module."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import custom_ops
+from custom_ops._extension import load_extension
+from custom_ops.dcnv3 import DCNv3, DCNv3Function, dcnv3, dcnv3_reference
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    ext = load_extension("custom_ops.dcnv3._C")
+    assert ext is not None, "custom_ops.dcnv3._C is not built (make ops)"
+    return ext
+
+
+@pytest.fixture
+def gen():
+    """Fresh random inputs every run; the seed is printed so a failure can be replayed."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"dcnv3 test seed {seed}")
+    return torch.Generator().manual_seed(seed)
+
+
+def out_size(size, kernel, stride, pad, dilation):
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def make_inputs(gen, batch, height, width, group, group_channels, kernel, stride, pad, dilation, dtype,
+                offset_range=2.0, kernel_w=None):
+    """Random input, offsets uniform in ±offset_range pixels, masks softmaxed per group."""
+    kernel_w = kernel if kernel_w is None else kernel_w
+    h_out = out_size(height, kernel, stride, pad, dilation)
+    w_out = out_size(width, kernel_w, stride, pad, dilation)
+    points = kernel * kernel_w
+    x = torch.randn(batch, height, width, group * group_channels, generator=gen, dtype=dtype)
+    offset = (torch.rand(batch, h_out, w_out, group * points * 2, generator=gen, dtype=dtype) * 2 - 1) * offset_range
+    logits = torch.randn(batch, h_out, w_out, group, points, generator=gen, dtype=dtype)
+    mask = logits.softmax(-1).reshape(batch, h_out, w_out, group * points)
+    return x, offset, mask
+
+
+def run(fn, x, offset, mask, group, group_channels, kernel, stride, pad, dilation, scale, kernel_w=None):
+    kernel_w = kernel if kernel_w is None else kernel_w
+    return fn(x, offset, mask, kernel, kernel_w, stride, stride, pad, pad, dilation, dilation, group,
+              group_channels, scale)
+
+
+# (batch, H, W, group, group_channels, kernel, stride, pad, dilation, offset_scale, offset_range)
+CASES = [
+    (2, 9, 7, 4, 16, 3, 1, 1, 1, 1.0, 2.0),    # InternImage-like, non-square
+    (1, 6, 11, 2, 3, 3, 2, 1, 1, 1.0, 1.5),    # stride 2
+    (3, 8, 8, 3, 1, 3, 1, 2, 2, 0.5, 2.0),     # dilation 2, 1 channel per group, batch 3
+    (1, 7, 5, 1, 3, 3, 1, 0, 1, 1.0, 1.0),     # pad 0, one group
+    (2, 9, 10, 2, 16, 5, 1, 2, 1, 1.0, 3.0),   # kernel 5
+    (1, 5, 6, 4, 3, 1, 1, 0, 1, 1.0, 2.0),     # kernel 1
+    (2, 5, 4, 3, 3, 3, 1, 1, 1, 2.0, 6.0),     # offsets push most samples outside the map
+]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_reference(compiled, gen, case, dtype, tol):
+    batch, h, w, group, cg, k, s, p, d, scale, rng = case
+    x, offset, mask = make_inputs(gen, batch, h, w, group, cg, k, s, p, d, dtype, rng)
+    ours = run(dcnv3, x, offset, mask, group, cg, k, s, p, d, scale)
+    ref = run(dcnv3_reference, x, offset, mask, group, cg, k, s, p, d, scale)
+    assert ours.shape == ref.shape == (batch, out_size(h, k, s, p, d), out_size(w, k, s, p, d), group * cg)
+    assert ref.abs().max() > 0
+    rel = (ours - ref).abs().max() / ref.abs().max()
+    assert rel < tol, f"relative error {rel:.3e}"
+
+
+def test_rectangular_kernel(compiled, gen):
+    """Kh != Kw exercises the point order p = i * Kh + j (width index outermost)."""
+    x, offset, mask = make_inputs(gen, 2, 7, 8, 2, 3, 3, 1, 1, 1, torch.float64, kernel_w=5)
+    args = (3, 5, 1, 1, 1, 1, 1, 1, 2, 3, 0.8)
+    ours = dcnv3(x, offset, mask, *args)
+    ref = dcnv3_reference(x, offset, mask, *args)
+    assert ((ours - ref).abs().max() / ref.abs().max()) < 1e-10
+
+
+def test_samples_far_outside_give_zero(compiled, gen):
+    x, offset, mask = make_inputs(gen, 1, 5, 5, 2, 3, 3, 1, 1, 1, torch.float64)
+    offset = offset.sign() * 50 + offset  # every sample at least 47 pixels away
+    out = run(dcnv3, x, offset, mask, 2, 3, 3, 1, 1, 1, 1.0)
+    assert torch.count_nonzero(out) == 0
+
+
+def test_zero_offsets_uniform_masks_equal_average_conv(compiled, gen):
+    """Independent oracle: with no offsets and uniform masks DCNv3 is a depthwise box filter."""
+    for batch, h, w, group, cg, k, s, p, d in [(2, 9, 7, 3, 4, 3, 1, 1, 1), (1, 10, 8, 2, 3, 3, 2, 2, 2),
+                                               (1, 6, 9, 1, 2, 5, 1, 0, 1)]:
+        x, offset, mask = make_inputs(gen, batch, h, w, group, cg, k, s, p, d, torch.float64)
+        offset.zero_()
+        mask.fill_(1.0 / (k * k))
+        ours = run(dcnv3, x, offset, mask, group, cg, k, s, p, d, 1.0)
+        weight = torch.full((group * cg, 1, k, k), 1.0 / (k * k), dtype=torch.float64)
+        conv = F.conv2d(x.permute(0, 3, 1, 2), weight, stride=s, padding=p, dilation=d, groups=group * cg)
+        torch.testing.assert_close(ours, conv.permute(0, 2, 3, 1), rtol=1e-12, atol=1e-12)
+
+
+def shifted_sum_oracle(x, int_offset, mask, group, group_channels, kernel, stride, pad, dilation, scale):
+    """DCNv3 for integer sampling positions by direct indexing (no interpolation, no grid_sample)."""
+    n, h, w, _ = x.shape
+    _, h_out, w_out, _ = mask.shape
+    points = kernel * kernel
+    half = dilation * (kernel - 1) // 2
+    xg = x.reshape(n, h, w, group, group_channels)
+    off = int_offset.reshape(n, h_out, w_out, group, points, 2)
+    out = torch.zeros(n, h_out, w_out, group, group_channels, dtype=x.dtype)
+    ho = torch.arange(h_out).view(1, h_out, 1, 1)
+    wo = torch.arange(w_out).view(1, 1, w_out, 1)
+    bn = torch.arange(n).view(n, 1, 1, 1)
+    bg = torch.arange(group).view(1, 1, 1, group)
+    for i in range(kernel):        # along the width
+        for j in range(kernel):    # along the height
+            p = i * kernel + j
+            ys = half - pad + ho * stride + (j * dilation - half + off[..., p, 1]) * scale
+            xs = half - pad + wo * stride + (i * dilation - half + off[..., p, 0]) * scale
+            inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+            vals = xg[bn, ys.clamp(0, h - 1), xs.clamp(0, w - 1), bg]  # [n, Ho, Wo, G, Cg]
+            out += vals * (inside * mask.reshape(n, h_out, w_out, group, points)[..., p]).unsqueeze(-1)
+    return out.reshape(n, h_out, w_out, group * group_channels)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_integer_offsets_equal_shifted_sums(compiled, gen, scale):
+    batch, h, w, group, cg, k, s, p, d = 2, 8, 9, 3, 5, 3, 2, 1, 1
+    x, _, mask = make_inputs(gen, batch, h, w, group, cg, k, s, p, d, torch.float64)
+    h_out, w_out = out_size(h, k, s, p, d), out_size(w, k, s, p, d)
+    int_offset = torch.randint(-4, 5, (batch, h_out, w_out, group * k * k * 2), generator=gen)
+    ours = run(dcnv3, x, int_offset.to(torch.float64), mask, group, cg, k, s, p, d, float(scale))
+    oracle = shifted_sum_oracle(x, int_offset, mask, group, cg, k, s, p, d, scale)
+    torch.testing.assert_close(ours, oracle, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [
+    (1, 4, 4, 2, 2, 3, 1, 1, 1, 0.7, 2.0),
+    (2, 6, 7, 1, 2, 3, 2, 0, 2, 1.0, 1.5),
+    (1, 3, 4, 3, 1, 1, 1, 0, 1, 1.0, 3.0),
+])
+def test_gradcheck(compiled, gen, case):
+    batch, h, w, group, cg, k, s, p, d, scale, rng = case
+    x, offset, mask = make_inputs(gen, batch, h, w, group, cg, k, s, p, d, torch.float64, rng)
+    inputs = tuple(t.clone().requires_grad_() for t in (x, offset, mask))
+    fn = lambda a, b, c: DCNv3Function.apply(a, b, c, k, k, s, s, p, p, d, d, group, cg, scale)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4], CASES[6]])
+def test_backward_matches_reference(compiled, gen, case):
+    batch, h, w, group, cg, k, s, p, d, scale, rng = case
+    x, offset, mask = make_inputs(gen, batch, h, w, group, cg, k, s, p, d, torch.float64, rng)
+    grad_out = torch.randn(batch, out_size(h, k, s, p, d), out_size(w, k, s, p, d), group * cg,
+                           generator=gen, dtype=torch.float64)
+    grads = []
+    for fn in (dcnv3, dcnv3_reference):
+        leaves = [t.clone().requires_grad_() for t in (x, offset, mask)]
+        run(fn, *leaves, group, cg, k, s, p, d, scale).backward(grad_out)
+        grads.append([t.grad for t in leaves])
+    for name, ours, ref in zip(("input", "offset", "mask"), *grads):
+        rel = (ours - ref).abs().max() / ref.abs().max()
+        assert rel < 1e-10, f"grad {name}: relative error {rel:.3e}"
+
+
+def test_thread_count_does_not_change_results(compiled, gen):
+    # few (image, group) pairs, so the input gradient is also split over channel blocks
+    for group in (1, 4):
+        x, offset, mask = make_inputs(gen, 1, 12, 10, group, 16, 3, 1, 1, 1, torch.float32, 2.0)
+        grad_out = torch.randn(1, 12, 10, group * 16, generator=gen)
+        results = []
+        before = torch.get_num_threads()
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                leaves = [t.clone().requires_grad_() for t in (x, offset, mask)]
+                out = run(dcnv3, *leaves, group, 16, 3, 1, 1, 1, 1.0)
+                out.backward(grad_out)
+                results.append([out.detach()] + [t.grad for t in leaves])
+        finally:
+            torch.set_num_threads(before)
+        for one, two in zip(*results):
+            assert torch.equal(one, two)
+
+
+def test_bad_arguments_raise_clear_errors(compiled, gen):
+    x, offset, mask = make_inputs(gen, 1, 6, 6, 2, 4, 3, 1, 1, 1, torch.float32)
+    args = (3, 3, 1, 1, 1, 1, 1, 1, 2, 4, 1.0)
+    with pytest.raises(RuntimeError, match="offset must have shape"):
+        dcnv3(x, offset[..., :-2].contiguous(), mask, *args)
+    with pytest.raises(RuntimeError, match="mask must have shape"):
+        dcnv3(x, offset, mask[:, :-1].contiguous(), *args)
+    with pytest.raises(RuntimeError, match="channels but group"):
+        dcnv3(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 3, 1.0)
+    with pytest.raises(RuntimeError, match="4-D"):
+        dcnv3(x[0], offset, mask, *args)
+    with pytest.raises(RuntimeError, match="has dtype"):
+        dcnv3(x, offset.double(), mask, *args)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        dcnv3(x.half(), offset.half(), mask.half(), *args)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        dcnv3(x.transpose(1, 2).contiguous().transpose(1, 2), offset, mask, *args)
+    with pytest.raises(RuntimeError, match="is on"):
+        dcnv3(x, offset.to("meta"), mask, *args)
+    with pytest.raises(RuntimeError, match="too small"):
+        dcnv3(x, offset, mask, 9, 9, 1, 1, 0, 0, 1, 1, 2, 4, 1.0)
+    with pytest.raises(RuntimeError, match="stride must be positive"):
+        dcnv3(x, offset, mask, 3, 3, 0, 0, 1, 1, 1, 1, 2, 4, 1.0)
+
+
+def test_backend_switch_uses_reference(compiled, gen):
+    x, offset, mask = make_inputs(gen, 1, 5, 5, 2, 3, 3, 1, 1, 1, torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, offset, mask)]
+    custom_ops.set_backend("reference")
+    try:
+        out_ref = run(dcnv3, *leaves, 2, 3, 3, 1, 1, 1, 1.0)
+    finally:
+        custom_ops.set_backend(None)
+    out_ours = run(dcnv3, *leaves, 2, 3, 3, 1, 1, 1, 1.0)
+    assert "DCNv3Function" not in type(out_ref.grad_fn).__name__
+    assert "DCNv3Function" in type(out_ours.grad_fn).__name__
+    torch.testing.assert_close(out_ours, out_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("center_feature_scale", [False, True])
+def test_module_matches_module_on_reference_op(compiled, gen, center_feature_scale):
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    module = DCNv3(channels=24, kernel_size=3, group=3, offset_scale=1.0,
+                   center_feature_scale=center_feature_scale).double()
+    # InternImage starts with zero offsets and masks; randomise them so sampling is really deformable
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+    x = torch.randn(2, 7, 9, 24, generator=gen, dtype=torch.float64)
+    grad_out = torch.randn(2, 7, 9, 24, generator=gen, dtype=torch.float64)
+    results = []
+    for backend in ("compiled", "reference"):
+        custom_ops.set_backend(backend)
+        try:
+            module.zero_grad()
+            xi = x.clone().requires_grad_()
+            out = module(xi)
+            out.backward(grad_out)
+        finally:
+            custom_ops.set_backend(None)
+        results.append((out.detach(), xi.grad, {n: p.grad.clone() for n, p in module.named_parameters()}))
+    (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gx_a, gx_b, rtol=1e-9, atol=1e-11)
+    for name in gp_a:
+        torch.testing.assert_close(gp_a[name], gp_b[name], rtol=1e-9, atol=1e-11, msg=name)
+    assert gp_a["offset.weight"].abs().sum() > 0 and gp_a["mask.weight"].abs().sum() > 0
+
+
+def test_module_initialisation_is_a_uniform_average():
+    """Zero-initialised offsets/masks: the op is a box filter between the two projections."""
+    module = DCNv3(channels=16, group=4)
+    assert module.offset.weight.abs().sum() == 0 and module.mask.weight.abs().sum() == 0
+    x = torch.randn(1, 6, 5, 16)
+    out = module(x)
+    projected = module.input_proj(x).permute(0, 3, 1, 2)
+    box = F.conv2d(projected, torch.full((16, 1, 3, 3), 1 / 9), padding=1, groups=16)
+    expected = module.output_proj(box.permute(0, 2, 3, 1))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_module_is_registered():
+    from visionllm.registry import MODELS
+
+    # module_dict, not build(): build() first imports all of visionllm.models, which is slow
+    assert MODELS.module_dict["DCNv3"] is DCNv3
+    assert DCNv3(channels=32, group=8).group_channels == 4
+    with pytest.raises(ValueError, match="divisible"):
+        DCNv3(channels=30, group=4)
