@@ -177,7 +177,7 @@ def test_vqa_metric_and_dump(tmp_path):
 
 
 def test_multi_task_metric_routes_by_task():
-    metric = MultiTaskMetric(metrics=dict(caption=dict(type="CaptionMetric"), vqa=dict(type="VQAAccuracy"),
+    metric = MultiTaskMetric(task_metrics=dict(caption=dict(type="CaptionMetric"), vqa=dict(type="VQAAccuracy"),
                                           grounding=dict(type="RefCocoMetric")))
     metric.process({}, [dict(task="vqa", question_id=1, pred_text="yes", gt_texts=["yes"] * 10),
                         dict(task="caption", img_id=1, pred_text="a b", gt_texts=["a b"]),

@@ -11,7 +11,7 @@ from .utils import to_dict
 
 @METRICS.register_module()
 class MultiTaskMetric(BaseMetric):
-    """``metrics={task: metric config}``; each sample is routed by its ``task`` metainfo, each
+    """``task_metrics={task: metric config}``; each sample is routed by its ``task`` metainfo, each
     sub-metric prints its own table, and the returned keys are ``<task>/<name>``.
 
     ``outfile_prefix`` (optional) is handed to every sub-metric as ``<outfile_prefix>_<task>``
@@ -19,12 +19,13 @@ class MultiTaskMetric(BaseMetric):
     """
 
     default_prefix = None
+    # (not named ``metrics``: mmengine reads a dict with a ``metrics`` key as an Evaluator config)
 
-    def __init__(self, metrics: Dict[str, dict], outfile_prefix: Optional[str] = None,
+    def __init__(self, task_metrics: Dict[str, dict], outfile_prefix: Optional[str] = None,
                  collect_device: str = "cpu", prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.metrics = {}
-        for task, cfg in metrics.items():
+        for task, cfg in task_metrics.items():
             cfg = dict(cfg)
             if outfile_prefix and cfg.get("outfile_prefix") is None:
                 cfg["outfile_prefix"] = f"{outfile_prefix}_{task}"

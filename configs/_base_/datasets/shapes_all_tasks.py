@@ -1,0 +1,83 @@
+# The embedded shapes data (tools/make_shapes.py) for all five tasks.
+#
+# Training: one MultiTaskDataset samples detection, segmentation, grounding, caption and VQA
+# with the ratios below (deterministic per index and seed).
+# Validation / test: ONE loader over the concatenation of the five task datasets (a
+# MultiTaskDataset without ratios); MultiTaskMetric routes every prediction to the metric of its
+# task, and each metric prints its own table. (mmengine's Runner takes a single val/test loader,
+# so the combined dataset is the simplest multi-task evaluation that still uses ValLoop/TestLoop.)
+data_root = "data/shapes/"
+img_scale = (192, 192)  # (long, short) side limits of the keep-ratio resize
+max_categories = 6
+polygon_points = [8, 12, 16, 20, 24]
+eval_polygon_points = 16
+
+train_pipeline = [
+    dict(type="LoadImageRGB"),
+    dict(type="LoadVisionLLMAnnotations"),
+    dict(type="RandomFlipWithText", prob=0.5),
+    dict(type="ResizeKeepRatio", scale=img_scale),
+    dict(type="ResamplePolygons", num_points=polygon_points),
+    dict(type="BuildInstruction", max_categories=max_categories, negative_ratio=1.0, sample_categories=True),
+    dict(type="PackVisionLLMInputs"),
+]
+test_pipeline = [
+    dict(type="LoadImageRGB"),
+    dict(type="LoadVisionLLMAnnotations"),
+    dict(type="ResizeKeepRatio", scale=img_scale),
+    dict(type="ResamplePolygons", num_points=eval_polygon_points),
+    dict(type="BuildInstruction", sample_categories=False, template_index=0),
+    dict(type="PackVisionLLMInputs"),
+]
+
+
+def _task_datasets(split, pipeline, test_mode):
+    ann = f"annotations/{{}}_{split}.json"
+    prefix = dict(img_path=f"images/{split}/")
+    common = dict(data_root=data_root, data_prefix=prefix, pipeline=pipeline, test_mode=test_mode)
+    return [
+        dict(type="CocoInstancesDataset", ann_file=ann.format("instances"), task="detection",
+             filter_empty_gt=not test_mode, **common),
+        dict(type="CocoInstancesDataset", ann_file=ann.format("instances"), task="segmentation",
+             filter_empty_gt=not test_mode, **common),
+        dict(type="RefCocoDataset", ann_file=ann.format("instances"), refs_file=ann.format("refs"), split=split,
+             **common),
+        dict(type="CocoCaptionDataset", ann_file=ann.format("captions"), **common),
+        dict(type="VQAv2Dataset", ann_file=ann.format("vqa_questions"), answers_file=ann.format("vqa_annotations"),
+             image_info_file=ann.format("instances"), **common),
+    ]
+
+
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type="InfiniteSampler", shuffle=True),
+    collate_fn=dict(type="pseudo_collate"),
+    dataset=dict(type="MultiTaskDataset", datasets=_task_datasets("train", train_pipeline, False),
+                 ratios=[0.3, 0.2, 0.2, 0.15, 0.15], seed=0),
+)
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=0,
+    persistent_workers=False,
+    drop_last=False,
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    collate_fn=dict(type="pseudo_collate"),
+    dataset=dict(type="MultiTaskDataset", datasets=_task_datasets("val", test_pipeline, True)),
+)
+test_dataloader = val_dataloader
+
+val_evaluator = dict(
+    type="MultiTaskMetric",
+    task_metrics=dict(
+        detection=dict(type="VisionLLMCocoMetric", ann_file=data_root + "annotations/instances_val.json",
+                       metric="bbox", task="detection"),
+        segmentation=dict(type="VisionLLMCocoMetric", ann_file=data_root + "annotations/instances_val.json",
+                          metric=["bbox", "segm"], task="segmentation"),
+        grounding=dict(type="RefCocoMetric"),
+        caption=dict(type="CaptionMetric"),
+        vqa=dict(type="VQAAccuracy"),
+    ),
+)
+test_evaluator = val_evaluator
