@@ -185,3 +185,15 @@ def test_multi_task_metric_routes_by_task():
     result = metric.evaluate(3)
     assert result["vqa/accuracy"] == pytest.approx(100.0)
     assert "caption/CIDEr" in result and not any(k.startswith("grounding") for k in result)
+
+
+def test_coco_metric_reads_predicted_masks(coco_gt):
+    path, data = coco_gt
+    gt = COCO(str(path))
+    samples = _predictions(data, 0.0, np.random.default_rng())
+    for sample in samples:
+        anns = gt.imgToAnns[sample["img_id"]]
+        sample["pred_instances"]["masks"] = torch.from_numpy(np.stack([gt.annToMask(a) for a in anns]).astype(bool))
+    metric = VisionLLMCocoMetric(ann_file=str(path), metric="segm")
+    metric.process({}, samples)
+    assert metric.compute_metrics(metric.results)["segm_mAP"] == pytest.approx(1.0)

@@ -130,7 +130,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     else:  # checkerboard
         cell = int(rng.integers(6, 18))
         texture = 15.0 * (((xx // cell) + (yy // cell)) % 2 * 2 - 1)
-    noise = 8 * rng.standard_normal((height, width, 3), dtype=np.float32)
+    noise = rng.integers(-12, 13, size=(height, width, 3), dtype=np.int16)  # uniform, std ~7
     img = base[None, None, :] + texture[..., None] + noise
     return np.clip(img, 0, 255).astype(np.uint8)
 
