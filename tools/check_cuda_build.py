@@ -62,6 +62,12 @@ def find_cuda_home(nvcc):
     return None
 
 
+def pip_cuda_include_dirs():
+    """Include folders of the nvidia-* wheels installed next to torch (e.g. nvidia/cu13/include)."""
+    pattern = os.path.join(sys.prefix, "lib", "python3*", "site-packages", "nvidia", "*", "include")
+    return sorted(d for d in glob.glob(pattern) if os.path.isdir(d))
+
+
 def op_folders(selected):
     folders = {}
     for csrc in sorted(glob.glob(os.path.join(REPO, "custom_ops", "*", "csrc"))):
@@ -84,12 +90,17 @@ def build_op(name, csrc, build_root, verbose):
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
     build_dir = os.path.join(build_root, name)
     os.makedirs(build_dir, exist_ok=True)
+    # A minimal toolkit may lack library headers (cusparse.h, cublas_v2.h) that some torch CUDA
+    # headers include; the nvidia wheels next to torch ship them. They are searched only
+    # after the toolkit's own include folder (these flags come after torch's -isystem flags, and
+    # -isystem folders are searched in order), so the toolkit's headers always win.
+    fallback = [flag for d in pip_cuda_include_dirs() for flag in ("-isystem", d)]
     module = load(
         name=f"{name}_cuda_check",
         sources=sources + cuda_sources,
         extra_include_paths=[csrc],
-        extra_cflags=["-O3", "-fopenmp", "-DWITH_CUDA"],
-        extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", "-DWITH_CUDA"],
+        extra_cflags=["-O3", "-fopenmp", "-DWITH_CUDA"] + fallback,
+        extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", "-DWITH_CUDA"] + fallback,
         extra_ldflags=["-fopenmp"],
         build_directory=build_dir,
         with_cuda=True,

@@ -8,7 +8,7 @@
 //   output              [B, Q, H * D]
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <vector>
 

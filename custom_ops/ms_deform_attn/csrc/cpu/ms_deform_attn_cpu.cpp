@@ -11,8 +11,16 @@
 //              positions, but a (b, h) item only ever touches grad_value[b, :, h, :], and the
 //              location / weight gradients of its own samples. Queries are visited in order, so
 //              the accumulation order in grad_value is fixed.
+//
+// Instruction set: the extension is compiled for baseline x86-64 (SSE2), so on x86 the item loops
+// are also compiled for AVX2+FMA and AVX-512 (GCC `target` + `flatten`, which inlines the whole
+// loop body into the ISA-specific copy) and the best one the CPU supports is picked at run time.
+// The choice is fixed per machine, so results still do not depend on the thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
 
@@ -118,69 +126,142 @@ inline void backward_sample(const scalar_t* __restrict__ level_value, scalar_t* 
 }
 
 template <typename scalar_t>
-void forward_kernel(const Sizes& n, const scalar_t* value, const int64_t* shapes, const int64_t* starts,
-                    const scalar_t* locations, const scalar_t* weights, scalar_t* output) {
+struct Pointers {
+  const scalar_t* value;
+  const int64_t* shapes;
+  const int64_t* starts;
+  const scalar_t* locations;
+  const scalar_t* weights;
+  const scalar_t* grad_output;  // backward only
+  scalar_t* output;             // forward: output; backward: grad_value
+  scalar_t* grad_locations;     // backward only
+  scalar_t* grad_weights;       // backward only
+};
+
+// Forward for the (batch, query) items [begin, end).
+template <typename scalar_t>
+void forward_items(const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
   const int64_t row_stride = n.heads * n.channels;  // distance between two positions of one head
   const int64_t samples_per_head = n.levels * n.points;
-  // Enough (b, q) items per chunk that scheduling overhead stays negligible.
-  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, n.heads * samples_per_head));
-  at::parallel_for(0, n.batch * n.queries, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t bq = begin; bq < end; ++bq) {
-      const int64_t b = bq / n.queries;
-      for (int64_t h = 0; h < n.heads; ++h) {
-        scalar_t* out = output + (bq * n.heads + h) * n.channels;
-        std::fill(out, out + n.channels, scalar_t(0));
-        const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
-        for (int64_t l = 0; l < n.levels; ++l) {
-          const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
-          const scalar_t* level_value = value + ((b * n.spatial + starts[l]) * n.heads + h) * n.channels;
-          for (int64_t p = 0; p < n.points; ++p) {
-            const int64_t s = sample0 + l * n.points + p;
-            msda::BilinearCorners<scalar_t> corners;
-            if (!msda::bilinear_corners(locations[2 * s], locations[2 * s + 1], height, width, corners)) continue;
-            accumulate_sample(out, level_value, row_stride, corners, weights[s], n.channels);
-          }
+  for (int64_t bq = begin; bq < end; ++bq) {
+    const int64_t b = bq / n.queries;
+    for (int64_t h = 0; h < n.heads; ++h) {
+      scalar_t* out = t.output + (bq * n.heads + h) * n.channels;
+      for (int64_t d = 0; d < n.channels; ++d) out[d] = 0;
+      const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
+      for (int64_t l = 0; l < n.levels; ++l) {
+        const int64_t height = t.shapes[2 * l], width = t.shapes[2 * l + 1];
+        const scalar_t* level_value = t.value + ((b * n.spatial + t.starts[l]) * n.heads + h) * n.channels;
+        for (int64_t p = 0; p < n.points; ++p) {
+          const int64_t s = sample0 + l * n.points + p;
+          msda::BilinearCorners<scalar_t> corners;
+          if (!msda::bilinear_corners(t.locations[2 * s], t.locations[2 * s + 1], height, width, corners)) continue;
+          accumulate_sample(out, level_value, row_stride, corners, t.weights[s], n.channels);
         }
       }
     }
-  });
+  }
+}
+
+// Backward for the (batch, head) items [begin, end); t.output is grad_value.
+template <typename scalar_t>
+void backward_items(const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
+  const int64_t row_stride = n.heads * n.channels;
+  const int64_t samples_per_head = n.levels * n.points;
+  for (int64_t bh = begin; bh < end; ++bh) {
+    const int64_t b = bh / n.heads, h = bh % n.heads;
+    for (int64_t q = 0; q < n.queries; ++q) {
+      const int64_t bq = b * n.queries + q;
+      const scalar_t* g = t.grad_output + (bq * n.heads + h) * n.channels;
+      const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
+      for (int64_t l = 0; l < n.levels; ++l) {
+        const int64_t height = t.shapes[2 * l], width = t.shapes[2 * l + 1];
+        const int64_t level_offset = ((b * n.spatial + t.starts[l]) * n.heads + h) * n.channels;
+        for (int64_t p = 0; p < n.points; ++p) {
+          const int64_t s = sample0 + l * n.points + p;
+          msda::BilinearCorners<scalar_t> corners;
+          if (!msda::bilinear_corners(t.locations[2 * s], t.locations[2 * s + 1], height, width, corners)) {
+            t.grad_weights[s] = 0;
+            t.grad_locations[2 * s] = 0;
+            t.grad_locations[2 * s + 1] = 0;
+            continue;
+          }
+          scalar_t dot[4];
+          backward_sample(t.value + level_offset, t.output + level_offset, row_stride, corners, t.weights[s], g,
+                          n.channels, dot);
+          msda::sample_gradients(corners, dot, t.weights[s], height, width, t.grad_weights[s],
+                                 t.grad_locations[2 * s], t.grad_locations[2 * s + 1]);
+        }
+      }
+    }
+  }
 }
 
 template <typename scalar_t>
-void backward_kernel(const Sizes& n, const scalar_t* value, const int64_t* shapes, const int64_t* starts,
-                     const scalar_t* locations, const scalar_t* weights, const scalar_t* grad_output,
-                     scalar_t* grad_value, scalar_t* grad_locations, scalar_t* grad_weights) {
-  const int64_t row_stride = n.heads * n.channels;
-  const int64_t samples_per_head = n.levels * n.points;
-  at::parallel_for(0, n.batch * n.heads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / n.heads, h = bh % n.heads;
-      for (int64_t q = 0; q < n.queries; ++q) {
-        const int64_t bq = b * n.queries + q;
-        const scalar_t* g = grad_output + (bq * n.heads + h) * n.channels;
-        const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
-        for (int64_t l = 0; l < n.levels; ++l) {
-          const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
-          const int64_t level_offset = ((b * n.spatial + starts[l]) * n.heads + h) * n.channels;
-          for (int64_t p = 0; p < n.points; ++p) {
-            const int64_t s = sample0 + l * n.points + p;
-            msda::BilinearCorners<scalar_t> corners;
-            if (!msda::bilinear_corners(locations[2 * s], locations[2 * s + 1], height, width, corners)) {
-              grad_weights[s] = 0;
-              grad_locations[2 * s] = 0;
-              grad_locations[2 * s + 1] = 0;
-              continue;
-            }
-            scalar_t dot[4];
-            backward_sample(value + level_offset, grad_value + level_offset, row_stride, corners, weights[s], g,
-                            n.channels, dot);
-            msda::sample_gradients(corners, dot, weights[s], height, width, grad_weights[s], grad_locations[2 * s],
-                                   grad_locations[2 * s + 1]);
-          }
-        }
-      }
-    }
-  });
+using ItemsFn = void (*)(const Sizes&, const Pointers<scalar_t>&, int64_t, int64_t);
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MSDA_X86_DISPATCH 1
+template <typename scalar_t>
+__attribute__((target("avx2,fma"), flatten)) void forward_items_avx2(const Sizes& n, const Pointers<scalar_t>& t,
+                                                                      int64_t begin, int64_t end) {
+  forward_items<scalar_t>(n, t, begin, end);
+}
+template <typename scalar_t>
+__attribute__((target("avx512f,avx512vl,avx2,fma"), flatten)) void forward_items_avx512(
+    const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
+  forward_items<scalar_t>(n, t, begin, end);
+}
+template <typename scalar_t>
+__attribute__((target("avx2,fma"), flatten)) void backward_items_avx2(const Sizes& n, const Pointers<scalar_t>& t,
+                                                                       int64_t begin, int64_t end) {
+  backward_items<scalar_t>(n, t, begin, end);
+}
+template <typename scalar_t>
+__attribute__((target("avx512f,avx512vl,avx2,fma"), flatten)) void backward_items_avx512(
+    const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
+  backward_items<scalar_t>(n, t, begin, end);
+}
+#endif
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa best_isa() {
+#ifdef MSDA_X86_DISPATCH
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    return Isa::kBaseline;
+  }();
+  return isa;
+#else
+  return Isa::kBaseline;
+#endif
+}
+
+template <typename scalar_t>
+ItemsFn<scalar_t> forward_fn() {
+#ifdef MSDA_X86_DISPATCH
+  switch (best_isa()) {
+    case Isa::kAvx512: return &forward_items_avx512<scalar_t>;
+    case Isa::kAvx2: return &forward_items_avx2<scalar_t>;
+    default: break;
+  }
+#endif
+  return &forward_items<scalar_t>;
+}
+
+template <typename scalar_t>
+ItemsFn<scalar_t> backward_fn() {
+#ifdef MSDA_X86_DISPATCH
+  switch (best_isa()) {
+    case Isa::kAvx512: return &backward_items_avx512<scalar_t>;
+    case Isa::kAvx2: return &backward_items_avx2<scalar_t>;
+    default: break;
+  }
+#endif
+  return &backward_items<scalar_t>;
 }
 
 }  // namespace
@@ -191,9 +272,19 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
   const Sizes n = sizes_of(value, sampling_locations);
   auto output = at::empty({n.batch, n.queries, n.heads * n.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_forward", [&] {
-    forward_kernel<scalar_t>(n, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-                             level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
-                             attention_weights.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
+    const Pointers<scalar_t> t{value.data_ptr<scalar_t>(),
+                               spatial_shapes.data_ptr<int64_t>(),
+                               level_start_index.data_ptr<int64_t>(),
+                               sampling_locations.data_ptr<scalar_t>(),
+                               attention_weights.data_ptr<scalar_t>(),
+                               nullptr,
+                               output.data_ptr<scalar_t>(),
+                               nullptr,
+                               nullptr};
+    const ItemsFn<scalar_t> items = forward_fn<scalar_t>();
+    // Enough (b, q) items per chunk that scheduling overhead stays negligible.
+    const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, n.heads * n.levels * n.points));
+    at::parallel_for(0, n.batch * n.queries, grain, [&](int64_t begin, int64_t end) { items(n, t, begin, end); });
   });
   return output;
 }
@@ -209,11 +300,18 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
   auto grad_locations = at::empty_like(sampling_locations);
   auto grad_weights = at::empty_like(attention_weights);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
-    backward_kernel<scalar_t>(n, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-                              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
-                              attention_weights.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(),
-                              grad_value.data_ptr<scalar_t>(), grad_locations.data_ptr<scalar_t>(),
-                              grad_weights.data_ptr<scalar_t>());
+    const Pointers<scalar_t> t{value.data_ptr<scalar_t>(),
+                               spatial_shapes.data_ptr<int64_t>(),
+                               level_start_index.data_ptr<int64_t>(),
+                               sampling_locations.data_ptr<scalar_t>(),
+                               attention_weights.data_ptr<scalar_t>(),
+                               grad_output.data_ptr<scalar_t>(),
+                               grad_value.data_ptr<scalar_t>(),
+                               grad_locations.data_ptr<scalar_t>(),
+                               grad_weights.data_ptr<scalar_t>()};
+    const ItemsFn<scalar_t> items = backward_fn<scalar_t>();
+    // One (batch, head) item owns grad_value[b, :, h, :]: no two threads write the same element.
+    at::parallel_for(0, n.batch * n.heads, 1, [&](int64_t begin, int64_t end) { items(n, t, begin, end); });
   });
   return {grad_value, grad_locations, grad_weights};
 }

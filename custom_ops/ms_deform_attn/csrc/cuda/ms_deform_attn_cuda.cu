@@ -6,10 +6,14 @@
 // so neighbouring threads read neighbouring channels of the same corner (coalesced loads). In the
 // backward pass the value gradient is a scatter and several threads hit the same sampling-location
 // and attention-weight gradients (one per channel), so those are accumulated with atomicAdd.
+// Only c10/cuda headers (not ATen/cuda/CUDAContext.h, which pulls in cuBLAS / cuSPARSE headers
+// that a minimal CUDA toolkit does not ship).
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 
@@ -121,12 +125,12 @@ __global__ void backward_kernel(Sizes n, int64_t total, const scalar_t* __restri
 at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                        const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                                        const at::Tensor& attention_weights) {
-  const at::cuda::OptionalCUDAGuard guard(value.device());
+  const c10::cuda::OptionalCUDAGuard guard(value.device());
   const Sizes n = sizes_of(value, sampling_locations);
   auto output = at::empty({n.batch, n.queries, n.heads * n.channels}, value.options());
   const int64_t total = output.numel();
   if (total == 0) return output;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         n, total, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
@@ -142,7 +146,7 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(const at::Tensor& value, co
                                                      const at::Tensor& sampling_locations,
                                                      const at::Tensor& attention_weights,
                                                      const at::Tensor& grad_output) {
-  const at::cuda::OptionalCUDAGuard guard(value.device());
+  const c10::cuda::OptionalCUDAGuard guard(value.device());
   const Sizes n = sizes_of(value, sampling_locations);
   // All three are accumulated with atomicAdd, so all start at zero.
   auto grad_value = at::zeros_like(value);
@@ -150,7 +154,7 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(const at::Tensor& value, co
   auto grad_weights = at::zeros_like(attention_weights);
   const int64_t total = grad_output.numel();
   if (total == 0) return {grad_value, grad_locations, grad_weights};
-  auto stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
     backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         n, total, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
