@@ -168,9 +168,17 @@ def test_backward_matches_reference(compiled, gen, case):
         assert rel < 1e-10, f"grad {name}: relative error {rel:.3e}"
 
 
+def forward_backward(x, offset, mask, grad_out, group, group_channels):
+    leaves = [t.clone().requires_grad_() for t in (x, offset, mask)]
+    out = run(dcnv3, *leaves, group, group_channels, 3, 1, 1, 1, 1.0)
+    out.backward(grad_out)
+    return [out.detach()] + [t.grad for t in leaves]
+
+
 def test_thread_count_does_not_change_results(compiled, gen):
-    # few (image, group) pairs, so the input gradient is also split over channel blocks
-    for group in (1, 4):
+    # group 1: few (image, group) pairs, two-pass backward split over channel blocks;
+    # group 8: the fused one-pass backward over (image, group) tasks
+    for group in (1, 8):
         x, offset, mask = make_inputs(gen, 1, 12, 10, group, 16, 3, 1, 1, 1, torch.float32, 2.0)
         grad_out = torch.randn(1, 12, 10, group * 16, generator=gen)
         results = []
@@ -178,14 +186,23 @@ def test_thread_count_does_not_change_results(compiled, gen):
         try:
             for threads in (1, 2):
                 torch.set_num_threads(threads)
-                leaves = [t.clone().requires_grad_() for t in (x, offset, mask)]
-                out = run(dcnv3, *leaves, group, 16, 3, 1, 1, 1, 1.0)
-                out.backward(grad_out)
-                results.append([out.detach()] + [t.grad for t in leaves])
+                results.append(forward_backward(x, offset, mask, grad_out, group, 16))
         finally:
             torch.set_num_threads(before)
         for one, two in zip(*results):
             assert torch.equal(one, two)
+
+
+def test_images_of_a_batch_are_independent(compiled, gen):
+    """A batch of 3 with 4 groups (12 tasks: fused backward) equals each image alone (4 tasks:
+    two-pass backward), bit for bit."""
+    x, offset, mask = make_inputs(gen, 3, 9, 8, 4, 5, 3, 1, 1, 1, torch.float32, 2.0)
+    grad_out = torch.randn(3, 9, 8, 20, generator=gen)
+    together = forward_backward(x, offset, mask, grad_out, 4, 5)
+    alone = [forward_backward(x[b:b + 1], offset[b:b + 1], mask[b:b + 1], grad_out[b:b + 1], 4, 5)
+             for b in range(3)]
+    for k, name in enumerate(("output", "grad input", "grad offset", "grad mask")):
+        assert torch.equal(together[k], torch.cat([a[k] for a in alone])), name
 
 
 def test_bad_arguments_raise_clear_errors(compiled, gen):

@@ -1,4 +1,6 @@
 // Python binding of DCNv3: argument checks with clear messages, then CPU / CUDA dispatch.
+#include <torch/extension.h>
+
 #include "dcnv3.h"
 
 #include <vector>

@@ -1,7 +1,7 @@
 // Declarations of the DCNv3 kernels; the binding (dcnv3.cpp) checks arguments and dispatches.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <vector>
 

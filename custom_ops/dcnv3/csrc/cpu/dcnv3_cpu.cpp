@@ -2,8 +2,9 @@
 //
 // Determinism: every output element is written by exactly one task, and each task adds its terms
 // in a fixed order, so results do not depend on the number of threads. The input gradient is a
-// scatter (many samples hit one pixel); it is partitioned by (image, group, channel block) so
-// that each task owns the channels it writes, instead of using atomics or per-thread buffers.
+// scatter (many samples hit one pixel); instead of atomics or per-thread buffers it is partitioned
+// by (image, group) -- and, when there are few of those, also by channel block -- so that each
+// task owns the input-gradient channels it writes.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -66,6 +67,48 @@ void forward_kernel(const scalar_t* input, const scalar_t* offset, const scalar_
   });
 }
 
+// Dot products <grad_out, neighbour k> over the channels. Eight independent lanes summed in a
+// fixed order: the compiler can vectorise it (a plain running sum is a serial chain under strict
+// IEEE rules) and the result still does not depend on how the work is split over threads.
+template <typename scalar_t>
+inline void corner_dots(const scalar_t* go, const scalar_t* const rows[4], int64_t channels, scalar_t dot[4]) {
+  constexpr int kLanes = 8;
+  for (int k = 0; k < 4; ++k) {
+    const scalar_t* v = rows[k];
+    scalar_t lane[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t c = 0;
+    for (; c + kLanes <= channels; c += kLanes) {
+      for (int l = 0; l < kLanes; ++l) lane[l] += go[c + l] * v[c + l];
+    }
+    for (int l = 0; c < channels; ++c, ++l) lane[l] += go[c] * v[c];
+    dot[k] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  }
+}
+
+// Mask and offset gradients of one sample from its neighbour dot products.
+template <typename scalar_t>
+inline void offset_mask_gradient(const Bilinear<scalar_t>& b, const scalar_t dot[4], scalar_t mask_value,
+                                 scalar_t offset_scale, scalar_t* g_mask, scalar_t* g_offset_xy) {
+  *g_mask = b.weight[0] * dot[0] + b.weight[1] * dot[1] + b.weight[2] * dot[2] + b.weight[3] * dot[3];
+  scalar_t d_y, d_x;
+  dcnv3::location_gradient(b, dot, &d_y, &d_x);
+  const scalar_t chain = mask_value * offset_scale;  // d location / d offset = offset_scale
+  g_offset_xy[0] = chain * d_x;
+  g_offset_xy[1] = chain * d_y;
+}
+
+// Adds mask * weight_k * grad_out to the `width` channels of each neighbour inside the map.
+template <typename scalar_t>
+inline void scatter_sample(const Bilinear<scalar_t>& b, scalar_t mask_value, const scalar_t* go,
+                           scalar_t* image_grad, int64_t channels, int64_t width) {
+  for (int k = 0; k < 4; ++k) {
+    if (b.index[k] < 0) continue;
+    const scalar_t w = mask_value * b.weight[k];
+    scalar_t* dst = image_grad + b.index[k] * channels;
+    for (int64_t c = 0; c < width; ++c) dst[c] += w * go[c];
+  }
+}
+
 // Gradients of offsets and masks: a pure gather, one task per output position.
 template <typename scalar_t>
 void offset_mask_backward_kernel(const scalar_t* input, const scalar_t* offset, const scalar_t* mask,
@@ -81,14 +124,11 @@ void offset_mask_backward_kernel(const scalar_t* input, const scalar_t* offset, 
       const int64_t n = pos / (geo.height_out * geo.width_out);
       const int64_t ho = (pos / geo.width_out) % geo.height_out;
       const int64_t wo = pos % geo.width_out;
-      const scalar_t* image = input + n * in_image;
       const scalar_t* off = offset + pos * geo.group * P * 2;
       const scalar_t* msk = mask + pos * geo.group * P;
-      scalar_t* g_off = grad_offset + pos * geo.group * P * 2;
-      scalar_t* g_msk = grad_mask + pos * geo.group * P;
       for (int64_t g = 0; g < geo.group; ++g) {
         const scalar_t* go = grad_output + pos * C + g * Cg;
-        const scalar_t* image_g = image + g * Cg;
+        const scalar_t* image_g = input + n * in_image + g * Cg;
         for (int64_t i = 0; i < geo.kernel_w; ++i) {
           for (int64_t j = 0; j < geo.kernel_h; ++j) {
             const int64_t p = g * P + i * geo.kernel_h + j;
@@ -99,18 +139,9 @@ void offset_mask_backward_kernel(const scalar_t* input, const scalar_t* offset, 
             const scalar_t* rows[4];
             corner_rows(b, image_g, C, zeros.data(), rows);
             scalar_t dot[4];
-            for (int k = 0; k < 4; ++k) {
-              scalar_t s = 0;
-              const scalar_t* v = rows[k];
-              for (int64_t c = 0; c < Cg; ++c) s += go[c] * v[c];
-              dot[k] = s;
-            }
-            g_msk[p] = b.weight[0] * dot[0] + b.weight[1] * dot[1] + b.weight[2] * dot[2] + b.weight[3] * dot[3];
-            scalar_t d_y, d_x;
-            dcnv3::location_gradient(b, dot, &d_y, &d_x);
-            const scalar_t chain = msk[p] * offset_scale;  // d location / d offset = offset_scale
-            g_off[2 * p] = chain * d_x;
-            g_off[2 * p + 1] = chain * d_y;
+            corner_dots(go, rows, Cg, dot);
+            offset_mask_gradient(b, dot, msk[p], offset_scale, grad_mask + pos * geo.group * P + p,
+                                 grad_offset + (pos * geo.group * P + p) * 2);
           }
         }
       }
@@ -153,19 +184,60 @@ void input_backward_kernel(const scalar_t* offset, const scalar_t* mask, const s
             dcnv3::sampling_location(geo, ho, wo, i, j, off[2 * p], off[2 * p + 1], offset_scale, &y, &x);
             Bilinear<scalar_t> b;
             if (!dcnv3::bilinear_setup(y, x, geo.height_in, geo.width_in, &b)) continue;
-            const scalar_t m = msk[p];
-            for (int k = 0; k < 4; ++k) {
-              if (b.index[k] < 0) continue;
-              const scalar_t w = m * b.weight[k];
-              scalar_t* dst = image_grad + b.index[k] * C;
-              for (int64_t c = 0; c < width; ++c) dst[c] += w * go[c];
-            }
+            scatter_sample(b, msk[p], go, image_grad, C, width);
           }
         }
       }
     }
   });
 }
+
+// All three gradients in one pass, one task per (image, group): the task owns that group's
+// channels of the input gradient and that group's offset/mask gradients. Used when there are
+// enough (image, group) pairs to keep the threads busy; per element it does exactly the same
+// arithmetic, in the same order, as the two kernels above.
+template <typename scalar_t>
+void fused_backward_kernel(const scalar_t* input, const scalar_t* offset, const scalar_t* mask,
+                           const scalar_t* grad_output, scalar_t* grad_input, scalar_t* grad_offset,
+                           scalar_t* grad_mask, const Geometry geo, scalar_t offset_scale) {
+  const int64_t C = geo.channels(), Cg = geo.group_channels, P = geo.points();
+  const int64_t outputs = geo.height_out * geo.width_out;
+  const int64_t in_image = geo.height_in * geo.width_in * C;
+  at::parallel_for(0, geo.batch * geo.group, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> zeros(Cg, scalar_t(0));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / geo.group, g = task % geo.group;
+      const scalar_t* image_g = input + n * in_image + g * Cg;
+      scalar_t* image_grad = grad_input + n * in_image + g * Cg;
+      for (int64_t q = 0; q < outputs; ++q) {
+        const int64_t pos = n * outputs + q;
+        const int64_t ho = q / geo.width_out, wo = q % geo.width_out;
+        const scalar_t* off = offset + pos * geo.group * P * 2;
+        const scalar_t* msk = mask + pos * geo.group * P;
+        const scalar_t* go = grad_output + pos * C + g * Cg;
+        for (int64_t i = 0; i < geo.kernel_w; ++i) {
+          for (int64_t j = 0; j < geo.kernel_h; ++j) {
+            const int64_t p = g * P + i * geo.kernel_h + j;
+            scalar_t y, x;
+            dcnv3::sampling_location(geo, ho, wo, i, j, off[2 * p], off[2 * p + 1], offset_scale, &y, &x);
+            Bilinear<scalar_t> b;
+            if (!dcnv3::bilinear_setup(y, x, geo.height_in, geo.width_in, &b)) continue;
+            const scalar_t* rows[4];
+            corner_rows(b, image_g, C, zeros.data(), rows);
+            scalar_t dot[4];
+            corner_dots(go, rows, Cg, dot);
+            offset_mask_gradient(b, dot, msk[p], offset_scale, grad_mask + pos * geo.group * P + p,
+                                 grad_offset + (pos * geo.group * P + p) * 2);
+            scatter_sample(b, msk[p], go, image_grad, C, Cg);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Fixed threshold (not the thread count) so the choice of path never depends on the threads.
+constexpr int64_t kFusedMinTasks = 8;
 
 }  // namespace
 
@@ -187,6 +259,13 @@ std::vector<at::Tensor> dcnv3_backward_cpu(const at::Tensor& input, const at::Te
   auto grad_mask = at::zeros_like(mask);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcnv3_backward_cpu", [&] {
     const scalar_t scale = static_cast<scalar_t>(offset_scale);
+    if (geo.batch * geo.group >= kFusedMinTasks) {
+      fused_backward_kernel<scalar_t>(input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(),
+                                      mask.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(),
+                                      grad_input.data_ptr<scalar_t>(), grad_offset.data_ptr<scalar_t>(),
+                                      grad_mask.data_ptr<scalar_t>(), geo, scale);
+      return;
+    }
     offset_mask_backward_kernel<scalar_t>(input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(),
                                           mask.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(),
                                           grad_offset.data_ptr<scalar_t>(), grad_mask.data_ptr<scalar_t>(), geo,

@@ -4,8 +4,10 @@
 // forward:        one thread per output element (position, group, channel), coalesced over channels.
 // offset/mask:    one thread per sample (position, group, point); a gather, no atomics.
 // input gradient: one thread per (position, group, channel); a scatter with atomicAdd.
-#include <ATen/cuda/CUDAContext.h>
+// Only c10/cuda headers: ATen/cuda/CUDAContext.h would also need the cuBLAS/cuSPARSE headers.
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <vector>
@@ -132,7 +134,7 @@ at::Tensor dcnv3_forward_cuda(const at::Tensor& input, const at::Tensor& offset,
   auto output = at::empty({geo.batch, geo.height_out, geo.width_out, geo.channels()}, input.options());
   const int64_t total = output.numel();
   if (total == 0) return output;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcnv3_forward_cuda", [&] {
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(),
@@ -152,7 +154,7 @@ std::vector<at::Tensor> dcnv3_backward_cuda(const at::Tensor& input, const at::T
   const int64_t samples = mask.numel();
   const int64_t elements = grad_output.numel();
   if (elements == 0) return {grad_input, grad_offset, grad_mask};
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcnv3_backward_cuda", [&] {
     const scalar_t scale = static_cast<scalar_t>(offset_scale);
     offset_mask_backward_kernel<scalar_t><<<blocks_for(samples), kThreads, 0, stream>>>(
