@@ -25,10 +25,14 @@ def tiny_config(**overrides):
 def tokenizer():
     torch.manual_seed(0)
     model = MODELS.build(tiny_config())
-    # Refinement heads start at zero (no correction); give them random weights so the
-    # gradient test can see every parameter of theirs receive a gradient.
+    # Refinement heads and the query-dependent sampling projections of deformable attention
+    # start at zero (no correction, regular sampling grid), which makes some gradients exactly
+    # zero at initialisation (e.g. the level embedding's); perturb them as training would.
     for head in model.transformer.refine_heads:
         torch.nn.init.normal_(head[-1].weight, std=0.01)
+    for name, module in model.transformer.named_modules():
+        if name.endswith(("sampling_offsets", "attention_weights")):
+            torch.nn.init.normal_(module.weight, std=0.01)
     return model.eval()
 
 
