@@ -238,3 +238,22 @@ def test_readers_on_generated_shapes(tmp_path):
     for cfg in cfgs:
         dataset, caught = _build(dict(cfg, data_prefix=prefix))
         assert len(dataset) >= 4 and not caught, cfg["type"]
+
+
+def test_shapes_config_train_mixture_builds_every_task(tmp_path, monkeypatch):
+    import os
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from visionllm.datasets.shapes import build_split
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = Config.fromfile(os.path.join(repo, "configs/_base_/datasets/shapes_all_tasks.py"))
+    build_split("train", 4, int(np.random.randint(1000)), str(tmp_path / "data" / "shapes"))
+    monkeypatch.chdir(tmp_path)
+    init_default_scope("visionllm")
+    dataset = DATASETS.build(dict(cfg.train_dataloader.dataset, length=60))
+    tasks = set()
+    for i in range(len(dataset)):
+        sample = dataset[i]["data_samples"]
+        tasks.add(sample.task)
+        assert sample.instruction.count("<image>") == 1
+    assert tasks == {"detection", "segmentation", "grounding", "caption", "vqa"}

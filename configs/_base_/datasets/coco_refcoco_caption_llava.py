@@ -52,7 +52,8 @@ train_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type="InfiniteSampler", shuffle=True),
     collate_fn=dict(type="pseudo_collate"),
-    dataset=dict(type="MultiTaskDataset", seed=0, ratios=[0.3, 0.2, 0.2, 0.1, 0.1, 0.1], datasets=[
+    # length ~ samples per run (iterations x batch): every index is a fresh draw of the mixture
+    dataset=dict(type="MultiTaskDataset", seed=0, length=1000000, ratios=[0.3, 0.2, 0.2, 0.1, 0.1, 0.1], datasets=[
         dict(coco_train, task="detection"),
         dict(coco_train, task="segmentation"),
         dict(refcoco_common, split="train", pipeline=train_pipeline),

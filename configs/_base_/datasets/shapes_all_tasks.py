@@ -54,8 +54,10 @@ train_dataloader = dict(
     persistent_workers=False,
     sampler=dict(type="InfiniteSampler", shuffle=True),
     collate_fn=dict(type="pseudo_collate"),
+    # Each index maps to a fixed (dataset, sample) draw, so the epoch length is set to about the
+    # number of samples a run consumes: every draw is then fresh instead of a repeated subset.
     dataset=dict(type="MultiTaskDataset", datasets=_task_datasets("train", train_pipeline, False),
-                 ratios=[0.3, 0.2, 0.2, 0.15, 0.15], seed=0),
+                 ratios=[0.3, 0.2, 0.2, 0.15, 0.15], length=200000, seed=0),
 )
 val_dataloader = dict(
     batch_size=1,
