@@ -23,6 +23,8 @@
 #include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "ms_deform_attn.h"
 #include "ms_deform_attn_math.h"
@@ -226,15 +228,22 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"), flatten)) void backward_item
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
+// The best instruction set of this CPU, lowered by the environment variable
+// VISIONLLM_MSDA_CPU_ISA=baseline|avx2 (read at every call, so tests can cover every code path).
 Isa best_isa() {
 #ifdef MSDA_X86_DISPATCH
-  static const Isa isa = [] {
+  static const Isa supported = [] {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return Isa::kAvx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
     return Isa::kBaseline;
   }();
-  return isa;
+  const char* requested = std::getenv("VISIONLLM_MSDA_CPU_ISA");
+  if (requested != nullptr) {
+    if (std::strcmp(requested, "baseline") == 0) return Isa::kBaseline;
+    if (std::strcmp(requested, "avx2") == 0 && supported != Isa::kBaseline) return Isa::kAvx2;
+  }
+  return supported;
 #else
   return Isa::kBaseline;
 #endif
