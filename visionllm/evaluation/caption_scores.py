@@ -24,7 +24,8 @@ def ngrams(tokens: Sequence[str], n: int) -> Counter:
 
 def bleu(refs: Dict, hyps: Dict, max_n: int = 4) -> List[float]:
     """Corpus BLEU-1..max_n: clipped n-gram precisions summed over the corpus, geometric mean,
-    brevity penalty with the closest reference length (ties → the shorter one)."""
+    brevity penalty with the closest reference length (ties → the shorter one), as the COCO
+    caption toolkit computes it (same numbers as ``pycocoevalcap``)."""
     correct = [0] * max_n
     guessed = [0] * max_n
     hyp_len = ref_len = 0
@@ -42,13 +43,13 @@ def bleu(refs: Dict, hyps: Dict, max_n: int = 4) -> List[float]:
             correct[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
             guessed[n - 1] += max(len(h) - n + 1, 0)
     brevity = 1.0 if hyp_len > ref_len else (math.exp(1 - ref_len / hyp_len) if hyp_len else 0.0)
+    # The COCO caption toolkit's smoothing: a corpus without any matching 4-gram scores ~1e-5,
+    # not exactly 0 (kept so the numbers are comparable with published ones).
+    tiny, small = 1e-15, 1e-9
     scores, log_sum = [], 0.0
     for n in range(max_n):
-        if correct[n] == 0 or guessed[n] == 0:
-            log_sum = float("-inf")
-        else:
-            log_sum += math.log(correct[n] / guessed[n])
-        scores.append(brevity * math.exp(log_sum / (n + 1)) if log_sum != float("-inf") else 0.0)
+        log_sum += math.log((correct[n] + tiny) / (guessed[n] + small))
+        scores.append(brevity * math.exp(log_sum / (n + 1)))
     return scores
 
 
