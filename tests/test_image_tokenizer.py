@@ -177,3 +177,42 @@ def test_tokenizer_loss_normalises_centres_by_image_shape(tokenizer):
     assert losses["loss_tok_ref"].item() == pytest.approx(0.0, abs=1e-6)
     empty = tokenizer.loss(outputs, [make_sample(h, w, [])])
     assert empty["loss_tok_ref"].item() == 0.0 and empty["loss_tok_obj"].item() > 0
+
+
+def test_text_encoder_loads_any_local_bert_directory(tmp_path):
+    """A bert-base style directory (here a tiny BERT the test saves) loads like the embedded MiniLM."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from visionllm.models.image_tokenizer import TextEncoder
+    from visionllm.utils.embedded import minilm_dir
+
+    torch.manual_seed(3)
+    bert = BertModel(BertConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+                                vocab_size=30522))
+    bert.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(tmp_path)
+    encoder = TextEncoder(model_dir=str(tmp_path), embed_dims=16, trainable=False).eval()
+    torch.testing.assert_close(encoder.bert.encoder.layer[1].output.dense.weight, bert.encoder.layer[1].output.dense.weight)
+    assert not any(p.requires_grad for p in encoder.bert.parameters()) and encoder.proj.weight.requires_grad
+    texts = ["find the dog", "detect every cat and every dog in the picture"]
+    with torch.no_grad():
+        features, padding = encoder(texts)
+    lengths = [len(encoder.tokenizer(t)["input_ids"]) for t in texts]
+    assert features.shape == (2, max(lengths), 16)
+    assert padding.tolist() == [[i >= n for i in range(max(lengths))] for n in lengths]
+
+
+def test_internimage_tokenizer_end_to_end():
+    torch.manual_seed(4)
+    model = MODELS.build(tiny_config(backbone=dict(type="InternImageBackbone", channels=16, depths=(1, 1, 1, 1),
+                                                   groups=(2, 4, 8, 16), drop_path_rate=0.0)))
+    model.train()
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, :, 40:] = True
+    out = model(torch.randn(2, 3, 64, 64), masks, ["Detect every cat in <image>.", "Find the dog in <image>."])
+    assert out["embeds"].shape == (2, NUM_QUERIES, EMBED)
+    losses = model.loss(out, [make_sample(64, 40, [[2, 2, 20, 30]]), make_sample(64, 64, [[10, 10, 50, 60]])])
+    sum(losses.values()).backward()
+    dcn = model.backbone.body.levels[0].blocks[0].dcn
+    for param in (dcn.offset.weight, dcn.mask.weight, dcn.input_proj.weight, model.backbone.body.patch_embed.conv1.weight):
+        assert param.grad is not None and param.grad.abs().sum() > 0
