@@ -17,19 +17,21 @@ class ImageTokenizer(nn.Module):
     Args:
         backbone: config of a backbone returning ``num_levels`` maps at ``embed_dims``.
         text_encoder: config of the instruction encoder (``TextEncoder``).
-        fusion: config of the language fusion (``LanguageFusion``) or ``None`` for none.
+        fusion: config of the language fusion (``LanguageFusion`` by default); ``None`` turns
+            the fusion off (an ablation: the image tokens then ignore the instruction).
         transformer: config of the ``DeformableTransformer``.
         embed_dims: width shared by all parts and of the output tokens.
         exact_padding: run the backbone of a padded image on its valid area only, so that a
             padded batch gives every image exactly the tokens it gets alone (convolutions
             would otherwise see the padding near the border). Same-size batches without padding
-            run batched either way.
+            run batched either way. (Batch-norm statistics, when trained, then come from
+            single images; the paper configs keep the ResNet norms frozen.)
         loss: keyword arguments of :class:`TokenLoss` (L_tok).
         aux_loss: apply L_tok to every decoder layer's tokens too (keys ``d{i}.loss_tok_*``).
         freeze_backbone: stage 2 of the paper schedule freezes the backbone.
     """
 
-    def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = None,
+    def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = dict(),  # noqa: B006 (never mutated)
                  embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
                  aux_loss: bool = True, freeze_backbone: bool = False):
         super().__init__()
