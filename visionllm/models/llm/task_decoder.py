@@ -70,7 +70,7 @@ class LLMTaskDecoder(BaseModule):
                  matcher: Optional[dict] = None, no_object_weight: float = 0.1,
                  loss_weights: Optional[dict] = None, max_classes_per_pass: Optional[int] = None,
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
-                 score_thr: float = 0.0, vocab_init_noise: float = 0.1, seed: int = 0,
+                 score_thr: float = 0.0, vocab_init_noise: float = 1.0, seed: int = 0,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from visionllm.instructions import LocationCodec

@@ -120,8 +120,9 @@ class ExtendedLMHead(nn.Module):
 
 def _init_new_rows(base: torch.Tensor, num_new: int, noise_std: float,
                    generator: Optional[torch.Generator]) -> torch.Tensor:
-    # New rows start at the mean of the base rows (inside the distribution the model knows) with
-    # small noise relative to the base spread, so the new tokens are distinguishable from step 0.
+    # New rows = mean of the base rows + noise scaled by the per-dimension spread of the base
+    # rows (noise_std=1 gives rows as spread as ordinary tokens): they sit inside the distribution
+    # the model knows, and are distinguishable (and scorable with confidence) from step 0.
     if base.device.type == "meta":
         return torch.empty(num_new, base.shape[1], device="meta", dtype=base.dtype)
     base = base.detach().float()
@@ -151,7 +152,7 @@ def add_special_tokens(tokenizer, tokens: Sequence[str], num_base: int) -> Dict[
 
 
 def extend_vocabulary(model: nn.Module, tokenizer, special_tokens: SpecialTokens,
-                      noise_std: float = 0.1, seed: int = 0) -> Dict[str, int]:
+                      noise_std: float = 1.0, seed: int = 0) -> Dict[str, int]:
     """Add ``special_tokens`` to ``tokenizer`` and ``model`` (a HF causal LM), keeping the base
     rows frozen and the new rows trainable. Handles tied and untied input/output embeddings.
 

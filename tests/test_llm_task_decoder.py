@@ -1,0 +1,218 @@
+"""LLMTaskDecoder end to end on a tiny random Llama: overfitting every task, checkpoints, passes."""
+import math
+
+import pytest
+import torch
+from test_llm_fixtures import (build_decoder, make_sample, single_thread,  # noqa: F401
+                               smollm2_tokenizer_dir, tiny_llama_dir)
+
+from visionllm.instructions import LocationCodec, format_category_set
+
+IMG_SHAPE = (64, 80)  # (h, w) after resize
+SCALE = (0.5, 0.8)    # (w_scale, h_scale): ori = img / scale
+NUM_POINTS = 8
+NUM_BINS = 65
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def random_box(g, w, h):
+    bw, bh = 10 + torch.rand(1, generator=g).item() * w * 0.4, 10 + torch.rand(1, generator=g).item() * h * 0.4
+    x1, y1 = torch.rand(1, generator=g).item() * (w - bw), torch.rand(1, generator=g).item() * (h - bh)
+    return [x1, y1, x1 + bw, y1 + bh]
+
+
+def random_polygon(g, w, h, k):
+    cx, cy = 20 + torch.rand(1, generator=g).item() * (w - 40), 20 + torch.rand(1, generator=g).item() * (h - 40)
+    radius = 5 + torch.rand(k, generator=g) * 12
+    angle = torch.arange(k) * 2 * math.pi / k
+    return torch.stack([cx + radius * angle.cos(), cy + radius * angle.sin()], dim=-1)
+
+
+def task_samples(g):
+    h, w = IMG_SHAPE
+    det = make_sample("detection", 'Detect every object of the categories ' + format_category_set(["cat", "dog", "cow"])
+                      + ' in <image>. Answer as a list of (c, x1, y1, x2, y2).',
+                      categories=["cat", "dog", "cow"], output_format=("cls", "x1", "y1", "x2", "y2"),
+                      bboxes=[random_box(g, w, h), random_box(g, w, h)], labels=[2, 0],
+                      img_shape=IMG_SHAPE, scale_factor=SCALE)
+    polygon = random_polygon(g, w, h, NUM_POINTS)
+    fields = ("cls",) + tuple(f"{a}{i}" for i in range(1, NUM_POINTS + 1) for a in "xy")
+    seg = make_sample("segmentation", 'Segment all {"circle": <c0>} in <image> as (c, x1, y1, ..., x8, y8), '
+                      'points relative to the object centre.', categories=["circle"], output_format=fields,
+                      bboxes=[torch.cat([polygon.min(0).values, polygon.max(0).values]).tolist()],
+                      labels=[0], polygons=polygon[None], img_shape=IMG_SHAPE, scale_factor=SCALE)
+    grd = make_sample("grounding", 'Find "the big square" in <image> and give (c, x1, y1, x2, y2).',
+                      categories=["the big square"], output_format=("cls", "x1", "y1", "x2", "y2"),
+                      bboxes=[random_box(g, w, h)], labels=[0], img_shape=IMG_SHAPE, scale_factor=SCALE)
+    cap = make_sample("caption", "<image> Write a short caption for the image.", target_text="two red circles",
+                      img_shape=IMG_SHAPE, scale_factor=SCALE)
+    return [det, seg, grd, cap]
+
+
+def train(decoder, embeds, refs, samples, steps, lr=5e-3):
+    params = [p for p in decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    decoder.train()
+    for _ in range(steps):
+        losses = decoder.loss(embeds, refs, samples)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+    decoder.eval()
+    return {k: v.item() for k, v in losses.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(single_thread, tiny_llama_dir):
+    seed = torch.seed() % 2**31
+    g = torch.Generator().manual_seed(seed)
+    decoder = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5)
+    samples = task_samples(g)
+    embeds = torch.randn(len(samples), 6, decoder.hidden_size, generator=g)
+    refs = torch.rand(len(samples), 6, 2, generator=g)
+    losses = train(decoder, embeds, refs, samples, steps=200)
+    return dict(decoder=decoder, samples=samples, embeds=embeds, refs=refs, losses=losses, seed=seed)
+
+
+def tolerance():
+    # Decoded coordinates equal the target up to the codec's quantisation: half a bin, in
+    # original-image pixels.
+    half = NUM_BINS // 2
+    return torch.tensor([IMG_SHAPE[1] / half / 2 / SCALE[0], IMG_SHAPE[0] / half / 2 / SCALE[1]]) + 1e-3
+
+
+def to_original(points):
+    return points / torch.tensor(SCALE)
+
+
+def test_overfitting_every_task_reaches_its_targets(trained):
+    losses, seed = trained["losses"], trained["seed"]
+    assert set(losses) == {"loss_format", "loss_cls", "loss_loc", "loss_text"}
+    assert all(v < 0.15 for v in losses.values()), f"seed {seed}: {losses}"
+    decoder = trained["decoder"]
+    decoder.generate_format = True  # the trained model must also emit the right format tokens
+    samples = decoder.predict(trained["embeds"], trained["refs"], trained["samples"])
+    det, seg, grd, cap = samples
+    tol = tolerance()
+
+    pred = det.pred_instances
+    n_gt = len(det.gt_instances.bboxes)
+    assert (pred.scores[:n_gt] > 0.9).all() and (pred.scores[n_gt:] < 0.5).all(), f"seed {seed}"
+    for box, label in zip(det.gt_instances.bboxes, det.gt_instances.labels):
+        corners = to_original(box.view(2, 2))
+        hits = [(b.view(2, 2) - corners).abs() for b in pred.bboxes[:n_gt]]
+        k = min(range(n_gt), key=lambda i: hits[i].sum())
+        assert (hits[k] <= tol).all(), f"seed {seed}: {pred.bboxes} vs {det.gt_instances.bboxes}"
+        assert pred.labels[k].item() == det.category_ids[label]
+
+    pred = seg.pred_instances
+    assert pred.scores[0] > 0.9 and (pred.scores[1:] < 0.5).all()
+    assert pred.polygons.shape[1:] == (NUM_POINTS, 2)
+    assert ((pred.polygons[0] - to_original(seg.gt_instances.polygons[0])).abs() <= tol).all(), f"seed {seed}"
+    assert pred.masks.shape[1:] == tuple(seg.ori_shape) and pred.masks[0].any()
+    centre = pred.polygons[0].mean(0).round().long()
+    assert pred.masks[0][centre[1], centre[0]], "the polygon's centre lies inside its mask"
+
+    pred = grd.pred_instances
+    assert len(pred) == 1 and pred.scores[0] > 0.9
+    assert ((pred.bboxes[0].view(2, 2) - to_original(grd.gt_instances.bboxes[0].view(2, 2))).abs() <= tol).all()
+
+    assert cap.pred_text == "two red circles"
+
+
+def test_autoregressive_baseline_gives_the_same_detections(trained):
+    decoder = trained["decoder"]
+    decoder.generate_format = False
+    idx = [0, 1]
+    samples = [trained["samples"][i] for i in idx]
+    parallel = [s.pred_instances.clone() for s in decoder.predict(trained["embeds"][idx], trained["refs"][idx], samples)]
+    decoder.decode_mode = "autoregressive"
+    try:
+        sequential = decoder.predict(trained["embeds"][idx], trained["refs"][idx], samples)
+    finally:
+        decoder.decode_mode = "parallel"
+    for a, b in zip(parallel, sequential):
+        assert torch.allclose(a.scores, b.pred_instances.scores, atol=1e-4)
+        assert torch.allclose(a.bboxes, b.pred_instances.bboxes, atol=1e-3)
+
+
+def test_save_load_trainable_state_reproduces_predictions(trained, tiny_llama_dir, tmp_path):
+    decoder = trained["decoder"]
+    decoder.generate_format = False
+    samples = trained["samples"]
+    before = [s.pred_instances.clone() if "pred_instances" in s else s.pred_text
+              for s in decoder.predict(trained["embeds"], trained["refs"], samples)]
+    state = decoder.trainable_state_dict()
+    frozen = set(decoder.frozen_pretrained_keys())
+    assert frozen and not frozen & set(state), "frozen base weights must not be checkpointed"
+    assert sum(v.numel() for v in state.values()) < 0.2 * sum(p.numel() for p in decoder.parameters())
+    torch.save(state, tmp_path / "decoder.pth")
+
+    torch.manual_seed(12345)  # a different initialisation that the checkpoint must overwrite
+    fresh = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5, generate_format=False, seed=7)
+    fresh.load_trainable_state_dict(torch.load(tmp_path / "decoder.pth"))
+    fresh.eval()
+    after = fresh.predict(trained["embeds"], trained["refs"], [s.clone() for s in samples])
+    for b, a in zip(before, after):
+        if isinstance(b, str):
+            assert a.pred_text == b
+        else:
+            for key in ("scores", "bboxes", "labels"):
+                assert torch.equal(getattr(a.pred_instances, key), getattr(b, key))
+
+
+def test_category_sets_beyond_the_budget_run_in_passes(tiny_llama_dir):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    names = ["cat", "dog", "cow", "owl", "fox"]
+    decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2)
+    decoder.eval()
+    text = "Detect " + format_category_set(names) + " in <image>. Answer as (c, x1, y1, x2, y2)."
+    embeds, refs = torch.randn(1, 4, 64, generator=g), torch.rand(1, 4, 2, generator=g)
+    merged = decoder.predict(embeds, refs, [make_sample("detection", text, categories=names)])[0].pred_instances
+    assert len(merged) == 3 * 4  # three passes (2 + 2 + 1 names) of four slots each
+    # The same predictions as running each chunk's instruction on its own, labels offset by chunk.
+    expected_scores, expected_labels = [], []
+    for start in (0, 2, 4):
+        chunk = names[start:start + 2]
+        sample = make_sample("detection", text.replace(format_category_set(names), format_category_set(chunk)),
+                             categories=chunk)
+        pred = decoder.predict(embeds, refs, [sample])[0].pred_instances
+        expected_scores.append(pred.scores)
+        expected_labels.append(pred.labels + start)  # make_sample maps label i to id 10 + i
+    scores, labels = torch.cat(expected_scores), torch.cat(expected_labels)
+    order = scores.argsort(descending=True)
+    assert torch.allclose(merged.scores, scores[order], atol=1e-5)
+    assert sorted(merged.labels.tolist()) == sorted(labels.tolist())
+    assert set(merged.labels.tolist()) <= {10 + i for i in range(len(names))}
+
+
+def test_format_generation_falls_back_to_the_parser(tiny_llama_dir, monkeypatch):
+    decoder = build_decoder(tiny_llama_dir, generate_format=True)
+    embeds = torch.randn(2, 3, 64)
+    texts = ["Detect {\"a\": <c0>} in <image>. Answer as (c, x1, y1, x2, y2).",
+             "Segment {\"a\": <c0>} in <image> as (c, x1, y1, ..., x8, y8)."]
+    box = [decoder.field_ids[f] for f in ("cls", "x1", "y1", "x2", "y2")]
+    # Row 0 generates a valid (different) format, row 1 an invalid one (out of order).
+    monkeypatch.setattr(decoder, "_greedy_subset", lambda *a, **k: [box, box[::-1]])
+    formats = decoder._decode_format(embeds, texts)
+    assert formats[0] == ("cls", "x1", "y1", "x2", "y2")
+    assert formats[1] == ("cls",) + tuple(f"{a}{i}" for i in range(1, 9) for a in "xy")
+
+
+def test_loss_targets_are_relative_to_the_matched_slot(tiny_llama_dir):
+    """Each matched slot's location target is the codec encoding of its gt relative to ITS
+    reference point: a slot whose reference sits on the object gets near-zero offsets."""
+    decoder = build_decoder(tiny_llama_dir, num_slots=3)
+    codec = LocationCodec(NUM_BINS)
+    box = torch.tensor([[20.0, 16.0, 40.0, 48.0]])
+    ref = torch.tensor([[0.375, 0.5]])  # the box centre of an 80 x 64 image
+    bins = codec.encode(box.view(1, 2, 2), ref.unsqueeze(1), (80.0, 64.0))
+    assert ((bins - NUM_BINS // 2).abs() <= 8).all()
+    sample = make_sample("detection", 'Detect {"a": <c0>} in <image>. Answer as (c, x1, y1, x2, y2).',
+                         categories=["a"], output_format=("cls", "x1", "y1", "x2", "y2"), bboxes=box, labels=[0])
+    losses = decoder.loss(torch.randn(1, 3, 64), torch.rand(1, 3, 2), [sample])
+    assert set(losses) == {"loss_format", "loss_cls", "loss_loc"} and all(v.isfinite() for v in losses.values())
