@@ -157,6 +157,7 @@ def test_vqa_normalisation():
     assert normalize_answer("3.5") == "3.5"
     assert normalize_answer("yes!") == "yes"
     assert normalize_answer("an apple\n") == "apple"
+    assert normalize_answer("2.") == "2" and normalize_answer("it's red") == "it's red"
 
 
 def test_vqa_accuracy_hand_computed():
@@ -165,6 +166,9 @@ def test_vqa_accuracy_hand_computed():
     assert vqa_accuracy("3", gts) == pytest.approx(1.0)
     assert vqa_accuracy("4", gts) == 0.0
     assert vqa_accuracy("Yes", ["yes"] + ["no"] * 9) == pytest.approx(9 * (1 / 3) / 10)
+    # the official script leaves unanimous answers unnormalised
+    assert vqa_accuracy("Two", ["2"] * 10) == 1.0 and vqa_accuracy("Two", ["2"] * 10, strict_official=True) == 0.0
+    assert vqa_accuracy("Two", ["2"] * 9 + ["3"], strict_official=True) == pytest.approx(1.0)
 
 
 def test_vqa_metric_and_dump(tmp_path):

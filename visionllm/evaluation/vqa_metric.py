@@ -10,9 +10,11 @@ from visionllm.registry import METRICS
 from .table import print_table
 from .utils import dump_json, to_dict
 
-_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!*#%^&$:'"  # the period is handled separately (decimals)
+# The marks the official evaluation strips (apostrophes stay: "it's", "don't"); periods are
+# handled separately so decimals survive.
+_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
 _COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
-_PERIOD_NOT_DECIMAL = re.compile(r"(?<!\d)\.(?!\d)")
+_PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")  # "2." → "2", "3.5" stays
 _NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
                  "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 _ARTICLES = {"a", "an", "the"}
@@ -33,8 +35,8 @@ CONTRACTIONS = {c.replace("'", ""): c for c in _CONTRACTIONS_WITH_APOSTROPHE}
 
 def process_punctuation(text: str) -> str:
     """Remove punctuation; a mark touching a space (or a comma between digits) is deleted,
-    otherwise it becomes a space ("black/white" → "black white"); periods survive only inside
-    decimal numbers."""
+    otherwise it becomes a space ("black/white" → "black white"); a period survives only when
+    a digit follows it (decimals)."""
     out = text
     comma_in_number = _COMMA_BETWEEN_DIGITS.search(text) is not None
     for p in _PUNCTUATION:
@@ -61,13 +63,22 @@ def normalize_answer(answer: str) -> str:
     return process_digits_articles(process_punctuation(answer))
 
 
-def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+def vqa_accuracy(prediction: str, gt_answers: Sequence[str], strict_official: bool = False) -> float:
     """min(#humans who gave the answer / 3, 1), averaged over the 10-choose-9 subsets of the
-    human answers (each answer left out once)."""
+    human answers (each answer left out once).
+
+    The official script normalises answers only when the humans disagree; with unanimous
+    answers it compares the raw (stripped) strings, so "Two" scores 0 against ten "2".
+    ``strict_official=True`` reproduces that; by default both sides are always normalised.
+    """
     if not gt_answers:
         return 0.0
-    pred = normalize_answer(prediction)
-    gts = [normalize_answer(a) for a in gt_answers]
+    clean = lambda a: a.replace("\n", " ").replace("\t", " ").strip()  # noqa: E731
+    if strict_official and len({clean(a) for a in gt_answers}) == 1:
+        pred, gts = clean(prediction), [clean(a) for a in gt_answers]
+    else:
+        pred = normalize_answer(prediction)
+        gts = [normalize_answer(a) for a in gt_answers]
     if len(gts) == 1:
         return float(pred == gts[0])
     accs = [min(1.0, sum(a == pred for a in subset) / 3.0) for subset in combinations(gts, len(gts) - 1)]
@@ -81,11 +92,12 @@ class VQAAccuracy(BaseMetric):
 
     default_prefix = "vqa"
 
-    def __init__(self, outfile_prefix: Optional[str] = None, task: Optional[str] = "vqa",
+    def __init__(self, outfile_prefix: Optional[str] = None, task: Optional[str] = "vqa", strict_official: bool = False,
                  collect_device: str = "cpu", prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.outfile_prefix = outfile_prefix
         self.task = task
+        self.strict_official = strict_official
 
     def process(self, data_batch, data_samples) -> None:
         for sample in data_samples:
@@ -95,7 +107,7 @@ class VQAAccuracy(BaseMetric):
             answer = sample.get("pred_text") or ""
             gts = list(sample.get("gt_texts") or [])
             self.results.append(dict(question_id=sample.get("question_id"), answer=answer,
-                                     accuracy=vqa_accuracy(answer, gts) if gts else None))
+                                     accuracy=vqa_accuracy(answer, gts, self.strict_official) if gts else None))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         if self.outfile_prefix:
