@@ -22,7 +22,11 @@ def load_annotation(path: str) -> Any:
     check_ann_file(path)
     if path.endswith((".p", ".pkl", ".pickle")):
         with open(path, "rb") as f:
-            return pickle.load(f)
+            try:
+                return pickle.load(f)
+            except UnicodeDecodeError:  # the official refs(*).p files are Python 2 pickles
+                f.seek(0)
+                return pickle.load(f, encoding="latin1")
     with open(path) as f:
         return json.load(f)
 
