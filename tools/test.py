@@ -37,8 +37,12 @@ def parse_args(argv=None):
 
 def set_outfile_prefix(evaluator, out_dir: str):
     """Point every metric of the test evaluator at ``out_dir`` (task-named files)."""
-    metrics = evaluator if isinstance(evaluator, list) else evaluator.get("metrics", [evaluator]) \
-        if isinstance(evaluator, dict) and evaluator.get("type") == "Evaluator" else [evaluator]
+    if isinstance(evaluator, list):
+        metrics = evaluator
+    elif evaluator.get("type", "Evaluator") == "Evaluator" and "metrics" in evaluator:
+        metrics = evaluator["metrics"] if isinstance(evaluator["metrics"], list) else [evaluator["metrics"]]
+    else:
+        metrics = [evaluator]
     for metric in metrics:
         if metric.get("type") == "MultiTaskMetric":
             for task, sub in metric["task_metrics"].items():
