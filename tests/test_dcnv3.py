@@ -244,6 +244,19 @@ def test_backend_switch_uses_reference(compiled, gen):
     torch.testing.assert_close(out_ours, out_ref, rtol=1e-10, atol=1e-12)
 
 
+def test_missing_extension_falls_back_to_reference(gen, monkeypatch):
+    import custom_ops.dcnv3.function as function
+
+    monkeypatch.setattr(function, "_compiled", lambda: None)  # as if `make ops` had not run
+    x, offset, mask = make_inputs(gen, 2, 5, 6, 2, 3, 3, 1, 1, 1, torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, offset, mask)]
+    out = run(dcnv3, *leaves, 2, 3, 3, 1, 1, 1, 1.0)
+    assert "DCNv3Function" not in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, run(dcnv3_reference, x, offset, mask, 2, 3, 3, 1, 1, 1, 1.0))
+    out.sum().backward()
+    assert all(t.grad is not None for t in leaves)
+
+
 @pytest.mark.parametrize("center_feature_scale", [False, True])
 def test_module_matches_module_on_reference_op(compiled, gen, center_feature_scale):
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
