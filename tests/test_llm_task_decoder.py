@@ -12,6 +12,7 @@ IMG_SHAPE = (64, 80)  # (h, w) after resize
 SCALE = (0.5, 0.8)    # (w_scale, h_scale): ori = img / scale
 NUM_POINTS = 8
 NUM_BINS = 65
+LORA = dict(rank=8, alpha=16, dropout=0.0, include_mlp=True)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -70,11 +71,12 @@ def train(decoder, embeds, refs, samples, steps, lr=5e-3):
 def trained(single_thread, tiny_llama_dir):
     seed = torch.seed() % 2**31
     g = torch.Generator().manual_seed(seed)
-    decoder = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5)
+    # LoRA on the MLP too: a random 2-layer model needs the capacity to fit text with a frozen head.
+    decoder = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5, lora=LORA)
     samples = task_samples(g)
     embeds = torch.randn(len(samples), 6, decoder.hidden_size, generator=g)
     refs = torch.rand(len(samples), 6, 2, generator=g)
-    losses = train(decoder, embeds, refs, samples, steps=200)
+    losses = train(decoder, embeds, refs, samples, steps=130)
     return dict(decoder=decoder, samples=samples, embeds=embeds, refs=refs, losses=losses, seed=seed)
 
 
@@ -92,7 +94,7 @@ def to_original(points):
 def test_overfitting_every_task_reaches_its_targets(trained):
     losses, seed = trained["losses"], trained["seed"]
     assert set(losses) == {"loss_format", "loss_cls", "loss_loc", "loss_text"}
-    assert all(v < 0.15 for v in losses.values()), f"seed {seed}: {losses}"
+    assert all(v < 0.05 for v in losses.values()), f"seed {seed}: {losses}"
     decoder = trained["decoder"]
     decoder.generate_format = True  # the trained model must also emit the right format tokens
     samples = decoder.predict(trained["embeds"], trained["refs"], trained["samples"])
@@ -153,7 +155,8 @@ def test_save_load_trainable_state_reproduces_predictions(trained, tiny_llama_di
     torch.save(state, tmp_path / "decoder.pth")
 
     torch.manual_seed(12345)  # a different initialisation that the checkpoint must overwrite
-    fresh = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5, generate_format=False, seed=7)
+    fresh = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5, generate_format=False, seed=7,
+                          lora=LORA)
     fresh.load_trainable_state_dict(torch.load(tmp_path / "decoder.pth"))
     fresh.eval()
     after = fresh.predict(trained["embeds"], trained["refs"], [s.clone() for s in samples])
