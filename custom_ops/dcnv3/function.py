@@ -1,4 +1,6 @@
 """Autograd function and the ``dcnv3`` entry point (compiled kernel, or the reference as fallback)."""
+import warnings
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -9,6 +11,25 @@ from .reference import dcnv3_reference
 
 def _compiled():
     return load_extension("custom_ops.dcnv3._C")
+
+
+_warned_no_cuda = False
+
+
+def _use_reference(input):
+    """True when the call must go to the reference: backend switch, no build, or a CUDA tensor
+    with a CPU-only build (one warning)."""
+    global _warned_no_cuda
+    ext = _compiled()
+    if get_backend() == "reference" or ext is None:
+        return True
+    if input.is_cuda and not getattr(ext, "with_cuda", False):
+        if not _warned_no_cuda:
+            warnings.warn("custom_ops.dcnv3._C was built without CUDA (FORCE_CUDA=1); CUDA tensors use the "
+                          "pure-PyTorch reference", RuntimeWarning, stacklevel=3)
+            _warned_no_cuda = True
+        return True
+    return False
 
 
 class DCNv3Function(torch.autograd.Function):
@@ -41,6 +62,6 @@ def dcnv3(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
     """
     args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
             group_channels, offset_scale)
-    if get_backend() == "reference" or _compiled() is None:
+    if _use_reference(input):
         return dcnv3_reference(input, offset, mask, *args)
     return DCNv3Function.apply(input, offset, mask, *args)
