@@ -118,6 +118,11 @@ def test_every_cpu_code_path_matches_reference(ext, seed, monkeypatch, isa):
 def test_gradcheck_float64(ext, seed):
     value, shapes, starts, locations, weights = make_inputs(
         2, 5, 2, 3, [(4, 5), (3, 2)], 2, torch.float64, outside=0.3, requires_grad=True)
+    with torch.no_grad():  # bilinear sampling has kinks on the pixel grid: keep finite differences off them
+        size = shapes.flip(-1).to(torch.float64)[:, None, :]  # [L, 1, 2] as (W, H)
+        pixel = locations * size - 0.5
+        distance = (pixel - pixel.round()).abs()
+        locations += torch.where(distance < 1e-3, 5e-3 / size, torch.zeros_like(pixel))
 
     def op(v, loc, w):
         return MSDeformAttnFunction.apply(v, shapes, starts, loc, w)
