@@ -98,14 +98,16 @@ def test_backward_matches_reference(ext, seed, case):
         assert rel_err(ours, reference) < 1e-10, name
 
 
+@pytest.mark.parametrize("channels", [19, 32])
 @pytest.mark.parametrize("isa", ["baseline", "avx2", "native"])
-def test_every_cpu_code_path_matches_reference(ext, seed, monkeypatch, isa):
-    """The CPU loops are compiled for baseline x86-64, AVX2 and AVX-512 and picked at run time;
-    VISIONLLM_MSDA_CPU_ISA lowers the choice so each compiled copy is checked here."""
+def test_every_cpu_code_path_matches_reference(ext, seed, monkeypatch, isa, channels):
+    """The CPU loops are compiled for baseline x86-64, AVX2 and AVX-512 (picked at run time), each
+    for any D and for D = 32 fixed at compile time; VISIONLLM_MSDA_CPU_ISA lowers the ISA choice
+    so every compiled copy is checked here."""
     if isa != "native":
         monkeypatch.setenv("VISIONLLM_MSDA_CPU_ISA", isa)
-    value, shapes, starts, locations, weights = make_inputs(2, 10, 3, 19, [(6, 5), (3, 4)], 3, torch.float64)
-    grad_out = torch.randn(2, 10, 3 * 19, dtype=torch.float64)
+    value, shapes, starts, locations, weights = make_inputs(2, 10, 3, channels, [(6, 5), (3, 4)], 3, torch.float64)
+    grad_out = torch.randn(2, 10, 3 * channels, dtype=torch.float64)
     assert rel_err(ext.forward(value, shapes, starts, locations, weights),
                    ms_deform_attn_reference(value, shapes, starts, locations, weights)) < 1e-10
     leaves = [t.clone().requires_grad_(True) for t in (value, locations, weights)]

@@ -140,25 +140,27 @@ struct Pointers {
   scalar_t* grad_weights;       // backward only
 };
 
-// Forward for the (batch, query) items [begin, end).
-template <typename scalar_t>
+// Forward for the (batch, query) items [begin, end). kChannels > 0 fixes D at compile time (the
+// common D = 32 of a 256-wide, 8-head layer), so the channel loops are fully unrolled.
+template <typename scalar_t, int kChannels>
 void forward_items(const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
-  const int64_t row_stride = n.heads * n.channels;  // distance between two positions of one head
+  const int64_t channels = kChannels > 0 ? kChannels : n.channels;
+  const int64_t row_stride = n.heads * channels;  // distance between two positions of one head
   const int64_t samples_per_head = n.levels * n.points;
   for (int64_t bq = begin; bq < end; ++bq) {
     const int64_t b = bq / n.queries;
     for (int64_t h = 0; h < n.heads; ++h) {
-      scalar_t* out = t.output + (bq * n.heads + h) * n.channels;
-      for (int64_t d = 0; d < n.channels; ++d) out[d] = 0;
+      scalar_t* out = t.output + (bq * n.heads + h) * channels;
+      for (int64_t d = 0; d < channels; ++d) out[d] = 0;
       const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
       for (int64_t l = 0; l < n.levels; ++l) {
         const int64_t height = t.shapes[2 * l], width = t.shapes[2 * l + 1];
-        const scalar_t* level_value = t.value + ((b * n.spatial + t.starts[l]) * n.heads + h) * n.channels;
+        const scalar_t* level_value = t.value + ((b * n.spatial + t.starts[l]) * n.heads + h) * channels;
         for (int64_t p = 0; p < n.points; ++p) {
           const int64_t s = sample0 + l * n.points + p;
           msda::BilinearCorners<scalar_t> corners;
           if (!msda::bilinear_corners(t.locations[2 * s], t.locations[2 * s + 1], height, width, corners)) continue;
-          accumulate_sample(out, level_value, row_stride, corners, t.weights[s], n.channels);
+          accumulate_sample(out, level_value, row_stride, corners, t.weights[s], channels);
         }
       }
     }
@@ -166,19 +168,20 @@ void forward_items(const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, i
 }
 
 // Backward for the (batch, head) items [begin, end); t.output is grad_value.
-template <typename scalar_t>
+template <typename scalar_t, int kChannels>
 void backward_items(const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
-  const int64_t row_stride = n.heads * n.channels;
+  const int64_t channels = kChannels > 0 ? kChannels : n.channels;
+  const int64_t row_stride = n.heads * channels;
   const int64_t samples_per_head = n.levels * n.points;
   for (int64_t bh = begin; bh < end; ++bh) {
     const int64_t b = bh / n.heads, h = bh % n.heads;
     for (int64_t q = 0; q < n.queries; ++q) {
       const int64_t bq = b * n.queries + q;
-      const scalar_t* g = t.grad_output + (bq * n.heads + h) * n.channels;
+      const scalar_t* g = t.grad_output + (bq * n.heads + h) * channels;
       const int64_t sample0 = (bq * n.heads + h) * samples_per_head;
       for (int64_t l = 0; l < n.levels; ++l) {
         const int64_t height = t.shapes[2 * l], width = t.shapes[2 * l + 1];
-        const int64_t level_offset = ((b * n.spatial + t.starts[l]) * n.heads + h) * n.channels;
+        const int64_t level_offset = ((b * n.spatial + t.starts[l]) * n.heads + h) * channels;
         for (int64_t p = 0; p < n.points; ++p) {
           const int64_t s = sample0 + l * n.points + p;
           msda::BilinearCorners<scalar_t> corners;
@@ -190,7 +193,7 @@ void backward_items(const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, 
           }
           scalar_t dot[4];
           backward_sample(t.value + level_offset, t.output + level_offset, row_stride, corners, t.weights[s], g,
-                          n.channels, dot);
+                          channels, dot);
           msda::sample_gradients(corners, dot, t.weights[s], height, width, t.grad_weights[s],
                                  t.grad_locations[2 * s], t.grad_locations[2 * s + 1]);
         }
@@ -204,25 +207,25 @@ using ItemsFn = void (*)(const Sizes&, const Pointers<scalar_t>&, int64_t, int64
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MSDA_X86_DISPATCH 1
-template <typename scalar_t>
+template <typename scalar_t, int kChannels>
 __attribute__((target("avx2,fma"), flatten)) void forward_items_avx2(const Sizes& n, const Pointers<scalar_t>& t,
                                                                       int64_t begin, int64_t end) {
-  forward_items<scalar_t>(n, t, begin, end);
+  forward_items<scalar_t, kChannels>(n, t, begin, end);
 }
-template <typename scalar_t>
+template <typename scalar_t, int kChannels>
 __attribute__((target("avx512f,avx512vl,avx2,fma"), flatten)) void forward_items_avx512(
     const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
-  forward_items<scalar_t>(n, t, begin, end);
+  forward_items<scalar_t, kChannels>(n, t, begin, end);
 }
-template <typename scalar_t>
+template <typename scalar_t, int kChannels>
 __attribute__((target("avx2,fma"), flatten)) void backward_items_avx2(const Sizes& n, const Pointers<scalar_t>& t,
                                                                        int64_t begin, int64_t end) {
-  backward_items<scalar_t>(n, t, begin, end);
+  backward_items<scalar_t, kChannels>(n, t, begin, end);
 }
-template <typename scalar_t>
+template <typename scalar_t, int kChannels>
 __attribute__((target("avx512f,avx512vl,avx2,fma"), flatten)) void backward_items_avx512(
     const Sizes& n, const Pointers<scalar_t>& t, int64_t begin, int64_t end) {
-  backward_items<scalar_t>(n, t, begin, end);
+  backward_items<scalar_t, kChannels>(n, t, begin, end);
 }
 #endif
 
@@ -249,28 +252,25 @@ Isa best_isa() {
 #endif
 }
 
-template <typename scalar_t>
-ItemsFn<scalar_t> forward_fn() {
+// The item loop for this CPU's instruction set and channel count.
+template <typename scalar_t, int kChannels>
+ItemsFn<scalar_t> select_items(bool backward) {
 #ifdef MSDA_X86_DISPATCH
   switch (best_isa()) {
-    case Isa::kAvx512: return &forward_items_avx512<scalar_t>;
-    case Isa::kAvx2: return &forward_items_avx2<scalar_t>;
-    default: break;
+    case Isa::kAvx512:
+      return backward ? &backward_items_avx512<scalar_t, kChannels> : &forward_items_avx512<scalar_t, kChannels>;
+    case Isa::kAvx2:
+      return backward ? &backward_items_avx2<scalar_t, kChannels> : &forward_items_avx2<scalar_t, kChannels>;
+    default:
+      break;
   }
 #endif
-  return &forward_items<scalar_t>;
+  return backward ? &backward_items<scalar_t, kChannels> : &forward_items<scalar_t, kChannels>;
 }
 
 template <typename scalar_t>
-ItemsFn<scalar_t> backward_fn() {
-#ifdef MSDA_X86_DISPATCH
-  switch (best_isa()) {
-    case Isa::kAvx512: return &backward_items_avx512<scalar_t>;
-    case Isa::kAvx2: return &backward_items_avx2<scalar_t>;
-    default: break;
-  }
-#endif
-  return &backward_items<scalar_t>;
+ItemsFn<scalar_t> items_fn(int64_t channels, bool backward) {
+  return channels == 32 ? select_items<scalar_t, 32>(backward) : select_items<scalar_t, 0>(backward);
 }
 
 }  // namespace
@@ -290,7 +290,7 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
                                output.data_ptr<scalar_t>(),
                                nullptr,
                                nullptr};
-    const ItemsFn<scalar_t> items = forward_fn<scalar_t>();
+    const ItemsFn<scalar_t> items = items_fn<scalar_t>(n.channels, /*backward=*/false);
     // Enough (b, q) items per chunk that scheduling overhead stays negligible.
     const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, n.heads * n.levels * n.points));
     at::parallel_for(0, n.batch * n.queries, grain, [&](int64_t begin, int64_t end) { items(n, t, begin, end); });
@@ -318,7 +318,7 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
                                grad_value.data_ptr<scalar_t>(),
                                grad_locations.data_ptr<scalar_t>(),
                                grad_weights.data_ptr<scalar_t>()};
-    const ItemsFn<scalar_t> items = backward_fn<scalar_t>();
+    const ItemsFn<scalar_t> items = items_fn<scalar_t>(n.channels, /*backward=*/true);
     // One (batch, head) item owns grad_value[b, :, h, :]: no two threads write the same element.
     at::parallel_for(0, n.batch * n.heads, 1, [&](int64_t begin, int64_t end) { items(n, t, begin, end); });
   });
