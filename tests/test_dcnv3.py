@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import custom_ops
 from custom_ops._extension import load_extension
 from custom_ops.dcnv3 import DCNv3, DCNv3Function, dcnv3, dcnv3_reference
+from custom_ops.dcnv3.reference import _sampling_locations
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,10 @@ def test_integer_offsets_equal_shifted_sums(compiled, gen, scale):
 def test_gradcheck(compiled, gen, case):
     batch, h, w, group, cg, k, s, p, d, scale, rng = case
     x, offset, mask = make_inputs(gen, batch, h, w, group, cg, k, s, p, d, torch.float64, rng)
+    # bilinear sampling has kinks where a coordinate is an integer: keep finite differences off them
+    loc = _sampling_locations(offset, h, w, k, k, s, s, p, p, d, d, group, scale).flatten(3, 5)
+    frac = loc - loc.floor()
+    offset = offset + ((frac < 0.02) | (frac > 0.98)).to(offset.dtype) * (0.05 / scale)
     inputs = tuple(t.clone().requires_grad_() for t in (x, offset, mask))
     fn = lambda a, b, c: DCNv3Function.apply(a, b, c, k, k, s, s, p, p, d, d, group, cg, scale)  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
