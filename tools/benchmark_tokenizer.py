@@ -104,14 +104,18 @@ def measure(backbone: str, size: str, repeats: int, threads: int) -> list:
             for b, s in stats.items()]
 
 
-def run_child(backbone, size, repeats, threads) -> list:
+def run_child(backbone, size, repeats, threads, attempts: int = 2) -> list:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", backbone, size,
            "--repeats", str(repeats), "--threads", str(threads)]
-    result = subprocess.run(cmd, capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmark child failed for {backbone} {size}:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    for attempt in range(attempts):
+        result = subprocess.run(cmd, capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if result.returncode == 0:
+            return json.loads(result.stdout.strip().splitlines()[-1])
+        # a negative code is a signal (e.g. an op extension rebuilt in place under a running child)
+        print(f"benchmark child for {backbone} {size} exited with {result.returncode} "
+              f"(attempt {attempt + 1} of {attempts})", file=sys.stderr)
+    raise RuntimeError(f"benchmark child failed for {backbone} {size}:\n{result.stderr[-3000:]}")
 
 
 def main():
