@@ -23,7 +23,7 @@ def op_extensions():
         headers = sorted(glob.glob(os.path.join(csrc, "**", "*.h"), recursive=True))
         if not sources:
             continue
-        extra = {"cxx": ["-O3", "-fopenmp", "-std=c++17"]}
+        extra = {"cxx": ["-O3", "-fopenmp", "-std=c++20"]}
         kwargs = dict(
             name=f"custom_ops.{op}._C",
             sources=sources,
@@ -33,7 +33,7 @@ def op_extensions():
         )
         if with_cuda:
             sources += sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))
-            extra["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]
+            extra["nvcc"] = ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]
             extensions.append(CUDAExtension(define_macros=[("WITH_CUDA", None)], extra_compile_args=extra, **kwargs))
         else:
             extensions.append(CppExtension(extra_compile_args=extra, **kwargs))
