@@ -67,6 +67,14 @@ class VisionLLM(BaseModel):
             return self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples)
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 
+    def init_weights(self):
+        # mmengine's init_weights walks every child that has one; Hugging Face models have one
+        # that re-initialises (and re-ties) their weights, which would wipe the pretrained LLM
+        # and text encoder. Mark those as initialised so only our own parts are initialised.
+        for prefix in self.pretrained_prefixes:
+            self.get_submodule(prefix).is_init = True
+        super().init_weights()
+
     def frozen_pretrained_keys(self) -> List[str]:
         """State-dict keys that the build restores from pretrained files (not trained here)."""
         def under_prefix(key: str) -> bool:

@@ -1,0 +1,27 @@
+# The embedded default: the tiny model on the generated shapes data, all five tasks.
+#   python tools/make_shapes.py --out data/shapes
+#   python tools/train.py configs/visionllm_tiny_shapes.py
+_base_ = [
+    "_base_/models/visionllm_tiny.py",
+    "_base_/datasets/shapes_all_tasks.py",
+    "_base_/schedules/adamw_cosine.py",
+    "_base_/default_runtime.py",
+]
+max_iters = 3000
+warmup_iters = 100
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
+optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01))
+param_scheduler = [
+    dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=max_iters, eta_min_ratio=0.05),
+]
+default_hooks = dict(checkpoint=dict(interval=500, max_keep_ckpts=2))
+# The inference API feeds raw images through the same resize as evaluation.
+infer_pipeline = [
+    dict(type="ResizeKeepRatio", scale={{_base_.img_scale}}),
+    dict(type="PackVisionLLMInputs"),
+]
+# No validation during training (evaluation is tools/test.py's job; the CPU budget goes to training).
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
