@@ -124,6 +124,8 @@ def test_overfitting_every_task_reaches_its_targets(trained):
     assert ((pred.bboxes[0].view(2, 2) - to_original(grd.gt_instances.bboxes[0].view(2, 2))).abs() <= tol).all()
 
     assert cap.pred_text == "two red circles"
+    beam = decoder.generate_text(trained["embeds"][3:], [cap.instruction], num_beams=3)
+    assert beam == ["two red circles"]
 
 
 def test_autoregressive_baseline_gives_the_same_detections(trained):
@@ -219,3 +221,15 @@ def test_loss_targets_are_relative_to_the_matched_slot(tiny_llama_dir):
                          categories=["a"], output_format=("cls", "x1", "y1", "x2", "y2"), bboxes=box, labels=[0])
     losses = decoder.loss(torch.randn(1, 3, 64), torch.rand(1, 3, 2), [sample])
     assert set(losses) == {"loss_format", "loss_cls", "loss_loc"} and all(v.isfinite() for v in losses.values())
+
+
+def test_batched_generation_matches_single_generation(tiny_llama_dir):
+    """Left padding + position ids from the mask: a prompt decodes the same alone or in a batch
+    with a longer one."""
+    decoder = build_decoder(tiny_llama_dir).eval()
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    embeds = torch.randn(2, 4, 64, generator=g)
+    texts = ["<image> Caption.", "Answer the question about <image>: what colour is the large shape on the left?"]
+    batched = decoder.generate_text(embeds, texts, max_new_tokens=6)
+    single = [decoder.generate_text(embeds[i:i + 1], [texts[i]], max_new_tokens=6)[0] for i in range(2)]
+    assert batched == single

@@ -56,7 +56,7 @@ def main():
     with torch.no_grad():
         prefix = decoder._structured_prefix(image_embeds, [instruction], FIELDS)
     print(f"SmolLM2-135M ({len(decoder.backbone.layers)} layers), prompt + format = "
-          f"{prefix.embeds.shape[1]} positions, {torch.get_num_threads()} threads")
+          f"{prefix.embeds.shape[1]} positions, {torch.get_num_threads()} threads", flush=True)
     rows = []
     for num_slots in args.slots:
         decoder.num_slots = num_slots
@@ -67,6 +67,7 @@ def main():
         diff = max((cls_p - cls_a).abs().max().item(), (loc_p - loc_a).abs().max().item())
         same = bool((cls_p.argmax(-1) == cls_a.argmax(-1)).all() and (loc_p.argmax(-1) == loc_a.argmax(-1)).all())
         rows.append((num_slots, num_slots * len(FIELDS), t_par, t_ar, t_ar / t_par, same, diff))
+        print(f"N={num_slots}: parallel {t_par:.3f} s, autoregressive {t_ar:.2f} s", flush=True)
     print("\n| slots N | output tokens | parallel (s) | autoregressive (s) | speed-up | same argmax | max logit diff |")
     print("|---:|---:|---:|---:|---:|:---:|---:|")
     for n, tokens, t_par, t_ar, ratio, same, diff in rows:
