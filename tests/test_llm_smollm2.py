@@ -1,12 +1,15 @@
 """The embedded SmolLM2-135M-Instruct GGUF as the task decoder's LLM (one load per session)."""
 import pytest
 import torch
+from test_llm_fixtures import single_thread  # noqa: F401
 
 from visionllm.models.llm.parallel_decoding import parallel_forward
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 @pytest.fixture(scope="module")
-def smollm2_decoder():
+def smollm2_decoder(single_thread):
     from visionllm.models.llm.task_decoder import LLMTaskDecoder
     torch.manual_seed(0)
     return LLMTaskDecoder(llm=dict(source="smollm2"), lora=dict(rank=4, alpha=8, dropout=0.0)).eval()

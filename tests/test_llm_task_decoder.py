@@ -233,3 +233,14 @@ def test_batched_generation_matches_single_generation(tiny_llama_dir):
     batched = decoder.generate_text(embeds, texts, max_new_tokens=6)
     single = [decoder.generate_text(embeds[i:i + 1], [texts[i]], max_new_tokens=6)[0] for i in range(2)]
     assert batched == single
+
+
+def test_alpaca_prompt_style(tiny_llama_dir):
+    decoder = build_decoder(tiny_llama_dir, prompt_style="alpaca", num_slots=2)
+    before, after = decoder.prompt.encode("Describe <image> briefly.")
+    text = decoder.tokenizer.decode(before + after)
+    assert "### Instruction:\nDescribe " in text and text.endswith(" briefly.\n\n### Response:\n")
+    assert "<|im_start|>" not in decoder.tokenizer.decode(after)
+    sample = make_sample("caption", "Describe <image> briefly.", target_text="a square")
+    losses = decoder.loss(torch.randn(1, 2, 64), torch.rand(1, 2, 2), [sample])
+    assert set(losses) == {"loss_text"} and losses["loss_text"].isfinite()

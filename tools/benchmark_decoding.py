@@ -5,7 +5,11 @@ For detection with N = 10, 50, 100 slots on the embedded SmolLM2-135M decoder (p
 (N groups x 5 fields: class + box) with a KV cache for the autoregressive baseline; the table
 reports seconds per image and the speed-up. Outputs of the two modes are compared as a check.
 
-    .venv/bin/python tools/benchmark_decoding.py [--slots 10 50 100] [--layers K] [--repeats 2]
+    .venv/bin/python tools/benchmark_decoding.py [--slots 10 50 100] [--layers K] [--repeats 2] [--threads T]
+
+On a machine shared with other jobs use ``--threads 1``: with oversubscribed cores the many small
+kernels of token-by-token decoding slow down badly at 2 threads (OpenMP barriers wait for
+descheduled threads), which would exaggerate the speed-up.
 """
 import argparse
 import os
