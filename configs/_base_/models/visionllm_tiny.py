@@ -1,8 +1,8 @@
 # The embedded default model: small enough to train and run on a 2-core CPU.
-# ResNet-18 (timm) + frozen MiniLM text encoder + 2+2-layer deformable transformer with 24 image
-# tokens, and the first 6 layers of SmolLM2-135M-Instruct with LoRA as the task decoder.
+# ResNet-18 (timm) + frozen MiniLM text encoder + 2+2-layer deformable transformer with 16 image
+# tokens, and the first 4 layers of SmolLM2-135M-Instruct with LoRA as the task decoder.
 embed_dims = 128
-num_image_tokens = 24
+num_image_tokens = 16
 model = dict(
     type="VisionLLM",
     data_preprocessor=dict(type="VisionLLMDataPreprocessor", pad_size_divisor=64),
@@ -17,7 +17,7 @@ model = dict(
     ),
     task_decoder=dict(
         type="LLMTaskDecoder",
-        llm=dict(source="smollm2", num_layers=6),
+        llm=dict(source="smollm2", num_layers=4),
         lora=dict(rank=16, alpha=32, dropout=0.0, include_mlp=False),
         # 257 location bins: 1/128 of the image side, about 1.5 px on the 192 px shapes images.
         special_tokens=dict(num_bins=257, num_classes=32, max_points=24),
