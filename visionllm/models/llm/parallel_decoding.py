@@ -18,7 +18,7 @@ from torch import nn
 from .prompt import SequenceBatch
 
 
-def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
 
@@ -56,7 +56,7 @@ def block_attention_mask(valid: torch.Tensor, num_groups: int, group_len: int,
     allowed[:, :length, :length] = prefix_allowed(valid)
     allowed[:, length:, :length] = valid.unsqueeze(1)
     allowed[:, length:, length:] = group_allowed(num_groups, group_len, groups_see_each_other, valid.device)
-    return _additive(allowed, dtype).unsqueeze(1)
+    return additive_mask(allowed, dtype).unsqueeze(1)
 
 
 def group_position_ids(prefix: SequenceBatch, num_groups: int, group_len: int) -> torch.Tensor:
@@ -100,7 +100,7 @@ def autoregressive_forward(backbone: nn.Module, prefix: SequenceBatch, group_emb
     length = prefix.embeds.shape[1]
     cache = DynamicCache(config=getattr(backbone, "config", None))
     backbone(inputs_embeds=prefix.embeds,
-             attention_mask=_additive(prefix_allowed(prefix.valid), prefix.embeds.dtype).unsqueeze(1),
+             attention_mask=additive_mask(prefix_allowed(prefix.valid), prefix.embeds.dtype).unsqueeze(1),
              position_ids=prefix.position_ids, past_key_values=cache, use_cache=True)
     dtype, device = group_embeds.dtype, group_embeds.device
     total = length + num_groups * group_len
@@ -113,7 +113,7 @@ def autoregressive_forward(backbone: nn.Module, prefix: SequenceBatch, group_emb
         group_start = step
         for f in range(group_len):
             keys_allowed[:, step] = True
-            mask = _additive(keys_allowed[:, :step + 1], dtype)[:, None, None, :]
+            mask = additive_mask(keys_allowed[:, :step + 1], dtype)[:, None, None, :]
             positions = (prefix.lengths + f).unsqueeze(1)
             out = backbone(inputs_embeds=group_embeds[:, g, f:f + 1], attention_mask=mask,
                            position_ids=positions, past_key_values=cache, use_cache=True)

@@ -19,7 +19,7 @@ import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.registry import MODELS, TASK_UTILS
 
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
-from .parallel_decoding import (_additive, autoregressive_forward, parallel_forward,
+from .parallel_decoding import (additive_mask, autoregressive_forward, parallel_forward,
                                 prefix_allowed)
 from .prompt import PromptBuilder, SequenceBatch, assemble_batch
 from .vocabulary import SpecialTokens, extend_vocabulary
@@ -315,7 +315,7 @@ class LLMTaskDecoder(BaseModule):
             rows.append(self._prompt_segments(_meta(sample, "instruction"), embeds) + [(target, True)])
         batch = self._assemble(rows)
         hidden = self.backbone(inputs_embeds=batch.embeds,
-                               attention_mask=_additive(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1),
+                               attention_mask=additive_mask(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1),
                                position_ids=batch.position_ids, use_cache=False).last_hidden_state
         return self._lm_loss(hidden, batch.labels)
 
@@ -374,7 +374,7 @@ class LLMTaskDecoder(BaseModule):
         from transformers import DynamicCache
         eos = self.prompt.end_of_response_id
         cache = DynamicCache(config=self.llm.config)
-        mask = _additive(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1)
+        mask = additive_mask(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1)
         hidden = self.backbone(inputs_embeds=batch.embeds, attention_mask=mask, position_ids=batch.position_ids,
                                past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
         keys = batch.valid.clone()
@@ -391,7 +391,7 @@ class LLMTaskDecoder(BaseModule):
                 break
             keys = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)
             out = self.backbone(inputs_embeds=self.embed_tokens(token).unsqueeze(1),
-                                attention_mask=_additive(keys, batch.embeds.dtype)[:, None, None, :],
+                                attention_mask=additive_mask(keys, batch.embeds.dtype)[:, None, None, :],
                                 position_ids=(lengths + step).unsqueeze(1), past_key_values=cache, use_cache=True)
             hidden = out.last_hidden_state[:, -1]
         return results
@@ -442,7 +442,7 @@ class LLMTaskDecoder(BaseModule):
             points = self.codec.decode(loc.argmax(-1), refs.unsqueeze(1), img_wh)
         else:
             points = self.codec.decode_expectation(loc.softmax(-1), refs.unsqueeze(1), img_wh)
-        return dict(scores=scores, labels=labels + offset, points=points.float(), slots=torch.arange(num_slots))
+        return dict(scores=scores, labels=labels + offset, points=points.float())
 
     def _merge(self, parts: List[dict], sample) -> InstanceData:
         """Concatenate the passes of one image, keep the best, rescale to ``ori_shape``."""
