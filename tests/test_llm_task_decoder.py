@@ -244,3 +244,10 @@ def test_alpaca_prompt_style(tiny_llama_dir):
     sample = make_sample("caption", "Describe <image> briefly.", target_text="a square")
     losses = decoder.loss(torch.randn(1, 2, 64), torch.rand(1, 2, 2), [sample])
     assert set(losses) == {"loss_text"} and losses["loss_text"].isfinite()
+
+
+def test_mmengine_init_weights_keeps_pretrained_llm(tiny_llama_dir):
+    decoder = build_decoder(tiny_llama_dir)
+    before = {k: v.clone() for k, v in decoder.llm.state_dict().items()}
+    decoder.init_weights()
+    assert all(torch.equal(before[k], v) for k, v in decoder.llm.state_dict().items())

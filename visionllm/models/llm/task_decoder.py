@@ -89,6 +89,9 @@ class LLMTaskDecoder(BaseModule):
         # New rows are added after LoRA injection so that they stay trainable.
         token_ids = extend_vocabulary(model, tokenizer, self.special, noise_std=vocab_init_noise, seed=seed)
         self.llm = model
+        # mmengine's init_weights() calls `init_weights` of children not marked initialised; the
+        # HF model has one, and the pretrained weights must never be re-initialised.
+        self.llm.is_init = True
         self.tokenizer = tokenizer
         self.prompt = PromptBuilder(tokenizer, prompt_style, system_prompt) if tokenizer is not None else None
         self.codec = LocationCodec(self.special.num_bins)
