@@ -80,6 +80,9 @@ class VisionLLM(BaseModel):
         def under_prefix(key: str) -> bool:
             return any(key == p or key.startswith(p + ".") for p in self.pretrained_prefixes)
 
-        keys = [name for name, param in self.named_parameters() if under_prefix(name) and not param.requires_grad]
-        keys += [name for name, _ in self.named_buffers() if under_prefix(name)]
+        # remove_duplicate=False: a tied table (input embedding = output head) has two names and
+        # both must be left out.
+        keys = [name for name, param in self.named_parameters(remove_duplicate=False)
+                if under_prefix(name) and not param.requires_grad]
+        keys += [name for name, _ in self.named_buffers(remove_duplicate=False) if under_prefix(name)]
         return keys

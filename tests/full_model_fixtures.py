@@ -1,0 +1,77 @@
+"""A whole VisionLLM small enough for unit tests, plus a few generated shapes images.
+
+Tiny random Llama (saved by test_llm_fixtures) and a 1-layer random BERT, ResNet-18 backbone on
+64-96 px images: builds in seconds, trains a few iterations in seconds.
+"""
+import os
+import textwrap
+
+import pytest
+
+from test_llm_fixtures import save_tiny_llama, smollm2_tokenizer_dir  # noqa: F401  (fixture)
+
+TINY_TEXT_ENCODER = dict(pretrained=False, trainable=True,
+                         config_overrides=dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                               intermediate_size=64))
+
+
+def tiny_model_cfg(llm_dir: str) -> dict:
+    return dict(
+        type="VisionLLM",
+        data_preprocessor=dict(type="VisionLLMDataPreprocessor", pad_size_divisor=32),
+        image_tokenizer=dict(
+            type="ImageTokenizer", embed_dims=32,
+            backbone=dict(type="ResNetBackbone", depth=18, zero_init_last=False),
+            text_encoder=TINY_TEXT_ENCODER,
+            fusion=dict(num_heads=2),
+            transformer=dict(num_heads=2, num_points=2, ffn_dims=64, dropout=0.0, num_encoder_layers=1,
+                             num_decoder_layers=1, num_queries=6)),
+        task_decoder=dict(type="LLMTaskDecoder", llm=dict(source=llm_dir),
+                          special_tokens=dict(num_bins=65, num_classes=16, max_points=16),
+                          lora=dict(rank=4, alpha=8, dropout=0.0), max_new_tokens=4),
+        pretrained_prefixes=("task_decoder.llm",),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory, smollm2_tokenizer_dir):  # noqa: F811
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama_full"), smollm2_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory):
+    """A folder holding ``data/shapes`` (a few small images): the data configs use that relative
+    path, so tests chdir here."""
+    from visionllm.datasets.shapes import write_shapes_dataset
+    root = tmp_path_factory.mktemp("workspace")
+    write_shapes_dataset(str(root / "data" / "shapes"), num_train=12, num_val=4, seed=3, image_size=(64, 96),
+                         max_objects=3)
+    return str(root)
+
+
+def write_tiny_config(directory, llm_dir: str, max_iters: int = 4, extra: str = "") -> str:
+    """A complete train/test config over the tiny model and the shapes data under ./data/shapes."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = textwrap.dedent(f"""
+        _base_ = [
+            "{repo}/configs/_base_/datasets/shapes_all_tasks.py",
+            "{repo}/configs/_base_/schedules/adamw_cosine.py",
+            "{repo}/configs/_base_/default_runtime.py",
+        ]
+        model = {tiny_model_cfg(llm_dir)!r}
+        train_cfg = dict(type="IterBasedTrainLoop", max_iters={max_iters}, val_interval={max_iters + 1})
+        param_scheduler = [dict(type="CosineAnnealingLR", by_epoch=False, begin=0, end={max_iters})]
+        optim_wrapper = dict(optimizer=dict(lr=1e-3))
+        default_hooks = dict(checkpoint=dict(interval=2, max_keep_ckpts=5), logger=dict(interval=1))
+        val_dataloader = None
+        val_cfg = None
+        val_evaluator = None
+        randomness = dict(seed=7)
+        infer_pipeline = [dict(type="ResizeKeepRatio", scale=(96, 64)), dict(type="PackVisionLLMInputs")]
+        train_dataloader = dict(dataset=dict(length=64))
+        """)
+    text += extra
+    path = os.path.join(str(directory), "tiny_config.py")
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path

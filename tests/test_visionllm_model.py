@@ -1,0 +1,96 @@
+"""The whole model on tiny parts: losses, gradients, predictions for every task, checkpoints."""
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import DefaultScope
+
+from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
+
+
+def _build(tmp_path, llm_dir, workspace, monkeypatch):
+    import visionllm.datasets  # noqa: F401
+    import visionllm.models  # noqa: F401
+    from visionllm.registry import DATASETS, MODELS
+    DefaultScope.get_instance(f"visionllm-test-{id(tmp_path)}", scope_name="visionllm")
+    monkeypatch.chdir(workspace)
+    cfg = Config.fromfile(write_tiny_config(tmp_path, llm_dir))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return cfg, model, DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.test_dataloader.dataset)
+
+
+def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):  # noqa: F811
+    cfg, model, train_set, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    by_task = {}
+    for i in range(len(train_set)):
+        sample = train_set[i]
+        by_task.setdefault(sample["data_samples"].task, sample)
+        if len(by_task) == 5:
+            break
+    assert set(by_task) == {"detection", "segmentation", "grounding", "caption", "vqa"}
+    model.train()
+    data = model.data_preprocessor(pseudo_collate(list(by_task.values())), True)
+    losses = model(**data, mode="loss")
+    for key in ("loss_cls", "loss_loc", "loss_format", "loss_text", "loss_tok_obj", "loss_tok_ref"):
+        assert key in losses and torch.isfinite(losses[key]), key
+    total = sum(v for k, v in losses.items() if "loss" in k)
+    total.backward()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    disconnected = [n for n, p in trainable.items() if p.grad is None]
+    assert not disconnected, f"parameters outside the loss graph: {disconnected[:5]}"
+    # Zero at initialisation by design: LoRA's A (B starts at 0) and what only reaches the output
+    # through the zero-initialised sampling offsets / attention weights of deformable attention.
+    zero_by_design = ("lora_A", "level_embed")
+    dead = [n for n, p in trainable.items() if not torch.any(p.grad != 0) and not any(z in n for z in zero_by_design)]
+    assert not dead, f"parameters with an all-zero gradient: {dead[:5]}"
+    for part in ("image_tokenizer.backbone", "image_tokenizer.text_encoder", "image_tokenizer.fusion",
+                 "image_tokenizer.transformer", "token_projection", "lora_B"):
+        assert any(part in n for n in trainable), f"nothing trainable in {part}"
+
+    model.eval()
+    firsts = {}
+    for i in range(len(test_set)):
+        firsts.setdefault(test_set[i]["data_samples"].task, test_set[i])
+    data = model.data_preprocessor(pseudo_collate(list(firsts.values())), False)
+    with torch.no_grad():
+        results = model(**data, mode="predict")
+    for sample in results:
+        ori_h, ori_w = sample.ori_shape
+        if sample.task in ("caption", "vqa"):
+            assert isinstance(sample.pred_text, str)
+            continue
+        pred = sample.pred_instances
+        assert pred.bboxes.shape[1] == 4 and len(pred.scores) == len(pred.bboxes)
+        assert (pred.bboxes[:, 0::2] <= ori_w).all() and (pred.bboxes[:, 1::2] <= ori_h).all()
+        if sample.task == "grounding":
+            assert len(pred.bboxes) == 1
+        if sample.task == "segmentation":
+            assert pred.masks.shape[1:] == (ori_h, ori_w) and pred.polygons.shape[1] == 16
+
+
+def test_checkpoint_holds_only_trained_weights_and_restores_predictions(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
+                                                                       tiny_workspace):  # noqa: F811
+    from visionllm.apis.inferencer import load_trained_checkpoint
+    cfg, model, _, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    with torch.no_grad():  # make every trained part differ from a fresh build
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.01)
+    dropped = set(model.frozen_pretrained_keys())
+    assert dropped and all(not k.endswith("lora_A.default.weight") for k in dropped)
+    state = {k: v for k, v in model.state_dict().items() if k not in dropped}
+    path = tmp_path / "ckpt.pth"
+    torch.save(dict(state_dict=state), path)
+    model.eval()
+    data = model.data_preprocessor(pseudo_collate([test_set[0], test_set[1]]), False)
+    with torch.no_grad():
+        expected = model(**data, mode="predict")
+    _, fresh, _, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    load_trained_checkpoint(fresh, str(path))
+    fresh.eval()
+    with torch.no_grad():
+        got = fresh(**data, mode="predict")
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a.pred_instances.bboxes, b.pred_instances.bboxes, rtol=0, atol=0)
+        torch.testing.assert_close(a.pred_instances.scores, b.pred_instances.scores, rtol=0, atol=0)
