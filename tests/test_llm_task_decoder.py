@@ -202,10 +202,41 @@ def test_format_generation_falls_back_to_the_parser(tiny_llama_dir, monkeypatch)
              "Segment {\"a\": <c0>} in <image> as (c, x1, y1, ..., x8, y8)."]
     box = [decoder.field_ids[f] for f in ("cls", "x1", "y1", "x2", "y2")]
     # Row 0 generates a valid (different) format, row 1 an invalid one (out of order).
-    monkeypatch.setattr(decoder, "_greedy_subset", lambda *a, **k: [box, box[::-1]])
+    monkeypatch.setattr(decoder, "_generate_format", lambda *a, **k: [box, box[::-1]])
     formats = decoder._decode_format(embeds, texts)
     assert formats[0] == ("cls", "x1", "y1", "x2", "y2")
     assert formats[1] == ("cls",) + tuple(f"{a}{i}" for i in range(1, 9) for a in "xy")
+
+
+def test_one_pass_format_generation_equals_step_by_step_greedy(tiny_llama_dir):
+    """The grammar-constrained format generation read from one teacher-forced pass must make the
+    same choices as feeding the chosen tokens back one at a time."""
+    from visionllm.models.llm.parallel_decoding import prefix_allowed
+    decoder = build_decoder(tiny_llama_dir, generate_format=True)
+    with torch.no_grad():  # random new-token rows make some rows stop early, some late
+        decoder.head.new_weight.normal_(0, 3.0)
+    texts = ['Detect {"a": <c0>} in <image>. Answer as (c, x1, y1, x2, y2).'] * 6
+    embeds = torch.randn(6, 3, 64) * 3
+    fast = decoder._generate_format(embeds, texts)
+    eos = decoder.prompt.end_of_response_id
+    order = [decoder.field_ids[f] for f in ("cls",) + tuple(f"{a}{i}" for i in range(1, 17) for a in "xy")]
+    for row in range(6):
+        fed = [order[0]]
+        stopped = False
+        while len(fed) < len(order):
+            batch = decoder._assemble([decoder._prompt_segments(texts[row], embeds[row]) + [(fed, False)]])
+            mask = torch.zeros(batch.valid.shape[1], batch.valid.shape[1]).masked_fill(
+                ~prefix_allowed(batch.valid)[0], float("-inf"))[None, None]
+            with torch.no_grad():
+                hidden = decoder.backbone(inputs_embeds=batch.embeds, attention_mask=mask,
+                                          position_ids=batch.position_ids).last_hidden_state[0, -1]
+            nxt = order[len(fed)]
+            logit = decoder.head.subset_logits(hidden[None], torch.tensor([eos, nxt]))[0]
+            if len(fed) >= 5 and len(fed) % 2 == 1 and logit[0] >= logit[1]:
+                stopped = True
+                break
+            fed.append(nxt)
+        assert fast[row] == (fed if stopped else None)
 
 
 def test_loss_targets_are_relative_to_the_matched_slot(tiny_llama_dir):

@@ -352,14 +352,12 @@ class LLMTaskDecoder(BaseModule):
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
 
     def _decode_format(self, image_embeds: torch.Tensor, instructions: List[str]) -> List[Tuple[str, ...]]:
-        """The output format of each instruction: greedily generated format tokens when they form
-        a valid format, else the parser's reading of the instruction."""
+        """The output format of each instruction: the generated format tokens when they form a
+        valid format, else the parser's reading of the instruction."""
         from visionllm.instructions import OutputFormat, parse_output_format
         generated = [None] * len(instructions)
         if self.generate_format:
-            batch = self._assemble([self._prompt_segments(t, e) for t, e in zip(instructions, image_embeds)])
-            allowed = torch.cat([self.format_ids, self.format_ids.new_tensor([self.prompt.end_of_response_id])])
-            generated = self._greedy_subset(batch, allowed, max_steps=len(self.format_ids) + 1)
+            generated = self._generate_format(image_embeds, instructions)
         formats = []
         for text, ids in zip(instructions, generated):
             fields = None
@@ -371,32 +369,39 @@ class LLMTaskDecoder(BaseModule):
             formats.append(fields or parse_output_format(text).fields)
         return formats
 
-    def _greedy_subset(self, batch: SequenceBatch, allowed: torch.Tensor, max_steps: int) -> List[List[int]]:
-        """Greedy decoding restricted to ``allowed`` token ids, with a KV cache; stops at the
-        end-of-response token (not included in the result)."""
-        from transformers import DynamicCache
-        eos = self.prompt.end_of_response_id
-        cache = DynamicCache(config=self.llm.config)
+    @torch.no_grad()
+    def _generate_format(self, image_embeds: torch.Tensor, instructions: List[str]) -> List[Optional[List[int]]]:
+        """Greedy generation of the format tokens under the format grammar, in ONE forward pass.
+
+        A format is ``<cls> <x1> <y1> ... <xK> <yK>``, so the only choice at each step is "next
+        field" or "end of response" (allowed after a complete point, K >= 2). Greedy decoding
+        would feed exactly the tokens of the longest format up to where it stops, so feeding that
+        sequence teacher-forced and comparing the two logits at every position gives the same
+        result as step-by-step decoding without its per-token forward passes. ``None`` where the
+        model never chooses to stop (the caller falls back to the parser).
+        """
+        from visionllm.instructions import OutputFormat
+        ids = self._format_ids(OutputFormat.polygon(self.special.max_points).fields)
+        batch = self._assemble([self._prompt_segments(t, e) + [(ids, False)]
+                                for t, e in zip(instructions, image_embeds)])
         mask = additive_mask(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1)
-        hidden = self.backbone(inputs_embeds=batch.embeds, attention_mask=mask, position_ids=batch.position_ids,
-                               past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        keys = batch.valid.clone()
-        lengths = batch.lengths
-        results = [[] for _ in range(hidden.shape[0])]
-        done = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
-        for step in range(max_steps):
-            token = allowed[self.head.subset_logits(hidden, allowed).argmax(-1)]
-            for b in range(len(results)):
-                if not done[b] and token[b].item() != eos:
-                    results[b].append(token[b].item())
-            done |= token == eos
-            if bool(done.all()):
-                break
-            keys = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)
-            out = self.backbone(inputs_embeds=self.embed_tokens(token).unsqueeze(1),
-                                attention_mask=additive_mask(keys, batch.embeds.dtype)[:, None, None, :],
-                                position_ids=(lengths + step).unsqueeze(1), past_key_values=cache, use_cache=True)
-            hidden = out.last_hidden_state[:, -1]
+        hidden = self.backbone(inputs_embeds=batch.embeds, attention_mask=mask,
+                               position_ids=batch.position_ids).last_hidden_state
+        count = len(ids)
+        # Left padding: the format tokens are the last ``count`` positions of every row.
+        choices = torch.tensor([self.prompt.end_of_response_id] + ids, device=hidden.device)
+        logits = self.head.subset_logits(hidden[:, -count:], choices)  # [B, count, 1 + count]
+        stop_logit = logits[:, :, 0]
+        next_logit = torch.full_like(stop_logit, float("-inf"))
+        next_logit[:, :-1] = logits[:, torch.arange(count - 1), torch.arange(2, count + 1)]
+        # Position j has just read ids[j]; stopping is allowed after y_K (j = 2K, K >= 2).
+        position = torch.arange(count, device=hidden.device)
+        may_stop = (position >= 4) & (position % 2 == 0)
+        stops = (stop_logit >= next_logit) & may_stop
+        results: List[Optional[List[int]]] = []
+        for row in stops:
+            where = row.nonzero()
+            results.append(ids[:int(where[0]) + 1] if len(where) else None)
         return results
 
     def _predict_structured(self, image_embeds, reference_points, samples) -> None:
