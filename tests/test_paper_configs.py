@@ -132,7 +132,8 @@ def test_paper_models_build_on_meta_with_expected_trainable_parameters(backbone)
         assert trainable == expected_trainable(cfg, backbone, stage)
         # The base LLM is frozen: only LoRA, the new token rows and the slot projection train there.
         llm_trainable = [n for n, p in model.task_decoder.named_parameters() if p.requires_grad]
-        assert llm_trainable and all("lora_" in n or "new_weight" in n or n.startswith("slot_proj") for n in llm_trainable)
+        assert llm_trainable
+        assert all("lora_" in n or "new_weight" in n or n.startswith("slot_proj") for n in llm_trainable)
         # The tokenizer's transformer and fusion train in both stages; BERT in neither.
         assert all(p.requires_grad for p in model.image_tokenizer.transformer.parameters())
         assert all(p.requires_grad for p in model.image_tokenizer.fusion.parameters())
@@ -165,3 +166,24 @@ def test_fsdp_wrap_policy_makes_each_llm_layer_one_unit(backbone):
     layer_parts = {id(m) for layer in layers for m in layer.modules() if m is not layer}
     assert not any(id(unit) in layer_parts for unit in units)
     print(f"{backbone}: {len(units)} FSDP units besides the root")
+
+
+def test_paper_config_builds_the_fsdp_flexible_runner(tmp_path):
+    """tools/train.py's runner construction accepts the config: FlexibleRunner with the FSDP
+    strategy (full state dicts), the stage-1 checkpoint as load_from, our checkpoint hooks.
+    (The model itself is built at train() time on GPUs; nothing is built here.)"""
+    import uuid
+
+    from mmengine.runner import FlexibleRunner
+    from torch.distributed.fsdp import StateDictType
+
+    from visionllm.apis.runner import build_runner, load_config
+
+    cfg = load_config(config_path("r50", 2), work_dir=str(tmp_path))
+    cfg.experiment_name = f"paper-config-{uuid.uuid4().hex[:8]}"
+    runner = build_runner(cfg)
+    assert isinstance(runner, FlexibleRunner)
+    assert type(runner.strategy).__name__ == "FSDPStrategy"
+    assert runner.strategy.state_dict_type == StateDictType.FULL_STATE_DICT
+    assert runner._load_from == cfg.load_from
+    assert {"CheckpointHook", "TrainableStateCheckpointHook"} <= {type(h).__name__ for h in runner.hooks}
