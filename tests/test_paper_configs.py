@@ -144,28 +144,42 @@ def test_paper_models_build_on_meta_with_expected_trainable_parameters(backbone)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_fsdp_wrap_policy_makes_each_llm_layer_one_unit(backbone):
-    """The config's size-based policy, applied as FSDP applies it, wraps every LLaMA decoder layer
-    on its own (not its halves, not several layers together)."""
-    from torch.distributed.fsdp.wrap import _recursive_wrap
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+def test_fsdp_units_never_hold_what_the_task_decoder_calls_directly(backbone):
+    """FSDP gathers a unit's parameters only inside that unit's forward. The task decoder calls
+    the LLM's input embedding, output layer and inner model directly, so the config's wrap policy,
+    applied as FSDP applies it, must leave them to the root unit (or wrap nothing)."""
+    from torch.distributed.fsdp.wrap import _recursive_wrap, size_based_auto_wrap_policy
 
     cfg, model = build(backbone, 1)
-    policy_cfg = dict(cfg.strategy.model_wrapper.auto_wrap_policy)
-    policy = functools.partial(get_object_from_string(policy_cfg.pop("type")), **policy_cfg)
+
+    def units_of(policy):
+        units = []
+
+        def record(module, **_):
+            units.append(module)
+            return module
+
+        _recursive_wrap(model, policy, record, ignored_modules=set(), ignored_params=set(), only_wrap_children=True)
+        return units
+
+    llm = model.task_decoder.llm
+    direct = [llm, llm.model, model.task_decoder.embed_tokens, model.task_decoder.head, llm.model.norm]
+
+    def unsafe(units):
+        return [u for u in units if any(d is u or any(m is d for m in u.modules()) for d in direct)]
+
+    policy_cfg = cfg.strategy.model_wrapper.get("auto_wrap_policy")
     units = []
-
-    def record(module, **_):
-        units.append(module)
-        return module
-
-    _recursive_wrap(model, policy, record, ignored_modules=set(), ignored_params=set(), only_wrap_children=True)
-    layers = list(model.task_decoder.llm.model.layers)
-    assert all(any(unit is layer for unit in units) for layer in layers)
-    # ... and never a part of one layer (its attention or MLP alone)
-    layer_parts = {id(m) for layer in layers for m in layer.modules() if m is not layer}
-    assert not any(id(unit) in layer_parts for unit in units)
+    if policy_cfg is not None:
+        policy_cfg = dict(policy_cfg)
+        policy = functools.partial(get_object_from_string(policy_cfg.pop("type")), **policy_cfg)
+        units = units_of(policy)
     print(f"{backbone}: {len(units)} FSDP units besides the root")
+    assert not unsafe(units)
+    # The check has teeth: the size-based policy that isolates one decoder layer per unit also
+    # wraps the LLM's remainder (embedding + output layer), which the decoder calls directly.
+    tempting = units_of(functools.partial(size_based_auto_wrap_policy, min_num_params=int(2e8)))
+    assert all(any(u is layer for u in tempting) for layer in llm.model.layers) and unsafe(tempting)
 
 
 def test_paper_config_builds_the_fsdp_flexible_runner(tmp_path):

@@ -43,8 +43,8 @@ model = dict(
     pretrained_prefixes=("task_decoder.llm", "image_tokenizer.text_encoder.bert"),
 )
 
-# 7B parameters do not fit one GPU with activations and a replica per rank: shard with FSDP
-# (mmengine FlexibleRunner; tools/train.py builds RUNNERS from `runner_type`).
+# 7B parameters do not fit one GPU with activations, gradients and optimizer state per rank:
+# shard them with FSDP (mmengine FlexibleRunner; tools/train.py builds RUNNERS from `runner_type`).
 runner_type = "FlexibleRunner"
 strategy = dict(
     type="FSDPStrategy",
@@ -53,17 +53,20 @@ strategy = dict(
         # LoRA leaves frozen and trainable tensors in the same modules: FSDP then needs the
         # original parameters (not flattened views) to keep requires_grad per tensor.
         use_orig_params=True,
-        # Size-based wrapping with a threshold just under one LLaMA-7B decoder layer (202 M
-        # parameters) makes every decoder layer its own FSDP unit (its attention 67 M and MLP
-        # 135 M stay together), and the embeddings + output layer (2 x 131 M) one more unit.
-        # (transformer_auto_wrap_policy would need a class object, which a text config cannot hold.)
-        auto_wrap_policy=dict(type="torch.distributed.fsdp.wrap.size_based_auto_wrap_policy",
-                              min_num_params=int(2e8)),
+        # One FSDP unit (the root): parameters, gradients and optimizer state are sharded at
+        # rest and gathered for the step. Nested units would be unsafe here: FSDP gathers a
+        # unit's parameters only inside that unit's forward, and the task decoder calls the
+        # LLM's embedding, output layer and inner model directly. A size-based policy cannot
+        # isolate the decoder layers (202 M each) without also wrapping the LLM's remaining
+        # embedding + output layer (275 M); a per-layer policy needs LlamaDecoderLayer as a class
+        # object (transformer_auto_wrap_policy), which only a registered function can supply.
+        auto_wrap_policy=None,
         sharding_strategy="FULL_SHARD",
         # fp32: the deformable-attention and DCNv3 kernels dispatch float / double only.
         mixed_precision=None,
     ),
-    # One ordinary checkpoint file gathered on rank 0 (loadable without FSDP, e.g. for inference).
+    # One ordinary checkpoint file gathered on rank 0 (loadable without FSDP, e.g. for inference
+    # or as stage 2's load_from).
     state_dict_cfg=dict(
         state_dict_type="FULL_STATE_DICT",
         state_dict_config=dict(type="FullStateDictConfig", offload_to_cpu=True, rank0_only=True),
