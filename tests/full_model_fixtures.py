@@ -12,7 +12,8 @@ from test_llm_fixtures import save_tiny_llama, smollm2_tokenizer_dir  # noqa: F4
 
 TINY_TEXT_ENCODER = dict(pretrained=False, trainable=True,
                          config_overrides=dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
-                                               intermediate_size=64))
+                                               intermediate_size=64, hidden_dropout_prob=0.0,
+                                               attention_probs_dropout_prob=0.0))
 
 
 def tiny_model_cfg(llm_dir: str) -> dict:
@@ -71,6 +72,7 @@ def write_tiny_config(directory, llm_dir: str, max_iters: int = 4, extra: str = 
         train_dataloader = dict(dataset=dict(length=64))
         """)
     text += extra
+    os.makedirs(str(directory), exist_ok=True)
     path = os.path.join(str(directory), "tiny_config.py")
     with open(path, "w") as handle:
         handle.write(text)

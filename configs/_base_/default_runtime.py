@@ -19,6 +19,8 @@ env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv
                dist_cfg=dict(backend="nccl"))
 log_processor = dict(type="LogProcessor", window_size=10, by_epoch=False)
 log_level = "INFO"
+# A batch of caption / VQA samples leaves the structured-output parts unused (and vice versa).
+find_unused_parameters = True
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)

@@ -26,12 +26,24 @@ def load_config(path: str, cfg_options: Sequence[str] = (), work_dir: Optional[s
     if launcher != "none" and not torch.cuda.is_available():
         # CPU-only distributed runs need gloo; nccl is the mmengine default.
         cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+        # DDP of a CPU module takes no device ids (mmengine's default passes the local rank).
+        cfg.setdefault("model_wrapper_cfg", dict(type="MMDistributedDataParallel", broadcast_buffers=False,
+                                                 find_unused_parameters=cfg.get("find_unused_parameters", True)))
+        cfg.model_wrapper_cfg.setdefault("device_ids", None)
     cfg.setdefault("default_scope", "visionllm")
     return cfg
 
 
 def build_runner(cfg: Config) -> Runner:
     import visionllm.engine  # noqa: F401  registers the atomic checkpoint backend and hooks
+
+    if cfg.get("launcher", "none") == "pytorch" and not torch.cuda.is_available():
+        # mmengine's pytorch launcher always calls torch.cuda.set_device, which fails on a CPU
+        # machine; a process group that already exists is used as it is.
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
 
     if "runner_type" in cfg:
         from mmengine.registry import RUNNERS

@@ -86,4 +86,10 @@ class MultiTaskDataset(Dataset):
 
     def __getitem__(self, idx: int):
         which, inner = self.locate(idx)
+        if self.probabilities is not None:
+            # The random transforms (flip, phrasing, category sampling) draw from numpy's global
+            # generator. Seeding it from (seed, epoch, idx) makes every sample a pure function of
+            # its index, so a resumed run (whose sampler skips samples without loading them) sees
+            # exactly the data an uninterrupted run would.
+            np.random.seed(int(np.random.default_rng([self.seed, self.epoch, idx, 1]).integers(2 ** 31)))
         return self.datasets[which][inner]

@@ -1,0 +1,88 @@
+"""Training entry points: resume continues exactly, checkpoints survive a crash, 2-process runs."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+
+from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
+from visionllm.registry import HOOKS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECORDED = []
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+@HOOKS.register_module()
+class RecordLossHook(Hook):
+    """Records (iteration, loss) and can crash the run right after a given iteration."""
+
+    priority = "LOWEST"  # after the checkpoint hook has saved
+
+    def __init__(self, crash_after=None):
+        self.crash_after = crash_after
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        done = runner.iter + 1  # runner.iter counts the iterations finished before this one
+        RECORDED.append((done, float(outputs["loss"])))
+        if self.crash_after is not None and done == self.crash_after:
+            raise SimulatedCrash(f"killed after iteration {done}")
+
+
+def _run(tmp_path, llm_dir, work_dir, crash_after=None, resume=False):
+    from visionllm.apis.runner import build_runner, load_config
+    extra = f"\ncustom_hooks = [dict(type='TrainableStateCheckpointHook'), dict(type='RecordLossHook', crash_after={crash_after!r})]\n"
+    config = write_tiny_config(tmp_path, llm_dir, max_iters=4, extra=extra)
+    cfg = load_config(config, work_dir=str(work_dir))
+    if resume:
+        cfg.resume, cfg.load_from = True, None
+    RECORDED.clear()
+    runner = build_runner(cfg)
+    try:
+        runner.train()
+    except SimulatedCrash:
+        pass
+    return list(RECORDED)
+
+
+def test_resume_continues_at_the_right_iteration_with_the_same_state(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
+                                                                    tiny_workspace):  # noqa: F811
+    monkeypatch.chdir(tiny_workspace)
+    full = _run(tmp_path / "a", tiny_llm_dir, tmp_path / "uninterrupted")
+    assert [i for i, _ in full] == [1, 2, 3, 4]
+    first = _run(tmp_path / "b", tiny_llm_dir, tmp_path / "interrupted", crash_after=2)
+    assert [i for i, _ in first] == [1, 2]
+    assert (tmp_path / "interrupted" / "iter_2.pth").exists()
+    assert (tmp_path / "interrupted" / "last_checkpoint").read_text().strip().endswith("iter_2.pth")
+    rest = _run(tmp_path / "c", tiny_llm_dir, tmp_path / "interrupted", resume=True)
+    assert [i for i, _ in rest] == [3, 4], "resume must continue at iteration 3"
+    # Same losses as the run that was never interrupted: same weights, optimizer state and data.
+    for (_, expected), (_, got) in zip(full, first + rest):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    a = torch.load(tmp_path / "uninterrupted" / "iter_2.pth", map_location="cpu", weights_only=False)
+    b = torch.load(tmp_path / "interrupted" / "iter_2.pth", map_location="cpu", weights_only=False)
+    for (ka, va), (kb, vb) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items()):
+        for name in va:
+            torch.testing.assert_close(va[name], vb[name], rtol=0, atol=0)
+    # Only trained weights are stored: the frozen LLM base is restored from its source.
+    assert not any(k.endswith("base_layer.weight") for k in a["state_dict"])
+    assert any("lora_B" in k for k in a["state_dict"])
+
+
+def test_two_process_cpu_run_through_dist_train(tmp_path, tiny_llm_dir, tiny_workspace):  # noqa: F811
+    config = write_tiny_config(tmp_path, tiny_llm_dir, max_iters=2)
+    env = dict(os.environ, PYTHON=sys.executable, MASTER_PORT=str(29500 + os.getpid() % 1000),
+               OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    work_dir = tmp_path / "dist"
+    proc = subprocess.run(["bash", os.path.join(REPO, "tools", "dist_train.sh"), config, "2",
+                           "--work-dir", str(work_dir)], cwd=tiny_workspace, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "world_size: 2" in log or "Distributed training: True" in log, log[-2000:]
+    assert (work_dir / "iter_2.pth").exists()
