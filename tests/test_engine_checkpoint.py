@@ -61,3 +61,23 @@ def test_hook_drops_only_pretrained_frozen_keys():
     checkpoint = {"state_dict": dict(model.state_dict()), "meta": {}}
     TrainableStateCheckpointHook().before_save_checkpoint(runner, checkpoint)
     assert set(checkpoint["state_dict"]) == {"pretrained.bias", "head.weight", "head.bias"}
+
+
+def test_compressed_state_dict_round_trip():
+    from visionllm.engine.checkpoint import compress_state_dict, decompress_state_dict
+    state = {"backbone.conv.weight": torch.randn(64, 32, 3, 3), "backbone.bn.weight": torch.randn(64),
+             "head.weight": torch.randn(10, 600), "steps": torch.tensor(3)}
+    packed = compress_state_dict(state, int8_prefixes=("backbone.",))
+    assert packed["backbone.conv.weight#int8"].dtype == torch.int8
+    assert packed["head.weight"].dtype == torch.float16 and packed["steps"].dtype == torch.int64
+    restored = decompress_state_dict(packed)
+    assert set(restored) == set(state)
+    for key, value in state.items():
+        assert restored[key].shape == value.shape and restored[key].dtype == value.dtype
+    # int8 per output channel: error at most half a quantisation step of that channel
+    w = state["backbone.conv.weight"]
+    step = w.reshape(64, -1).abs().amax(1) / 127
+    err = (restored["backbone.conv.weight"] - w).reshape(64, -1).abs().amax(1)
+    assert (err <= step * 0.5 + step * 1e-2 + 1e-6).all()
+    torch.testing.assert_close(restored["head.weight"], state["head.weight"], rtol=1e-3, atol=1e-3)
+    assert decompress_state_dict(state) == state  # plain checkpoints pass through

@@ -172,8 +172,10 @@ def load_trained_checkpoint(model: torch.nn.Module, path: str) -> None:
     Keys restored from pretrained packages at build time may be absent; any other missing or
     unexpected key is an error, so a checkpoint of another model is not silently half-loaded.
     """
+    from visionllm.engine.checkpoint import decompress_state_dict
+
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = checkpoint.get("state_dict", checkpoint)
+    state = decompress_state_dict(checkpoint.get("state_dict", checkpoint))
     allowed_missing = set(model.frozen_pretrained_keys()) if hasattr(model, "frozen_pretrained_keys") else set()
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in allowed_missing]

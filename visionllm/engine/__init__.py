@@ -1,3 +1,4 @@
-from .checkpoint import AtomicLocalBackend, TrainableStateCheckpointHook
+from .checkpoint import (AtomicLocalBackend, TrainableStateCheckpointHook, compress_state_dict,
+                         decompress_state_dict)
 
-__all__ = ["AtomicLocalBackend", "TrainableStateCheckpointHook"]
+__all__ = ["AtomicLocalBackend", "TrainableStateCheckpointHook", "compress_state_dict", "decompress_state_dict"]

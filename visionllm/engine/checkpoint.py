@@ -6,6 +6,7 @@ from typing import Union
 from pathlib import Path
 
 import mmengine
+import torch
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 
@@ -51,6 +52,10 @@ class TrainableStateCheckpointHook(Hook):
 
     priority = "VERY_LOW"
 
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Published checkpoints may hold int8 weights (see compress_state_dict).
+        checkpoint["state_dict"] = decompress_state_dict(checkpoint["state_dict"])
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         if not hasattr(model, "frozen_pretrained_keys"):
@@ -60,3 +65,43 @@ class TrainableStateCheckpointHook(Hook):
         for key in [k for k in state if k in drop]:
             del state[key]
         checkpoint.setdefault("meta", {})["dropped_pretrained_keys"] = len(drop)
+
+
+_INT8_SUFFIX = "#int8"
+_SCALE_SUFFIX = "#scale"
+
+
+def compress_state_dict(state: dict, int8_prefixes=(), min_numel: int = 4096) -> dict:
+    """A smaller state dict for publishing: float tensors in float16, and matrices / conv kernels
+    under ``int8_prefixes`` as int8 with one float32 scale per output channel (absmax / 127).
+    :func:`decompress_state_dict` restores float32 tensors of the original shapes."""
+    out = {}
+    for key, value in state.items():
+        if not torch.is_tensor(value) or not value.is_floating_point():
+            out[key] = value
+        elif value.dim() >= 2 and value.numel() >= min_numel and key.startswith(tuple(int8_prefixes)):
+            flat = value.float().reshape(value.shape[0], -1)
+            scale = (flat.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
+            out[key + _INT8_SUFFIX] = torch.round(flat / scale).to(torch.int8).reshape(value.shape)
+            out[key + _SCALE_SUFFIX] = scale.squeeze(1)  # float32: its rounding would scale every weight
+        else:
+            out[key] = value.half()
+    return out
+
+
+def decompress_state_dict(state: dict) -> dict:
+    """Inverse of :func:`compress_state_dict` (float16 entries become float32; other state dicts
+    pass through unchanged)."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(_SCALE_SUFFIX):
+            continue
+        if key.endswith(_INT8_SUFFIX):
+            name = key[: -len(_INT8_SUFFIX)]
+            scale = state[name + _SCALE_SUFFIX].float()
+            out[name] = value.float() * scale.view(-1, *([1] * (value.dim() - 1)))
+        elif torch.is_tensor(value) and value.dtype == torch.float16:
+            out[key] = value.float()
+        else:
+            out[key] = value
+    return out
