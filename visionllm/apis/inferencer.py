@@ -11,7 +11,8 @@ from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.runner import load_checkpoint
 
-from visionllm.apis.inputs import ImageInput, InputError, load_image, parse_category_set, quoted_phrase
+from visionllm.apis.inputs import (ImageInput, InputError, load_image, original_size, parse_category_set,
+                                   quoted_phrase)
 from visionllm.instructions import UnsupportedOutputFormat, find_output_format
 
 _CAPTION_WORDS = re.compile(r"\b(caption|describe|description|summari[sz]e)\b", re.IGNORECASE)
@@ -103,9 +104,15 @@ class VisionLLMInferencer:
         import visionllm.models  # noqa: F401  registers the model parts
         from visionllm.registry import MODELS
 
+        from mmengine.registry import DefaultScope
+
+        if isinstance(config, (str, os.PathLike)) and not os.path.isfile(config):
+            raise InputError(f"config file not found: {config}")
         cfg = Config.fromfile(config) if isinstance(config, (str, os.PathLike)) else copy.deepcopy(config)
         self.cfg = cfg
-        self.model = MODELS.build(cfg.model)
+        # Nested parts (e.g. the data preprocessor) are looked up in the default scope's registry.
+        with DefaultScope.overwrite_default_scope("visionllm"):
+            self.model = MODELS.build(cfg.model)
         if checkpoint is not None:
             if not os.path.isfile(checkpoint):
                 raise InputError(f"checkpoint not found: {checkpoint}")
@@ -115,13 +122,16 @@ class VisionLLMInferencer:
         pipeline = cfg.get("infer_pipeline")
         if pipeline is None:
             raise InputError("the config has no infer_pipeline (resize + PackVisionLLMInputs)")
-        self.pipeline = Compose(pipeline)
+        with DefaultScope.overwrite_default_scope("visionllm"):
+            self.pipeline = Compose(pipeline)
 
-    def _prepare(self, image: np.ndarray, description: dict) -> dict:
+    def _prepare(self, image: np.ndarray, size: tuple, description: dict) -> dict:
         h, w = image.shape[:2]
         n = len(description["categories"])
-        results = dict(img=image, img_id=0, img_path=None, ori_shape=(h, w), img_shape=(h, w),
-                       category_ids=list(range(n)), **description)
+        # A huge file is reduced while decoding; the scale factor maps predictions back to the
+        # size of the image as given.
+        results = dict(img=image, img_id=0, img_path=None, ori_shape=tuple(size), img_shape=(h, w),
+                       scale_factor=(w / size[1], h / size[0]), category_ids=list(range(n)), **description)
         return self.pipeline(results)
 
     @torch.no_grad()
@@ -131,14 +141,15 @@ class VisionLLMInferencer:
         image_list = [images] if single else list(images)
         description = describe_instruction(instruction)
         arrays = [load_image(img) for img in image_list]
+        sizes = [original_size(img) for img in image_list]
         results: List[VisionLLMResult] = []
         for start in range(0, len(arrays), batch_size):
-            chunk = arrays[start:start + batch_size]
-            packed = [self._prepare(img, description) for img in chunk]
+            chunk = list(zip(arrays[start:start + batch_size], sizes[start:start + batch_size]))
+            packed = [self._prepare(img, size, description) for img, size in chunk]
             data = dict(inputs=[p["inputs"] for p in packed], data_samples=[p["data_samples"] for p in packed])
             data = self.model.data_preprocessor(data, False)
             samples = self.model(**data, mode="predict")
-            results.extend(self._to_result(s, description, img.shape[:2]) for s, img in zip(samples, chunk))
+            results.extend(self._to_result(s, description, size) for s, (_, size) in zip(samples, chunk))
         return results[0] if single else results
 
     @staticmethod

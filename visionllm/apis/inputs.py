@@ -53,6 +53,16 @@ def _pil_to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return _to_rgb_uint8(np.asarray(image.convert("RGB")))
 
 
+def original_size(image: ImageInput) -> tuple:
+    """``(height, width)`` of the image as given (before any reduction while decoding)."""
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(os.fspath(image)) as opened:
+            return opened.height, opened.width
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    return tuple(np.asarray(image).shape[:2])
+
+
 def load_image(image: ImageInput) -> np.ndarray:
     """Any supported image input → RGB ``uint8`` array ``[H, W, 3]``.
 

@@ -1,0 +1,112 @@
+"""The inference API and CLI on the tiny test model: every task, every kind of bad input."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
+from visionllm.apis.inputs import InputError
+from visionllm.instructions import build_instruction, format_category_set
+import random
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DET = 'Detect {cats} in <image>. Answer as a list of (c, x1, y1, x2, y2).'
+
+
+@pytest.fixture(scope="module")
+def inferencer(tmp_path_factory, tiny_llm_dir, tiny_workspace):  # noqa: F811
+    from visionllm.apis.inferencer import VisionLLMInferencer
+    config = write_tiny_config(tmp_path_factory.mktemp("infer_cfg"), tiny_llm_dir)
+    return VisionLLMInferencer(config)
+
+
+@pytest.fixture(scope="module")
+def image_path(tiny_workspace):  # noqa: F811
+    folder = os.path.join(tiny_workspace, "data", "shapes", "images", "val")
+    return os.path.join(folder, sorted(os.listdir(folder))[0])
+
+
+def test_every_task_and_picture(inferencer, image_path, tmp_path):
+    rng = random.Random(0)
+    instructions = {
+        "detection": build_instruction("detection", rng, categories=["circle", "star"]).text,
+        "segmentation": build_instruction("segmentation", rng, categories=["circle"], num_points=8).text,
+        "grounding": build_instruction("grounding", rng, expression="the red circle").text,
+        "caption": build_instruction("caption", rng).text,
+        "vqa": build_instruction("vqa", rng, question="how many stars are there?").text,
+    }
+    h, w = np.asarray(Image.open(image_path)).shape[:2]
+    for task, text in instructions.items():
+        result = inferencer(image_path, text)
+        assert result.task == task and result.image_size == (h, w)
+        if task in ("caption", "vqa"):
+            assert isinstance(result.text, str)
+        else:
+            assert result.boxes.shape[1] == 4 and len(result.scores) == len(result.boxes)
+            assert (result.boxes[:, 0::2] <= w + 1e-3).all() and (result.boxes[:, 1::2] <= h + 1e-3).all()
+            assert all(name in result.categories for name in result.names)
+        if task == "segmentation":
+            # the (untrained) model emits the format tokens itself, so K may differ from the 8 asked
+            assert result.polygons.shape[2] == 2 and result.polygons.shape[1] >= 2 and result.masks.shape[1:] == (h, w)
+        if task == "grounding":
+            assert len(result.boxes) == 1
+        out = inferencer.visualize(image_path, result, str(tmp_path / f"{task}.png"))
+        assert Image.open(out).size[0] >= w
+
+
+def test_image_kinds_and_batches(inferencer, image_path, tmp_path):
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    text = DET.format(cats=format_category_set(["circle", "square"]))
+    gray16 = (rgb[:, :, 0].astype(np.uint16) * 257)
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    results = inferencer([rgb, Image.fromarray(rgb).convert("L"), gray16, rgba], text)
+    assert len(results) == 4
+    reference = results[0]
+    np.testing.assert_allclose(results[3].boxes, reference.boxes, atol=1e-4)  # opaque RGBA == RGB
+
+
+def test_huge_image_is_resized_and_boxes_map_back(inferencer, tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (10000, 10000), (30, 120, 200)).save(path)
+    result = inferencer(path, DET.format(cats=format_category_set(["circle"])))
+    assert result.image_size == (10000, 10000)
+    assert (result.boxes >= 0).all() and (result.boxes <= 10000).all()
+
+
+def test_many_categories_run_in_passes(inferencer, image_path):
+    names = [f"thing {i}" for i in range(40)]  # the tiny decoder has 16 class tokens
+    result = inferencer(image_path, DET.format(cats=format_category_set(names)))
+    assert set(result.names) <= set(names)
+    assert result.labels.max(initial=0) < 40
+
+
+@pytest.mark.parametrize("image, text, message", [
+    ("missing.png", None, "not found"),
+    ("corrupt", None, "cannot read image"),
+    (None, "Write a short caption for the image.", "<image>"),
+    (None, "Detect {} in <image> as (c, x1, y1, x2, y2).", "category set is empty"),
+    (None, 'Segment {"a": <c0>} in <image> as (c, x1, y1, ..., x40, y40).', "cannot produce"),
+])
+def test_bad_input_gives_one_line_errors(inferencer, image_path, tmp_path, image, text, message):
+    if image == "corrupt":
+        image = tmp_path / "corrupt.png"
+        image.write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    elif image == "missing.png":
+        image = tmp_path / "missing.png"
+    else:
+        image = image_path
+    with pytest.raises(InputError, match=message) as err:
+        inferencer(image, text or DET.format(cats=format_category_set(["circle"])))
+    assert "\n" not in str(err.value)
+
+
+def test_cli_prints_one_line_error(tmp_path, tiny_llm_dir, tiny_workspace):  # noqa: F811
+    config = write_tiny_config(tmp_path, tiny_llm_dir)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "infer.py"), config,
+                           str(tmp_path / "no_checkpoint.pth"), "x.png", "--instruction", "<image> hi"],
+                          capture_output=True, text=True, cwd=tiny_workspace, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'no_checkpoint.pth'}"
