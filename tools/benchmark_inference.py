@@ -1,0 +1,106 @@
+"""Speed of the embedded default model on CPU: latency per task, images/s, peak memory, and
+training iterations/s.
+
+    python tools/benchmark_inference.py [--threads 2] [--images 8] [--train-iters 10]
+
+Needs the shapes data (tools/make_shapes.py) and the shipped checkpoint. Peak memory is the
+process's maximum resident set size (it includes the ~0.6 GB of the dequantised LLM).
+"""
+import argparse
+import json
+import os.path as osp
+import random
+import resource
+import sys
+import time
+
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+CONFIG = osp.join(REPO, "configs", "visionllm_tiny_shapes.py")
+CHECKPOINT = osp.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
+DATA = osp.join(REPO, "data", "shapes")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_inference(num_images: int):
+    from visionllm.apis.inferencer import VisionLLMInferencer
+    from visionllm.instructions import build_instruction
+
+    with open(osp.join(DATA, "annotations", "instances_val.json")) as handle:
+        coco = json.load(handle)
+    names = [c["name"] for c in coco["categories"]]
+    paths = [osp.join(DATA, "images", "val", im["file_name"]) for im in coco["images"][:num_images]]
+    rng = random.Random(0)
+    instructions = {
+        "detection": build_instruction("detection", rng, categories=names, template_index=0).text,
+        "segmentation": build_instruction("segmentation", rng, categories=names, num_points=16, template_index=0).text,
+        "grounding": build_instruction("grounding", rng, expression="the red circle", template_index=0).text,
+        "caption": build_instruction("caption", rng, template_index=0).text,
+        "vqa": build_instruction("vqa", rng, question="how many circles are there?", template_index=0).text,
+    }
+    inferencer = VisionLLMInferencer(CONFIG, CHECKPOINT if osp.isfile(CHECKPOINT) else None)
+    inferencer(paths[0], instructions["detection"])  # warm-up
+    rows = []
+    for task, text in instructions.items():
+        start = time.perf_counter()
+        for path in paths:
+            inferencer(path, text)
+        single = (time.perf_counter() - start) / len(paths)
+        start = time.perf_counter()
+        inferencer(paths, text, batch_size=len(paths))
+        batched = len(paths) / (time.perf_counter() - start)
+        rows.append((task, single * 1000, 1.0 / single, batched))
+    return rows
+
+
+def bench_training(iters: int) -> float:
+    from visionllm.apis.runner import build_runner, load_config
+
+    cfg = load_config(CONFIG, [f"train_cfg.max_iters={iters}", "default_hooks.checkpoint.interval=100000",
+                               "param_scheduler=[]", "default_hooks.logger.interval=1000"],
+                      work_dir=osp.join(REPO, "work_dirs", "benchmark_train"))
+    runner = build_runner(cfg)
+    times = []
+    from mmengine.hooks import Hook
+
+    class Timer(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self.start = time.perf_counter()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            times.append(time.perf_counter() - self.start)
+
+    runner.register_hook(Timer(), priority="LOWEST")
+    runner.train()
+    steady = times[2:] or times  # the first iterations warm up allocators and caches
+    return len(steady) / sum(steady)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--train-iters", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = bench_inference(args.images)
+    print(f"\nembedded default model (configs/visionllm_tiny_shapes.py), CPU, {args.threads} threads, "
+          f"{args.images} val images")
+    print(f"| task | latency per image (ms, batch 1) | images/s (batch 1) | images/s (batch {args.images}) |")
+    print("|---|---:|---:|---:|")
+    for task, latency, ips, batched in rows:
+        print(f"| {task} | {latency:.0f} | {ips:.2f} | {batched:.2f} |")
+    print(f"\npeak memory (max RSS) after inference: {peak_rss_mb():.0f} MB")
+    if args.train_iters > 0:
+        its = bench_training(args.train_iters)
+        print(f"training: {its:.2f} iterations/s (batch 2, steady state), peak memory {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
