@@ -13,6 +13,10 @@ from setuptools import find_packages, setup
 
 
 def op_extensions():
+    if os.environ.get("VISIONLLM_SKIP_OPS") == "1":
+        # `make env` installs the package first and lets `make ops` build the kernels in place
+        # once (incrementally afterwards), instead of compiling them twice.
+        return []
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     with_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
@@ -41,6 +45,10 @@ def op_extensions():
 
 
 def build_ext_class():
+    if os.environ.get("VISIONLLM_SKIP_OPS") == "1":
+        from setuptools.command.build_ext import build_ext
+
+        return build_ext
     from torch.utils.cpp_extension import BuildExtension
 
     return BuildExtension.with_options(use_ninja=True)
