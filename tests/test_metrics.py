@@ -220,3 +220,13 @@ def test_caption_scores_match_pycocoevalcap_when_installed():
     expected_cider, _ = Cider().compute_score(gts, res)
     assert bleu(refs, hyps) == pytest.approx(expected_bleu, abs=1e-6)
     assert cider_d(refs, hyps)[0] == pytest.approx(expected_cider, abs=1e-6)
+
+
+def test_segm_of_box_only_predictions_uses_the_box_rectangle():
+    from visionllm.evaluation.coco_metric import VisionLLMCocoMetric
+    import torch
+    rles = VisionLLMCocoMetric._encode_masks(dict(bboxes=torch.tensor([[2.0, 3.0, 6.0, 9.0]])), 12, 10)
+    from pycocotools import mask as mask_utils
+    mask = mask_utils.decode(dict(rles[0], counts=rles[0]["counts"].encode()))
+    ys, xs = mask.nonzero()
+    assert mask.shape == (12, 10) and xs.min() == 2 and xs.max() == 5 and ys.min() == 3 and ys.max() == 8

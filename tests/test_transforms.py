@@ -201,7 +201,9 @@ def test_pipeline_packs_contract_samples_for_every_task(shapes_root, train):
                     k = gt.polygons.shape[1]
                     assert sample.output_format == ("cls",) + tuple(f for i in range(1, k + 1) for f in (f"x{i}", f"y{i}"))
                     assert gt.polygons.shape == (len(gt), k, 2)
-                    inside = (gt.polygons[..., 0] >= gt.bboxes[:, None, 0] - 1) & (gt.polygons[..., 0] <= gt.bboxes[:, None, 2] + 1)
+                    # The box is the pixel mask's extent; the resampled polygon keeps the exact
+                    # vertices, whose thin tips (stars) may pass the last covered pixel centre.
+                    inside = (gt.polygons[..., 0] >= gt.bboxes[:, None, 0] - 3) & (gt.polygons[..., 0] <= gt.bboxes[:, None, 2] + 3)
                     assert bool(inside.all())
                 else:
                     assert "polygons" not in gt

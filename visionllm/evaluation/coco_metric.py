@@ -77,6 +77,12 @@ class VisionLLMCocoMetric(BaseMetric):
             rles = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
         else:
             polygons = to_numpy(pred.get("polygons", np.zeros((0, 3, 2))))
+            if len(polygons) == 0 and "bboxes" in pred:
+                # The model answered with boxes (it emits its own format tokens): a box is the
+                # 4-point polygon of its corners.
+                x1, y1, x2, y2 = to_numpy(pred["bboxes"]).reshape(-1, 4).T
+                polygons = np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1),
+                                     np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1)
             rles = [mask_utils.merge(mask_utils.frPyObjects([p.reshape(-1).astype(np.float64).tolist()], h, w))
                     for p in polygons]
         for rle in rles:

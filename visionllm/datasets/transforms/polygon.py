@@ -32,7 +32,9 @@ def resample_polygon(points: np.ndarray, num_points: int) -> np.ndarray:
     - start: the outermost boundary point on the ray from the centre at angle 0 (pointing to
       +x); when that ray misses the boundary, the vertex closest in angle to it;
     - order: counter-clockwise as seen on the screen (y down), i.e. the first points move up;
-    - spacing: equal arc length along the boundary.
+    - spacing: a polygon of at most ``num_points`` vertices keeps every vertex (so its shape is
+      exact) and the remaining points split its longest edges evenly; a polygon with more
+      vertices is resampled at equal arc length along the boundary.
     """
     ring = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(ring) > 1 and np.allclose(ring[0], ring[-1]):
@@ -65,10 +67,26 @@ def resample_polygon(points: np.ndarray, num_points: int) -> np.ndarray:
     total = cum[-1]
     if total <= 0:
         return np.repeat(ring[:1], num_points, axis=0).astype(np.float32)
+    if len(ring) <= num_points:
+        return _keep_vertices(ring, seg, num_points)
     targets = np.arange(num_points) * total / num_points
     x = np.interp(targets, cum, closed[:, 0])
     y = np.interp(targets, cum, closed[:, 1])
     return np.stack([x, y], axis=1).astype(np.float32)
+
+
+def _keep_vertices(ring: np.ndarray, seg: np.ndarray, num_points: int) -> np.ndarray:
+    """All vertices of ``ring`` plus ``num_points - len(ring)`` points that split the edges,
+    each extra point going to the edge whose pieces are currently longest."""
+    splits = np.zeros(len(ring), dtype=np.int64)
+    for _ in range(num_points - len(ring)):
+        splits[int(np.argmax(seg / (splits + 1)))] += 1
+    out = []
+    for i, (a, n) in enumerate(zip(ring, splits)):
+        b = ring[(i + 1) % len(ring)]
+        for k in range(n + 1):
+            out.append(a + (b - a) * (k / (n + 1)))
+    return np.asarray(out, dtype=np.float32)
 
 
 def largest_part(parts: Sequence[np.ndarray]) -> np.ndarray:
