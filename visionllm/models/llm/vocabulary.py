@@ -49,8 +49,8 @@ class SpecialTokens:
         return len(self.all_tokens)
 
 
-class ExtendedEmbedding(nn.Module):
-    """Input embedding = frozen base table (ids < num_base) + trainable table of the new tokens."""
+class _SplitTable(nn.Module):
+    """A token table stored as a frozen base part (ids < num_base) and a trainable new part."""
 
     def __init__(self, base_weight: nn.Parameter, new_weight: nn.Parameter):
         super().__init__()
@@ -60,6 +60,24 @@ class ExtendedEmbedding(nn.Module):
     @property
     def num_base(self) -> int:
         return self.base_weight.shape[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        # Read-only full table for code that inspects `.weight` (shape checks, generation utils).
+        return torch.cat([self.base_weight, self.new_weight], dim=0)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """The table rows of ``ids`` (base or new), ``[..., dim]``."""
+        is_new = ids >= self.num_base
+        base = F.embedding(ids.clamp(max=self.num_base - 1), self.base_weight)
+        if not bool(is_new.any()):
+            return base
+        new = F.embedding((ids - self.num_base).clamp(min=0), self.new_weight)
+        return torch.where(is_new.unsqueeze(-1), new, base)
+
+
+class ExtendedEmbedding(_SplitTable):
+    """Input embedding = frozen base table (ids < num_base) + trainable table of the new tokens."""
 
     @property
     def num_embeddings(self) -> int:
@@ -69,49 +87,17 @@ class ExtendedEmbedding(nn.Module):
     def embedding_dim(self) -> int:
         return self.base_weight.shape[1]
 
-    @property
-    def weight(self) -> torch.Tensor:
-        # Read-only full table for code that inspects `.weight` (shape checks, generation utils).
-        return torch.cat([self.base_weight, self.new_weight], dim=0)
-
-    def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.forward(ids)
-
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        is_new = ids >= self.num_base
-        base = F.embedding(ids.clamp(max=self.num_base - 1), self.base_weight)
-        if not bool(is_new.any()):
-            return base
-        new = F.embedding((ids - self.num_base).clamp(min=0), self.new_weight)
-        return torch.where(is_new.unsqueeze(-1), new, base)
+        return self.rows(ids)
 
 
-class ExtendedLMHead(nn.Module):
+class ExtendedLMHead(_SplitTable):
     """Output layer with frozen base rows and trainable new rows (shared with the input embedding
     when the model ties them). ``subset_logits`` scores only a given token subset, so structured
     fields never pay for the full vocabulary."""
 
-    def __init__(self, base_weight: nn.Parameter, new_weight: nn.Parameter):
-        super().__init__()
-        self.base_weight = base_weight
-        self.new_weight = new_weight
-
-    @property
-    def num_base(self) -> int:
-        return self.base_weight.shape[0]
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return torch.cat([self.base_weight, self.new_weight], dim=0)
-
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.linear(hidden, self.base_weight), F.linear(hidden, self.new_weight)], dim=-1)
-
-    def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        is_new = ids >= self.num_base
-        base = self.base_weight[ids.clamp(max=self.num_base - 1)]
-        new = self.new_weight[(ids - self.num_base).clamp(min=0)]
-        return torch.where(is_new.unsqueeze(-1), new, base)
 
     def subset_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., len(ids)]`` of the tokens ``ids`` only."""
