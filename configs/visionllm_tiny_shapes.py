@@ -7,15 +7,15 @@ _base_ = [
     "_base_/schedules/adamw_cosine.py",
     "_base_/default_runtime.py",
 ]
-max_iters = 600
-warmup_iters = 50
+max_iters = 6000
+warmup_iters = 200
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
 optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01))
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),
     dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=max_iters, eta_min_ratio=0.05),
 ]
-default_hooks = dict(checkpoint=dict(interval=100, max_keep_ckpts=2))
+default_hooks = dict(checkpoint=dict(interval=500, max_keep_ckpts=3))
 # The inference API feeds raw images through the same resize as evaluation.
 infer_pipeline = [
     dict(type="ResizeKeepRatio", scale={{_base_.img_scale}}),

@@ -63,6 +63,22 @@ def test_hook_drops_only_pretrained_frozen_keys():
     assert set(checkpoint["state_dict"]) == {"pretrained.bias", "head.weight", "head.bias"}
 
 
+def test_hook_drops_pretrained_keys_under_wrapper_prefixes():
+    model = _ModelWithPretrained()
+
+    class Runner:
+        pass
+
+    runner = Runner()
+    runner.model = model
+    wrapped = {"_fsdp_wrapped_module.pretrained._fsdp_wrapped_module.weight": torch.zeros(3, 3),
+               "module.pretrained_stat": torch.ones(2),
+               "_fsdp_wrapped_module.head.weight": torch.zeros(1, 3)}
+    checkpoint = {"state_dict": dict(wrapped), "meta": {}}
+    TrainableStateCheckpointHook().before_save_checkpoint(runner, checkpoint)
+    assert set(checkpoint["state_dict"]) == {"_fsdp_wrapped_module.head.weight"}
+
+
 def test_compressed_state_dict_round_trip():
     from visionllm.engine.checkpoint import compress_state_dict, decompress_state_dict
     state = {"backbone.conv.weight": torch.randn(64, 32, 3, 3), "backbone.bn.weight": torch.randn(64),

@@ -93,7 +93,7 @@ def to_original(points):
 
 def test_overfitting_every_task_reaches_its_targets(trained):
     losses, seed = trained["losses"], trained["seed"]
-    assert set(losses) == {"loss_format", "loss_cls", "loss_loc", "loss_text"}
+    assert set(losses) == {"loss_format", "loss_cls", "loss_loc", "loss_loc_l1", "loss_text"}
     assert all(v < 0.05 for v in losses.values()), f"seed {seed}: {losses}"
     decoder = trained["decoder"]
     decoder.generate_format = True  # the trained model must also emit the right format tokens
@@ -251,7 +251,7 @@ def test_loss_targets_are_relative_to_the_matched_slot(tiny_llama_dir):
     sample = make_sample("detection", 'Detect {"a": <c0>} in <image>. Answer as (c, x1, y1, x2, y2).',
                          categories=["a"], output_format=("cls", "x1", "y1", "x2", "y2"), bboxes=box, labels=[0])
     losses = decoder.loss(torch.randn(1, 3, 64), torch.rand(1, 3, 2), [sample])
-    assert set(losses) == {"loss_format", "loss_cls", "loss_loc"} and all(v.isfinite() for v in losses.values())
+    assert set(losses) == {"loss_format", "loss_cls", "loss_loc", "loss_loc_l1"} and all(v.isfinite() for v in losses.values())
 
 
 def test_batched_generation_matches_single_generation(tiny_llama_dir):

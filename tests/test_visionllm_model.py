@@ -32,7 +32,7 @@ def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_di
     model.train()
     data = model.data_preprocessor(pseudo_collate(list(by_task.values())), True)
     losses = model(**data, mode="loss")
-    for key in ("loss_cls", "loss_loc", "loss_format", "loss_text", "loss_tok_obj", "loss_tok_ref"):
+    for key in ("loss_cls", "loss_loc", "loss_loc_l1", "loss_format", "loss_text", "loss_tok_obj", "loss_tok_ref"):
         assert key in losses and torch.isfinite(losses[key]), key
     total = sum(v for k, v in losses.items() if "loss" in k)
     total.backward()

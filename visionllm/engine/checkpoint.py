@@ -40,6 +40,20 @@ class AtomicLocalBackend(LocalBackend):
         self.put(obj.encode(encoding), filepath)
 
 
+# Names that DDP / FSDP wrappers insert into state-dict keys (FSDP's sharded or local state
+# dicts keep them); the model's own key list never has them.
+_WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def unwrapped_key(key: str) -> str:
+    """The model's own name of a state-dict key written through a DDP / FSDP wrapper."""
+    if key.startswith("module."):
+        key = key[len("module."):]
+    for part in _WRAPPER_PARTS:
+        key = key.replace(part, "")
+    return key
+
+
 @HOOKS.register_module()
 class TrainableStateCheckpointHook(Hook):
     """Drops from saved checkpoints the weights that ship with the embedded pretrained packages.
@@ -62,7 +76,7 @@ class TrainableStateCheckpointHook(Hook):
             return
         drop = set(model.frozen_pretrained_keys())
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k in drop]:
+        for key in [k for k in state if unwrapped_key(k) in drop]:
             del state[key]
         checkpoint.setdefault("meta", {})["dropped_pretrained_keys"] = len(drop)
 
