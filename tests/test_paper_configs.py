@@ -75,8 +75,8 @@ def expected_trainable(cfg: Config, backbone: str, stage: int) -> int:
     num_new = special.num_bins + special.num_classes + 1 + 2 * special.max_points + 1  # + no-object, <cls>
     llm = (lora_parameter_count(hidden, layers, decoder.lora.rank)
            + 2 * num_new * hidden                   # new input rows + new output rows (untied)
-           + hidden * hidden + hidden)              # slot projection
-    projection = 256 * hidden + hidden             # image tokens → LLM width
+           + hidden * hidden + 2 * hidden)          # slot projection (+ its RMS gain)
+    projection = 256 * hidden + 2 * hidden         # image tokens → LLM width (+ its RMS gain)
     backbone_total, backbone_trainable = backbone_sizes(backbone)
     # the tokenizer with a frozen BERT (its projection + LayerNorm train)
     tokenizer = tokenizer_params(backbone_total) - bert_params() - backbone_total

@@ -3,8 +3,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModel
-from torch import nn
-
+from visionllm.models.llm.embedding_scale import ScaledProjection
 from visionllm.registry import MODELS
 
 
@@ -35,8 +34,10 @@ class VisionLLM(BaseModel):
                          init_cfg=init_cfg)
         self.image_tokenizer = MODELS.build(image_tokenizer)
         self.task_decoder = MODELS.build(task_decoder)
-        # Image tokens live in the tokenizer's width; the LLM reads them as input embeddings.
-        self.token_projection = nn.Linear(self.image_tokenizer.embed_dims, self.task_decoder.hidden_size)
+        # Image tokens live in the tokenizer's width; the LLM reads them as input embeddings, so
+        # they enter at the scale of its word embeddings.
+        self.token_projection = ScaledProjection(self.image_tokenizer.embed_dims, self.task_decoder.hidden_size,
+                                                 self.task_decoder.input_rms)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:

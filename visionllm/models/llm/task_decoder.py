@@ -18,6 +18,7 @@ from torch import nn
 import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.registry import MODELS, TASK_UTILS
 
+from .embedding_scale import ScaledProjection, embedding_rms
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import (additive_mask, autoregressive_forward, parallel_forward,
                                 prefix_allowed)
@@ -113,7 +114,9 @@ class LLMTaskDecoder(BaseModule):
 
         # Slot embedding from image token i, added to every format-token query of group i.
         device = "meta" if self.on_meta else None
-        self.slot_proj = nn.Linear(self.hidden_size, self.hidden_size, device=device)
+        # At the scale of the word embeddings, so the format token still tells the fields apart.
+        self.input_rms = embedding_rms(self.embed_tokens.weight)
+        self.slot_proj = ScaledProjection(self.hidden_size, self.hidden_size, self.input_rms, device=device)
 
         self.num_slots = num_slots
         self.groups_see_each_other = groups_see_each_other
