@@ -239,6 +239,37 @@ def test_one_pass_format_generation_equals_step_by_step_greedy(tiny_llama_dir):
         assert fast[row] == (fed if stopped else None)
 
 
+def test_contextual_class_logits_point_at_the_prompt_class_tokens(tiny_llama_dir):
+    from visionllm.models.llm.parallel_decoding import parallel_forward
+    decoder = build_decoder(tiny_llama_dir, num_slots=4)
+    decoder.eval()
+    names = ["cat", "dog", "cow"]
+    instruction = "Detect every object of the categories " + format_category_set(names) + \
+        " in <image>. Answer as a list of (c, x1, y1, x2, y2)."
+    fields = ("cls", "x1", "y1", "x2", "y2")
+    embeds = torch.randn(1, 4, decoder.hidden_size)
+    with torch.no_grad():
+        prefix = decoder._structured_prefix(embeds, [instruction], fields)
+        prefix_hidden, group_hidden = parallel_forward(decoder.backbone, prefix, decoder._group_embeds(embeds, fields))
+        context = decoder._class_context(prefix_hidden, prefix, 0, len(names))
+        # each row is the prompt's state at the token <ci>, found independently by its text
+        for i in range(len(names)):
+            position = [t for t in range(prefix.input_ids.shape[1])
+                        if prefix.input_ids[0, t] >= 0
+                        and decoder.tokenizer.convert_ids_to_tokens(int(prefix.input_ids[0, t])) == f"<c{i}>"]
+            assert len(position) == 1 and torch.equal(context[i], prefix_hidden[0, position[0]])
+        # zero-initialised: the plain token readout; a trained map adds slot . W context to the
+        # class columns only (no-object and locations unchanged)
+        plain_cls, plain_loc = decoder._field_logits(group_hidden[0], len(names), None)
+        cls, loc = decoder._field_logits(group_hidden[0], len(names), context)
+        assert torch.equal(cls, plain_cls) and torch.equal(loc, plain_loc)
+        torch.nn.init.normal_(decoder.class_context_proj.weight, std=0.1)
+        cls, _ = decoder._field_logits(group_hidden[0], len(names), context)
+        expected = group_hidden[0, :, 0].double() @ (context.double() @ decoder.class_context_proj.weight.double().t()).t()
+        assert torch.allclose((cls[:, :3] - plain_cls[:, :3]).double(), expected, atol=1e-4)
+        assert torch.equal(cls[:, 3], plain_cls[:, 3])
+
+
 def test_loss_targets_are_relative_to_the_matched_slot(tiny_llama_dir):
     """Each matched slot's location target is the codec encoding of its gt relative to ITS
     reference point: a slot whose reference sits on the object gets near-zero offsets."""

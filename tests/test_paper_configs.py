@@ -75,7 +75,8 @@ def expected_trainable(cfg: Config, backbone: str, stage: int) -> int:
     num_new = special.num_bins + special.num_classes + 1 + 2 * special.max_points + 1  # + no-object, <cls>
     llm = (lora_parameter_count(hidden, layers, decoder.lora.rank)
            + 2 * num_new * hidden                   # new input rows + new output rows (untied)
-           + hidden * hidden + 2 * hidden)          # slot projection (+ its RMS gain)
+           + hidden * hidden + 2 * hidden           # slot projection (+ its RMS gain)
+           + hidden * hidden)                       # contextual class logits (bilinear)
     projection = 256 * hidden + 2 * hidden         # image tokens → LLM width (+ its RMS gain)
     backbone_total, backbone_trainable = backbone_sizes(backbone)
     # the tokenizer with a frozen BERT (its projection + LayerNorm train)
@@ -130,10 +131,11 @@ def test_paper_models_build_on_meta_with_expected_trainable_parameters(backbone)
               f"(backbone {backbone_trainable / 1e6:.2f} M)")
         counts[stage] = (total, trainable, backbone_trainable)
         assert trainable == expected_trainable(cfg, backbone, stage)
-        # The base LLM is frozen: only LoRA, the new token rows and the slot projection train there.
+        # The base LLM is frozen: only LoRA, the new token rows, the slot projection and the class-context map train.
         llm_trainable = [n for n, p in model.task_decoder.named_parameters() if p.requires_grad]
         assert llm_trainable
-        assert all("lora_" in n or "new_weight" in n or n.startswith("slot_proj") for n in llm_trainable)
+        assert all("lora_" in n or "new_weight" in n or n.startswith(("slot_proj", "class_context_proj"))
+                   for n in llm_trainable)
         # The tokenizer's transformer and fusion train in both stages; BERT in neither.
         assert all(p.requires_grad for p in model.image_tokenizer.transformer.parameters())
         assert all(p.requires_grad for p in model.image_tokenizer.fusion.parameters())

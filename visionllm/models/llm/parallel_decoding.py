@@ -89,19 +89,20 @@ def parallel_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: t
 
 @torch.no_grad()
 def autoregressive_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: torch.Tensor,
-                           groups_see_each_other: bool = False) -> torch.Tensor:
+                           groups_see_each_other: bool = False, return_prefix: bool = False):
     """The same group outputs decoded one position at a time with a KV cache (baseline).
 
     With ``groups_see_each_other`` a group sees only the groups decoded before it (a sequence
     cannot look ahead), so outputs then differ from the parallel pass; isolated groups match it.
+    ``return_prefix`` also returns the prefix hidden states: ``(prefix_hidden, outputs)``.
     """
     from transformers import DynamicCache
     batch, num_groups, group_len, width = group_embeds.shape
     length = prefix.embeds.shape[1]
     cache = DynamicCache(config=getattr(backbone, "config", None))
-    backbone(inputs_embeds=prefix.embeds,
+    prefix_hidden = backbone(inputs_embeds=prefix.embeds,
              attention_mask=additive_mask(prefix_allowed(prefix.valid), prefix.embeds.dtype).unsqueeze(1),
-             position_ids=prefix.position_ids, past_key_values=cache, use_cache=True)
+             position_ids=prefix.position_ids, past_key_values=cache, use_cache=True).last_hidden_state
     dtype, device = group_embeds.dtype, group_embeds.device
     total = length + num_groups * group_len
     # keys_allowed[b, k]: which cached keys the current step may see; grown step by step.
@@ -121,4 +122,4 @@ def autoregressive_forward(backbone: nn.Module, prefix: SequenceBatch, group_emb
             step += 1
         if not groups_see_each_other:
             keys_allowed[:, group_start:step] = False
-    return outputs
+    return (prefix_hidden, outputs) if return_prefix else outputs

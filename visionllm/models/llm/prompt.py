@@ -68,11 +68,13 @@ class SequenceBatch:
     """Left-padded batch of input embeddings.
 
     embeds: ``[B, L, C]``; valid: ``[B, L]`` bool (False = padding); labels: ``[B, L]`` next-token
-    targets aligned with the *input* position that predicts them (-100 = no loss).
+    targets aligned with the *input* position that predicts them (-100 = no loss); input_ids:
+    ``[B, L]`` the token id at each position (-1 for embedding segments and padding), or None.
     """
     embeds: torch.Tensor
     valid: torch.Tensor
     labels: torch.Tensor
+    input_ids: Optional[torch.Tensor] = None
 
     @property
     def position_ids(self) -> torch.Tensor:
@@ -93,31 +95,35 @@ def assemble_batch(samples: List[List[Tuple[Segment, bool]]], embed_tokens,
     """
     rows = []
     for segments in samples:
-        pieces, targets = [], []
+        pieces, targets, input_ids = [], [], []
         for segment, is_target in segments:
             if isinstance(segment, torch.Tensor) and segment.is_floating_point():
                 pieces.append(segment.to(dtype))
                 targets.append(torch.full((segment.shape[0],), -100, dtype=torch.long))
+                input_ids.append(torch.full((segment.shape[0],), -1, dtype=torch.long))
             else:
                 ids = torch.as_tensor(list(segment), dtype=torch.long, device=device)
                 pieces.append(embed_tokens(ids).to(dtype) if len(ids) else
                               torch.zeros(0, hidden_size, dtype=dtype, device=device))
                 targets.append(ids.cpu() if is_target else torch.full((len(ids),), -100, dtype=torch.long))
+                input_ids.append(ids.cpu())
         embeds = torch.cat([p.to(device) if device is not None else p for p in pieces], dim=0)
         target_ids = torch.cat(targets)
         # labels[t] = the token that input position t must predict = target of position t+1.
         labels = torch.full_like(target_ids, -100)
         labels[:-1] = target_ids[1:]
-        rows.append((embeds, labels))
-    length = max(e.shape[0] for e, _ in rows)
+        rows.append((embeds, labels, torch.cat(input_ids)))
+    length = max(row[0].shape[0] for row in rows)
     device = rows[0][0].device
     batch = len(rows)
     embeds = torch.zeros(batch, length, hidden_size, dtype=dtype, device=device)
     valid = torch.zeros(batch, length, dtype=torch.bool, device=device)
     labels = torch.full((batch, length), -100, dtype=torch.long, device=device)
-    for i, (e, lab) in enumerate(rows):
+    token_ids = torch.full((batch, length), -1, dtype=torch.long, device=device)
+    for i, (e, lab, ids) in enumerate(rows):
         n = e.shape[0]
         embeds[i, length - n:] = e
         valid[i, length - n:] = True
         labels[i, length - n:] = lab.to(device)
-    return SequenceBatch(embeds, valid, labels)
+        token_ids[i, length - n:] = ids.to(device)
+    return SequenceBatch(embeds, valid, labels, token_ids)

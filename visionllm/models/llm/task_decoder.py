@@ -61,6 +61,9 @@ class LLMTaskDecoder(BaseModule):
             on format tokens) and ``text``.
         max_classes_per_pass: category sets larger than this run in several passes (default: the
             class-token budget).
+        contextual_class_logits: add to each class logit a learned bilinear score between the
+            slot and the prompt's hidden state at that class token (a pointer to the named
+            category; see ``_field_logits``).
         max_new_tokens / num_beams: caption and answer generation.
         max_per_img / score_thr: structured predictions kept per image.
     """
@@ -75,6 +78,7 @@ class LLMTaskDecoder(BaseModule):
                  loss_weights: Optional[dict] = None, max_classes_per_pass: Optional[int] = None,
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
                  score_thr: float = 0.0, vocab_init_noise: float = 1.0, seed: int = 0,
+                 contextual_class_logits: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from visionllm.instructions import LocationCodec
@@ -117,6 +121,16 @@ class LLMTaskDecoder(BaseModule):
         # At the scale of the word embeddings, so the format token still tells the fields apart.
         self.input_rms = embedding_rms(self.embed_tokens.weight)
         self.slot_proj = ScaledProjection(self.hidden_size, self.hidden_size, self.input_rms, device=device)
+
+        # Class tokens mean "the i-th category named in this instruction": a bilinear score with
+        # the prompt's state at <ci> (which has read the name) lets a slot point at its category
+        # instead of learning the binding through fixed output rows. Zero-initialised, so it
+        # starts as the plain token readout.
+        self.class_context_proj = None
+        if contextual_class_logits:
+            self.class_context_proj = nn.Linear(self.hidden_size, self.hidden_size, bias=False, device=device)
+            if not self.on_meta:
+                nn.init.zeros_(self.class_context_proj.weight)
 
         self.num_slots = num_slots
         self.groups_see_each_other = groups_see_each_other
@@ -199,19 +213,44 @@ class LLMTaskDecoder(BaseModule):
         logits = self.head(hidden[where])
         return F.cross_entropy(logits, labels[where])
 
-    def _field_logits(self, group_hidden: torch.Tensor, num_categories: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _field_logits(self, group_hidden: torch.Tensor, num_categories: int,
+                      class_context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``[N, n+1]`` (last = no-object) and location logits ``[N, F-1, bins]``
-        of one image, computed over the allowed token subsets only."""
+        of one image, computed over the allowed token subsets only.
+
+        ``class_context [n, C]``: the prompt's hidden states at its ``<c0>..<c{n-1}>`` tokens
+        (:meth:`_class_context`); with ``contextual_class_logits`` the class logit of ``<ci>``
+        also gets a bilinear score between the slot and that state.
+        """
         allowed = torch.cat([self.class_ids[:num_categories],
                              self.class_ids.new_tensor([self.no_object_id])])
         cls_logits = self.head.subset_logits(group_hidden[:, 0], allowed)
+        if self.class_context_proj is not None and class_context is not None and num_categories:
+            keys = self.class_context_proj(class_context)  # [n, C]
+            extra = group_hidden[:, 0] @ keys.t()
+            cls_logits = torch.cat([cls_logits[:, :num_categories] + extra, cls_logits[:, num_categories:]], dim=1)
         loc_logits = self.head.subset_logits(group_hidden[:, 1:], self.location_ids)
         return cls_logits, loc_logits
 
+    def _class_context(self, prefix_hidden: Optional[torch.Tensor], prefix: SequenceBatch, row: int,
+                       num_categories: int) -> Optional[torch.Tensor]:
+        """``[n, C]`` hidden states of the prompt at the first ``<c0>..<c{n-1}>`` tokens of row
+        ``row`` (zeros for a class token the prompt does not contain); None when unused."""
+        if self.class_context_proj is None or prefix_hidden is None or prefix.input_ids is None:
+            return None
+        ids = prefix.input_ids[row]
+        context = prefix_hidden.new_zeros(num_categories, prefix_hidden.shape[-1])
+        for i in range(num_categories):
+            where = (ids == self.class_ids[i]).nonzero()
+            if len(where):
+                context[i] = prefix_hidden[row, int(where[0])]
+        return context
+
     def _run_groups(self, prefix: SequenceBatch, group_embeds: torch.Tensor,
-                    mode: str) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+                    mode: str) -> Tuple[torch.Tensor, torch.Tensor]:
         if mode == "autoregressive":
-            return None, autoregressive_forward(self.backbone, prefix, group_embeds, self.groups_see_each_other)
+            return autoregressive_forward(self.backbone, prefix, group_embeds, self.groups_see_each_other,
+                                          return_prefix=True)
         return parallel_forward(self.backbone, prefix, group_embeds, self.groups_see_each_other)
 
     # ------------------------------------------------------------------ training
@@ -272,7 +311,8 @@ class LLMTaskDecoder(BaseModule):
             refs = reference_points[b, :num_slots].detach()
             h, w = _meta(sample, "img_shape")[:2]
             img_wh = (float(w), float(h))
-            cls_logits, loc_logits = self._field_logits(group_hidden[b], len(categories))
+            cls_logits, loc_logits = self._field_logits(
+                group_hidden[b], len(categories), self._class_context(prefix_hidden, prefix, b, len(categories)))
             gt_points, gt_labels = self._gt_points(sample, num_points)
             gt_points, gt_labels = gt_points.to(refs.device), gt_labels.to(refs.device)
             slot_idx, gt_idx = self._match(cls_logits, loc_logits, refs, img_wh, gt_points, gt_labels)
@@ -444,18 +484,20 @@ class LLMTaskDecoder(BaseModule):
         for fields, members in by_format.items():
             idx = [passes[k][0] for k in members]
             prefix = self._structured_prefix(image_embeds[idx], [passes[k][1] for k in members], fields)
-            _, group_hidden = self._run_groups(prefix, self._group_embeds(image_embeds[idx], fields), self.decode_mode)
+            prefix_hidden, group_hidden = self._run_groups(prefix, self._group_embeds(image_embeds[idx], fields),
+                                                           self.decode_mode)
             for row, k in enumerate(members):
                 i, _, names, offset = passes[k]
-                results.setdefault(i, []).append(
-                    self._decode_slots(group_hidden[row], reference_points[i], samples[i], len(names), offset, fields))
+                context = self._class_context(prefix_hidden, prefix, row, len(names))
+                results.setdefault(i, []).append(self._decode_slots(
+                    group_hidden[row], reference_points[i], samples[i], len(names), offset, fields, context))
         for i, sample in enumerate(samples):
             sample.pred_instances = self._merge(results[i], sample)
 
-    def _decode_slots(self, group_hidden, refs, sample, num_categories, offset, fields) -> dict:
+    def _decode_slots(self, group_hidden, refs, sample, num_categories, offset, fields, class_context=None) -> dict:
         num_slots = group_hidden.shape[0]
         refs = refs[:num_slots]
-        cls_logits, loc_logits = self._field_logits(group_hidden, num_categories)
+        cls_logits, loc_logits = self._field_logits(group_hidden, num_categories, class_context)
         probs = cls_logits.softmax(-1)[:, :num_categories]
         scores, labels = probs.max(-1) if num_categories else (probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long))
         h, w = _meta(sample, "img_shape")[:2]
