@@ -7,7 +7,7 @@ _base_ = [
     "_base_/schedules/adamw_cosine.py",
     "_base_/default_runtime.py",
 ]
-max_iters = 4000
+max_iters = 3600
 warmup_iters = 200
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
 optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01))

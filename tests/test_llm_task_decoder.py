@@ -258,14 +258,21 @@ def test_contextual_class_logits_point_at_the_prompt_class_tokens(tiny_llama_dir
                         if prefix.input_ids[0, t] >= 0
                         and decoder.tokenizer.convert_ids_to_tokens(int(prefix.input_ids[0, t])) == f"<c{i}>"]
             assert len(position) == 1 and torch.equal(context[i], prefix_hidden[0, position[0]])
-        # zero-initialised: the plain token readout; a trained map adds slot . W context to the
+        # zero-initialised: the plain token readout; a trained pointer adds its score to the
         # class columns only (no-object and locations unchanged)
         plain_cls, plain_loc = decoder._field_logits(group_hidden[0], len(names), None)
         cls, loc = decoder._field_logits(group_hidden[0], len(names), context)
         assert torch.equal(cls, plain_cls) and torch.equal(loc, plain_loc)
-        torch.nn.init.normal_(decoder.class_context_proj.weight, std=0.1)
+        pointer = decoder.class_pointer
+        torch.nn.init.normal_(pointer.key.weight, std=0.1)
         cls, _ = decoder._field_logits(group_hidden[0], len(names), context)
-        expected = group_hidden[0, :, 0].double() @ (context.double() @ decoder.class_context_proj.weight.double().t()).t()
+
+        def rms_normalised(x):
+            return x / x.pow(2).mean(-1, keepdim=True).sqrt()
+
+        slots = rms_normalised(group_hidden[0, :, 0].double()) @ pointer.query.weight.double().t()
+        keys = rms_normalised(context.double()) @ pointer.key.weight.double().t()
+        expected = slots @ keys.t() / pointer.query.weight.shape[0] ** 0.5
         assert torch.allclose((cls[:, :3] - plain_cls[:, :3]).double(), expected, atol=1e-4)
         assert torch.equal(cls[:, 3], plain_cls[:, 3])
 

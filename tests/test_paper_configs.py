@@ -76,7 +76,7 @@ def expected_trainable(cfg: Config, backbone: str, stage: int) -> int:
     llm = (lora_parameter_count(hidden, layers, decoder.lora.rank)
            + 2 * num_new * hidden                   # new input rows + new output rows (untied)
            + hidden * hidden + 2 * hidden           # slot projection (+ its RMS gain)
-           + hidden * hidden)                       # contextual class logits (bilinear)
+           + 2 * 64 * hidden)                       # class pointer (query + key, rank 64)
     projection = 256 * hidden + 2 * hidden         # image tokens → LLM width (+ its RMS gain)
     backbone_total, backbone_trainable = backbone_sizes(backbone)
     # the tokenizer with a frozen BERT (its projection + LayerNorm train)
@@ -134,7 +134,7 @@ def test_paper_models_build_on_meta_with_expected_trainable_parameters(backbone)
         # The base LLM is frozen: only LoRA, the new token rows, the slot projection and the class-context map train.
         llm_trainable = [n for n, p in model.task_decoder.named_parameters() if p.requires_grad]
         assert llm_trainable
-        assert all("lora_" in n or "new_weight" in n or n.startswith(("slot_proj", "class_context_proj"))
+        assert all("lora_" in n or "new_weight" in n or n.startswith(("slot_proj", "class_pointer"))
                    for n in llm_trainable)
         # The tokenizer's transformer and fusion train in both stages; BERT in neither.
         assert all(p.requires_grad for p in model.image_tokenizer.transformer.parameters())

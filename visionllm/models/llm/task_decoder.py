@@ -18,6 +18,7 @@ from torch import nn
 import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.registry import MODELS, TASK_UTILS
 
+from .class_pointer import ClassPointer
 from .embedding_scale import ScaledProjection, embedding_rms
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import (additive_mask, autoregressive_forward, parallel_forward,
@@ -61,9 +62,8 @@ class LLMTaskDecoder(BaseModule):
             on format tokens) and ``text``.
         max_classes_per_pass: category sets larger than this run in several passes (default: the
             class-token budget).
-        contextual_class_logits: add to each class logit a learned bilinear score between the
-            slot and the prompt's hidden state at that class token (a pointer to the named
-            category; see ``_field_logits``).
+        contextual_class_logits: add to each class logit a learned score between the slot and
+            the prompt's hidden state at that class token (``ClassPointer``).
         max_new_tokens / num_beams: caption and answer generation.
         max_per_img / score_thr: structured predictions kept per image.
     """
@@ -122,15 +122,9 @@ class LLMTaskDecoder(BaseModule):
         self.input_rms = embedding_rms(self.embed_tokens.weight)
         self.slot_proj = ScaledProjection(self.hidden_size, self.hidden_size, self.input_rms, device=device)
 
-        # Class tokens mean "the i-th category named in this instruction": a bilinear score with
-        # the prompt's state at <ci> (which has read the name) lets a slot point at its category
-        # instead of learning the binding through fixed output rows. Zero-initialised, so it
-        # starts as the plain token readout.
-        self.class_context_proj = None
-        if contextual_class_logits:
-            self.class_context_proj = nn.Linear(self.hidden_size, self.hidden_size, bias=False, device=device)
-            if not self.on_meta:
-                nn.init.zeros_(self.class_context_proj.weight)
+        # <ci> means "the i-th category named in this instruction": slots point at it (see
+        # ClassPointer), starting from the plain token readout.
+        self.class_pointer = ClassPointer(self.hidden_size, device=device) if contextual_class_logits else None
 
         self.num_slots = num_slots
         self.groups_see_each_other = groups_see_each_other
@@ -220,14 +214,13 @@ class LLMTaskDecoder(BaseModule):
 
         ``class_context [n, C]``: the prompt's hidden states at its ``<c0>..<c{n-1}>`` tokens
         (:meth:`_class_context`); with ``contextual_class_logits`` the class logit of ``<ci>``
-        also gets a bilinear score between the slot and that state.
+        also gets the ``ClassPointer`` score between the slot and that state.
         """
         allowed = torch.cat([self.class_ids[:num_categories],
                              self.class_ids.new_tensor([self.no_object_id])])
         cls_logits = self.head.subset_logits(group_hidden[:, 0], allowed)
-        if self.class_context_proj is not None and class_context is not None and num_categories:
-            keys = self.class_context_proj(class_context)  # [n, C]
-            extra = group_hidden[:, 0] @ keys.t()
+        if self.class_pointer is not None and class_context is not None and num_categories:
+            extra = self.class_pointer(group_hidden[:, 0], class_context)
             cls_logits = torch.cat([cls_logits[:, :num_categories] + extra, cls_logits[:, num_categories:]], dim=1)
         loc_logits = self.head.subset_logits(group_hidden[:, 1:], self.location_ids)
         return cls_logits, loc_logits
@@ -236,7 +229,7 @@ class LLMTaskDecoder(BaseModule):
                        num_categories: int) -> Optional[torch.Tensor]:
         """``[n, C]`` hidden states of the prompt at the first ``<c0>..<c{n-1}>`` tokens of row
         ``row`` (zeros for a class token the prompt does not contain); None when unused."""
-        if self.class_context_proj is None or prefix_hidden is None or prefix.input_ids is None:
+        if self.class_pointer is None or prefix_hidden is None or prefix.input_ids is None:
             return None
         ids = prefix.input_ids[row]
         context = prefix_hidden.new_zeros(num_categories, prefix_hidden.shape[-1])
