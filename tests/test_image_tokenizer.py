@@ -36,10 +36,14 @@ def tokenizer():
     return model.eval()
 
 
-def make_sample(h, w, boxes):
-    sample = DetDataSample(metainfo=dict(img_shape=(h, w)))
+def make_sample(h, w, boxes, categories=None, labels=None):
+    metainfo = dict(img_shape=(h, w))
+    if categories is not None:
+        metainfo["categories"] = categories
+    sample = DetDataSample(metainfo=metainfo)
+    labels = torch.zeros(len(boxes), dtype=torch.long) if labels is None else torch.as_tensor(labels)
     sample.gt_instances = InstanceData(bboxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                       labels=torch.zeros(len(boxes), dtype=torch.long))
+                                       labels=labels)
     return sample
 
 
@@ -64,15 +68,18 @@ def test_gradients_reach_every_trainable_part(tokenizer):
         masks = torch.zeros(2, 64, 64, dtype=torch.bool)
         masks[1, 48:] = True
         out = tokenizer(images, masks, ["Detect every cat in <image>.", "Find the dog in <image>."])
-        samples = [make_sample(64, 64, [[4, 4, 30, 40], [20, 10, 60, 60]]), make_sample(48, 64, [[1, 2, 20, 30]])]
+        samples = [make_sample(64, 64, [[4, 4, 30, 40], [20, 10, 60, 60]], ["dog", "cat"], [1, 0]),
+                   make_sample(48, 64, [[1, 2, 20, 30]], ["the dog"], [0])]
         losses = tokenizer.loss(out, samples)
-        assert {"loss_tok_obj", "loss_tok_ref", "d0.loss_tok_obj", "d0.loss_tok_ref"} <= set(losses)
+        assert {"loss_tok_obj", "loss_tok_ref", "loss_tok_cls", "d0.loss_tok_obj", "d0.loss_tok_ref",
+                "d0.loss_tok_cls"} <= set(losses)
         sum(losses.values()).backward()
         without = [name for name, p in tokenizer.named_parameters()
                    if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
         assert without == []
         for part in ("backbone", "text_encoder.bert", "text_encoder.proj", "fusion", "transformer.encoder_layers",
-                     "transformer.decoder_layers", "transformer.refine_heads", "objectness"):
+                     "transformer.decoder_layers", "transformer.refine_heads", "objectness", "name_query",
+                     "name_bias"):
             assert any(name.startswith(part) for name, p in tokenizer.named_parameters() if p.grad is not None)
     finally:
         tokenizer.zero_grad()
@@ -162,6 +169,31 @@ def test_token_loss_matches_tokens_to_object_centres():
     for b, idx in enumerate(chosen):
         matched[b, idx] = True
     assert (logits.grad[matched] < 0).all() and (logits.grad[~matched] > 0).all()
+
+
+def test_name_alignment_raises_the_matched_token_on_its_own_name_only():
+    torch.manual_seed(3)
+    num_tokens, num_names = 10, 4
+    points = torch.rand(1, num_tokens, 2)
+    objectness = torch.randn(1, num_tokens)
+    chosen = torch.randperm(num_tokens)[:2]
+    centres = [points[0, chosen].clone()]
+    labels = [torch.tensor([2, 0])]
+    class_logits = torch.randn(num_tokens, num_names, requires_grad=True)
+    loss_fn = TokenLoss(match_obj_weight=0.0)
+    losses = loss_fn(objectness, points, centres, [class_logits], labels)
+    losses["loss_tok_cls"].backward()
+    positive = torch.zeros(num_tokens, num_names, dtype=torch.bool)
+    positive[chosen[0], 2] = positive[chosen[1], 0] = True
+    assert (class_logits.grad[positive] < 0).all() and (class_logits.grad[~positive] > 0).all()
+    # confident right answers cost (almost) nothing, confident wrong ones cost a lot
+    right = torch.where(positive, 8.0, -8.0)
+    wrong = torch.where(positive.roll(1, dims=1), 8.0, -8.0)
+    assert loss_fn(objectness, points, centres, [right], labels)["loss_tok_cls"].item() < 1e-3
+    assert loss_fn(objectness, points, centres, [wrong], labels)["loss_tok_cls"].item() > 1.0
+    # an image without names (caption, VQA) adds nothing
+    none = loss_fn(objectness, points, [centres[0][:0]], [None], [labels[0][:0]])
+    assert none["loss_tok_cls"].item() == 0.0
 
 
 def test_tokenizer_loss_normalises_centres_by_image_shape(tokenizer):

@@ -39,7 +39,8 @@ def test_alpaca_7b_with_lora_builds_on_meta_and_counts_trainable_parameters():
     assert num_new == 1587
     expected = (lora_parameter_count(hidden, layers, rank)          # q, k, v, o adapters
                 + 2 * num_new * hidden                              # new input rows + new output rows (untied)
-                + hidden * hidden + hidden)                         # slot projection
+                + hidden * hidden + 2 * hidden                      # slot projection (weight, bias, RMS gain)
+                + 2 * 64 * hidden)                                  # class pointer (query, key at rank 64)
     count = decoder.num_trainable_parameters()
     print(f"Alpaca-7B + LoRA(r={rank}) trainable parameters: {count:,} "
           f"of {sum(p.numel() for p in decoder.parameters()):,}")

@@ -32,7 +32,8 @@ def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_di
     model.train()
     data = model.data_preprocessor(pseudo_collate(list(by_task.values())), True)
     losses = model(**data, mode="loss")
-    for key in ("loss_cls", "loss_loc", "loss_loc_l1", "loss_format", "loss_text", "loss_tok_obj", "loss_tok_ref"):
+    for key in ("loss_cls", "loss_loc", "loss_loc_l1", "loss_format", "loss_text", "loss_tok_obj", "loss_tok_ref",
+                "loss_tok_cls"):
         assert key in losses and torch.isfinite(losses[key]), key
     total = sum(v for k, v in losses.items() if "loss" in k)
     total.backward()
@@ -40,8 +41,9 @@ def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_di
     disconnected = [n for n, p in trainable.items() if p.grad is None]
     assert not disconnected, f"parameters outside the loss graph: {disconnected[:5]}"
     # Zero at initialisation by design: LoRA's A (B starts at 0) and what only reaches the output
-    # through the zero-initialised sampling offsets / attention weights of deformable attention.
-    zero_by_design = ("lora_A", "level_embed")
+    # through the zero-initialised sampling offsets / attention weights of deformable attention,
+    # and the class pointer's query (its key starts at zero so that the pointer starts silent).
+    zero_by_design = ("lora_A", "level_embed", "class_pointer.query")
     dead = [n for n, p in trainable.items() if not torch.any(p.grad != 0) and not any(z in n for z in zero_by_design)]
     assert not dead, f"parameters with an all-zero gradient: {dead[:5]}"
     for part in ("image_tokenizer.backbone", "image_tokenizer.text_encoder", "image_tokenizer.fusion",

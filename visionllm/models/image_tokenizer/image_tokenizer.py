@@ -28,12 +28,16 @@ class ImageTokenizer(nn.Module):
             single images; the paper configs keep the ResNet norms frozen.)
         loss: keyword arguments of :class:`TokenLoss` (L_tok).
         aux_loss: apply L_tok to every decoder layer's tokens too (keys ``d{i}.loss_tok_*``).
+        name_alignment: add ``loss_tok_cls`` to L_tok: each token scores the instruction's
+            category names (or the referring expression), embedded by the text encoder, and a
+            matched token must score its object's name. It teaches the visual features what the
+            objects are directly, not only through the long path of the LLM's class readout.
         freeze_backbone: stage 2 of the paper schedule freezes the backbone.
     """
 
     def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = dict(),  # noqa: B006 (never mutated)
                  embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
-                 aux_loss: bool = True, freeze_backbone: bool = False):
+                 aux_loss: bool = True, freeze_backbone: bool = False, name_alignment: bool = True):
         super().__init__()
         self.embed_dims = embed_dims
         self.backbone = MODELS.build(dict(embed_dims=embed_dims, **backbone))
@@ -44,6 +48,9 @@ class ImageTokenizer(nn.Module):
         self.transformer = MODELS.build(
             dict(type="DeformableTransformer", embed_dims=embed_dims, num_levels=num_levels, **transformer))
         self.objectness = nn.Linear(embed_dims, 1)
+        self.name_query = nn.Linear(embed_dims, embed_dims) if name_alignment else None
+        # prior probability 0.01 that a token scores a name, as for objectness
+        self.name_bias = nn.Parameter(torch.full((), -4.595)) if name_alignment else None
         self.token_loss = TokenLoss(**(loss or {}))
         self.exact_padding = exact_padding
         self.aux_loss = aux_loss
@@ -103,11 +110,23 @@ class ImageTokenizer(nn.Module):
             # earlier decoder layers get the same loss (Deformable-DETR's auxiliary losses)
             outputs["aux_objectness_logits"] = [self.objectness(e).squeeze(-1) for e in out["layer_embeds"][:-1]]
             outputs["aux_reference_points"] = out["layer_reference_points"][:-1]
+            outputs["aux_embeds"] = out["layer_embeds"][:-1]
         return outputs
 
+    def name_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """``[n, C]``: the text encoder's features of each name, averaged over its tokens."""
+        feats, padding = self.text_encoder(list(names))
+        valid = (~padding).unsqueeze(-1).to(feats.dtype)
+        return (feats * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+    def name_logits(self, embeds: torch.Tensor, names: torch.Tensor) -> torch.Tensor:
+        """Token-to-name logits ``[M, n]`` of one image's tokens ``[M, C]``."""
+        return self.name_query(embeds) @ names.t() / embeds.shape[-1] ** 0.5 + self.name_bias
+
     def loss(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Dict[str, torch.Tensor]:
-        """L_tok: objectness focal loss + L1 of matched reference points to gt box centres."""
-        centres = []
+        """L_tok: objectness focal loss + L1 of matched reference points to gt box centres
+        (+ token-to-name alignment, see ``name_alignment``)."""
+        centres, labels = [], []
         for sample in data_samples:
             h, w = sample.metainfo["img_shape"][:2]
             gt = sample.gt_instances.bboxes if "gt_instances" in sample and "bboxes" in sample.gt_instances \
@@ -115,9 +134,33 @@ class ImageTokenizer(nn.Module):
             gt = torch.as_tensor(gt, dtype=torch.float32, device=outputs["reference_points"].device).reshape(-1, 4)
             scale = gt.new_tensor([w, h])
             centres.append((gt[:, :2] + gt[:, 2:]) / 2 / scale)
-        losses = self.token_loss(outputs["objectness_logits"], outputs["reference_points"], centres)
-        for i, (logits, points) in enumerate(zip(outputs.get("aux_objectness_logits", []),
-                                                 outputs.get("aux_reference_points", []))):
-            for name, value in self.token_loss(logits, points, centres).items():
-                losses[f"d{i}.{name}"] = value
+            gt_labels = sample.gt_instances.labels if "gt_instances" in sample and "labels" in sample.gt_instances \
+                else torch.zeros(0)
+            labels.append(torch.as_tensor(gt_labels, dtype=torch.long, device=gt.device).reshape(-1))
+        layers = [(outputs["objectness_logits"], outputs["reference_points"], outputs.get("embeds"))]
+        layers += list(zip(outputs.get("aux_objectness_logits", []), outputs.get("aux_reference_points", []),
+                           outputs.get("aux_embeds", [])))
+        names_of = self._names_of(data_samples, outputs["reference_points"].device) if "embeds" in outputs else None
+        losses = {}
+        for i, (logits, points, embeds) in enumerate(layers):
+            class_logits = None
+            if names_of is not None:
+                class_logits = [None if names is None else self.name_logits(embeds[b], names)
+                                for b, names in enumerate(names_of)]
+            prefix = "" if i == 0 else f"d{i - 1}."
+            for name, value in self.token_loss(logits, points, centres, class_logits, labels).items():
+                losses[prefix + name] = value
         return losses
+
+    def _names_of(self, data_samples: List, device) -> Optional[List[Optional[torch.Tensor]]]:
+        """Per sample the embeddings ``[n, C]`` of its instruction's names (None without names);
+        each distinct name of the batch is encoded once."""
+        if self.name_query is None:
+            return None
+        per_sample = [list(sample.metainfo.get("categories") or []) for sample in data_samples]
+        distinct = list(dict.fromkeys(name for names in per_sample for name in names))
+        if not distinct:
+            return [None] * len(per_sample)
+        table = self.name_embeddings(distinct).to(device)
+        row = {name: i for i, name in enumerate(distinct)}
+        return [table[[row[n] for n in names]] if names else None for names in per_sample]
