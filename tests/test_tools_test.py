@@ -87,3 +87,14 @@ def test_tools_test_prints_tables_and_writes_standard_results(shapes_workspace):
     assert all(set(r) == {"question_id", "answer"} for r in json.load(open(out / "vqa.vqa.json")))
     pictures = os.listdir(show)
     assert any(p.startswith("segmentation_") for p in pictures) and any(p.startswith("vqa_") for p in pictures)
+
+
+def test_tools_test_refuses_a_missing_or_foreign_checkpoint(shapes_workspace):
+    from tools.test import main
+    root, config, _ = shapes_workspace
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        main([str(config), str(root / "nowhere.pth"), "--work-dir", str(root / "work")])
+    foreign = root / "foreign.pth"
+    torch.save(dict(state_dict=dict(other=torch.zeros(1))), foreign)
+    with pytest.raises(SystemExit, match="does not fit the model"):
+        main([str(config), str(foreign), "--work-dir", str(root / "work")])

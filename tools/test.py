@@ -15,6 +15,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from visionllm.apis.inferencer import load_trained_checkpoint  # noqa: E402
+from visionllm.apis.inputs import InputError  # noqa: E402
 from visionllm.apis.runner import build_runner, load_config  # noqa: E402
 
 
@@ -54,8 +56,12 @@ def set_outfile_prefix(evaluator, out_dir: str):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        sys.exit(f"error: checkpoint not found: {args.checkpoint}")
     cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
-    cfg.load_from = args.checkpoint
+    # Loaded below instead of through cfg.load_from: mmengine would list every frozen pretrained
+    # key the checkpoint leaves out by design, and would accept a checkpoint of another model.
+    cfg.load_from = None
     # Testing needs neither the training nor the validation parts (mmengine wants each group
     # complete or absent, and building them would read the training data).
     for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler",
@@ -70,6 +76,11 @@ def main(argv=None):
         cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
             dict(type="DrawPredictionsHook", show_dir=args.show_dir, score_thr=args.score_thr)]
     runner = build_runner(cfg)
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model  # (DDP-wrapped)
+    try:
+        load_trained_checkpoint(model, args.checkpoint)
+    except InputError as error:
+        sys.exit(f"error: {error}")
     return runner.test()
 
 
