@@ -46,7 +46,9 @@ def transformer_params(c=256, levels=4, heads=8, points=4, ffn=1024, enc=6, dec=
 def tokenizer_params(backbone_params, c=256, levels=4, text_hidden=768) -> int:
     fusion = levels * (4 * c * c + 4 * c + 2 * c)
     text = bert_params() + text_hidden * c + c + 2 * c
-    return backbone_params + text + fusion + transformer_params(c, levels) + c + 1
+    objectness = c + 1
+    name_alignment = c * c + c + 1  # name query projection + logit bias
+    return backbone_params + text + fusion + transformer_params(c, levels) + objectness + name_alignment
 
 
 def count(module) -> int:
