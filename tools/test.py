@@ -18,6 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from visionllm.apis.inferencer import load_trained_checkpoint  # noqa: E402
 from visionllm.apis.inputs import InputError  # noqa: E402
 from visionllm.apis.runner import build_runner, load_config  # noqa: E402
+from visionllm.engine import unwrapped_model  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -76,9 +77,8 @@ def main(argv=None):
         cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
             dict(type="DrawPredictionsHook", show_dir=args.show_dir, score_thr=args.score_thr)]
     runner = build_runner(cfg)
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model  # (DDP-wrapped)
     try:
-        load_trained_checkpoint(model, args.checkpoint)
+        load_trained_checkpoint(unwrapped_model(runner.model), args.checkpoint)
     except InputError as error:
         sys.exit(f"error: {error}")
     return runner.test()

@@ -54,6 +54,11 @@ def unwrapped_key(key: str) -> str:
     return key
 
 
+def unwrapped_model(model):
+    """The model inside a DDP-style wrapper (which keeps it as ``.module``), or the model itself."""
+    return model.module if hasattr(model, "module") else model
+
+
 @HOOKS.register_module()
 class TrainableStateCheckpointHook(Hook):
     """Drops from saved checkpoints the weights that ship with the embedded pretrained packages.
@@ -71,7 +76,7 @@ class TrainableStateCheckpointHook(Hook):
         checkpoint["state_dict"] = decompress_state_dict(checkpoint["state_dict"])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model = unwrapped_model(runner.model)
         if not hasattr(model, "frozen_pretrained_keys"):
             return
         drop = set(model.frozen_pretrained_keys())

@@ -129,13 +129,12 @@ class ImageTokenizer(nn.Module):
         centres, labels = [], []
         for sample in data_samples:
             h, w = sample.metainfo["img_shape"][:2]
-            gt = sample.gt_instances.bboxes if "gt_instances" in sample and "bboxes" in sample.gt_instances \
-                else torch.zeros(0, 4)
+            instances = sample.gt_instances if "gt_instances" in sample else {}
+            gt = instances.bboxes if "bboxes" in instances else torch.zeros(0, 4)
             gt = torch.as_tensor(gt, dtype=torch.float32, device=outputs["reference_points"].device).reshape(-1, 4)
             scale = gt.new_tensor([w, h])
             centres.append((gt[:, :2] + gt[:, 2:]) / 2 / scale)
-            gt_labels = sample.gt_instances.labels if "gt_instances" in sample and "labels" in sample.gt_instances \
-                else torch.zeros(0)
+            gt_labels = instances.labels if "labels" in instances else torch.zeros(0)
             labels.append(torch.as_tensor(gt_labels, dtype=torch.long, device=gt.device).reshape(-1))
         layers = [(outputs["objectness_logits"], outputs["reference_points"], outputs.get("embeds"))]
         layers += list(zip(outputs.get("aux_objectness_logits", []), outputs.get("aux_reference_points", []),
