@@ -1,6 +1,8 @@
 # The embedded default: the tiny model on the generated shapes data, all five tasks.
 #   python tools/make_shapes.py --out data/shapes
-#   python tools/train.py configs/visionllm_tiny_shapes.py
+#   python tools/pretrain_backbone_shapes.py --out work_dirs/backbone_shapes
+#   python tools/train.py configs/visionllm_tiny_shapes.py \
+#       --cfg-options model.image_tokenizer.backbone.checkpoint=work_dirs/backbone_shapes/resnet_body.pth
 _base_ = [
     "_base_/models/visionllm_tiny.py",
     "_base_/datasets/shapes_all_tasks.py",
@@ -10,7 +12,14 @@ _base_ = [
 max_iters = 3600
 warmup_iters = 200
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
-optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01))
+# The ResNet body starts from the dense shape-kind pretraining above (nothing is downloaded, so there
+# are no ImageNet weights). Its norm statistics come from 16-image batches; 2-image batches would
+# only add noise, so the norm layers stay frozen and the body learns 10x slower than the new layers.
+model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)))
+optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01),
+                     # bypass_duplicate: the LLM's input and output embeddings are tied (one parameter).
+                     paramwise_cfg=dict(custom_keys={"image_tokenizer.backbone.body": dict(lr_mult=0.1)},
+                                        bypass_duplicate=True))
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),
     dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=max_iters, eta_min_ratio=0.05),

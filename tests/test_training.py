@@ -86,3 +86,32 @@ def test_two_process_cpu_run_through_dist_train(tmp_path, tiny_llm_dir, tiny_wor
     log = proc.stdout + proc.stderr
     assert "world_size: 2" in log or "Distributed training: True" in log, log[-2000:]
     assert (work_dir / "iter_2.pth").exists()
+
+
+def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms():
+    """The embedded default's optimizer (paramwise lr_mult on the ResNet body, tied LLM embeddings
+    counted once) builds on the real model, and the body's norm layers stay frozen in training."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+
+    from visionllm.registry import MODELS
+    init_default_scope("visionllm")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = Config.fromfile(os.path.join(repo, "configs", "visionllm_tiny_shapes.py"))
+    model = MODELS.build(cfg.model)
+    model.train()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    lr_of = {id(p): group["lr"] for group in wrapper.optimizer.param_groups for p in group["params"]}
+    trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    grouped = [id(p) for group in wrapper.optimizer.param_groups for p in group["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(trainable) <= set(grouped)
+    for pid, name in trainable.items():
+        expected = 0.1 * base_lr if name.startswith("image_tokenizer.backbone.body.") else base_lr
+        assert lr_of[pid] == pytest.approx(expected), name
+    body = model.image_tokenizer.backbone.body
+    norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.training and not m.weight.requires_grad for m in norms)
+    assert any(p.requires_grad for p in body.parameters())
