@@ -320,3 +320,39 @@ def test_mmengine_init_weights_keeps_pretrained_llm(tiny_llama_dir):
     before = {k: v.clone() for k, v in decoder.llm.state_dict().items()}
     decoder.init_weights()
     assert all(torch.equal(before[k], v) for k, v in decoder.llm.state_dict().items())
+
+
+def test_token_class_prior_picks_each_slots_label_across_passes(tiny_llama_dir):
+    """A decisive prior on (token s, name t_s) makes slot s predict t_s, also when the names are
+    split into passes (the prior is sliced by each pass's offset)."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    names = ["cat", "dog", "cow", "owl", "fox"]
+    decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2)
+    decoder.eval()
+    text = "Detect " + format_category_set(names) + " in <image>. Answer as (c, x1, y1, x2, y2)."
+    embeds, refs = torch.randn(1, 4, 64, generator=g), torch.rand(1, 4, 2, generator=g)
+    for _ in range(2):  # the labels follow the prior, whichever names it picks
+        targets = torch.randperm(5, generator=g)[:4]
+        prior = torch.full((4, 5), -30.0)
+        prior[torch.arange(4), targets] = 30.0
+        sample = make_sample("detection", text, categories=names)
+        merged = decoder.predict(embeds, refs, [sample], [prior])[0].pred_instances
+        top = merged.scores.argsort(descending=True)[:4]
+        assert (merged.scores[top] > 0.99).all()
+        assert sorted(merged.labels[top].tolist()) == sorted((10 + targets).tolist())
+
+
+def test_token_class_prior_enters_the_class_loss(tiny_llama_dir):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    names = ["cat", "dog", "cow"]
+    decoder = build_decoder(tiny_llama_dir, num_slots=4)
+    text = "Detect " + format_category_set(names) + " in <image>. Answer as (c, x1, y1, x2, y2)."
+    embeds, refs = torch.randn(1, 4, 64, generator=g), torch.rand(1, 4, 2, generator=g)
+    boxes = torch.tensor([random_box(g, 80, 64) for _ in range(2)])
+    sample = make_sample("detection", text, categories=names, output_format=("cls", "x1", "y1", "x2", "y2"),
+                         bboxes=boxes, labels=torch.tensor([1, 1]))
+    right, wrong = torch.full((4, 3), -5.0), torch.full((4, 3), -5.0)
+    right[:, 1], wrong[:, 2] = 8.0, 8.0
+    losses = {name: decoder.loss(embeds, refs, [sample], prior)["loss_cls"].item()
+              for name, prior in (("right", [right]), ("none", None), ("wrong", [wrong]))}
+    assert losses["right"] < losses["none"] < losses["wrong"]

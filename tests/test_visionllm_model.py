@@ -99,3 +99,26 @@ def test_checkpoint_holds_only_trained_weights_and_restores_predictions(tmp_path
     for a, b in zip(expected, got):
         torch.testing.assert_close(a.pred_instances.bboxes, b.pred_instances.bboxes, rtol=0, atol=0)
         torch.testing.assert_close(a.pred_instances.scores, b.pred_instances.scores, rtol=0, atol=0)
+
+
+def test_token_class_prior_reaches_the_decoder(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):  # noqa: F811
+    """The tokenizer's token-to-name logits are computed once per forward (and reused by
+    loss_tok_cls) and change the decoder's class scores; the flag turns them off."""
+    cfg, model, _, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    model.eval()
+    model.task_decoder.generate_format = False
+    with torch.no_grad():
+        model.image_tokenizer.name_bias.fill_(3.0)  # a prior far from the init's near-constant -4.6
+        model.image_tokenizer.name_query.weight.normal_(0, 1.0)
+    item = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "detection")
+    data = model.data_preprocessor(pseudo_collate([item]), False)
+    with torch.no_grad():
+        outputs = model(**data, mode="tensor")
+        priors = outputs["class_priors"]
+        num_names = len(data["data_samples"][0].categories)
+        assert priors is not None and priors[0].shape == (outputs["embeds"].shape[1], num_names)
+        with_prior = model(**data, mode="predict")[0].pred_instances.scores.clone()
+        model.token_class_prior = False
+        assert model(**data, mode="tensor")["class_priors"] is None
+        without = model(**data, mode="predict")[0].pred_instances.scores
+    assert len(with_prior) != len(without) or not torch.allclose(with_prior.sort().values, without.sort().values)

@@ -21,6 +21,12 @@ class VisionLLM(BaseModel):
         task_decoder: config of the ``LLMTaskDecoder``.
         tokenizer_loss_weight: weight of the tokenizer's auxiliary loss L_tok.
         freeze_image_tokenizer: stage 2 of the paper schedule trains the decoder only.
+        token_class_prior: add each image token's name logits (the tokenizer's name alignment,
+            trained by ``loss_tok_cls``) to the class logits of the slot bound to that token. The
+            tokenizer sees which object a token covers; the LLM then only has to confirm it,
+            instead of re-learning through LoRA which of the prompt's names the token's features
+            match (measured: tokens named the right shape 89 % of the time while the LLM's class
+            of the best box was at chance).
         pretrained_prefixes: module prefixes whose weights come from installed pretrained
             packages or local pretrained directories at build time (base LLM, text encoder);
             their frozen parameters and buffers are left out of checkpoints.
@@ -28,7 +34,8 @@ class VisionLLM(BaseModel):
 
     def __init__(self, image_tokenizer: dict, task_decoder: dict,
                  data_preprocessor: Optional[dict] = None, tokenizer_loss_weight: float = 1.0,
-                 freeze_image_tokenizer: bool = False, pretrained_prefixes: Sequence[str] = (),
+                 freeze_image_tokenizer: bool = False, token_class_prior: bool = True,
+                 pretrained_prefixes: Sequence[str] = (),
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
@@ -39,6 +46,7 @@ class VisionLLM(BaseModel):
         self.token_projection = ScaledProjection(self.image_tokenizer.embed_dims, self.task_decoder.hidden_size,
                                                  self.task_decoder.input_rms)
         self.tokenizer_loss_weight = tokenizer_loss_weight
+        self.token_class_prior = token_class_prior
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:
             for param in self.image_tokenizer.parameters():
@@ -48,6 +56,8 @@ class VisionLLM(BaseModel):
         texts = [sample.instruction for sample in data_samples]
         outputs = self.image_tokenizer(images, image_masks, texts)
         outputs["llm_embeds"] = self.token_projection(outputs["embeds"])
+        outputs["class_priors"] = (self.image_tokenizer.token_name_logits(outputs, data_samples)
+                                   if self.token_class_prior else None)
         return outputs
 
     def forward(self, inputs: Dict[str, torch.Tensor], data_samples: Optional[List] = None,
@@ -58,14 +68,16 @@ class VisionLLM(BaseModel):
         if mode == "tensor":
             return outputs
         if mode == "loss":
-            losses = self.task_decoder.loss(outputs["llm_embeds"], outputs["reference_points"], data_samples)
+            losses = self.task_decoder.loss(outputs["llm_embeds"], outputs["reference_points"], data_samples,
+                                            outputs["class_priors"])
             token_losses = self.image_tokenizer.loss(outputs, data_samples)
             for name, value in token_losses.items():
                 # Weight loss terms only; mmengine logs every key that contains 'loss'.
                 losses[name] = value * self.tokenizer_loss_weight if "loss" in name else value
             return losses
         if mode == "predict":
-            return self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples)
+            return self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
+                                             outputs["class_priors"])
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 
     def init_weights(self):

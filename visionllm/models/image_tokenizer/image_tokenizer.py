@@ -139,7 +139,9 @@ class ImageTokenizer(nn.Module):
         layers = [(outputs["objectness_logits"], outputs["reference_points"], outputs.get("embeds"))]
         layers += list(zip(outputs.get("aux_objectness_logits", []), outputs.get("aux_reference_points", []),
                            outputs.get("aux_embeds", [])))
-        names_of = self._names_of(data_samples, outputs["reference_points"].device) if "embeds" in outputs else None
+        names_of = None
+        if "embeds" in outputs:
+            names_of = outputs.get("name_table") or self.names_of(data_samples, outputs["reference_points"].device)
         losses = {}
         for i, (logits, points, embeds) in enumerate(layers):
             class_logits = None
@@ -151,7 +153,17 @@ class ImageTokenizer(nn.Module):
                 losses[prefix + name] = value
         return losses
 
-    def _names_of(self, data_samples: List, device) -> Optional[List[Optional[torch.Tensor]]]:
+    def token_name_logits(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Optional[List]:
+        """Per sample the logits ``[M, n]`` of every image token for each of the instruction's
+        names (None for a sample without names; None overall without name alignment). The name
+        embeddings are kept in ``outputs['name_table']`` so that :meth:`loss` reuses them."""
+        outputs["name_table"] = self.names_of(data_samples, outputs["embeds"].device)
+        if outputs["name_table"] is None:
+            return None
+        return [None if names is None else self.name_logits(outputs["embeds"][b], names)
+                for b, names in enumerate(outputs["name_table"])]
+
+    def names_of(self, data_samples: List, device) -> Optional[List[Optional[torch.Tensor]]]:
         """Per sample the embeddings ``[n, C]`` of its instruction's names (None without names);
         each distinct name of the batch is encoded once."""
         if self.name_query is None:

@@ -208,13 +208,16 @@ class LLMTaskDecoder(BaseModule):
         return F.cross_entropy(logits, labels[where])
 
     def _field_logits(self, group_hidden: torch.Tensor, num_categories: int,
-                      class_context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                      class_context: Optional[torch.Tensor] = None,
+                      class_prior: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``[N, n+1]`` (last = no-object) and location logits ``[N, F-1, bins]``
         of one image, computed over the allowed token subsets only.
 
         ``class_context [n, C]``: the prompt's hidden states at its ``<c0>..<c{n-1}>`` tokens
         (:meth:`_class_context`); with ``contextual_class_logits`` the class logit of ``<ci>``
         also gets the ``ClassPointer`` score between the slot and that state.
+        ``class_prior [M, n]``: logits of each image token for each category (the image
+        tokenizer's name alignment), added to the class logits of the slot bound to the token.
         """
         allowed = torch.cat([self.class_ids[:num_categories],
                              self.class_ids.new_tensor([self.no_object_id])])
@@ -222,6 +225,9 @@ class LLMTaskDecoder(BaseModule):
         if self.class_pointer is not None and class_context is not None and num_categories:
             extra = self.class_pointer(group_hidden[:, 0], class_context)
             cls_logits = torch.cat([cls_logits[:, :num_categories] + extra, cls_logits[:, num_categories:]], dim=1)
+        if class_prior is not None and num_categories:
+            prior = class_prior[:group_hidden.shape[0]].to(cls_logits.dtype)
+            cls_logits = torch.cat([cls_logits[:, :num_categories] + prior, cls_logits[:, num_categories:]], dim=1)
         loc_logits = self.head.subset_logits(group_hidden[:, 1:], self.location_ids)
         return cls_logits, loc_logits
 
@@ -248,7 +254,9 @@ class LLMTaskDecoder(BaseModule):
 
     # ------------------------------------------------------------------ training
     def loss(self, image_embeds: torch.Tensor, reference_points: torch.Tensor,
-             data_samples: List) -> Dict[str, torch.Tensor]:
+             data_samples: List, class_priors: Optional[List[Optional[torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
+        """``class_priors``: per sample ``[M, n]`` token-to-category logits or None (see
+        :meth:`_field_logits`)."""
         losses: Dict[str, torch.Tensor] = {}
         structured: Dict[Tuple[str, ...], List[int]] = {}
         text: List[int] = []
@@ -262,8 +270,10 @@ class LLMTaskDecoder(BaseModule):
                 raise ValueError(f"unknown task {task!r}")
         terms: Dict[str, List[Tuple[torch.Tensor, float]]] = {}
         for fields, indices in structured.items():
+            priors = [class_priors[i] for i in indices] if class_priors is not None else None
             for name, value, weight in self._structured_loss(
-                    image_embeds[indices], reference_points[indices], [data_samples[i] for i in indices], fields):
+                    image_embeds[indices], reference_points[indices], [data_samples[i] for i in indices], fields,
+                    priors):
                 terms.setdefault(name, []).append((value, weight))
         if text:
             value = self._text_loss(image_embeds[text], [data_samples[i] for i in text])
@@ -286,7 +296,7 @@ class LLMTaskDecoder(BaseModule):
         return self._assemble([self._prompt_segments(text, embeds) + [(format_ids, True)]
                                for text, embeds in zip(instructions, image_embeds)])
 
-    def _structured_loss(self, image_embeds, reference_points, samples, fields):
+    def _structured_loss(self, image_embeds, reference_points, samples, fields, class_priors=None):
         """Yield ``(name, loss, weight)`` for one sub-batch sharing an output format."""
         prefix = self._structured_prefix(image_embeds, [_meta(s, "instruction") for s in samples], fields)
         prefix_hidden, group_hidden = parallel_forward(
@@ -305,7 +315,8 @@ class LLMTaskDecoder(BaseModule):
             h, w = _meta(sample, "img_shape")[:2]
             img_wh = (float(w), float(h))
             cls_logits, loc_logits = self._field_logits(
-                group_hidden[b], len(categories), self._class_context(prefix_hidden, prefix, b, len(categories)))
+                group_hidden[b], len(categories), self._class_context(prefix_hidden, prefix, b, len(categories)),
+                class_priors[b] if class_priors is not None else None)
             gt_points, gt_labels = self._gt_points(sample, num_points)
             gt_points, gt_labels = gt_points.to(refs.device), gt_labels.to(refs.device)
             slot_idx, gt_idx = self._match(cls_logits, loc_logits, refs, img_wh, gt_points, gt_labels)
@@ -373,14 +384,15 @@ class LLMTaskDecoder(BaseModule):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict(self, image_embeds: torch.Tensor, reference_points: torch.Tensor,
-                data_samples: List) -> List:
+                data_samples: List, class_priors: Optional[List[Optional[torch.Tensor]]] = None) -> List:
         structured, text = [], []
         for i, sample in enumerate(data_samples):
             task = _meta(sample, "task")
             (structured if task in STRUCTURED_TASKS else text).append(i)
         if structured:
             self._predict_structured(image_embeds[structured], reference_points[structured],
-                                     [data_samples[i] for i in structured])
+                                     [data_samples[i] for i in structured],
+                                     [class_priors[i] for i in structured] if class_priors is not None else None)
         if text:
             texts = self.generate_text(image_embeds[text], [_meta(data_samples[i], "instruction") for i in text])
             for i, value in zip(text, texts):
@@ -452,7 +464,7 @@ class LLMTaskDecoder(BaseModule):
             results.append(ids[:int(where[0]) + 1] if len(where) else None)
         return results
 
-    def _predict_structured(self, image_embeds, reference_points, samples) -> None:
+    def _predict_structured(self, image_embeds, reference_points, samples, class_priors=None) -> None:
         from visionllm.instructions import format_category_set, split_category_set
         # Expand category sets beyond the budget into passes: (sample index, instruction, names, offset).
         passes = []
@@ -482,15 +494,19 @@ class LLMTaskDecoder(BaseModule):
             for row, k in enumerate(members):
                 i, _, names, offset = passes[k]
                 context = self._class_context(prefix_hidden, prefix, row, len(names))
+                prior = None
+                if class_priors is not None and class_priors[i] is not None:
+                    prior = class_priors[i][:, offset:offset + len(names)]
                 results.setdefault(i, []).append(self._decode_slots(
-                    group_hidden[row], reference_points[i], samples[i], len(names), offset, fields, context))
+                    group_hidden[row], reference_points[i], samples[i], len(names), offset, fields, context, prior))
         for i, sample in enumerate(samples):
             sample.pred_instances = self._merge(results[i], sample)
 
-    def _decode_slots(self, group_hidden, refs, sample, num_categories, offset, fields, class_context=None) -> dict:
+    def _decode_slots(self, group_hidden, refs, sample, num_categories, offset, fields, class_context=None,
+                      class_prior=None) -> dict:
         num_slots = group_hidden.shape[0]
         refs = refs[:num_slots]
-        cls_logits, loc_logits = self._field_logits(group_hidden, num_categories, class_context)
+        cls_logits, loc_logits = self._field_logits(group_hidden, num_categories, class_context, class_prior)
         probs = cls_logits.softmax(-1)[:, :num_categories]
         scores, labels = probs.max(-1) if num_categories else (probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long))
         h, w = _meta(sample, "img_shape")[:2]
