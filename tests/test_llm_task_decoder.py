@@ -170,13 +170,20 @@ def test_save_load_trainable_state_reproduces_predictions(trained, tiny_llama_di
                 assert torch.equal(getattr(a.pred_instances, key), getattr(b, key))
 
 
-def test_category_sets_beyond_the_budget_run_in_passes(tiny_llama_dir):
+def five_names_in_passes_of_two(llm_dir):
+    """An eval-mode decoder of 4 slots whose 5-name detection instruction runs in 3 passes,
+    with random image tokens: ``(generator, names, decoder, text, embeds, refs)``."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     names = ["cat", "dog", "cow", "owl", "fox"]
-    decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2)
+    decoder = build_decoder(llm_dir, num_slots=4, max_classes_per_pass=2)
     decoder.eval()
     text = "Detect " + format_category_set(names) + " in <image>. Answer as (c, x1, y1, x2, y2)."
     embeds, refs = torch.randn(1, 4, 64, generator=g), torch.rand(1, 4, 2, generator=g)
+    return g, names, decoder, text, embeds, refs
+
+
+def test_category_sets_beyond_the_budget_run_in_passes(tiny_llama_dir):
+    g, names, decoder, text, embeds, refs = five_names_in_passes_of_two(tiny_llama_dir)
     merged = decoder.predict(embeds, refs, [make_sample("detection", text, categories=names)])[0].pred_instances
     assert len(merged) == 3 * 4  # three passes (2 + 2 + 1 names) of four slots each
     # The same predictions as running each chunk's instruction on its own, labels offset by chunk.
@@ -325,12 +332,7 @@ def test_mmengine_init_weights_keeps_pretrained_llm(tiny_llama_dir):
 def test_token_class_prior_picks_each_slots_label_across_passes(tiny_llama_dir):
     """A decisive prior on (token s, name t_s) makes slot s predict t_s, also when the names are
     split into passes (the prior is sliced by each pass's offset)."""
-    g = torch.Generator().manual_seed(torch.seed() % 2**31)
-    names = ["cat", "dog", "cow", "owl", "fox"]
-    decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2)
-    decoder.eval()
-    text = "Detect " + format_category_set(names) + " in <image>. Answer as (c, x1, y1, x2, y2)."
-    embeds, refs = torch.randn(1, 4, 64, generator=g), torch.rand(1, 4, 2, generator=g)
+    g, names, decoder, text, embeds, refs = five_names_in_passes_of_two(tiny_llama_dir)
     for _ in range(2):  # the labels follow the prior, whichever names it picks
         targets = torch.randperm(5, generator=g)[:4]
         prior = torch.full((4, 5), -30.0)

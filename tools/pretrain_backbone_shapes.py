@@ -11,6 +11,7 @@ holds only the ResNet body (timm key names) and feeds the model config through
 accuracy on the val split (mean class probability over each object's pixels).
 """
 import argparse
+import io
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from visionllm.engine.checkpoint import AtomicLocalBackend  # noqa: E402
 from visionllm.models.image_tokenizer.backbones.resnet import ResNetBackbone  # noqa: E402
 
 IGNORE = 255
@@ -138,9 +140,9 @@ def random_batch(rng: np.random.Generator, images: np.ndarray, labels: np.ndarra
 
 
 def save_atomically(state: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    AtomicLocalBackend().put(buffer.getvalue(), path)
 
 
 def main(argv=None):

@@ -222,12 +222,13 @@ class LLMTaskDecoder(BaseModule):
         allowed = torch.cat([self.class_ids[:num_categories],
                              self.class_ids.new_tensor([self.no_object_id])])
         cls_logits = self.head.subset_logits(group_hidden[:, 0], allowed)
-        if self.class_pointer is not None and class_context is not None and num_categories:
-            extra = self.class_pointer(group_hidden[:, 0], class_context)
+        extra = 0
+        if self.class_pointer is not None and class_context is not None:
+            extra = extra + self.class_pointer(group_hidden[:, 0], class_context)
+        if class_prior is not None:
+            extra = extra + class_prior[:group_hidden.shape[0]].to(cls_logits.dtype)
+        if num_categories and torch.is_tensor(extra):
             cls_logits = torch.cat([cls_logits[:, :num_categories] + extra, cls_logits[:, num_categories:]], dim=1)
-        if class_prior is not None and num_categories:
-            prior = class_prior[:group_hidden.shape[0]].to(cls_logits.dtype)
-            cls_logits = torch.cat([cls_logits[:, :num_categories] + prior, cls_logits[:, num_categories:]], dim=1)
         loc_logits = self.head.subset_logits(group_hidden[:, 1:], self.location_ids)
         return cls_logits, loc_logits
 
