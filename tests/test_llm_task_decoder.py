@@ -345,14 +345,16 @@ def test_token_class_prior_picks_each_slots_label_across_passes(tiny_llama_dir):
 
 
 def test_token_class_prior_enters_the_class_loss(tiny_llama_dir):
+    """One object per slot, so every slot is matched: a prior that is the same on every slot then
+    only moves the matched slots' class terms (unmatched slots would target no-object instead)."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     names = ["cat", "dog", "cow"]
     decoder = build_decoder(tiny_llama_dir, num_slots=4)
     text = "Detect " + format_category_set(names) + " in <image>. Answer as (c, x1, y1, x2, y2)."
     embeds, refs = torch.randn(1, 4, 64, generator=g), torch.rand(1, 4, 2, generator=g)
-    boxes = torch.tensor([random_box(g, 80, 64) for _ in range(2)])
+    boxes = torch.tensor([random_box(g, 80, 64) for _ in range(4)])
     sample = make_sample("detection", text, categories=names, output_format=("cls", "x1", "y1", "x2", "y2"),
-                         bboxes=boxes, labels=torch.tensor([1, 1]))
+                         bboxes=boxes, labels=torch.tensor([1, 1, 1, 1]))
     right, wrong = torch.full((4, 3), -5.0), torch.full((4, 3), -5.0)
     right[:, 1], wrong[:, 2] = 8.0, 8.0
     losses = {name: decoder.loss(embeds, refs, [sample], prior)["loss_cls"].item()
