@@ -257,3 +257,33 @@ def test_shapes_config_train_mixture_builds_every_task(tmp_path, monkeypatch):
         tasks.add(sample.task)
         assert sample.instruction.count("<image>") == 1
     assert tasks == {"detection", "segmentation", "grounding", "caption", "vqa"}
+
+
+@pytest.mark.parametrize("kind", ["caption", "vqa"])
+def test_text_task_readers_take_image_boxes_from_an_instances_file(coco_files, kind):
+    """``boxes_file`` gives caption / VQA samples their image's boxes (xyxy, label -1 = no named
+    category); crowd regions stay ignored and unusable boxes are left out."""
+    root, coco = coco_files
+    if kind == "caption":
+        captions = dict(images=coco["images"][:3],
+                        annotations=[dict(id=i, image_id=i, caption=f"picture {i}") for i in range(1, 4)])
+        (root / "captions.json").write_text(json.dumps(captions))
+        cfg = dict(type="CocoCaptionDataset", ann_file="captions.json")
+    else:
+        questions = dict(questions=[dict(image_id=i, question="how many?", question_id=i) for i in range(1, 4)])
+        (root / "q.json").write_text(json.dumps(questions))
+        cfg = dict(type="VQAv2Dataset", ann_file="q.json", image_info_file="instances.json")
+    common = dict(cfg, data_root=str(root), data_prefix=dict(img_path=str(root / "imgs")))
+    with_boxes, _ = _build(dict(common, boxes_file="instances.json"))
+    without, _ = _build(common)
+    assert "instances" not in without.get_data_info(0)
+    for idx in range(len(with_boxes)):
+        info = with_boxes.get_data_info(idx)
+        expected = []
+        for ann in coco["annotations"]:
+            x, y, w, h = ann["bbox"]
+            if ann["image_id"] == info["img_id"] and w > 0 and h > 0:
+                expected.append(([x, y, x + w, y + h], ann["iscrowd"]))
+        got = [(i["bbox"], i["ignore_flag"]) for i in info["instances"]]
+        assert sorted(got) == sorted(expected) and len(got) >= 2
+        assert {i["bbox_label"] for i in info["instances"]} == {-1}

@@ -36,8 +36,8 @@ def tokenizer():
     return model.eval()
 
 
-def make_sample(h, w, boxes, categories=None, labels=None):
-    metainfo = dict(img_shape=(h, w))
+def make_sample(h, w, boxes, categories=None, labels=None, task=None):
+    metainfo = dict(img_shape=(h, w), task=task)
     if categories is not None:
         metainfo["categories"] = categories
     sample = DetDataSample(metainfo=metainfo)
@@ -248,3 +248,36 @@ def test_internimage_tokenizer_end_to_end():
     dcn = model.backbone.body.levels[0].blocks[0].dcn
     for param in (dcn.offset.weight, dcn.mask.weight, dcn.input_proj.weight, model.backbone.body.patch_embed.conv1.weight):
         assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+def test_captions_and_questions_supervise_tokens_only_where_boxes_are_known(tokenizer):
+    """A detection image without objects teaches "no objects here"; a caption or question without
+    boxes knows nothing about objects and adds no token loss; with its image's boxes it teaches
+    tokens to sit on them like a box task."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    h, w = 48, 64
+    boxes = torch.tensor([[4.0, 6.0, 20.0, 30.0], [30.0, 10.0, 60.0, 44.0]])
+    logits = torch.randn(1, NUM_QUERIES, generator=g)
+    points = torch.rand(1, NUM_QUERIES, 2, generator=g)
+
+    def outputs():
+        return dict(objectness_logits=logits.clone().requires_grad_(), reference_points=points.clone())
+
+    for task in ("caption", "vqa"):
+        out = outputs()
+        losses = tokenizer.loss(out, [make_sample(h, w, [], labels=[], task=task)])
+        assert losses["loss_tok_obj"].item() == 0.0 and losses["loss_tok_ref"].item() == 0.0
+        with_boxes = tokenizer.loss(outputs(), [make_sample(h, w, boxes, labels=[-1, -1], task=task)])
+        as_detection = tokenizer.loss(outputs(), [make_sample(h, w, boxes, task="detection")])
+        assert with_boxes["loss_tok_ref"].item() > 0
+        for name in ("loss_tok_obj", "loss_tok_ref"):
+            assert with_boxes[name].item() == pytest.approx(as_detection[name].item(), rel=1e-6)
+    out = outputs()
+    negatives = tokenizer.loss(out, [make_sample(h, w, [], task="detection")])
+    assert negatives["loss_tok_obj"].item() > 0
+    # in a mixed batch the unsupervised image's tokens get no gradient, the other's do
+    out = dict(objectness_logits=logits.repeat(2, 1).requires_grad_(), reference_points=points.repeat(2, 1, 1))
+    samples = [make_sample(h, w, [], labels=[], task="caption"), make_sample(h, w, boxes, task="detection")]
+    tokenizer.loss(out, samples)["loss_tok_obj"].backward()
+    grad = out["objectness_logits"].grad
+    assert (grad[0] == 0).all() and (grad[1] != 0).any()

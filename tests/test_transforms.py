@@ -164,9 +164,11 @@ def test_pipeline_packs_contract_samples_for_every_task(shapes_root, train):
         segmentation=dict(type="CocoInstancesDataset", ann_file=str(ann / "instances_val.json"), task="segmentation"),
         grounding=dict(type="RefCocoDataset", ann_file=str(ann / "instances_val.json"),
                        refs_file=str(ann / "refs_val.json")),
-        caption=dict(type="CocoCaptionDataset", ann_file=str(ann / "captions_val.json")),
+        caption=dict(type="CocoCaptionDataset", ann_file=str(ann / "captions_val.json"),
+                     boxes_file=str(ann / "instances_val.json")),
         vqa=dict(type="VQAv2Dataset", ann_file=str(ann / "vqa_questions_val.json"),
-                 answers_file=str(ann / "vqa_annotations_val.json"), image_info_file=str(ann / "instances_val.json")))
+                 answers_file=str(ann / "vqa_annotations_val.json"), image_info_file=str(ann / "instances_val.json"),
+                 boxes_file=str(ann / "instances_val.json")))
     for task, cfg in cfgs.items():
         dataset = DATASETS.build(dict(cfg, data_prefix=prefix, pipeline=_pipeline(train), test_mode=not train))
         for idx in range(min(3, len(dataset))):
@@ -213,9 +215,17 @@ def test_pipeline_packs_contract_samples_for_every_task(shapes_root, train):
                 assert sample.output_format == ("cls", "x1", "y1", "x2", "y2")
                 expression = info["expression"]
                 assert sample.expression == (swap_left_right(expression) if sample.flip else expression)
-            elif task == "caption":
-                assert sample.target_text in sample.gt_texts and sample.output_format is None
             else:
+                # text tasks keep their image's boxes (tokenizer targets), unnamed, moved with the image
+                kept = [i["bbox"] for i in info["instances"] if not i["ignore_flag"]]
+                expected = np.asarray(kept).reshape(-1, 4) * [sx, sy, sx, sy]
+                if sample.flip:
+                    expected[:, [0, 2]] = sample.img_shape[1] - expected[:, [2, 0]]
+                assert len(kept) > 0 and gt.labels.tolist() == [-1] * len(kept)
+                assert np.allclose(gt.bboxes.numpy(), expected, atol=1e-3)
+            if task == "caption":
+                assert sample.target_text in sample.gt_texts and sample.output_format is None
+            elif task == "vqa":
                 assert sample.question_id == info["question_id"] and sample.target_text in sample.gt_texts
                 assert info["question"] in sample.instruction or sample.flip
 

@@ -65,6 +65,27 @@ def xywh_box_problem(bbox: Sequence[float], width: Optional[float] = None, heigh
     return None, [x1, y1, x2, y2]
 
 
+def join_root(root: Optional[str], path: str) -> str:
+    """``path`` under the dataset's ``data_root`` unless it is empty or absolute."""
+    return os.path.join(root, path) if path and root and not os.path.isabs(path) else path
+
+
+def load_image_boxes(path: str) -> dict:
+    """Boxes of a COCO instances json by image id, for tasks whose own annotation has none
+    (caption, VQA): ``{image_id: [dict(bbox=xyxy, bbox_label=-1, ignore_flag)]}``. The label is
+    -1 because those tasks name no categories; the boxes only tell the image tokenizer where the
+    objects are. Unusable boxes are left out (the instances readers count them)."""
+    coco = load_annotation(path)
+    sizes = {img["id"]: (img.get("width"), img.get("height")) for img in coco.get("images", [])}
+    boxes = {}
+    for ann in coco.get("annotations", []):
+        problem, box = xywh_box_problem(ann.get("bbox"), *sizes.get(ann["image_id"], (None, None)))
+        if problem is None:
+            boxes.setdefault(ann["image_id"], []).append(
+                dict(bbox=box, bbox_label=-1, ignore_flag=int(bool(ann.get("iscrowd", 0)))))
+    return boxes
+
+
 def polygon_problem(segmentation) -> Optional[str]:
     """Reason why a COCO polygon segmentation is unusable, or None."""
     if not isinstance(segmentation, list) or len(segmentation) == 0:

@@ -6,7 +6,7 @@ from mmengine.dataset import BaseDataset
 
 from visionllm.registry import DATASETS
 
-from .base import BadAnnotations, load_annotation
+from .base import BadAnnotations, join_root, load_annotation, load_image_boxes
 
 
 @DATASETS.register_module()
@@ -19,19 +19,25 @@ class CocoCaptionDataset(BaseDataset):
       ``'restval'`` when ``include_restval``).
     - COCO captions: ``{"images": [{id, file_name}], "annotations": [{image_id, caption}]}``.
 
+    Args:
+        boxes_file: optional COCO instances json of the same images (ids = ``img_id``); its boxes
+            become the sample's ``instances`` (label -1) so the image tokenizer learns to put
+            tokens on the objects a caption describes (``load_image_boxes``).
+
     data_info: ``img_path, img_id, task='caption', gt_texts (list[str])`` (+ height, width when
-    known).
+    known, + ``instances`` with ``boxes_file``).
     """
 
     METAINFO = dict(task="caption")
 
     def __init__(self, *args, split: Optional[Union[str, Sequence[str]]] = None, include_restval: bool = True,
-                 check_image_files: bool = True, **kwargs):
+                 check_image_files: bool = True, boxes_file: str = "", **kwargs):
         splits = [split] if isinstance(split, str) else split
         if splits is not None and include_restval and "train" in splits:
             splits = list(splits) + ["restval"]
         self.split = splits
         self.check_image_files = check_image_files
+        self.boxes_file = join_root(kwargs.get("data_root"), boxes_file)
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> List[dict]:
@@ -43,8 +49,11 @@ class CocoCaptionDataset(BaseDataset):
             entries = self._karpathy(images, prefix)
         else:
             entries = self._coco(data, prefix)
+        boxes = load_image_boxes(self.boxes_file) if self.boxes_file else None
         data_list = []
         for entry in entries:
+            if boxes is not None:
+                entry["instances"] = boxes.get(entry["img_id"], [])
             if not entry["gt_texts"]:
                 bad.skip("image without captions")
             elif self.check_image_files and not os.path.isfile(entry["img_path"]):

@@ -6,7 +6,7 @@ from mmengine.dataset import BaseDataset
 
 from visionllm.registry import DATASETS
 
-from .base import BadAnnotations, load_annotation, sentences_of, xywh_box_problem
+from .base import BadAnnotations, join_root, load_annotation, sentences_of, xywh_box_problem
 
 
 @DATASETS.register_module()
@@ -27,12 +27,9 @@ class RefCocoDataset(BaseDataset):
 
     def __init__(self, *args, refs_file: str = "", split: Optional[Union[str, Sequence[str]]] = None,
                  check_image_files: bool = True, **kwargs):
-        self.refs_file = refs_file
+        self.refs_file = join_root(kwargs.get("data_root"), refs_file)
         self.split = [split] if isinstance(split, str) else split
         self.check_image_files = check_image_files
-        data_root = kwargs.get("data_root") or ""
-        if self.refs_file and data_root and not os.path.isabs(self.refs_file):
-            self.refs_file = os.path.join(data_root, self.refs_file)
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> List[dict]:

@@ -7,7 +7,7 @@ from mmengine.dataset import BaseDataset
 
 from visionllm.registry import DATASETS
 
-from .base import BadAnnotations, check_ann_file, load_annotation
+from .base import BadAnnotations, join_root, load_annotation, load_image_boxes
 
 
 @DATASETS.register_module()
@@ -21,20 +21,23 @@ class VQAv2Dataset(BaseDataset):
         image_info_file: a COCO json whose ``images`` give each ``file_name``; without it the
             name is ``img_name_template.format(subtype=data_subtype, image_id=...)``, the COCO
             convention ``COCO_val2014_000000000042.jpg``.
+        boxes_file: optional COCO instances json of the same images; its boxes become the
+            sample's ``instances`` (label -1) so the image tokenizer learns to put tokens on the
+            objects the question may be about (``load_image_boxes``).
 
     data_info: ``img_path, img_id, task='vqa', question, question_id, gt_texts (the 10 human
-    answers), target_text (the most frequent answer)``.
+    answers), target_text (the most frequent answer)`` (+ ``instances`` with ``boxes_file``).
     """
 
     METAINFO = dict(task="vqa")
 
     def __init__(self, *args, answers_file: str = "", image_info_file: str = "",
                  img_name_template: str = "COCO_{subtype}_{image_id:012d}.jpg", check_image_files: bool = True,
-                 **kwargs):
-        root = kwargs.get("data_root") or ""
-        join = lambda p: os.path.join(root, p) if p and root and not os.path.isabs(p) else p  # noqa: E731
-        self.answers_file = join(answers_file)
-        self.image_info_file = join(image_info_file)
+                 boxes_file: str = "", **kwargs):
+        root = kwargs.get("data_root")
+        self.answers_file = join_root(root, answers_file)
+        self.image_info_file = join_root(root, image_info_file)
+        self.boxes_file = join_root(root, boxes_file)
         self.img_name_template = img_name_template
         self.check_image_files = check_image_files
         super().__init__(*args, **kwargs)
@@ -48,6 +51,7 @@ class VQAv2Dataset(BaseDataset):
         file_names = {}
         if self.image_info_file:
             file_names = {img["id"]: img["file_name"] for img in load_annotation(self.image_info_file)["images"]}
+        boxes = load_image_boxes(self.boxes_file) if self.boxes_file else None
         subtype = questions.get("data_subtype", "")
         prefix = self.data_prefix.get("img_path", self.data_prefix.get("img", ""))
         bad = BadAnnotations(f"{type(self).__name__}({self.ann_file})")
@@ -65,6 +69,8 @@ class VQAv2Dataset(BaseDataset):
                     continue
             entry = dict(img_path=path, img_id=image_id, task="vqa", question=q["question"],
                          question_id=q["question_id"], gt_texts=[], target_text=None)
+            if boxes is not None:
+                entry["instances"] = boxes.get(image_id, [])
             if self.answers_file:
                 ann = answers.get(q["question_id"])
                 if ann is None:

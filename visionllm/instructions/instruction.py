@@ -5,7 +5,10 @@ from typing import Any, Dict, List, Optional
 from .category_set import IMAGE_PLACEHOLDER
 from .output_format import OutputFormat
 
-TASKS = ("detection", "segmentation", "grounding", "caption", "vqa")
+# Box tasks answer with boxes / polygons (decoded in parallel slots); text tasks answer in words.
+STRUCTURED_TASKS = ("detection", "segmentation", "grounding")
+TEXT_TASKS = ("caption", "vqa")
+TASKS = STRUCTURED_TASKS + TEXT_TASKS
 
 
 @dataclass

@@ -43,9 +43,12 @@ def _task_datasets(split, pipeline, test_mode):
              filter_empty_gt=not test_mode, **common),
         dict(type="RefCocoDataset", ann_file=ann.format("instances"), refs_file=ann.format("refs"), split=split,
              **common),
-        dict(type="CocoCaptionDataset", ann_file=ann.format("captions"), **common),
+        # Captions and questions carry their image's boxes: the tokenizer learns to put tokens on
+        # the objects they talk about (without boxes a text sample adds no token loss).
+        dict(type="CocoCaptionDataset", ann_file=ann.format("captions"), boxes_file=ann.format("instances"),
+             **common),
         dict(type="VQAv2Dataset", ann_file=ann.format("vqa_questions"), answers_file=ann.format("vqa_annotations"),
-             image_info_file=ann.format("instances"), **common),
+             image_info_file=ann.format("instances"), boxes_file=ann.format("instances"), **common),
     ]
 
 

@@ -21,6 +21,8 @@ class BuildInstruction(BaseTransform):
     - caption: ``target_text`` is one reference caption (random in training, the first in
       evaluation); ``gt_texts`` keeps them all.
     - vqa: the question goes into the instruction; ``target_text`` is the dataset's answer.
+    - caption / vqa boxes (readers with ``boxes_file``) keep label -1: they name no category and
+      only supervise where the image tokens sit.
 
     Args:
         template_index: fixed phrasing (0 = the evaluation phrasing); None samples one.

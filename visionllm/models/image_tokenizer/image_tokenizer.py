@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionllm.instructions import TEXT_TASKS
 from visionllm.registry import MODELS
 
 from .token_loss import TokenLoss
@@ -126,7 +127,7 @@ class ImageTokenizer(nn.Module):
     def loss(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Dict[str, torch.Tensor]:
         """L_tok: objectness focal loss + L1 of matched reference points to gt box centres
         (+ token-to-name alignment, see ``name_alignment``)."""
-        centres, labels = [], []
+        centres, labels, supervised = [], [], []
         for sample in data_samples:
             h, w = sample.metainfo["img_shape"][:2]
             instances = sample.gt_instances if "gt_instances" in sample else {}
@@ -136,6 +137,9 @@ class ImageTokenizer(nn.Module):
             centres.append((gt[:, :2] + gt[:, 2:]) / 2 / scale)
             gt_labels = instances.labels if "labels" in instances else torch.zeros(0)
             labels.append(torch.as_tensor(gt_labels, dtype=torch.long, device=gt.device).reshape(-1))
+            # Box tasks annotate every object asked for (none = none there); a caption or question
+            # only tells where objects are when its reader was given their boxes.
+            supervised.append(sample.metainfo.get("task") not in TEXT_TASKS or len(gt) > 0)
         layers = [(outputs["objectness_logits"], outputs["reference_points"], outputs.get("embeds"))]
         layers += list(zip(outputs.get("aux_objectness_logits", []), outputs.get("aux_reference_points", []),
                            outputs.get("aux_embeds", [])))
@@ -149,7 +153,7 @@ class ImageTokenizer(nn.Module):
                 class_logits = [None if names is None else self.name_logits(embeds[b], names)
                                 for b, names in enumerate(names_of)]
             prefix = "" if i == 0 else f"d{i - 1}."
-            for name, value in self.token_loss(logits, points, centres, class_logits, labels).items():
+            for name, value in self.token_loss(logits, points, centres, class_logits, labels, supervised).items():
                 losses[prefix + name] = value
         return losses
 

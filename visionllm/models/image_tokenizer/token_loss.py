@@ -24,7 +24,9 @@ class TokenLoss(nn.Module):
 
     Each image's tokens are matched one-to-one to its ground-truth objects (Hungarian, cost =
     focal objectness cost + L1 distance of the reference point to the object centre); matched
-    tokens are objects, all others background. When token-to-name logits are given
+    tokens are objects, all others background. Images marked unsupervised (``supervised``
+    False: a caption or question without box annotation) add nothing: "no boxes known" is not
+    "no objects". When token-to-name logits are given
     (``[M, n]`` per image against the instruction's category names), a focal loss makes a
     matched token score its object's name and nothing else score anything (GLIP-style region-word
     alignment): the only loss that reaches the visual features without passing through the LLM.
@@ -57,14 +59,21 @@ class TokenLoss(nn.Module):
 
     def forward(self, objectness_logits: torch.Tensor, reference_points: torch.Tensor,
                 centres: List[torch.Tensor], class_logits: Optional[List[Optional[torch.Tensor]]] = None,
-                labels: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+                labels: Optional[List[torch.Tensor]] = None,
+                supervised: Optional[List[bool]] = None) -> Dict[str, torch.Tensor]:
         """objectness_logits ``[B, M]``, reference_points ``[B, M, 2]``, centres: per image
         ``[n, 2]`` in [0, 1]; optional class_logits: per image ``[M, k]`` token-to-name logits
-        (None for an image without names) with labels ``[n]`` indexing those names."""
+        (None for an image without names) with labels ``[n]`` indexing those names; optional
+        supervised: per image whether its boxes are annotated (default: all)."""
         targets = torch.zeros_like(objectness_logits)
+        rows = torch.ones(len(centres), dtype=torch.bool, device=objectness_logits.device)
+        if supervised is not None:
+            rows = torch.as_tensor(list(supervised), dtype=torch.bool, device=objectness_logits.device)
         matched_points, matched_centres = [], []
         loss_cls = objectness_logits.new_zeros(())
         for b, gt in enumerate(centres):
+            if not rows[b]:
+                continue
             tokens, gts = self.match(objectness_logits[b], reference_points[b], gt)
             targets[b, tokens] = 1.0
             matched_points.append(reference_points[b, tokens])
@@ -74,8 +83,10 @@ class TokenLoss(nn.Module):
                 cls_targets[tokens, labels[b][gts]] = 1.0
                 loss_cls = loss_cls + sigmoid_focal_loss(class_logits[b], cls_targets, self.alpha, self.gamma).sum()
         num_gts = max(sum(len(c) for c in centres), 1)
-        loss_obj = sigmoid_focal_loss(objectness_logits, targets, self.alpha, self.gamma).sum() / num_gts
-        l1 = (torch.cat(matched_points) - torch.cat(matched_centres)).abs().sum() / num_gts
+        loss_obj = sigmoid_focal_loss(objectness_logits[rows], targets[rows], self.alpha, self.gamma).sum() / num_gts
+        l1 = reference_points.new_zeros(())
+        if matched_points:
+            l1 = (torch.cat(matched_points) - torch.cat(matched_centres)).abs().sum() / num_gts
         # keep the graph connected to the points even for images without objects
         l1 = l1 + 0.0 * reference_points.sum()
         losses = dict(loss_tok_obj=self.obj_weight * loss_obj, loss_tok_ref=self.ref_weight * l1)

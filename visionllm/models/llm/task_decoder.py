@@ -16,6 +16,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
+from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
 from visionllm.registry import MODELS, TASK_UTILS
 
 from .class_pointer import ClassPointer
@@ -26,8 +27,6 @@ from .parallel_decoding import (additive_mask, autoregressive_forward, parallel_
 from .prompt import PromptBuilder, SequenceBatch, assemble_batch
 from .vocabulary import SpecialTokens, extend_vocabulary
 
-STRUCTURED_TASKS = ("detection", "segmentation", "grounding")
-TEXT_TASKS = ("caption", "vqa")
 
 
 def _meta(sample, key, default=None):
