@@ -79,7 +79,7 @@ def test_gradients_reach_every_trainable_part(tokenizer):
         assert without == []
         for part in ("backbone", "text_encoder.bert", "text_encoder.proj", "fusion", "transformer.encoder_layers",
                      "transformer.decoder_layers", "transformer.refine_heads", "objectness", "name_query",
-                     "name_bias"):
+                     "name_bias", "token_position"):
             assert any(name.startswith(part) for name, p in tokenizer.named_parameters() if p.grad is not None)
     finally:
         tokenizer.zero_grad()
@@ -281,3 +281,24 @@ def test_captions_and_questions_supervise_tokens_only_where_boxes_are_known(toke
     tokenizer.loss(out, samples)["loss_tok_obj"].backward()
     grad = out["objectness_logits"].grad
     assert (grad[0] == 0).all() and (grad[1] != 0).any()
+
+
+def test_token_position_starts_at_zero_then_tells_tokens_where_they_are():
+    torch.manual_seed(4)
+    with_position = MODELS.build(tiny_config()).eval()
+    without = MODELS.build(tiny_config(token_position=False)).eval()
+    assert without.load_state_dict(with_position.state_dict(), strict=False).unexpected_keys == [
+        "token_position.proj.weight", "token_position.proj.bias"]
+    images, texts = torch.randn(1, 3, 64, 64), ["Find the cat on the left in <image>."]
+    with torch.no_grad():
+        assert torch.equal(with_position(images, None, texts)["embeds"], without(images, None, texts)["embeds"])
+    # once trained, the embedding separates positions, and it reads the points without pulling on them
+    torch.nn.init.normal_(with_position.token_position.proj.weight)
+    points = torch.rand(5, 2)
+    codes = with_position.token_position(points)
+    assert torch.cdist(codes, codes)[~torch.eye(5, dtype=torch.bool)].min() > 1e-3
+    out = with_position(images, None, texts)
+    out["embeds"].sum().backward()
+    last_refine = with_position.transformer.refine_heads[-1]
+    assert all(p.grad is None or not p.grad.any() for p in last_refine.parameters())
+    assert with_position.token_position.proj.weight.grad.abs().sum() > 0

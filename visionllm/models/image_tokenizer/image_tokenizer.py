@@ -8,6 +8,7 @@ from torch import nn
 from visionllm.instructions import TEXT_TASKS
 from visionllm.registry import MODELS
 
+from .positional_encoding import PointPositionEmbedding
 from .token_loss import TokenLoss
 
 
@@ -34,11 +35,17 @@ class ImageTokenizer(nn.Module):
             matched token must score its object's name. It teaches the visual features what the
             objects are directly, not only through the long path of the LLM's class readout.
         freeze_backbone: stage 2 of the paper schedule freezes the backbone.
+        token_position: add an embedding of each token's reference point to its features
+            (``PointPositionEmbedding``, zero at the start): the decoder's tokens otherwise carry
+            their position only implicitly, and referring expressions and questions ask "left",
+            "bottom" (measured on shapes: 35 of 57 grounding errors picked the wrong object for
+            a positional expression).
     """
 
     def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = dict(),  # noqa: B006 (never mutated)
                  embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
-                 aux_loss: bool = True, freeze_backbone: bool = False, name_alignment: bool = True):
+                 aux_loss: bool = True, freeze_backbone: bool = False, name_alignment: bool = True,
+                 token_position: bool = True):
         super().__init__()
         self.embed_dims = embed_dims
         self.backbone = MODELS.build(dict(embed_dims=embed_dims, **backbone))
@@ -49,6 +56,7 @@ class ImageTokenizer(nn.Module):
         self.transformer = MODELS.build(
             dict(type="DeformableTransformer", embed_dims=embed_dims, num_levels=num_levels, **transformer))
         self.objectness = nn.Linear(embed_dims, 1)
+        self.token_position = PointPositionEmbedding(embed_dims) if token_position else None
         self.name_query = nn.Linear(embed_dims, embed_dims) if name_alignment else None
         # prior probability 0.01 that a token scores a name, as for objectness
         self.name_bias = nn.Parameter(torch.full((), -4.595)) if name_alignment else None
@@ -105,13 +113,17 @@ class ImageTokenizer(nn.Module):
         if self.fusion is not None:
             feats = self.fusion(feats, text, text_padding)
         out = self.transformer(feats, masks)
-        outputs = dict(embeds=out["embeds"], reference_points=out["reference_points"],
-                       objectness_logits=self.objectness(out["embeds"]).squeeze(-1))
+        layer_embeds = out["layer_embeds"]
+        if self.token_position is not None:
+            # detached: the position is read, not pulled on (the points have their own loss)
+            layer_embeds = [e + self.token_position(p.detach()) for e, p in zip(layer_embeds, out["layer_reference_points"])]
+        outputs = dict(embeds=layer_embeds[-1], reference_points=out["reference_points"],
+                       objectness_logits=self.objectness(layer_embeds[-1]).squeeze(-1))
         if self.aux_loss:
             # earlier decoder layers get the same loss (Deformable-DETR's auxiliary losses)
-            outputs["aux_objectness_logits"] = [self.objectness(e).squeeze(-1) for e in out["layer_embeds"][:-1]]
+            outputs["aux_objectness_logits"] = [self.objectness(e).squeeze(-1) for e in layer_embeds[:-1]]
             outputs["aux_reference_points"] = out["layer_reference_points"][:-1]
-            outputs["aux_embeds"] = out["layer_embeds"][:-1]
+            outputs["aux_embeds"] = layer_embeds[:-1]
         return outputs
 
     def name_embeddings(self, names: Sequence[str]) -> torch.Tensor:

@@ -28,11 +28,38 @@ class SinePositionalEncoding(nn.Module):
         x = not_mask.cumsum(2)
         y = (y + self.offset) / (y[:, -1:, :] + self.eps) * self.scale
         x = (x + self.offset) / (x[:, :, -1:] + self.eps) * self.scale
-        dim_t = torch.arange(self.num_feats, dtype=torch.float32, device=mask.device)
-        dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_feats)
-        pos_x = x[..., None] / dim_t
-        pos_y = y[..., None] / dim_t
-        # interleave sin on even and cos on odd frequencies
-        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
-        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
-        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+        pos_y = sine_features(y, self.num_feats, self.temperature)
+        pos_x = sine_features(x, self.num_feats, self.temperature)
+        return torch.cat((pos_y, pos_x), dim=-1).permute(0, 3, 1, 2)
+
+
+def sine_features(coords: torch.Tensor, num_feats: int, temperature: float = 10000.0) -> torch.Tensor:
+    """``[...]`` scaled coordinates → ``[..., num_feats]``: sin on even, cos on odd frequencies."""
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=coords.device)
+    dim_t = temperature ** (2 * (dim_t // 2) / num_feats)
+    angles = coords[..., None].float() / dim_t
+    return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+class PointPositionEmbedding(nn.Module):
+    """Where a token sits, as features: sine features of its (cx, cy) in [0, 1] through a linear
+    map that starts at zero (adding it to trained tokens changes nothing until it is trained).
+
+    Deformable-DETR's decoder moves each token's reference point but its content vector never
+    receives that position explicitly; "the shape on the left" or "is it at the bottom?" need it.
+    """
+
+    def __init__(self, embed_dims: int, num_feats: int = 32, temperature: float = 20.0):
+        super().__init__()
+        self.num_feats = num_feats
+        self.temperature = temperature
+        self.proj = nn.Linear(2 * num_feats, embed_dims)
+        if not self.proj.weight.is_meta:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """points ``[..., 2]`` (cx, cy) in [0, 1] → ``[..., embed_dims]``."""
+        scaled = points * 2 * math.pi
+        feats = torch.cat([sine_features(scaled[..., i], self.num_feats, self.temperature) for i in (0, 1)], -1)
+        return self.proj(feats.to(self.proj.weight.dtype))
