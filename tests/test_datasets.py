@@ -274,7 +274,12 @@ def test_text_task_readers_take_image_boxes_from_an_instances_file(coco_files, k
         (root / "q.json").write_text(json.dumps(questions))
         cfg = dict(type="VQAv2Dataset", ann_file="q.json", image_info_file="instances.json")
     common = dict(cfg, data_root=str(root), data_prefix=dict(img_path=str(root / "imgs")))
-    with_boxes, _ = _build(dict(common, boxes_file="instances.json"))
+    # the boxes may come from several files (COCO train2017 + val2017 cover the Karpathy split)
+    split = dict(coco, annotations=[a for a in coco["annotations"] if a["image_id"] != 2])
+    rest = dict(coco, annotations=[a for a in coco["annotations"] if a["image_id"] == 2])
+    (root / "part1.json").write_text(json.dumps(split))
+    (root / "part2.json").write_text(json.dumps(rest))
+    with_boxes, _ = _build(dict(common, boxes_file=["part1.json", "part2.json"]))
     without, _ = _build(common)
     assert "instances" not in without.get_data_info(0)
     for idx in range(len(with_boxes)):

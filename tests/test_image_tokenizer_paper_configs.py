@@ -48,7 +48,9 @@ def tokenizer_params(backbone_params, c=256, levels=4, text_hidden=768) -> int:
     text = bert_params() + text_hidden * c + c + 2 * c
     objectness = c + 1
     name_alignment = c * c + c + 1  # name query projection + logit bias
-    return backbone_params + text + fusion + transformer_params(c, levels) + objectness + name_alignment
+    token_position = 64 * c + c     # sine features of (cx, cy), 32 frequencies each → c
+    return (backbone_params + text + fusion + transformer_params(c, levels) + objectness + name_alignment
+            + token_position)
 
 
 def count(module) -> int:

@@ -4,7 +4,7 @@ import os
 import pickle
 import warnings
 from collections import Counter
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 from shapely.geometry import Polygon
@@ -65,25 +65,32 @@ def xywh_box_problem(bbox: Sequence[float], width: Optional[float] = None, heigh
     return None, [x1, y1, x2, y2]
 
 
-def join_root(root: Optional[str], path: str) -> str:
-    """``path`` under the dataset's ``data_root`` unless it is empty or absolute."""
+def join_root(root: Optional[str], path: Union[str, Sequence[str]]) -> Union[str, List[str]]:
+    """``path`` (or each of a list) under the dataset's ``data_root`` unless empty or absolute."""
+    if not isinstance(path, str):
+        return [join_root(root, p) for p in path]
     return os.path.join(root, path) if path and root and not os.path.isabs(path) else path
 
 
-def load_image_boxes(path: str) -> dict:
-    """Boxes of a COCO instances json by image id, for tasks whose own annotation has none
+def load_image_boxes(paths: Union[str, Sequence[str]]) -> dict:
+    """Boxes of COCO instances json files by image id, for tasks whose own annotation has none
     (caption, VQA): ``{image_id: [dict(bbox=xyxy, bbox_label=-1, ignore_flag)]}``. The label is
     -1 because those tasks name no categories; the boxes only tell the image tokenizer where the
-    objects are. Unusable boxes are left out (the instances readers count them)."""
-    coco = load_annotation(path)
-    sizes = {img["id"]: (img.get("width"), img.get("height")) for img in coco.get("images", [])}
+    objects are. Several files (e.g. COCO train2017 + val2017 for the Karpathy split) are merged.
+    Unusable boxes are left out (the instances readers count them)."""
     boxes = {}
+    for path in [paths] if isinstance(paths, str) else paths:
+        _add_image_boxes(load_annotation(path), boxes)
+    return boxes
+
+
+def _add_image_boxes(coco: dict, boxes: dict) -> None:
+    sizes = {img["id"]: (img.get("width"), img.get("height")) for img in coco.get("images", [])}
     for ann in coco.get("annotations", []):
         problem, box = xywh_box_problem(ann.get("bbox"), *sizes.get(ann["image_id"], (None, None)))
         if problem is None:
             boxes.setdefault(ann["image_id"], []).append(
                 dict(bbox=box, bbox_label=-1, ignore_flag=int(bool(ann.get("iscrowd", 0)))))
-    return boxes
 
 
 def polygon_problem(segmentation) -> Optional[str]:

@@ -20,7 +20,7 @@ class CocoCaptionDataset(BaseDataset):
     - COCO captions: ``{"images": [{id, file_name}], "annotations": [{image_id, caption}]}``.
 
     Args:
-        boxes_file: optional COCO instances json of the same images (ids = ``img_id``); its boxes
+        boxes_file: optional COCO instances json (or list of them) of the same images (ids = ``img_id``); its boxes
             become the sample's ``instances`` (label -1) so the image tokenizer learns to put
             tokens on the objects a caption describes (``load_image_boxes``).
 
@@ -31,7 +31,7 @@ class CocoCaptionDataset(BaseDataset):
     METAINFO = dict(task="caption")
 
     def __init__(self, *args, split: Optional[Union[str, Sequence[str]]] = None, include_restval: bool = True,
-                 check_image_files: bool = True, boxes_file: str = "", **kwargs):
+                 check_image_files: bool = True, boxes_file: Union[str, Sequence[str]] = "", **kwargs):
         splits = [split] if isinstance(split, str) else split
         if splits is not None and include_restval and "train" in splits:
             splits = list(splits) + ["restval"]

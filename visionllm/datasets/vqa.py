@@ -1,7 +1,7 @@
 """VQAv2 reader (questions + annotations json)."""
 import os
 from collections import Counter
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
 from mmengine.dataset import BaseDataset
 
@@ -21,7 +21,7 @@ class VQAv2Dataset(BaseDataset):
         image_info_file: a COCO json whose ``images`` give each ``file_name``; without it the
             name is ``img_name_template.format(subtype=data_subtype, image_id=...)``, the COCO
             convention ``COCO_val2014_000000000042.jpg``.
-        boxes_file: optional COCO instances json of the same images; its boxes become the
+        boxes_file: optional COCO instances json (or list of them) of the same images; its boxes become the
             sample's ``instances`` (label -1) so the image tokenizer learns to put tokens on the
             objects the question may be about (``load_image_boxes``).
 
@@ -33,7 +33,7 @@ class VQAv2Dataset(BaseDataset):
 
     def __init__(self, *args, answers_file: str = "", image_info_file: str = "",
                  img_name_template: str = "COCO_{subtype}_{image_id:012d}.jpg", check_image_files: bool = True,
-                 boxes_file: str = "", **kwargs):
+                 boxes_file: Union[str, Sequence[str]] = "", **kwargs):
         root = kwargs.get("data_root")
         self.answers_file = join_root(root, answers_file)
         self.image_info_file = join_root(root, image_info_file)

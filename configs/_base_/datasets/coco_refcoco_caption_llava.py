@@ -40,9 +40,12 @@ refcoco_common = dict(type="RefCocoDataset", data_root="data/refcoco/", ann_file
                       refs_file="refs(unc).p", data_prefix=dict(img_path="../coco/train2014/"))
 caption_common = dict(type="CocoCaptionDataset", data_root=coco_root, ann_file="annotations/dataset_coco.json",
                       data_prefix=dict(img_path=""))
+# Caption / VQA training images are COCO 2014 images, whose boxes are in the 2017 instance files
+# (same image ids): they teach the tokenizer where the objects are for those tasks too.
+coco_boxes = ["annotations/instances_train2017.json", "annotations/instances_val2017.json"]
 vqa_train = dict(type="VQAv2Dataset", data_root="data/vqa/", ann_file="v2_OpenEnded_mscoco_train2014_questions.json",
                  answers_file="v2_mscoco_train2014_annotations.json", data_prefix=dict(img_path="../coco/train2014/"),
-                 pipeline=train_pipeline)
+                 boxes_file=["../coco/" + f for f in coco_boxes], pipeline=train_pipeline)
 llava_train = dict(type="LlavaInstructDataset", data_root="data/llava/", ann_file="llava_instruct_150k.json",
                    data_prefix=dict(img_path="../coco/train2017/"), pipeline=train_pipeline)
 
@@ -57,7 +60,7 @@ train_dataloader = dict(
         dict(coco_train, task="detection"),
         dict(coco_train, task="segmentation"),
         dict(refcoco_common, split="train", pipeline=train_pipeline),
-        dict(caption_common, split="train", pipeline=train_pipeline),
+        dict(caption_common, split="train", boxes_file=coco_boxes, pipeline=train_pipeline),
         vqa_train,
         llava_train,
     ]),
