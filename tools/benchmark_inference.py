@@ -63,7 +63,8 @@ def bench_training(iters: int) -> float:
     from visionllm.apis.runner import build_runner, load_config
 
     cfg = load_config(CONFIG, [f"train_cfg.max_iters={iters}", "default_hooks.checkpoint.interval=100000",
-                               "param_scheduler=[]", "default_hooks.logger.interval=1000"],
+                               "param_scheduler=[]", "default_hooks.logger.interval=1000",
+                               "log_level=WARNING"],  # the table, not the runner's config dump
                       work_dir=osp.join(REPO, "work_dirs", "benchmark_train"))
     runner = build_runner(cfg)
     times = []
