@@ -76,7 +76,7 @@ def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_di
 
 def test_checkpoint_holds_only_trained_weights_and_restores_predictions(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
                                                                        tiny_workspace):  # noqa: F811
-    from visionllm.apis.inferencer import load_trained_checkpoint
+    from visionllm.engine.checkpoint import load_trained_checkpoint
     cfg, model, _, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
     with torch.no_grad():  # make every trained part differ from a fresh build
         for p in model.parameters():

@@ -15,10 +15,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from visionllm.apis.inferencer import load_trained_checkpoint  # noqa: E402
+from visionllm.engine import load_trained_checkpoint, unwrapped_model  # noqa: E402
 from visionllm.apis.inputs import InputError  # noqa: E402
 from visionllm.apis.runner import build_runner, load_config  # noqa: E402
-from visionllm.engine import unwrapped_model  # noqa: E402
 
 
 def parse_args(argv=None):

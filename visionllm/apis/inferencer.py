@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
-from mmengine.runner import load_checkpoint
 
 from visionllm.apis.inputs import (ImageInput, InputError, load_image, original_size, parse_category_set,
                                    quoted_phrase)
+from visionllm.engine.checkpoint import load_trained_checkpoint
 from visionllm.instructions import UnsupportedOutputFormat, find_output_format
 
 _CAPTION_WORDS = re.compile(r"\b(caption|describe|description|summari[sz]e)\b", re.IGNORECASE)
@@ -175,22 +175,3 @@ class VisionLLMInferencer:
         from visionllm.visualization import draw_result
 
         return draw_result(load_image(image), result, out_file)
-
-
-def load_trained_checkpoint(model: torch.nn.Module, path: str) -> None:
-    """Load a checkpoint that holds only the trained weights (see TrainableStateCheckpointHook).
-
-    Keys restored from pretrained packages at build time may be absent; any other missing or
-    unexpected key is an error, so a checkpoint of another model is not silently half-loaded.
-    """
-    from visionllm.engine.checkpoint import decompress_state_dict
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = decompress_state_dict(checkpoint.get("state_dict", checkpoint))
-    allowed_missing = set(model.frozen_pretrained_keys()) if hasattr(model, "frozen_pretrained_keys") else set()
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in allowed_missing]
-    if missing or result.unexpected_keys:
-        raise InputError(f"checkpoint {path} does not fit the model: {len(missing)} missing keys "
-                         f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected "
-                         f"(e.g. {result.unexpected_keys[:3]})")

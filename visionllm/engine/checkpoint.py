@@ -10,6 +10,7 @@ import torch
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 
+from visionllm.apis.inputs import InputError
 from visionllm.registry import HOOKS
 
 
@@ -124,3 +125,20 @@ def decompress_state_dict(state: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def load_trained_checkpoint(model: torch.nn.Module, path: str) -> None:
+    """Load a checkpoint that holds only the trained weights (see TrainableStateCheckpointHook).
+
+    Keys restored from pretrained packages at build time may be absent; any other missing or
+    unexpected key is an error, so a checkpoint of another model is not silently half-loaded.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = decompress_state_dict(checkpoint.get("state_dict", checkpoint))
+    allowed_missing = set(model.frozen_pretrained_keys()) if hasattr(model, "frozen_pretrained_keys") else set()
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in allowed_missing]
+    if missing or result.unexpected_keys:
+        raise InputError(f"checkpoint {path} does not fit the model: {len(missing)} missing keys "
+                         f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected "
+                         f"(e.g. {result.unexpected_keys[:3]})")
