@@ -7,7 +7,7 @@ from visionllm.registry import METRICS
 
 from .caption_scores import bleu, cider_d
 from .table import print_table
-from .utils import dump_json, to_dict
+from .utils import dump_json, samples_of_task
 
 
 @METRICS.register_module()
@@ -24,10 +24,7 @@ class CaptionMetric(BaseMetric):
         self.task = task
 
     def process(self, data_batch, data_samples) -> None:
-        for sample in data_samples:
-            sample = to_dict(sample)
-            if self.task is not None and sample.get("task") not in (None, self.task):
-                continue
+        for sample in samples_of_task(data_samples, self.task):
             self.results.append(dict(image_id=sample.get("img_id"), caption=sample.get("pred_text") or "",
                                      gt_texts=list(sample.get("gt_texts") or [])))
 

@@ -7,7 +7,7 @@ from mmengine.evaluator import BaseMetric
 from visionllm.registry import METRICS
 
 from .table import print_table
-from .utils import box_iou, dump_json, to_dict, to_numpy
+from .utils import box_iou, dump_json, samples_of_task, to_numpy
 
 
 def gt_box_in_original(sample: dict) -> np.ndarray:
@@ -34,10 +34,7 @@ class RefCocoMetric(BaseMetric):
         self.task = task
 
     def process(self, data_batch, data_samples) -> None:
-        for sample in data_samples:
-            sample = to_dict(sample)
-            if self.task is not None and sample.get("task") not in (None, self.task):
-                continue
+        for sample in samples_of_task(data_samples, self.task):
             pred = sample.get("pred_instances", {})
             boxes = to_numpy(pred.get("bboxes", np.zeros((0, 4)))).reshape(-1, 4)
             gt = gt_box_in_original(sample)

@@ -1,7 +1,7 @@
 """Helpers shared by the metrics: reading fields of data samples and dumping results."""
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -12,6 +12,15 @@ def to_dict(sample) -> dict:
     if hasattr(sample, "to_dict"):
         return sample.to_dict()
     return sample
+
+
+def samples_of_task(data_samples, task: Optional[str]):
+    """The samples (as dicts) a metric of ``task`` scores: those of its task, or without a task
+    (a single-task run); every sample when ``task`` is None."""
+    for sample in data_samples:
+        sample = to_dict(sample)
+        if task is None or sample.get("task") in (None, task):
+            yield sample
 
 
 def to_numpy(value) -> np.ndarray:

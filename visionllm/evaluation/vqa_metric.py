@@ -8,7 +8,7 @@ from mmengine.evaluator import BaseMetric
 from visionllm.registry import METRICS
 
 from .table import print_table
-from .utils import dump_json, to_dict
+from .utils import dump_json, samples_of_task
 
 # The marks the official evaluation strips (apostrophes stay: "it's", "don't"); periods are
 # handled separately so decimals survive.
@@ -100,10 +100,7 @@ class VQAAccuracy(BaseMetric):
         self.strict_official = strict_official
 
     def process(self, data_batch, data_samples) -> None:
-        for sample in data_samples:
-            sample = to_dict(sample)
-            if self.task is not None and sample.get("task") not in (None, self.task):
-                continue
+        for sample in samples_of_task(data_samples, self.task):
             answer = sample.get("pred_text") or ""
             gts = list(sample.get("gt_texts") or [])
             self.results.append(dict(question_id=sample.get("question_id"), answer=answer,
