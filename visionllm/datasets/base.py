@@ -80,17 +80,14 @@ def load_image_boxes(paths: Union[str, Sequence[str]]) -> dict:
     Unusable boxes are left out (the instances readers count them)."""
     boxes = {}
     for path in [paths] if isinstance(paths, str) else paths:
-        _add_image_boxes(load_annotation(path), boxes)
+        coco = load_annotation(path)
+        sizes = {img["id"]: (img.get("width"), img.get("height")) for img in coco.get("images", [])}
+        for ann in coco.get("annotations", []):
+            problem, box = xywh_box_problem(ann.get("bbox"), *sizes.get(ann["image_id"], (None, None)))
+            if problem is None:
+                boxes.setdefault(ann["image_id"], []).append(
+                    dict(bbox=box, bbox_label=-1, ignore_flag=int(bool(ann.get("iscrowd", 0)))))
     return boxes
-
-
-def _add_image_boxes(coco: dict, boxes: dict) -> None:
-    sizes = {img["id"]: (img.get("width"), img.get("height")) for img in coco.get("images", [])}
-    for ann in coco.get("annotations", []):
-        problem, box = xywh_box_problem(ann.get("bbox"), *sizes.get(ann["image_id"], (None, None)))
-        if problem is None:
-            boxes.setdefault(ann["image_id"], []).append(
-                dict(bbox=box, bbox_label=-1, ignore_flag=int(bool(ann.get("iscrowd", 0)))))
 
 
 def polygon_problem(segmentation) -> Optional[str]:

@@ -20,9 +20,10 @@ class CocoCaptionDataset(BaseDataset):
     - COCO captions: ``{"images": [{id, file_name}], "annotations": [{image_id, caption}]}``.
 
     Args:
-        boxes_file: optional COCO instances json (or list of them) of the same images (ids = ``img_id``); its boxes
-            become the sample's ``instances`` (label -1) so the image tokenizer learns to put
-            tokens on the objects a caption describes (``load_image_boxes``).
+        boxes_file: optional COCO instances json (or a list of them) of the same images (ids =
+            ``img_id``); its boxes become the sample's ``instances`` (label -1) so the image
+            tokenizer learns to put tokens on the objects a caption describes
+            (``load_image_boxes``).
 
     data_info: ``img_path, img_id, task='caption', gt_texts (list[str])`` (+ height, width when
     known, + ``instances`` with ``boxes_file``).

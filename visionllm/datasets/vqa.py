@@ -21,9 +21,9 @@ class VQAv2Dataset(BaseDataset):
         image_info_file: a COCO json whose ``images`` give each ``file_name``; without it the
             name is ``img_name_template.format(subtype=data_subtype, image_id=...)``, the COCO
             convention ``COCO_val2014_000000000042.jpg``.
-        boxes_file: optional COCO instances json (or list of them) of the same images; its boxes become the
-            sample's ``instances`` (label -1) so the image tokenizer learns to put tokens on the
-            objects the question may be about (``load_image_boxes``).
+        boxes_file: optional COCO instances json (or a list of them) of the same images; its
+            boxes become the sample's ``instances`` (label -1) so the image tokenizer learns to
+            put tokens on the objects the question may be about (``load_image_boxes``).
 
     data_info: ``img_path, img_id, task='vqa', question, question_id, gt_texts (the 10 human
     answers), target_text (the most frequent answer)`` (+ ``instances`` with ``boxes_file``).

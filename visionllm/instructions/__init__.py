@@ -8,7 +8,8 @@ from .output_format import (MAX_POINTS, OutputFormat, UnsupportedOutputFormat, f
 from .templates import (DEFAULT_NUM_POINTS, SEGMENTATION_NUM_POINTS, TEMPLATES, build_instruction)
 
 __all__ = [
-    "TASKS", "STRUCTURED_TASKS", "TEXT_TASKS", "Instruction", "build_instruction", "TEMPLATES", "SEGMENTATION_NUM_POINTS",
+    "TASKS", "STRUCTURED_TASKS", "TEXT_TASKS", "Instruction", "build_instruction", "TEMPLATES",
+    "SEGMENTATION_NUM_POINTS",
     "DEFAULT_NUM_POINTS", "format_category_set", "read_category_set", "sample_category_set", "split_category_set",
     "OutputFormat", "UnsupportedOutputFormat", "parse_output_format", "find_output_format", "MAX_POINTS", "LocationCodec",
 ]

@@ -116,7 +116,8 @@ class ImageTokenizer(nn.Module):
         layer_embeds = out["layer_embeds"]
         if self.token_position is not None:
             # detached: the position is read, not pulled on (the points have their own loss)
-            layer_embeds = [e + self.token_position(p.detach()) for e, p in zip(layer_embeds, out["layer_reference_points"])]
+            layer_embeds = [e + self.token_position(p.detach())
+                            for e, p in zip(layer_embeds, out["layer_reference_points"])]
         outputs = dict(embeds=layer_embeds[-1], reference_points=out["reference_points"],
                        objectness_logits=self.objectness(layer_embeds[-1]).squeeze(-1))
         if self.aux_loss:

@@ -66,9 +66,8 @@ class TokenLoss(nn.Module):
         (None for an image without names) with labels ``[n]`` indexing those names; optional
         supervised: per image whether its boxes are annotated (default: all)."""
         targets = torch.zeros_like(objectness_logits)
-        rows = torch.ones(len(centres), dtype=torch.bool, device=objectness_logits.device)
-        if supervised is not None:
-            rows = torch.as_tensor(list(supervised), dtype=torch.bool, device=objectness_logits.device)
+        rows = torch.as_tensor([True] * len(centres) if supervised is None else list(supervised),
+                               dtype=torch.bool, device=objectness_logits.device)
         matched_points, matched_centres = [], []
         loss_cls = objectness_logits.new_zeros(())
         for b, gt in enumerate(centres):
