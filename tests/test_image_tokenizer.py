@@ -302,3 +302,30 @@ def test_token_position_starts_at_zero_then_tells_tokens_where_they_are():
     last_refine = with_position.transformer.refine_heads[-1]
     assert all(p.grad is None or not p.grad.any() for p in last_refine.parameters())
     assert with_position.token_position.proj.weight.grad.abs().sum() > 0
+
+
+def test_token_appearance_starts_at_zero_then_reads_the_pixels_under_each_token():
+    torch.manual_seed(5)
+    with_pixels = MODELS.build(tiny_config(token_appearance=True)).eval()
+    without = MODELS.build(tiny_config()).eval()
+    assert without.load_state_dict(with_pixels.state_dict(), strict=False).unexpected_keys == [
+        "token_appearance.proj.weight", "token_appearance.proj.bias"]
+    images, texts = torch.randn(1, 3, 64, 64), ["What colour is the cat in <image>?"]
+    with torch.no_grad():
+        assert torch.equal(with_pixels(images, None, texts)["embeds"], without(images, None, texts)["embeds"])
+    torch.nn.init.normal_(with_pixels.token_appearance.proj.weight)
+    out = with_pixels(images, None, texts)
+    out["embeds"].sum().backward()
+    # the pixels are read at the points without pulling on them
+    assert all(p.grad is None or not p.grad.any() for p in with_pixels.transformer.refine_heads[-1].parameters())
+    assert with_pixels.token_appearance.proj.weight.grad.abs().sum() > 0
+    # the same image with new colours changes the tokens only through the appearance embedding
+    recoloured = images.clone()
+    recoloured[:, 0] += 1.0
+    with torch.no_grad():
+        delta_with = with_pixels(recoloured, None, texts)["embeds"] - with_pixels(images, None, texts)["embeds"]
+        delta_without = without(recoloured, None, texts)["embeds"] - without(images, None, texts)["embeds"]
+        masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+        pixel_delta = (with_pixels.token_appearance(recoloured, masks, without(recoloured, None, texts)["reference_points"])
+                       - with_pixels.token_appearance(images, masks, without(images, None, texts)["reference_points"]))
+    torch.testing.assert_close(delta_with, delta_without + pixel_delta, rtol=1e-4, atol=1e-4)

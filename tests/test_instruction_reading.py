@@ -44,6 +44,8 @@ def test_user_phrasings():
     ("Detect {} in <image> as (c, x1, y1, x2, y2).", "category set is empty"),
     ('Detect {"a": <c0>} in <image> as (c, x1, y1, ..., x30, y30).', "cannot produce"),
     ("Detect things in <image> as (c, x1, y1, x2, y2).", "category set"),
+    ('Detect {"circle": <c0>} in <image>. Output the boxes.', "no output format"),
+    ('<image> Segment the dogs.', "no output format"),
 ])
 def test_bad_instructions_give_one_line_errors(text, message):
     with pytest.raises(InputError, match=message) as err:

@@ -89,8 +89,9 @@ def test_two_process_cpu_run_through_dist_train(tmp_path, tiny_llm_dir, tiny_wor
 
 
 def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms():
-    """The embedded default's optimizer (paramwise lr_mult on the ResNet body, tied LLM embeddings
-    counted once) builds on the real model, and the body's norm layers stay frozen in training."""
+    """The embedded default's optimizer (paramwise lr_mult on the ResNet body and the fresh
+    read-outs, tied LLM embeddings counted once) builds on the real model, and the body's norm
+    layers stay frozen in training."""
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
@@ -108,9 +109,12 @@ def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms(
     grouped = [id(p) for group in wrapper.optimizer.param_groups for p in group["params"]]
     assert len(grouped) == len(set(grouped))
     assert set(trainable) <= set(grouped)
+    multipliers = {"image_tokenizer.backbone.body.": 0.1, "image_tokenizer.token_appearance.": 10.0,
+                   "task_decoder.image_readout.": 10.0}
     for pid, name in trainable.items():
-        expected = 0.1 * base_lr if name.startswith("image_tokenizer.backbone.body.") else base_lr
+        expected = base_lr * next((m for prefix, m in multipliers.items() if name.startswith(prefix)), 1.0)
         assert lr_of[pid] == pytest.approx(expected), name
+    assert {prefix for prefix in multipliers if any(n.startswith(prefix) for n in trainable.values())} == set(multipliers)
     body = model.image_tokenizer.backbone.body
     norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(not m.training and not m.weight.requires_grad for m in norms)

@@ -18,6 +18,9 @@ from visionllm.instructions import UnsupportedOutputFormat, find_output_format
 _CAPTION_WORDS = re.compile(r"\b(caption|describe|description|summari[sz]e)\b", re.IGNORECASE)
 _QUESTION_MARKERS = re.compile(r"\b(question|Q:)|\banswer\s*:", re.IGNORECASE)
 _EMPTY_SET = re.compile(r"\{\s*\}")
+# A detection / segmentation request without an output format would otherwise be answered as a
+# caption, silently.
+_STRUCTURED_VERBS = re.compile(r"\b(detect|segment)\w*", re.IGNORECASE)
 
 
 def _free_text_task(text: str) -> str:
@@ -71,6 +74,9 @@ def describe_instruction(text: str) -> dict:
     except UnsupportedOutputFormat as err:
         raise InputError(f"the model cannot produce this output format: {err}") from None
     if output_format is None:
+        if _STRUCTURED_VERBS.search(text):
+            raise InputError("the instruction asks to detect / segment but gives no output format; end it with "
+                             "e.g. 'Answer as a list of (c, x1, y1, x2, y2).' or 'as (c, x1, y1, ..., x16, y16)'")
         return dict(task=_free_text_task(text), instruction=text, categories=[], output_format=None)
     categories = parse_category_set(text)
     if categories:

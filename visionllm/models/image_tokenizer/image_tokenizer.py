@@ -8,6 +8,7 @@ from torch import nn
 from visionllm.instructions import TEXT_TASKS
 from visionllm.registry import MODELS
 
+from .point_appearance import PointAppearanceEmbedding
 from .positional_encoding import PointPositionEmbedding
 from .token_loss import TokenLoss
 
@@ -40,12 +41,15 @@ class ImageTokenizer(nn.Module):
             their position only implicitly, and referring expressions and questions ask "left",
             "bottom" (measured on shapes: 35 of 57 grounding errors picked the wrong object for
             a positional expression).
+        token_appearance: add an embedding of the input pixels around each token's reference
+            point (``PointAppearanceEmbedding``, zero at the start): the kind-trained deep
+            features lose colour, which text and referring expressions ask for.
     """
 
     def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = dict(),  # noqa: B006 (never mutated)
                  embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
                  aux_loss: bool = True, freeze_backbone: bool = False, name_alignment: bool = True,
-                 token_position: bool = True):
+                 token_position: bool = True, token_appearance: bool = False):
         super().__init__()
         self.embed_dims = embed_dims
         self.backbone = MODELS.build(dict(embed_dims=embed_dims, **backbone))
@@ -57,6 +61,7 @@ class ImageTokenizer(nn.Module):
             dict(type="DeformableTransformer", embed_dims=embed_dims, num_levels=num_levels, **transformer))
         self.objectness = nn.Linear(embed_dims, 1)
         self.token_position = PointPositionEmbedding(embed_dims) if token_position else None
+        self.token_appearance = PointAppearanceEmbedding(embed_dims) if token_appearance else None
         self.name_query = nn.Linear(embed_dims, embed_dims) if name_alignment else None
         # prior probability 0.01 that a token scores a name, as for objectness
         self.name_bias = nn.Parameter(torch.full((), -4.595)) if name_alignment else None
@@ -114,9 +119,13 @@ class ImageTokenizer(nn.Module):
             feats = self.fusion(feats, text, text_padding)
         out = self.transformer(feats, masks)
         layer_embeds = out["layer_embeds"]
+        # Reference points detached: position and pixels are read, not pulled on (the points
+        # have their own loss).
         if self.token_position is not None:
-            # detached: the position is read, not pulled on (the points have their own loss)
             layer_embeds = [e + self.token_position(p.detach())
+                            for e, p in zip(layer_embeds, out["layer_reference_points"])]
+        if self.token_appearance is not None:
+            layer_embeds = [e + self.token_appearance(images, image_masks, p.detach())
                             for e, p in zip(layer_embeds, out["layer_reference_points"])]
         outputs = dict(embeds=layer_embeds[-1], reference_points=out["reference_points"],
                        objectness_logits=self.objectness(layer_embeds[-1]).squeeze(-1))

@@ -6,6 +6,7 @@ decoded in one forward pass and each field is read over its allowed token subset
 answers are ordinary generation with a KV cache.
 """
 from collections import OrderedDict
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,6 +22,7 @@ from visionllm.registry import MODELS, TASK_UTILS
 
 from .class_pointer import ClassPointer
 from .embedding_scale import ScaledProjection, embedding_rms
+from .image_readout import ImageReadout
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import (additive_mask, autoregressive_forward, parallel_forward,
                                 prefix_allowed)
@@ -63,6 +65,8 @@ class LLMTaskDecoder(BaseModule):
             class-token budget).
         contextual_class_logits: add to each class logit a learned score between the slot and
             the prompt's hidden state at that class token (``ClassPointer``).
+        image_readout: ``dict(dims, num_heads)`` to give every decoder layer a zero-initialised
+            cross-attention read-out of the image tokens (``ImageReadout``), or None.
         max_new_tokens / num_beams: caption and answer generation.
         max_per_img / score_thr: structured predictions kept per image.
     """
@@ -77,7 +81,7 @@ class LLMTaskDecoder(BaseModule):
                  loss_weights: Optional[dict] = None, max_classes_per_pass: Optional[int] = None,
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
                  score_thr: float = 0.0, vocab_init_noise: float = 1.0, seed: int = 0,
-                 contextual_class_logits: bool = True,
+                 contextual_class_logits: bool = True, image_readout: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from visionllm.instructions import LocationCodec
@@ -124,6 +128,9 @@ class LLMTaskDecoder(BaseModule):
         # <ci> means "the i-th category named in this instruction": slots point at it (see
         # ClassPointer), starting from the plain token readout.
         self.class_pointer = ClassPointer(self.hidden_size, device=device) if contextual_class_logits else None
+
+        self.image_readout = (ImageReadout(self.backbone.layers, self.hidden_size, device=device, **image_readout)
+                              if image_readout is not None else None)
 
         self.num_slots = num_slots
         self.groups_see_each_other = groups_see_each_other
@@ -173,6 +180,10 @@ class LLMTaskDecoder(BaseModule):
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _reading(self, image_embeds: torch.Tensor):
+        """Context in which the decoder layers read ``image_embeds`` (row b: image of sequence b)."""
+        return self.image_readout.attached(image_embeds) if self.image_readout is not None else nullcontext()
 
     # ------------------------------------------------------------------ sequence building
     def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor) -> list:
@@ -299,8 +310,9 @@ class LLMTaskDecoder(BaseModule):
     def _structured_loss(self, image_embeds, reference_points, samples, fields, class_priors=None):
         """Yield ``(name, loss, weight)`` for one sub-batch sharing an output format."""
         prefix = self._structured_prefix(image_embeds, [_meta(s, "instruction") for s in samples], fields)
-        prefix_hidden, group_hidden = parallel_forward(
-            self.backbone, prefix, self._group_embeds(image_embeds, fields), self.groups_see_each_other)
+        with self._reading(image_embeds):
+            prefix_hidden, group_hidden = parallel_forward(
+                self.backbone, prefix, self._group_embeds(image_embeds, fields), self.groups_see_each_other)
         yield "format", self._lm_loss(prefix_hidden, prefix.labels), float(len(samples))
 
         num_points = (len(fields) - 1) // 2
@@ -376,9 +388,10 @@ class LLMTaskDecoder(BaseModule):
             target = self.prompt.text_ids(_meta(sample, "target_text")) + [self.prompt.end_of_response_id]
             rows.append(self._prompt_segments(_meta(sample, "instruction"), embeds) + [(target, True)])
         batch = self._assemble(rows)
-        hidden = self.backbone(inputs_embeds=batch.embeds,
-                               attention_mask=additive_mask(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1),
-                               position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        with self._reading(image_embeds):
+            hidden = self.backbone(inputs_embeds=batch.embeds,
+                                   attention_mask=additive_mask(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1),
+                                   position_ids=batch.position_ids, use_cache=False).last_hidden_state
         return self._lm_loss(hidden, batch.labels)
 
     # ------------------------------------------------------------------ inference
@@ -404,11 +417,12 @@ class LLMTaskDecoder(BaseModule):
         """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam)."""
         batch = self._assemble([self._prompt_segments(t, e) for t, e in zip(instructions, image_embeds)])
         eos = self.prompt.end_of_response_id
-        output = self.llm.generate(
-            inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
-            max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
-            do_sample=False, eos_token_id=eos, pad_token_id=eos,
-            suppress_tokens=self.new_token_ids)
+        with self._reading(image_embeds):
+            output = self.llm.generate(
+                inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
+                max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
+                do_sample=False, eos_token_id=eos, pad_token_id=eos,
+                suppress_tokens=self.new_token_ids)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
 
     def _decode_format(self, image_embeds: torch.Tensor, instructions: List[str]) -> List[Tuple[str, ...]]:
@@ -445,8 +459,9 @@ class LLMTaskDecoder(BaseModule):
         batch = self._assemble([self._prompt_segments(t, e) + [(ids, False)]
                                 for t, e in zip(instructions, image_embeds)])
         mask = additive_mask(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1)
-        hidden = self.backbone(inputs_embeds=batch.embeds, attention_mask=mask,
-                               position_ids=batch.position_ids).last_hidden_state
+        with self._reading(image_embeds):
+            hidden = self.backbone(inputs_embeds=batch.embeds, attention_mask=mask,
+                                   position_ids=batch.position_ids).last_hidden_state
         count = len(ids)
         # Left padding: the format tokens are the last ``count`` positions of every row.
         choices = torch.tensor([self.prompt.end_of_response_id] + ids, device=hidden.device)
@@ -489,8 +504,9 @@ class LLMTaskDecoder(BaseModule):
         for fields, members in by_format.items():
             idx = [passes[k][0] for k in members]
             prefix = self._structured_prefix(image_embeds[idx], [passes[k][1] for k in members], fields)
-            prefix_hidden, group_hidden = self._run_groups(prefix, self._group_embeds(image_embeds[idx], fields),
-                                                           self.decode_mode)
+            with self._reading(image_embeds[idx]):
+                prefix_hidden, group_hidden = self._run_groups(
+                    prefix, self._group_embeds(image_embeds[idx], fields), self.decode_mode)
             for row, k in enumerate(members):
                 i, _, names, offset = passes[k]
                 context = self._class_context(prefix_hidden, prefix, row, len(names))
