@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
@@ -55,6 +56,19 @@ def test_every_task_and_picture(inferencer, image_path, tmp_path):
             assert len(result.boxes) == 1
         out = inferencer.visualize(image_path, result, str(tmp_path / f"{task}.png"))
         assert Image.open(out).size[0] >= w
+
+
+def test_image_tokens_are_the_tokenizer_output_for_the_instruction(inferencer, image_path):
+    text = "<image> Describe the image."
+    tokens = inferencer.image_tokens(image_path, text)
+    num_tokens = tokens["embeds"].shape[0]
+    assert tokens["reference_points"].shape == (num_tokens, 2)
+    assert ((tokens["reference_points"] >= 0) & (tokens["reference_points"] <= 1)).all()
+    model = inferencer.model
+    with torch.no_grad():
+        torch.testing.assert_close(tokens["llm_embeds"], model.token_projection(tokens["embeds"]))
+    with pytest.raises(InputError, match="<image>"):
+        inferencer.image_tokens(image_path, "Describe the image.")
 
 
 def test_image_kinds_and_batches(inferencer, image_path, tmp_path):

@@ -27,7 +27,7 @@ def test_collect_matches_tokens_to_objects_and_reads_their_attributes(tmp_path, 
     colours = list(COLOURS)
     current = {}
 
-    def planted_tokens(inferencer, image, instruction):
+    def planted_tokens(image, instruction):
         objects = current["objects"]
         tokens = torch.zeros(16, 10)
         refs = torch.rand(16, 2) * 0.02 + 2.0  # unused tokens far away
@@ -52,10 +52,12 @@ def test_collect_matches_tokens_to_objects_and_reads_their_attributes(tmp_path, 
         current["objects"] = originals[(parts[-2], parts[-1])]
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(probe, "image_tokens", planted_tokens)
+    class PlantedInferencer:
+        image_tokens = staticmethod(planted_tokens)
+
     monkeypatch.setattr(Image, "open", tracking_open)
-    train_feats, train_labels = probe.collect(None, str(root), "train", 12, "unused")
-    val_feats, val_labels = probe.collect(None, str(root), "val", 6, "unused")
+    train_feats, train_labels = probe.collect(PlantedInferencer(), str(root), "train", 12, "unused")
+    val_feats, val_labels = probe.collect(PlantedInferencer(), str(root), "val", 6, "unused")
     assert len(train_labels) == sum(len(v) for (s, _), v in originals.items() if s == "train")
     assert {"category", "colour", "size"} <= set(train_labels[0])
     expected = [colours.index(lab["colour"]) for lab in train_labels]

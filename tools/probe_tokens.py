@@ -40,16 +40,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def image_tokens(inferencer, image: np.ndarray, instruction: str) -> Dict[str, torch.Tensor]:
-    packed = inferencer._prepare(image, image.shape[:2], dict(task="caption", instruction=instruction,
-                                                             categories=[], output_format=None))
-    data = inferencer.model.data_preprocessor(dict(inputs=[packed["inputs"]], data_samples=[packed["data_samples"]]),
-                                              False)
-    with torch.no_grad():
-        out = inferencer.model(data["inputs"], data["data_samples"], mode="tensor")
-    return {key: out[key][0] for key in ("embeds", "llm_embeds", "reference_points")}
-
-
 def collect(inferencer, data_root: str, split: str, num_images: int, instruction: str):
     """Per matched object: token features and the object's labels ``{'category': id, attr: value}``."""
     from PIL import Image
@@ -67,7 +57,7 @@ def collect(inferencer, data_root: str, split: str, num_images: int, instruction
         if not objects:
             continue
         image = np.asarray(Image.open(osp.join(data_root, "images", split, info["file_name"])).convert("RGB"))
-        tokens = image_tokens(inferencer, image, instruction)
+        tokens = inferencer.image_tokens(image, instruction)
         centres = np.array([[(a["bbox"][0] + a["bbox"][2] / 2) / info["width"],
                              (a["bbox"][1] + a["bbox"][3] / 2) / info["height"]] for a in objects])
         refs = tokens["reference_points"].numpy()

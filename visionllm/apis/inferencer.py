@@ -151,12 +151,24 @@ class VisionLLMInferencer:
         results: List[VisionLLMResult] = []
         for start in range(0, len(arrays), batch_size):
             chunk = list(zip(arrays[start:start + batch_size], sizes[start:start + batch_size]))
-            packed = [self._prepare(img, size, description) for img, size in chunk]
-            data = dict(inputs=[p["inputs"] for p in packed], data_samples=[p["data_samples"] for p in packed])
-            data = self.model.data_preprocessor(data, False)
-            samples = self.model(**data, mode="predict")
+            samples = self.model(**self._model_inputs(chunk, description), mode="predict")
             results.extend(self._to_result(s, description, size) for s, (_, size) in zip(samples, chunk))
         return results[0] if single else results
+
+    def _model_inputs(self, chunk: Sequence[tuple], description: dict) -> dict:
+        """``(image array, original size)`` pairs → the model's preprocessed batch."""
+        packed = [self._prepare(img, size, description) for img, size in chunk]
+        data = dict(inputs=[p["inputs"] for p in packed], data_samples=[p["data_samples"] for p in packed])
+        return self.model.data_preprocessor(data, False)
+
+    @torch.no_grad()
+    def image_tokens(self, image: ImageInput, instruction: str) -> dict:
+        """The image tokenizer's output for one image under ``instruction``: ``embeds [M, C]``,
+        ``llm_embeds [M, C_llm]`` (projected into the LLM's input space) and
+        ``reference_points [M, 2]`` ((cx, cy) in [0, 1] of the image)."""
+        outputs = self.model(**self._model_inputs([(load_image(image), original_size(image))],
+                                                  describe_instruction(instruction)), mode="tensor")
+        return {key: outputs[key][0] for key in ("embeds", "llm_embeds", "reference_points")}
 
     @staticmethod
     def _to_result(sample, description: dict, image_size: tuple) -> VisionLLMResult:
