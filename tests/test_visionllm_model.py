@@ -7,13 +7,14 @@ from mmengine.registry import DefaultScope
 from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
 
 
-def _build(tmp_path, llm_dir, workspace, monkeypatch):
+def _build(tmp_path, llm_dir, workspace, monkeypatch, **model_options):
     import visionllm.datasets  # noqa: F401
     import visionllm.models  # noqa: F401
     from visionllm.registry import DATASETS, MODELS
     DefaultScope.get_instance(f"visionllm-test-{id(tmp_path)}", scope_name="visionllm")
     monkeypatch.chdir(workspace)
     cfg = Config.fromfile(write_tiny_config(tmp_path, llm_dir))
+    cfg.model.update(model_options)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -122,3 +123,50 @@ def test_token_class_prior_reaches_the_decoder(tmp_path, monkeypatch, tiny_llm_d
         assert model(**data, mode="tensor")["class_priors"] is None
         without = model(**data, mode="predict")[0].pred_instances.scores
     assert len(with_prior) != len(without) or not torch.allclose(with_prior.sort().values, without.sort().values)
+
+
+def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
+                                                                    tiny_workspace):  # noqa: F811
+    """Text tasks: each token's LLM input gains the relevance vector weighted by the sigmoid of
+    the token's alignment with the instruction (checked against a hand-pooled reference); box
+    tasks are left alone; the vector starts at zero; the answer loss trains the alignment."""
+    cfg, model, train_set, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch, instruction_relevance=True)
+    by_task = {}
+    for i in range(len(train_set)):
+        item = train_set[i]
+        by_task.setdefault(item["data_samples"].task, item)
+        if "vqa" in by_task and "detection" in by_task:
+            break
+    data = model.data_preprocessor(pseudo_collate([by_task["vqa"], by_task["detection"]]), True)
+    tokenizer = model.image_tokenizer
+    with torch.no_grad():
+        tokenizer.name_query.weight.normal_(0, 1.0)
+        tokenizer.name_bias.fill_(0.0)  # logits near zero: sigmoid in its sensitive range
+        outputs = model(**data, mode="tensor")
+        plain = model.token_projection(outputs["embeds"])
+        torch.testing.assert_close(outputs["llm_embeds"], plain, rtol=0, atol=0)  # zero vector: no change
+
+        model.relevance_embedding.normal_(0, 1.0)
+        shifted = model(**data, mode="tensor")["llm_embeds"] - plain
+        # Reference: the text encoder's features of the question text, averaged by hand.
+        question = data["data_samples"][0].instruction.replace("<image>", " ")
+        feats, padding = tokenizer.text_encoder([question])
+        pooled = feats[0][~padding[0]].mean(0)
+        logits = tokenizer.name_query(outputs["embeds"][0]) @ pooled / outputs["embeds"].shape[-1] ** 0.5
+        expected = logits.sigmoid()[:, None] * model.relevance_embedding
+    torch.testing.assert_close(shifted[0], expected, rtol=1e-5, atol=1e-5)
+    assert logits.std() > 0.1  # the weights differ from token to token
+    assert shifted[1].abs().max() == 0  # the detection sample is untouched
+
+    def alignment_grad(vector_scale):
+        model.zero_grad()
+        with torch.no_grad():
+            model.relevance_embedding.mul_(vector_scale)
+        question_only = model.data_preprocessor(pseudo_collate([by_task["vqa"]]), True)
+        losses = model(**question_only, mode="loss")
+        losses["loss_text"].backward()
+        grad = tokenizer.name_query.weight.grad
+        return 0.0 if grad is None else float(grad.abs().max())
+
+    assert alignment_grad(1.0) > 0  # the answer's loss reaches the alignment through the flag
+    assert alignment_grad(0.0) == 0  # and only through it

@@ -3,6 +3,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModel
+from torch import nn
+from visionllm.instructions import TEXT_TASKS
 from visionllm.models.llm.embedding_scale import ScaledProjection
 from visionllm.registry import MODELS
 
@@ -27,6 +29,12 @@ class VisionLLM(BaseModel):
             instead of re-learning through LoRA which of the prompt's names the token's features
             match (measured: tokens named the right shape 89 % of the time while the LLM's class
             of the best box was at chance).
+        instruction_relevance: for captions and questions, add to each image token's LLM input
+            a learned vector (zero at the start) weighted by the sigmoid of the tokenizer's
+            alignment of that token with the whole instruction (``instruction_relevance``). The
+            tokenizer already finds the object a question names; without this flag the LLM had
+            to re-find it by matching words to tokens through LoRA, and never did (every colour
+            answer was the prior "green", every count "0").
         pretrained_prefixes: module prefixes whose weights come from installed pretrained
             packages or local pretrained directories at build time (base LLM, text encoder);
             their frozen parameters and buffers are left out of checkpoints.
@@ -35,6 +43,7 @@ class VisionLLM(BaseModel):
     def __init__(self, image_tokenizer: dict, task_decoder: dict,
                  data_preprocessor: Optional[dict] = None, tokenizer_loss_weight: float = 1.0,
                  freeze_image_tokenizer: bool = False, token_class_prior: bool = True,
+                 instruction_relevance: bool = False,
                  pretrained_prefixes: Sequence[str] = (),
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
@@ -45,6 +54,8 @@ class VisionLLM(BaseModel):
         # they enter at the scale of its word embeddings.
         self.token_projection = ScaledProjection(self.image_tokenizer.embed_dims, self.task_decoder.hidden_size,
                                                  self.task_decoder.input_rms)
+        self.relevance_embedding = (nn.Parameter(torch.zeros(self.task_decoder.hidden_size))
+                                    if instruction_relevance else None)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.token_class_prior = token_class_prior
         self.pretrained_prefixes = tuple(pretrained_prefixes)
@@ -56,9 +67,21 @@ class VisionLLM(BaseModel):
         texts = [sample.instruction for sample in data_samples]
         outputs = self.image_tokenizer(images, image_masks, texts)
         outputs["llm_embeds"] = self.token_projection(outputs["embeds"])
+        if self.relevance_embedding is not None:
+            outputs["llm_embeds"] = outputs["llm_embeds"] + self._relevance_inputs(outputs["embeds"], data_samples)
         outputs["class_priors"] = (self.image_tokenizer.token_name_logits(outputs, data_samples)
                                    if self.token_class_prior else None)
         return outputs
+
+    def _relevance_inputs(self, embeds: torch.Tensor, data_samples: List) -> torch.Tensor:
+        """``[B, M, C_llm]``: the relevance vector weighted per token (zero for box tasks, whose
+        class logits already get the token-to-name alignment)."""
+        rows = [i for i, sample in enumerate(data_samples) if sample.metainfo.get("task") in TEXT_TASKS]
+        weights = embeds.new_zeros(embeds.shape[:2])
+        if rows:
+            logits = self.image_tokenizer.instruction_relevance(embeds[rows], [data_samples[i].instruction for i in rows])
+            weights = weights.index_put((torch.tensor(rows, device=embeds.device),), logits.sigmoid())
+        return weights.unsqueeze(-1) * self.relevance_embedding
 
     def forward(self, inputs: Dict[str, torch.Tensor], data_samples: Optional[List] = None,
                 mode: str = "tensor") -> Union[Dict[str, torch.Tensor], List, dict]:
