@@ -16,13 +16,15 @@ train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=ma
 # are no ImageNet weights). Its norm statistics come from 16-image batches; 2-image batches would
 # only add noise, so the norm layers stay frozen and the body learns 10x slower than the new layers.
 model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)))
-# The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers)
-# start from nothing: at the base rate they were still negligible after 600 iterations.
+# The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
+# the instruction-relevance vector) start from nothing: at the base rate the first two were
+# still negligible after 600 iterations.
 optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01),
                      # bypass_duplicate: the LLM's input and output embeddings are tied (one parameter).
                      paramwise_cfg=dict(custom_keys={"image_tokenizer.backbone.body": dict(lr_mult=0.1),
                                                      "image_tokenizer.token_appearance": dict(lr_mult=10.0),
-                                                     "task_decoder.image_readout": dict(lr_mult=10.0)},
+                                                     "task_decoder.image_readout": dict(lr_mult=10.0),
+                                                     "relevance_embedding": dict(lr_mult=10.0)},
                                         bypass_duplicate=True))
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),

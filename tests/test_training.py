@@ -110,7 +110,7 @@ def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms(
     assert len(grouped) == len(set(grouped))
     assert set(trainable) <= set(grouped)
     multipliers = {"image_tokenizer.backbone.body.": 0.1, "image_tokenizer.token_appearance.": 10.0,
-                   "task_decoder.image_readout.": 10.0}
+                   "task_decoder.image_readout.": 10.0, "relevance_embedding": 10.0}
     for pid, name in trainable.items():
         expected = base_lr * next((m for prefix, m in multipliers.items() if name.startswith(prefix)), 1.0)
         assert lr_of[pid] == pytest.approx(expected), name

@@ -31,6 +31,9 @@ model = dict(
         image_readout=dict(dims=128, num_heads=4),
         max_new_tokens=24,
     ),
+    # Caption / VQA tokens tell the LLM how well they match the instruction (the tokenizer finds
+    # the object a question names; see VisionLLM).
+    instruction_relevance=True,
     # Frozen weights restored from the installed packages, so checkpoints leave them out.
     pretrained_prefixes=("task_decoder.llm", "image_tokenizer.text_encoder.bert"),
 )
