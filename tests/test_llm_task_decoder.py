@@ -1,5 +1,6 @@
 """LLMTaskDecoder end to end on a tiny random Llama: overfitting every task, checkpoints, passes."""
 import math
+import os
 
 import pytest
 import torch
@@ -69,14 +70,16 @@ def train(decoder, embeds, refs, samples, steps, lr=5e-3):
 
 @pytest.fixture(scope="module")
 def trained(single_thread, tiny_llama_dir):
-    seed = torch.seed() % 2**31
+    # Fresh data every run; VISIONLLM_TEST_SEED repeats the run a failure message names.
+    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
     g = torch.Generator().manual_seed(seed)
     # LoRA on the MLP too: a random 2-layer model needs the capacity to fit text with a frozen head.
     decoder = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5, lora=LORA)
     samples = task_samples(g)
     embeds = torch.randn(len(samples), 6, decoder.hidden_size, generator=g)
     refs = torch.rand(len(samples), 6, 2, generator=g)
-    losses = train(decoder, embeds, refs, samples, steps=130)
+    # 130 steps left loss_format at 0.13 for seed 1802884884; 200 reach every target there.
+    losses = train(decoder, embeds, refs, samples, steps=200)
     return dict(decoder=decoder, samples=samples, embeds=embeds, refs=refs, losses=losses, seed=seed)
 
 
