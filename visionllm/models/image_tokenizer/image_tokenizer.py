@@ -150,7 +150,7 @@ class ImageTokenizer(nn.Module):
         """``[B, M]`` logits of how well each token ``embeds [B, M, C]`` matches its whole
         instruction: the name alignment with the instruction text as the name. For a question
         ("what color is the triangle?") the top token lies on the object asked about (measured
-        on the shipped model before any training of this use: 57 of 60 val colour questions)."""
+        on the step-7 shapes model before any training of this use: 57 of 60 val colour questions)."""
         names = self.name_embeddings([text.replace("<image>", " ") for text in texts])
         return torch.stack([self.name_logits(tokens, name[None])[:, 0] for tokens, name in zip(embeds, names)])
 
