@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionllm.instructions import TEXT_TASKS
+from visionllm.instructions.category_set import IMAGE_PLACEHOLDER
 from visionllm.registry import MODELS
 
 from .point_appearance import PointAppearanceEmbedding
@@ -151,7 +152,7 @@ class ImageTokenizer(nn.Module):
         instruction: the name alignment with the instruction text as the name. For a question
         ("what color is the triangle?") the top token lies on the object asked about (measured
         on the step-7 shapes model before any training of this use: 57 of 60 val colour questions)."""
-        names = self.name_embeddings([text.replace("<image>", " ") for text in texts])
+        names = self.name_embeddings([text.replace(IMAGE_PLACEHOLDER, " ") for text in texts])
         return torch.stack([self.name_logits(tokens, name[None])[:, 0] for tokens, name in zip(embeds, names)])
 
     def loss(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Dict[str, torch.Tensor]:
