@@ -363,3 +363,46 @@ def test_token_class_prior_enters_the_class_loss(tiny_llama_dir):
     losses = {name: decoder.loss(embeds, refs, [sample], prior)["loss_cls"].item()
               for name, prior in (("right", [right]), ("none", None), ("wrong", [wrong]))}
     assert losses["right"] < losses["none"] < losses["wrong"]
+
+
+def _giou_reference(a, b):
+    """Generalised IoU of two (x1, y1, x2, y2) boxes, in float64 from the definition."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    area = lambda x: max(x[2] - x[0], 0.0) * max(x[3] - x[1], 0.0)  # noqa: E731
+    inter = area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
+    union = area(a) + area(b) - inter
+    hull = area([min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])])
+    return inter / union - (hull - union) / hull
+
+
+def test_giou_loss_is_one_minus_giou_of_the_expected_box(tiny_llama_dir, monkeypatch):
+    import visionllm.models.llm.task_decoder as task_decoder_module
+    decoder = build_decoder(tiny_llama_dir, num_slots=1, coord_decode="expectation", generate_format=False,
+                            loss_weights=dict(giou=1.0)).eval()
+    box = torch.tensor([[20.0, 16.0, 40.0, 48.0]])
+    sample = make_sample("detection", 'Detect {"a": <c0>} in <image>. Answer as (c, x1, y1, x2, y2).',
+                         categories=["a"], output_format=("cls", "x1", "y1", "x2", "y2"), bboxes=box, labels=[0])
+    embeds, refs = torch.randn(1, 3, 64), torch.rand(1, 3, 2)
+    seen = []
+    original = task_decoder_module.generalized_box_iou_loss
+    monkeypatch.setattr(task_decoder_module, "generalized_box_iou_loss",
+                        lambda pred, gt, **kw: seen.append((pred.detach(), gt)) or original(pred, gt, **kw))
+    losses = decoder.loss(embeds, refs, [sample])
+    assert set(losses) == {"loss_format", "loss_cls", "loss_loc", "loss_loc_l1", "loss_giou"}
+    (pred_box, gt_box), = seen
+    assert torch.equal(gt_box[0], box[0])
+    # the one slot is matched to the one box, and its box is the one prediction decodes
+    # (which then clips it to the image)
+    predicted = decoder.predict(embeds, refs, [sample])[0].pred_instances.bboxes[0]
+    h, w = sample.img_shape
+    assert torch.allclose(predicted, pred_box[0].clamp(min=0).minimum(torch.tensor([w, h, w, h])), atol=1e-4)
+    expected = 1.0 - _giou_reference(pred_box[0], box[0])
+    assert abs(losses["loss_giou"].item() - expected) < 1e-4
+    # the term trains the decoder
+    losses["loss_giou"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.parameters() if p.requires_grad)
+    # off by default
+    plain = build_decoder(tiny_llama_dir, num_slots=1)
+    assert "loss_giou" not in plain.loss(embeds, refs, [sample])
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        build_decoder(tiny_llama_dir, loss_weights=dict(gio=1.0))

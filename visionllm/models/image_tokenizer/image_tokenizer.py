@@ -11,6 +11,7 @@ from visionllm.registry import MODELS
 
 from .point_appearance import PointAppearanceEmbedding
 from .positional_encoding import PointPositionEmbedding
+from .relational_alignment import RelationalAlignment
 from .token_loss import TokenLoss
 
 
@@ -45,12 +46,17 @@ class ImageTokenizer(nn.Module):
         token_appearance: add an embedding of the input pixels around each token's reference
             point (``PointAppearanceEmbedding``, zero at the start): the kind-trained deep
             features lose colour, which text and referring expressions ask for.
+        relational_alignment: refine the name alignment by letting the tokens compare with each
+            other (``RelationalAlignment``, a correction that starts at zero): relative
+            expressions ("the square on the left") are about the other objects. ``None`` (the
+            default) keeps the plain per-token alignment; a dict gives the module's arguments.
     """
 
     def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = dict(),  # noqa: B006 (never mutated)
                  embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
                  aux_loss: bool = True, freeze_backbone: bool = False, name_alignment: bool = True,
-                 token_position: bool = True, token_appearance: bool = False):
+                 token_position: bool = True, token_appearance: bool = False,
+                 relational_alignment: Optional[Dict] = None):
         super().__init__()
         self.embed_dims = embed_dims
         self.backbone = MODELS.build(dict(embed_dims=embed_dims, **backbone))
@@ -66,6 +72,10 @@ class ImageTokenizer(nn.Module):
         self.name_query = nn.Linear(embed_dims, embed_dims) if name_alignment else None
         # prior probability 0.01 that a token scores a name, as for objectness
         self.name_bias = nn.Parameter(torch.full((), -4.595)) if name_alignment else None
+        if relational_alignment is not None and not name_alignment:
+            raise ValueError("relational_alignment refines the name alignment; it needs name_alignment=True")
+        self.relational_alignment = (RelationalAlignment(embed_dims, **relational_alignment)
+                                     if relational_alignment is not None else None)
         self.token_loss = TokenLoss(**(loss or {}))
         self.exact_padding = exact_padding
         self.aux_loss = aux_loss
@@ -143,9 +153,14 @@ class ImageTokenizer(nn.Module):
         valid = (~padding).unsqueeze(-1).to(feats.dtype)
         return (feats * valid).sum(1) / valid.sum(1).clamp(min=1)
 
-    def name_logits(self, embeds: torch.Tensor, names: torch.Tensor) -> torch.Tensor:
-        """Token-to-name logits ``[M, n]`` of one image's tokens ``[M, C]``."""
-        return self.name_query(embeds) @ names.t() / embeds.shape[-1] ** 0.5 + self.name_bias
+    def name_logits(self, embeds: torch.Tensor, names: torch.Tensor,
+                    points: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Token-to-name logits ``[M, n]`` of one image's tokens ``[M, C]``; with the tokens'
+        reference points ``[M, 2]`` the relational refinement (when configured) is applied."""
+        logits = self.name_query(embeds) @ names.t() / embeds.shape[-1] ** 0.5 + self.name_bias
+        if self.relational_alignment is not None and points is not None:
+            logits = self.relational_alignment(embeds, points.detach(), names, logits)
+        return logits
 
     def instruction_relevance(self, embeds: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """``[B, M]`` logits of how well each token ``embeds [B, M, C]`` matches its whole
@@ -181,7 +196,7 @@ class ImageTokenizer(nn.Module):
         for i, (logits, points, embeds) in enumerate(layers):
             class_logits = None
             if names_of is not None:
-                class_logits = [None if names is None else self.name_logits(embeds[b], names)
+                class_logits = [None if names is None else self.name_logits(embeds[b], names, points[b])
                                 for b, names in enumerate(names_of)]
             prefix = "" if i == 0 else f"d{i - 1}."
             for name, value in self.token_loss(logits, points, centres, class_logits, labels, supervised).items():
@@ -195,7 +210,8 @@ class ImageTokenizer(nn.Module):
         outputs["name_table"] = self.names_of(data_samples, outputs["embeds"].device)
         if outputs["name_table"] is None:
             return None
-        return [None if names is None else self.name_logits(outputs["embeds"][b], names)
+        return [None if names is None else self.name_logits(outputs["embeds"][b], names,
+                                                            outputs["reference_points"][b])
                 for b, names in enumerate(outputs["name_table"])]
 
     def names_of(self, data_samples: List, device) -> Optional[List[Optional[torch.Tensor]]]:

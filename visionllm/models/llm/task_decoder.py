@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import nn
+from torchvision.ops import generalized_box_iou_loss
 
 import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
@@ -59,8 +60,11 @@ class LLMTaskDecoder(BaseModule):
         no_object_weight: class-loss weight of unmatched slots (target: no-object).
         loss_weights: weights of ``cls``, ``loc`` (cross-entropy on the location tokens),
             ``loc_l1`` (L1 of the expected coordinate, image-size normalised: an ordinal signal
-            the bin cross-entropy lacks, so sizes converge in far fewer steps), ``format`` (LM
-            on format tokens) and ``text``.
+            the bin cross-entropy lacks, so sizes converge in far fewer steps), ``giou`` (1 - GIoU
+            of the extent boxes of the expected and true points: an error relative to the
+            object's size, which is what box AP at IoU 0.75 judges; the image-size-normalised L1
+            weighs a 1-pixel error on a small object like one on a large object; 0 by default),
+            ``format`` (LM on format tokens) and ``text``.
         max_classes_per_pass: category sets larger than this run in several passes (default: the
             class-token budget).
         contextual_class_logits: add to each class logit a learned score between the slot and
@@ -140,7 +144,11 @@ class LLMTaskDecoder(BaseModule):
         self.matcher = TASK_UTILS.build(matcher or dict(type="HungarianMatcher", class_weight=1.0,
                                                         coord_weight=5.0, coord_cost="l1"))
         self.no_object_weight = no_object_weight
-        self.loss_weights = dict(cls=1.0, loc=1.0, loc_l1=5.0, format=1.0, text=1.0, **(loss_weights or {}))
+        self.loss_weights = dict(cls=1.0, loc=1.0, loc_l1=5.0, giou=0.0, format=1.0, text=1.0)
+        unknown = set(loss_weights or {}) - set(self.loss_weights)
+        if unknown:
+            raise ValueError(f"unknown loss weights {sorted(unknown)}; expected some of {sorted(self.loss_weights)}")
+        self.loss_weights.update(loss_weights or {})
         self.max_classes_per_pass = max_classes_per_pass or self.special.num_classes
         if self.max_classes_per_pass > self.special.num_classes:
             raise ValueError("max_classes_per_pass exceeds the number of class tokens")
@@ -316,8 +324,8 @@ class LLMTaskDecoder(BaseModule):
         yield "format", self._lm_loss(prefix_hidden, prefix.labels), float(len(samples))
 
         num_points = (len(fields) - 1) // 2
-        cls_sum = cls_weight = loc_sum = l1_sum = None
-        loc_count = 0
+        cls_sum = cls_weight = loc_sum = l1_sum = giou_sum = None
+        loc_count = matched_count = 0
         for b, sample in enumerate(samples):
             categories = _meta(sample, "categories")
             if len(categories) > self.special.num_classes:
@@ -353,13 +361,20 @@ class LLMTaskDecoder(BaseModule):
                 l1 = ((expected - gt_points[gt_idx]) / size).abs().sum()
                 l1_sum = l1 if l1_sum is None else l1_sum + l1
                 loc_count += bins.numel()
+                if self.loss_weights["giou"]:
+                    giou = generalized_box_iou_loss(extent_boxes(expected), extent_boxes(gt_points[gt_idx]),
+                                                    reduction="sum")
+                    giou_sum = giou if giou_sum is None else giou_sum + giou
+                    matched_count += len(slot_idx)
         yield "cls", cls_sum / cls_weight, float(cls_weight)
         if loc_count:
             yield "loc", loc_sum / loc_count, float(loc_count)
             yield "loc_l1", l1_sum / loc_count, float(loc_count)
+            if matched_count:
+                yield "giou", giou_sum / matched_count, float(matched_count)
         else:  # keep the location rows in the graph so every step has the same terms
-            yield "loc", group_hidden.sum() * 0.0, 1.0
-            yield "loc_l1", group_hidden.sum() * 0.0, 1.0
+            for name in ("loc", "loc_l1") + (("giou",) if self.loss_weights["giou"] else ()):
+                yield name, group_hidden.sum() * 0.0, 1.0
 
     def _gt_points(self, sample, num_points: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Ground-truth points ``[G, K, 2]`` in field order, and labels ``[G]``."""
@@ -553,8 +568,7 @@ class LLMTaskDecoder(BaseModule):
         points[..., 1] = points[..., 1].clamp(0, ori_h)
         result = InstanceData()
         # Corners are decoded as written; a box is their extent (also the box of a polygon).
-        result.bboxes = torch.cat([points.min(dim=1).values, points.max(dim=1).values], dim=-1) \
-            if len(points) else points.new_zeros(0, 4)
+        result.bboxes = extent_boxes(points) if len(points) else points.new_zeros(0, 4)
         result.scores = scores
         category_ids = _meta(sample, "category_ids")
         if category_ids is not None:
@@ -565,6 +579,11 @@ class LLMTaskDecoder(BaseModule):
             result.polygons = points
             result.masks = rasterize_polygons(points, (int(ori_h), int(ori_w)))
         return result
+
+
+def extent_boxes(points: torch.Tensor) -> torch.Tensor:
+    """Points ``[n, K, 2]`` → the boxes ``[n, 4]`` (x1, y1, x2, y2) they span."""
+    return torch.cat([points.min(dim=1).values, points.max(dim=1).values], dim=-1)
 
 
 def rasterize_polygons(polygons: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:

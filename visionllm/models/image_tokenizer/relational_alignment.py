@@ -1,0 +1,59 @@
+"""Token-to-name alignment that lets the tokens compare with each other before they score a name."""
+import math
+
+import torch
+from torch import nn
+
+from .positional_encoding import sine_features
+
+
+class RelationalAlignment(nn.Module):
+    """Refine each token's name logit by looking at the other tokens' positions and logits.
+
+    The plain alignment scores every token against a name on its own, which cannot work for
+    relative expressions: "the square on the left" is the left one *of the squares*, a fact about
+    the other tokens (measured on the shipped shapes model: left / right / top / bottom
+    expressions 25 of 55 right, at chance between two same-kind objects; plain ones 30 of 33).
+    For each name, every token gets its features, the name, its reference point and its plain
+    logit as input; self-attention over the image's tokens then lets a token see where the
+    other candidates for the name are. A zero-initialised output adds the correction to the
+    plain logit, so a trained model is unchanged until this is trained.
+
+    Args:
+        embed_dims: width of the tokens and of the name embeddings.
+        num_layers / num_heads / ffn_dims: the self-attention stack over the tokens.
+        num_point_feats: sine frequencies per coordinate of the reference-point encoding.
+    """
+
+    def __init__(self, embed_dims: int, num_layers: int = 2, num_heads: int = 4, ffn_dims: int = 256,
+                 num_point_feats: int = 16):
+        super().__init__()
+        self.num_point_feats = num_point_feats
+        self.token_proj = nn.Sequential(nn.LayerNorm(embed_dims), nn.Linear(embed_dims, embed_dims))
+        self.name_proj = nn.Linear(embed_dims, embed_dims)
+        self.point_proj = nn.Linear(2 * num_point_feats, embed_dims)
+        # The plain logit enters bounded twice: as a probability (is this a candidate?) and as a
+        # squashed margin (how sure?).
+        self.logit_proj = nn.Linear(2, embed_dims)
+        layer = nn.TransformerEncoderLayer(embed_dims, num_heads, dim_feedforward=ffn_dims, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(embed_dims), nn.Linear(embed_dims, 1))
+        if not self.out[1].weight.is_meta:
+            nn.init.zeros_(self.out[1].weight)
+            nn.init.zeros_(self.out[1].bias)
+
+    def encode_points(self, points: torch.Tensor) -> torch.Tensor:
+        scaled = points * 2 * math.pi
+        feats = torch.cat([sine_features(scaled[..., i], self.num_point_feats, 20.0) for i in (0, 1)], -1)
+        return self.point_proj(feats.to(self.point_proj.weight.dtype))
+
+    def forward(self, tokens: torch.Tensor, points: torch.Tensor, names: torch.Tensor,
+                logits: torch.Tensor) -> torch.Tensor:
+        """tokens ``[M, C]``, points ``[M, 2]`` (cx, cy) in [0, 1], names ``[n, C]``, plain
+        logits ``[M, n]`` → refined logits ``[M, n]``."""
+        per_token = self.token_proj(tokens) + self.encode_points(points)  # [M, C]
+        logit_feats = torch.stack([logits.sigmoid(), torch.tanh(logits / 4)], -1).transpose(0, 1)  # [n, M, 2]
+        x = per_token[None] + self.name_proj(names)[:, None] + self.logit_proj(logit_feats)  # [n, M, C]
+        correction = self.out(self.layers(x))[..., 0]  # [n, M]
+        return logits + correction.t()
