@@ -7,7 +7,7 @@ from mmengine.registry import DefaultScope
 from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
 
 
-def _build(tmp_path, llm_dir, workspace, monkeypatch, **model_options):
+def _build(tmp_path, llm_dir, workspace, monkeypatch, tokenizer_options=None, decoder_options=None, **model_options):
     import visionllm.datasets  # noqa: F401
     import visionllm.models  # noqa: F401
     from visionllm.registry import DATASETS, MODELS
@@ -15,6 +15,8 @@ def _build(tmp_path, llm_dir, workspace, monkeypatch, **model_options):
     monkeypatch.chdir(workspace)
     cfg = Config.fromfile(write_tiny_config(tmp_path, llm_dir))
     cfg.model.update(model_options)
+    cfg.model.image_tokenizer.update(tokenizer_options or {})
+    cfg.model.task_decoder.update(decoder_options or {})
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -170,3 +172,50 @@ def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, mo
 
     assert alignment_grad(1.0) > 0  # the answer's loss reaches the alignment through the flag
     assert alignment_grad(0.0) == 0  # and only through it
+
+
+def _one_per_task(dataset, tasks):
+    found = {}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        found.setdefault(item["data_samples"].task, item)
+        if set(tasks) <= set(found):
+            return [found[t] for t in tasks]
+    raise AssertionError(f"no sample of every task in {tasks}")
+
+
+def test_box_refinement_and_relational_alignment_in_the_whole_model(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
+                                                                    tiny_workspace):  # noqa: F811
+    """Both train from the model's losses; the refinement reads the tokenizer's own memory (its
+    width and levels filled in by VisionLLM) and moves decoded boxes, never polygons."""
+    cfg, model, train_set, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
+                                             tokenizer_options=dict(relational_alignment=dict(num_layers=1)),
+                                             decoder_options=dict(box_refinement=dict(num_layers=1)))
+    refinement = model.task_decoder.box_refinement
+    assert refinement.attns[0].embed_dims == model.image_tokenizer.embed_dims
+    assert refinement.attns[0].num_levels == model.image_tokenizer.backbone.num_levels
+    model.train()
+    data = model.data_preprocessor(pseudo_collate(_one_per_task(train_set, ["detection", "grounding"])), True)
+    losses = model(**data, mode="loss")
+    assert {"loss_refine_l1", "loss_refine_giou"} <= set(losses)
+    sum(v for k, v in losses.items() if "loss" in k).backward()
+    # the zero-initialised output layers get a gradient, so both start to learn
+    for prefix in ("task_decoder.box_refinement.deltas.0.2", "image_tokenizer.relational_alignment.out.1"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), prefix
+
+    model.eval()
+    model.task_decoder.generate_format = False
+    data = model.data_preprocessor(pseudo_collate(_one_per_task(test_set, ["detection", "segmentation"])), False)
+
+    def predict():
+        with torch.no_grad():
+            det, seg = model(**data, mode="predict")
+        return det.pred_instances.bboxes.clone(), seg.pred_instances.polygons.clone()
+
+    boxes, polygons = predict()
+    for delta in refinement.deltas:
+        torch.nn.init.normal_(delta[-1].weight, std=1.0)
+    moved_boxes, same_polygons = predict()
+    assert not torch.allclose(moved_boxes, boxes, atol=1e-2)
+    assert torch.equal(same_polygons, polygons)

@@ -49,6 +49,12 @@ class VisionLLM(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
         self.image_tokenizer = MODELS.build(image_tokenizer)
+        task_decoder = dict(task_decoder)
+        if task_decoder.get("box_refinement") is not None:
+            # the refinement reads the tokenizer's memory: its width and levels come from there
+            task_decoder["box_refinement"] = dict(embed_dims=self.image_tokenizer.embed_dims,
+                                                  num_levels=self.image_tokenizer.backbone.num_levels,
+                                                  **task_decoder["box_refinement"])
         self.task_decoder = MODELS.build(task_decoder)
         # Image tokens live in the tokenizer's width; the LLM reads them as input embeddings, so
         # they enter at the scale of its word embeddings.
@@ -83,6 +89,12 @@ class VisionLLM(BaseModel):
             weights = weights.index_put((torch.tensor(rows, device=embeds.device),), logits.sigmoid())
         return weights.unsqueeze(-1) * self.relevance_embedding
 
+    @staticmethod
+    def _image_features(outputs: dict) -> dict:
+        """What the decoder's box refinement reads: the image tokens (in the tokenizer's width)
+        and the encoder memory."""
+        return dict(tokens=outputs["embeds"], **outputs["memory_features"])
+
     def forward(self, inputs: Dict[str, torch.Tensor], data_samples: Optional[List] = None,
                 mode: str = "tensor") -> Union[Dict[str, torch.Tensor], List, dict]:
         if data_samples is None:
@@ -92,7 +104,7 @@ class VisionLLM(BaseModel):
             return outputs
         if mode == "loss":
             losses = self.task_decoder.loss(outputs["llm_embeds"], outputs["reference_points"], data_samples,
-                                            outputs["class_priors"])
+                                            outputs["class_priors"], self._image_features(outputs))
             token_losses = self.image_tokenizer.loss(outputs, data_samples)
             for name, value in token_losses.items():
                 # Weight loss terms only; mmengine logs every key that contains 'loss'.
@@ -100,7 +112,7 @@ class VisionLLM(BaseModel):
             return losses
         if mode == "predict":
             return self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
-                                             outputs["class_priors"])
+                                             outputs["class_priors"], self._image_features(outputs))
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 
     def init_weights(self):

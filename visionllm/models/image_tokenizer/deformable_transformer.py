@@ -207,11 +207,16 @@ class DeformableTransformer(nn.Module):
 
         Returns ``embeds [B, M, C]``, ``reference_points [B, M, 2]`` (cx, cy) in [0, 1] of each
         image's valid area (both from the last decoder layer), the same per decoder layer in
-        ``layer_embeds`` / ``layer_reference_points`` (lists, for auxiliary losses), and the
-        encoder ``memory [B, S, C]``.
+        ``layer_embeds`` / ``layer_reference_points`` (lists, for auxiliary losses), and
+        ``memory_features``: the encoder ``memory [B, S, C]`` with what a deformable attention
+        needs to read it (``spatial_shapes``, ``level_start_index``, ``padding_mask [B, S]``,
+        ``valid_ratios [B, L, 2]``).
         """
         flat = self.flatten_levels(features, masks)
         memory = self.encode(flat)
         layer_embeds, layer_points = self.decode(memory, flat)
+        memory_features = dict(memory=memory, spatial_shapes=flat["spatial_shapes"],
+                               level_start_index=flat["level_start_index"], padding_mask=flat["padding_mask"],
+                               valid_ratios=flat["valid_ratios"])
         return dict(embeds=layer_embeds[-1], reference_points=layer_points[-1], layer_embeds=layer_embeds,
-                    layer_reference_points=layer_points, memory=memory)
+                    layer_reference_points=layer_points, memory_features=memory_features)

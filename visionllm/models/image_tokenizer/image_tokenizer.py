@@ -120,7 +120,8 @@ class ImageTokenizer(nn.Module):
         texts: one instruction per image.
 
         Returns ``embeds [B, M, C]``, ``reference_points [B, M, 2]`` (cx, cy) in [0, 1] of each
-        image's valid area, ``objectness_logits [B, M]``.
+        image's valid area, ``objectness_logits [B, M]`` and the encoder's ``memory_features``
+        (see ``DeformableTransformer.forward``).
         """
         if image_masks is None:
             image_masks = images.new_zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool)
@@ -139,7 +140,8 @@ class ImageTokenizer(nn.Module):
             layer_embeds = [e + self.token_appearance(images, image_masks, p.detach())
                             for e, p in zip(layer_embeds, out["layer_reference_points"])]
         outputs = dict(embeds=layer_embeds[-1], reference_points=out["reference_points"],
-                       objectness_logits=self.objectness(layer_embeds[-1]).squeeze(-1))
+                       objectness_logits=self.objectness(layer_embeds[-1]).squeeze(-1),
+                       memory_features=out["memory_features"])
         if self.aux_loss:
             # earlier decoder layers get the same loss (Deformable-DETR's auxiliary losses)
             outputs["aux_objectness_logits"] = [self.objectness(e).squeeze(-1) for e in layer_embeds[:-1]]

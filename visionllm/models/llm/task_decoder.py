@@ -21,6 +21,8 @@ import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
 from visionllm.registry import MODELS, TASK_UTILS
 
+from visionllm.models.box_refinement import BoxRefinement
+
 from .class_pointer import ClassPointer
 from .embedding_scale import ScaledProjection, embedding_rms
 from .image_readout import ImageReadout
@@ -64,13 +66,17 @@ class LLMTaskDecoder(BaseModule):
             of the extent boxes of the expected and true points: an error relative to the
             object's size, which is what box AP at IoU 0.75 judges; the image-size-normalised L1
             weighs a 1-pixel error on a small object like one on a large object; 0 by default),
-            ``format`` (LM on format tokens) and ``text``.
+            ``format`` (LM on format tokens), ``text``, and with ``box_refinement``
+            ``refine_l1`` / ``refine_giou`` (L1 and 1 - GIoU of every refinement step's boxes).
         max_classes_per_pass: category sets larger than this run in several passes (default: the
             class-token budget).
         contextual_class_logits: add to each class logit a learned score between the slot and
             the prompt's hidden state at that class token (``ClassPointer``).
         image_readout: ``dict(dims, num_heads)`` to give every decoder layer a zero-initialised
             cross-attention read-out of the image tokens (``ImageReadout``), or None.
+        box_refinement: arguments of ``BoxRefinement`` (``embed_dims`` and ``num_levels`` of the
+            image tokenizer's memory, which ``VisionLLM`` fills in) to refine decoded boxes on
+            the image features, or None. Box formats only; polygons are decoded as written.
         max_new_tokens / num_beams: caption and answer generation.
         max_per_img / score_thr: structured predictions kept per image.
     """
@@ -86,7 +92,7 @@ class LLMTaskDecoder(BaseModule):
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
                  score_thr: float = 0.0, vocab_init_noise: float = 1.0, seed: int = 0,
                  contextual_class_logits: bool = True, image_readout: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 box_refinement: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from visionllm.instructions import LocationCodec
         if decode_mode not in ("parallel", "autoregressive"):
@@ -135,6 +141,7 @@ class LLMTaskDecoder(BaseModule):
 
         self.image_readout = (ImageReadout(self.backbone.layers, self.hidden_size, device=device, **image_readout)
                               if image_readout is not None else None)
+        self.box_refinement = BoxRefinement(**box_refinement) if box_refinement is not None else None
 
         self.num_slots = num_slots
         self.groups_see_each_other = groups_see_each_other
@@ -144,7 +151,8 @@ class LLMTaskDecoder(BaseModule):
         self.matcher = TASK_UTILS.build(matcher or dict(type="HungarianMatcher", class_weight=1.0,
                                                         coord_weight=5.0, coord_cost="l1"))
         self.no_object_weight = no_object_weight
-        self.loss_weights = dict(cls=1.0, loc=1.0, loc_l1=5.0, giou=0.0, format=1.0, text=1.0)
+        self.loss_weights = dict(cls=1.0, loc=1.0, loc_l1=5.0, giou=0.0, format=1.0, text=1.0,
+                                 refine_l1=5.0, refine_giou=2.0)
         unknown = set(loss_weights or {}) - set(self.loss_weights)
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}; expected some of {sorted(self.loss_weights)}")
@@ -273,9 +281,11 @@ class LLMTaskDecoder(BaseModule):
 
     # ------------------------------------------------------------------ training
     def loss(self, image_embeds: torch.Tensor, reference_points: torch.Tensor,
-             data_samples: List, class_priors: Optional[List[Optional[torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
+             data_samples: List, class_priors: Optional[List[Optional[torch.Tensor]]] = None,
+             image_features: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """``class_priors``: per sample ``[M, n]`` token-to-category logits or None (see
-        :meth:`_field_logits`)."""
+        :meth:`_field_logits`); ``image_features``: what ``box_refinement`` reads (see
+        ``VisionLLM._image_features``), needed only with it."""
         losses: Dict[str, torch.Tensor] = {}
         structured: Dict[Tuple[str, ...], List[int]] = {}
         text: List[int] = []
@@ -292,7 +302,7 @@ class LLMTaskDecoder(BaseModule):
             priors = [class_priors[i] for i in indices] if class_priors is not None else None
             for name, value, weight in self._structured_loss(
                     image_embeds[indices], reference_points[indices], [data_samples[i] for i in indices], fields,
-                    priors):
+                    priors, self._features_of(image_features, indices)):
                 terms.setdefault(name, []).append((value, weight))
         if text:
             value = self._text_loss(image_embeds[text], [data_samples[i] for i in text])
@@ -315,7 +325,24 @@ class LLMTaskDecoder(BaseModule):
         return self._assemble([self._prompt_segments(text, embeds) + [(format_ids, True)]
                                for text, embeds in zip(instructions, image_embeds)])
 
-    def _structured_loss(self, image_embeds, reference_points, samples, fields, class_priors=None):
+    def _features_of(self, image_features: Optional[Dict[str, torch.Tensor]], rows: List[int]):
+        """The refinement's image features of some batch rows (None without refinement)."""
+        if self.box_refinement is None:
+            return None
+        if image_features is None:
+            raise ValueError("box_refinement needs the image features (VisionLLM passes them)")
+        shared = ("spatial_shapes", "level_start_index")
+        return {k: v if k in shared else v[rows] for k, v in image_features.items()}
+
+    def _refine(self, features: Dict[str, torch.Tensor], row: int, slots, boxes: torch.Tensor) -> List[torch.Tensor]:
+        """Refinement steps ``[n, 4]`` (normalised x1, y1, x2, y2) of the boxes of some slots of
+        one image."""
+        shared = ("spatial_shapes", "level_start_index")
+        one = {k: v if k in shared else v[row:row + 1] for k, v in features.items()}
+        return [step[0] for step in self.box_refinement(one["tokens"][:, slots], boxes[None], one)]
+
+    def _structured_loss(self, image_embeds, reference_points, samples, fields, class_priors=None,
+                         image_features=None):
         """Yield ``(name, loss, weight)`` for one sub-batch sharing an output format."""
         prefix = self._structured_prefix(image_embeds, [_meta(s, "instruction") for s in samples], fields)
         with self._reading(image_embeds):
@@ -326,6 +353,9 @@ class LLMTaskDecoder(BaseModule):
         num_points = (len(fields) - 1) // 2
         cls_sum = cls_weight = loc_sum = l1_sum = giou_sum = None
         loc_count = matched_count = 0
+        refine_l1 = refine_giou = None
+        refine_count = 0
+        refining = self.box_refinement is not None and num_points == 2
         for b, sample in enumerate(samples):
             categories = _meta(sample, "categories")
             if len(categories) > self.special.num_classes:
@@ -366,12 +396,24 @@ class LLMTaskDecoder(BaseModule):
                                                     reduction="sum")
                     giou_sum = giou if giou_sum is None else giou_sum + giou
                     matched_count += len(slot_idx)
+                if refining:
+                    scale = size.repeat(2)
+                    target = extent_boxes(gt_points[gt_idx]) / scale
+                    for step in self._refine(image_features, b, slot_idx, extent_boxes(expected) / scale):
+                        l1 = (step - target).abs().sum()
+                        giou = generalized_box_iou_loss(step, target, reduction="sum")
+                        refine_l1 = l1 if refine_l1 is None else refine_l1 + l1
+                        refine_giou = giou if refine_giou is None else refine_giou + giou
+                        refine_count += len(slot_idx)
         yield "cls", cls_sum / cls_weight, float(cls_weight)
         if loc_count:
             yield "loc", loc_sum / loc_count, float(loc_count)
             yield "loc_l1", l1_sum / loc_count, float(loc_count)
             if matched_count:
                 yield "giou", giou_sum / matched_count, float(matched_count)
+            if refine_count:
+                yield "refine_l1", refine_l1 / (4 * refine_count), float(4 * refine_count)
+                yield "refine_giou", refine_giou / refine_count, float(refine_count)
         else:  # keep the location rows in the graph so every step has the same terms
             for name in ("loc", "loc_l1") + (("giou",) if self.loss_weights["giou"] else ()):
                 yield name, group_hidden.sum() * 0.0, 1.0
@@ -412,7 +454,8 @@ class LLMTaskDecoder(BaseModule):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict(self, image_embeds: torch.Tensor, reference_points: torch.Tensor,
-                data_samples: List, class_priors: Optional[List[Optional[torch.Tensor]]] = None) -> List:
+                data_samples: List, class_priors: Optional[List[Optional[torch.Tensor]]] = None,
+                image_features: Optional[Dict[str, torch.Tensor]] = None) -> List:
         structured, text = [], []
         for i, sample in enumerate(data_samples):
             task = _meta(sample, "task")
@@ -420,7 +463,8 @@ class LLMTaskDecoder(BaseModule):
         if structured:
             self._predict_structured(image_embeds[structured], reference_points[structured],
                                      [data_samples[i] for i in structured],
-                                     [class_priors[i] for i in structured] if class_priors is not None else None)
+                                     [class_priors[i] for i in structured] if class_priors is not None else None,
+                                     self._features_of(image_features, structured))
         if text:
             texts = self.generate_text(image_embeds[text], [_meta(data_samples[i], "instruction") for i in text])
             for i, value in zip(text, texts):
@@ -494,7 +538,8 @@ class LLMTaskDecoder(BaseModule):
             results.append(ids[:int(where[0]) + 1] if len(where) else None)
         return results
 
-    def _predict_structured(self, image_embeds, reference_points, samples, class_priors=None) -> None:
+    def _predict_structured(self, image_embeds, reference_points, samples, class_priors=None,
+                            image_features=None) -> None:
         from visionllm.instructions import format_category_set, split_category_set
         # Expand category sets beyond the budget into passes: (sample index, instruction, names, offset).
         passes = []
@@ -528,8 +573,11 @@ class LLMTaskDecoder(BaseModule):
                 prior = None
                 if class_priors is not None and class_priors[i] is not None:
                     prior = class_priors[i][:, offset:offset + len(names)]
-                results.setdefault(i, []).append(self._decode_slots(
-                    group_hidden[row], reference_points[i], samples[i], len(names), offset, fields, context, prior))
+                slots = self._decode_slots(group_hidden[row], reference_points[i], samples[i], len(names), offset,
+                                           fields, context, prior)
+                if image_features is not None and slots["points"].shape[1] == 2:
+                    slots["points"] = self._refined_points(image_features, i, slots["points"], samples[i])
+                results.setdefault(i, []).append(slots)
         for i, sample in enumerate(samples):
             sample.pred_instances = self._merge(results[i], sample)
 
@@ -548,6 +596,13 @@ class LLMTaskDecoder(BaseModule):
         else:
             points = self.codec.decode_expectation(loc.softmax(-1), refs.unsqueeze(1), img_wh)
         return dict(scores=scores, labels=labels + offset, points=points.float())
+
+    def _refined_points(self, features, row: int, points: torch.Tensor, sample) -> torch.Tensor:
+        """Decoded box corners ``[N, 2, 2]`` (pixels) of one image after the box refinement."""
+        h, w = _meta(sample, "img_shape")[:2]
+        scale = points.new_tensor([w, h, w, h])
+        boxes = self._refine(features, row, torch.arange(len(points)), extent_boxes(points) / scale)[-1]
+        return (boxes * scale).view(-1, 2, 2)
 
     def _merge(self, parts: List[dict], sample) -> InstanceData:
         """Concatenate the passes of one image, keep the best, rescale to ``ori_shape``."""
