@@ -14,27 +14,37 @@ class RelationalAlignment(nn.Module):
     relative expressions: "the square on the left" is the left one *of the squares*, a fact about
     the other tokens (measured on the shipped shapes model: left / right / top / bottom
     expressions 25 of 55 right, at chance between two same-kind objects; plain ones 30 of 33).
-    For each name, every token gets its features, the name, its reference point and its plain
-    logit as input; self-attention over the image's tokens then lets a token see where the
-    other candidates for the name are. A zero-initialised output adds the correction to the
-    plain logit, so a trained model is unchanged until this is trained.
+    For each name, every token gets its features, the name, its reference point, its plain
+    logit and where the other candidates lie: the probability mass (sigmoid of the plain logits)
+    of the other tokens to its left, right, above and below (soft comparisons of the reference
+    points), as MAttNet encodes offsets to same-category objects. Self-attention over the
+    image's tokens then lets a token compare further. A zero-initialised output adds the
+    correction to the plain logit, so a trained model is unchanged until this is trained.
+    (Measured on the shapes model: with self-attention alone the correction had not learned
+    left / right after 1000 iterations, 27 of 55 positional expressions right.)
 
     Args:
         embed_dims: width of the tokens and of the name embeddings.
         num_layers / num_heads / ffn_dims: the self-attention stack over the tokens.
         num_point_feats: sine frequencies per coordinate of the reference-point encoding.
+        side_temperature: softness (in image fractions) of the left / right / above / below
+            comparisons of reference points.
     """
 
     def __init__(self, embed_dims: int, num_layers: int = 2, num_heads: int = 4, ffn_dims: int = 256,
-                 num_point_feats: int = 16):
+                 num_point_feats: int = 16, side_temperature: float = 0.02):
         super().__init__()
         self.num_point_feats = num_point_feats
+        self.side_temperature = side_temperature
         self.token_proj = nn.Sequential(nn.LayerNorm(embed_dims), nn.Linear(embed_dims, embed_dims))
         self.name_proj = nn.Linear(embed_dims, embed_dims)
         self.point_proj = nn.Linear(2 * num_point_feats, embed_dims)
         # The plain logit enters bounded twice: as a probability (is this a candidate?) and as a
         # squashed margin (how sure?).
         self.logit_proj = nn.Linear(2, embed_dims)
+        self.side_proj = nn.Linear(5, embed_dims)
+        # and a direct, name-dependent weighting of them ("on the left": no candidate further left)
+        self.name_sides = nn.Linear(embed_dims, 5)
         layer = nn.TransformerEncoderLayer(embed_dims, num_heads, dim_feedforward=ffn_dims, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -42,11 +52,26 @@ class RelationalAlignment(nn.Module):
         if not self.out[1].weight.is_meta:
             nn.init.zeros_(self.out[1].weight)
             nn.init.zeros_(self.out[1].bias)
+            # silent at the start too, so that adding them to a trained module changes nothing
+            for layer in (self.side_proj, self.name_sides):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
         scaled = points * 2 * math.pi
         feats = torch.cat([sine_features(scaled[..., i], self.num_point_feats, 20.0) for i in (0, 1)], -1)
         return self.point_proj(feats.to(self.point_proj.weight.dtype))
+
+    def candidates_around(self, points: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``[n, M, 5]``: per name and token, the other tokens' candidate mass to its left,
+        right, above and below, and in total."""
+        mass = logits.detach().sigmoid().t()  # [n, M]
+        mass = mass[:, None, :] * (1 - torch.eye(points.shape[0], device=points.device, dtype=mass.dtype))  # [n, i, j]
+        delta = (points[None, :, :] - points[:, None, :]) / self.side_temperature  # [i, j, 2]: p_j - p_i
+        sides = torch.stack([(-delta[..., 0]).sigmoid(), delta[..., 0].sigmoid(),
+                             (-delta[..., 1]).sigmoid(), delta[..., 1].sigmoid()], -1)  # left, right, above, below
+        around = torch.einsum("nij,ijs->nis", mass, sides.to(mass.dtype))
+        return torch.cat([around, mass.sum(-1, keepdim=True)], -1)
 
     def forward(self, tokens: torch.Tensor, points: torch.Tensor, names: torch.Tensor,
                 logits: torch.Tensor) -> torch.Tensor:
@@ -54,6 +79,7 @@ class RelationalAlignment(nn.Module):
         logits ``[M, n]`` → refined logits ``[M, n]``."""
         per_token = self.token_proj(tokens) + self.encode_points(points)  # [M, C]
         logit_feats = torch.stack([logits.sigmoid(), torch.tanh(logits / 4)], -1).transpose(0, 1)  # [n, M, 2]
-        x = per_token[None] + self.name_proj(names)[:, None] + self.logit_proj(logit_feats)  # [n, M, C]
-        correction = self.out(self.layers(x))[..., 0]  # [n, M]
+        around = self.candidates_around(points, logits).to(per_token.dtype)  # [n, M, 5]
+        x = per_token[None] + self.name_proj(names)[:, None] + self.logit_proj(logit_feats) + self.side_proj(around)
+        correction = self.out(self.layers(x))[..., 0] + (self.name_sides(names)[:, None] * around).sum(-1)  # [n, M]
         return logits + correction.t()
