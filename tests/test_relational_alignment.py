@@ -67,11 +67,15 @@ def test_learns_which_candidate_a_relative_name_means():
     torch.manual_seed(1)
     generator = torch.Generator().manual_seed(2)
     module = RelationalAlignment(EMBED, num_layers=2, num_heads=4, ffn_dims=64)
-    name_table = torch.randn(2, EMBED)  # row 0 "... on the left", row 1 "... on the right"
+    # "the square on the left" / "... on the right": the same pooled vector, one word apart
+    pooled = torch.randn(1, EMBED)
+    words = torch.stack([torch.stack([pooled[0], torch.randn(EMBED)]) for _ in range(2)])  # [2 names, 2 words, C]
+    padding = torch.zeros(2, 2, dtype=torch.bool)
     optimizer = torch.optim.Adam(module.parameters(), lr=4e-3)
 
     def refined(tokens, points, logits, wants_left):
-        return torch.stack([module(t, p, name_table[0 if w else 1][None], l)[:, 0]
+        sides = module.side_weights(pooled.expand(2, -1), words, padding)
+        return torch.stack([module(t, p, pooled, l, sides[0 if w else 1][None])[:, 0]
                             for t, p, l, w in zip(tokens, points, logits, wants_left)])
 
     for _ in range(80):

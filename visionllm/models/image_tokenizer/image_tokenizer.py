@@ -151,17 +151,25 @@ class ImageTokenizer(nn.Module):
 
     def name_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """``[n, C]``: the text encoder's features of each name, averaged over its tokens."""
+        return self._encode_names(names)[0]
+
+    def _encode_names(self, names: Sequence[str]):
+        """Pooled names ``[n, C]`` and, with the relational alignment, their side weights ``[n, 5]``."""
         feats, padding = self.text_encoder(list(names))
         valid = (~padding).unsqueeze(-1).to(feats.dtype)
-        return (feats * valid).sum(1) / valid.sum(1).clamp(min=1)
+        pooled = (feats * valid).sum(1) / valid.sum(1).clamp(min=1)
+        if self.relational_alignment is None:
+            return pooled, None
+        return pooled, self.relational_alignment.side_weights(pooled, feats, padding)
 
-    def name_logits(self, embeds: torch.Tensor, names: torch.Tensor,
-                    points: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def name_logits(self, embeds: torch.Tensor, names: torch.Tensor, points: Optional[torch.Tensor] = None,
+                    side_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Token-to-name logits ``[M, n]`` of one image's tokens ``[M, C]``; with the tokens'
-        reference points ``[M, 2]`` the relational refinement (when configured) is applied."""
+        reference points ``[M, 2]`` the relational refinement (when configured) is applied
+        (``side_weights [n, 5]``: see ``RelationalAlignment.side_weights``)."""
         logits = self.name_query(embeds) @ names.t() / embeds.shape[-1] ** 0.5 + self.name_bias
         if self.relational_alignment is not None and points is not None:
-            logits = self.relational_alignment(embeds, points.detach(), names, logits)
+            logits = self.relational_alignment(embeds, points.detach(), names, logits, side_weights)
         return logits
 
     def instruction_relevance(self, embeds: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
@@ -198,7 +206,7 @@ class ImageTokenizer(nn.Module):
         for i, (logits, points, embeds) in enumerate(layers):
             class_logits = None
             if names_of is not None:
-                class_logits = [None if names is None else self.name_logits(embeds[b], names, points[b])
+                class_logits = [None if names is None else self.name_logits(embeds[b], names[0], points[b], names[1])
                                 for b, names in enumerate(names_of)]
             prefix = "" if i == 0 else f"d{i - 1}."
             for name, value in self.token_loss(logits, points, centres, class_logits, labels, supervised).items():
@@ -212,19 +220,25 @@ class ImageTokenizer(nn.Module):
         outputs["name_table"] = self.names_of(data_samples, outputs["embeds"].device)
         if outputs["name_table"] is None:
             return None
-        return [None if names is None else self.name_logits(outputs["embeds"][b], names,
-                                                            outputs["reference_points"][b])
+        return [None if names is None else self.name_logits(outputs["embeds"][b], names[0],
+                                                            outputs["reference_points"][b], names[1])
                 for b, names in enumerate(outputs["name_table"])]
 
-    def names_of(self, data_samples: List, device) -> Optional[List[Optional[torch.Tensor]]]:
-        """Per sample the embeddings ``[n, C]`` of its instruction's names (None without names);
-        each distinct name of the batch is encoded once."""
+    def names_of(self, data_samples: List, device) -> Optional[List[Optional[tuple]]]:
+        """Per sample the embeddings ``[n, C]`` of its instruction's names and their side weights
+        ``[n, 5]`` (None without the relational alignment), or None without names; each distinct
+        name of the batch is encoded once."""
         if self.name_query is None:
             return None
         per_sample = [list(sample.metainfo.get("categories") or []) for sample in data_samples]
         distinct = list(dict.fromkeys(name for names in per_sample for name in names))
         if not distinct:
             return [None] * len(per_sample)
-        table = self.name_embeddings(distinct).to(device)
+        table, sides = self._encode_names(distinct)
         row = {name: i for i, name in enumerate(distinct)}
-        return [table[[row[n] for n in names]] if names else None for names in per_sample]
+        result = []
+        for names in per_sample:
+            rows = [row[n] for n in names]
+            result.append((table[rows].to(device), None if sides is None else sides[rows].to(device))
+                          if names else None)
+        return result
