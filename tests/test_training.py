@@ -109,8 +109,12 @@ def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms(
     grouped = [id(p) for group in wrapper.optimizer.param_groups for p in group["params"]]
     assert len(grouped) == len(set(grouped))
     assert set(trainable) <= set(grouped)
+    # most specific prefix first
     multipliers = {"image_tokenizer.backbone.body.": 0.1, "image_tokenizer.token_appearance.": 10.0,
-                   "task_decoder.image_readout.": 10.0, "relevance_embedding": 10.0}
+                   "task_decoder.image_readout.": 10.0, "relevance_embedding": 10.0,
+                   "image_tokenizer.relational_alignment.name_sides.": 50.0,
+                   "image_tokenizer.relational_alignment.word_sides.": 50.0,
+                   "image_tokenizer.relational_alignment.": 10.0, "task_decoder.box_refinement.": 5.0}
     for pid, name in trainable.items():
         expected = base_lr * next((m for prefix, m in multipliers.items() if name.startswith(prefix)), 1.0)
         assert lr_of[pid] == pytest.approx(expected), name
