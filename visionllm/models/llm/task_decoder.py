@@ -19,9 +19,8 @@ from torchvision.ops import generalized_box_iou_loss
 
 import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
-from visionllm.registry import MODELS, TASK_UTILS
-
 from visionllm.models.box_refinement import BoxRefinement
+from visionllm.registry import MODELS, TASK_UTILS
 
 from .class_pointer import ClassPointer
 from .embedding_scale import ScaledProjection, embedding_rms
@@ -36,6 +35,12 @@ from .vocabulary import SpecialTokens, extend_vocabulary
 
 def _meta(sample, key, default=None):
     return sample.metainfo.get(key, default)
+
+
+def _feature_rows(features: Dict[str, torch.Tensor], rows: List[int]) -> Dict[str, torch.Tensor]:
+    """The image features of some batch rows (the level layout is shared by all rows)."""
+    shared = ("spatial_shapes", "level_start_index")
+    return {k: v if k in shared else v[rows] for k, v in features.items()}
 
 
 @MODELS.register_module()
@@ -331,14 +336,12 @@ class LLMTaskDecoder(BaseModule):
             return None
         if image_features is None:
             raise ValueError("box_refinement needs the image features (VisionLLM passes them)")
-        shared = ("spatial_shapes", "level_start_index")
-        return {k: v if k in shared else v[rows] for k, v in image_features.items()}
+        return _feature_rows(image_features, rows)
 
     def _refine(self, features: Dict[str, torch.Tensor], row: int, slots, boxes: torch.Tensor) -> List[torch.Tensor]:
         """Refinement steps ``[n, 4]`` (normalised x1, y1, x2, y2) of the boxes of some slots of
         one image."""
-        shared = ("spatial_shapes", "level_start_index")
-        one = {k: v if k in shared else v[row:row + 1] for k, v in features.items()}
+        one = _feature_rows(features, [row])
         return [step[0] for step in self.box_refinement(one["tokens"][:, slots], boxes[None], one)]
 
     def _structured_loss(self, image_embeds, reference_points, samples, fields, class_priors=None,
