@@ -406,3 +406,24 @@ def test_giou_loss_is_one_minus_giou_of_the_expected_box(tiny_llama_dir, monkeyp
     assert "loss_giou" not in plain.loss(embeds, refs, [sample])
     with pytest.raises(ValueError, match="unknown loss weights"):
         build_decoder(tiny_llama_dir, loss_weights=dict(gio=1.0))
+
+
+def test_grounding_can_pick_its_box_by_the_alignment_alone(tiny_llama_dir):
+    decoder = build_decoder(tiny_llama_dir, num_slots=3, generate_format=False, grounding_score="alignment").eval()
+    sample = make_sample("grounding", 'Find "the big square" in <image> and give (c, x1, y1, x2, y2).',
+                         categories=["the big square"], output_format=("cls", "x1", "y1", "x2", "y2"))
+    embeds, refs = torch.randn(1, 3, 64), torch.rand(1, 3, 2)
+
+    def answer(prior, mode):
+        decoder.grounding_score = mode
+        pred = decoder.predict(embeds, refs, [sample], [torch.tensor(prior).view(3, 1)])[0].pred_instances
+        return pred.bboxes[0], pred.scores[0]
+
+    first, score = answer([5.0, -5.0, -5.0], "alignment")
+    assert len(first) == 4 and score == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
+    last, _ = answer([-5.0, -5.0, 5.0], "alignment")
+    assert not torch.allclose(first, last)  # another slot, another box
+    # the box is the one that slot decodes: an overwhelming prior makes the model pick it too
+    assert torch.equal(answer([50.0, -50.0, -50.0], "model")[0], first)
+    with pytest.raises(ValueError, match="grounding_score"):
+        build_decoder(tiny_llama_dir, grounding_score="prior")

@@ -34,6 +34,9 @@ model = dict(
         # two off, AP75 55).
         loss_weights=dict(giou=2.0),
         box_refinement=dict(num_layers=2),
+        # A grounding answer's one box is the slot the relational alignment ranks first (the
+        # LLM scores each slot without seeing the others; see LLMTaskDecoder).
+        grounding_score="alignment",
         # Captions and answers read the image tokens through a cross-attention in every layer.
         image_readout=dict(dims=128, num_heads=4),
         max_new_tokens=24,

@@ -84,6 +84,13 @@ class LLMTaskDecoder(BaseModule):
             the image features, or None. Box formats only; polygons are decoded as written.
         max_new_tokens / num_beams: caption and answer generation.
         max_per_img / score_thr: structured predictions kept per image.
+        grounding_score: how the one box of a grounding answer is chosen among the slots:
+            ``'model'`` (the class probability, LLM logit + token class prior) or
+            ``'alignment'`` (the sigmoid of the token class prior alone, when there is one). Each
+            slot's LLM logit is computed without seeing the other slots, so it cannot tell "the
+            left one" of two squares; the (relational) alignment can. Measured on the step-10
+            shapes model, 600 val expressions not used for anything else: 77.7 % with
+            ``'model'``, 80.5 % with ``'alignment'`` (left 39 → 54 of 80).
     """
 
     def __init__(self, llm: Optional[dict] = None, prompt_style: str = "chat",
@@ -95,7 +102,7 @@ class LLMTaskDecoder(BaseModule):
                  matcher: Optional[dict] = None, no_object_weight: float = 0.1,
                  loss_weights: Optional[dict] = None, max_classes_per_pass: Optional[int] = None,
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
-                 score_thr: float = 0.0, vocab_init_noise: float = 1.0, seed: int = 0,
+                 score_thr: float = 0.0, grounding_score: str = "model", vocab_init_noise: float = 1.0, seed: int = 0,
                  contextual_class_logits: bool = True, image_readout: Optional[dict] = None,
                  box_refinement: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -169,6 +176,9 @@ class LLMTaskDecoder(BaseModule):
         self.num_beams = num_beams
         self.max_per_img = max_per_img
         self.score_thr = score_thr
+        if grounding_score not in ("model", "alignment"):
+            raise ValueError(f"grounding_score must be 'model' or 'alignment', got {grounding_score!r}")
+        self.grounding_score = grounding_score
 
     # ------------------------------------------------------------------ parameters / checkpoints
     @property
@@ -591,6 +601,9 @@ class LLMTaskDecoder(BaseModule):
         cls_logits, loc_logits = self._field_logits(group_hidden, num_categories, class_context, class_prior)
         probs = cls_logits.softmax(-1)[:, :num_categories]
         scores, labels = probs.max(-1) if num_categories else (probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long))
+        if (self.grounding_score == "alignment" and _meta(sample, "task") == "grounding"
+                and class_prior is not None and num_categories):
+            scores, labels = class_prior[:num_slots, :num_categories].sigmoid().max(-1)
         h, w = _meta(sample, "img_shape")[:2]
         img_wh = (float(w), float(h))
         loc = loc_logits.view(num_slots, -1, 2, self.special.num_bins)
