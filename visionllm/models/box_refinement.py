@@ -1,12 +1,11 @@
 """Refinement of the LLM's decoded boxes on the image tokenizer's multi-scale features."""
-import math
 from typing import Dict, List
 
 import torch
 from torch import nn
 
 from visionllm.models.image_tokenizer.deformable_transformer import FFN, _ms_deform_attn, inverse_sigmoid
-from visionllm.models.image_tokenizer.positional_encoding import sine_features
+from visionllm.models.image_tokenizer.positional_encoding import sine_point_features
 
 
 def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -54,8 +53,7 @@ class BoxRefinement(nn.Module):
                 nn.init.zeros_(delta[-1].bias)
 
     def encode_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
-        scaled = boxes * 2 * math.pi
-        feats = torch.cat([sine_features(scaled[..., i], self.num_box_feats, 20.0) for i in range(4)], -1)
+        feats = sine_point_features(boxes, self.num_box_feats, 20.0)
         return self.box_pos(feats.to(self.box_pos.weight.dtype))
 
     def forward(self, queries: torch.Tensor, boxes: torch.Tensor, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:

@@ -41,6 +41,13 @@ def sine_features(coords: torch.Tensor, num_feats: int, temperature: float = 100
     return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
+def sine_point_features(points: torch.Tensor, num_feats: int, temperature: float) -> torch.Tensor:
+    """``[..., D]`` coordinates in [0, 1] (a point, a box) → ``[..., D * num_feats]`` sine
+    features of each coordinate over one turn."""
+    scaled = points * 2 * math.pi
+    return torch.cat([sine_features(scaled[..., i], num_feats, temperature) for i in range(points.shape[-1])], -1)
+
+
 class PointPositionEmbedding(nn.Module):
     """Where a token sits, as features: sine features of its (cx, cy) in [0, 1] through a linear
     map that starts at zero (adding it to trained tokens changes nothing until it is trained).
@@ -60,6 +67,5 @@ class PointPositionEmbedding(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """points ``[..., 2]`` (cx, cy) in [0, 1] → ``[..., embed_dims]``."""
-        scaled = points * 2 * math.pi
-        feats = torch.cat([sine_features(scaled[..., i], self.num_feats, self.temperature) for i in (0, 1)], -1)
+        feats = sine_point_features(points, self.num_feats, self.temperature)
         return self.proj(feats.to(self.proj.weight.dtype))

@@ -1,11 +1,10 @@
 """Token-to-name alignment that lets the tokens compare with each other before they score a name."""
-import math
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .positional_encoding import sine_features
+from .positional_encoding import sine_point_features
 
 
 class RelationalAlignment(nn.Module):
@@ -63,8 +62,7 @@ class RelationalAlignment(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
-        scaled = points * 2 * math.pi
-        feats = torch.cat([sine_features(scaled[..., i], self.num_point_feats, 20.0) for i in (0, 1)], -1)
+        feats = sine_point_features(points, self.num_point_feats, 20.0)
         return self.point_proj(feats.to(self.point_proj.weight.dtype))
 
     def candidates_around(self, points: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
