@@ -1,28 +1,28 @@
-# The two commands: `make demo` and `make test`. Both create (or reuse) the virtual environment.
+# The two commands: `make demo` and `make test`. Both create (or reuse) the environment.
 VENV ?= .venv
 PYTHON_BOOTSTRAP ?= python3.11
+export PYTHON_BOOTSTRAP
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
-# The environment is rebuilt only when a requirements file changes.
-ENV_STAMP := $(VENV)/.visionllm-env-$(shell cat requirements.txt requirements-embedded.txt requirements-test.txt | sha1sum | cut -c1-12)
+REQUIREMENTS := requirements.txt requirements-embedded.txt requirements-test.txt
+# The third-party packages live once per requirements hash (and Python, machine) outside the
+# clone; the clone's $(VENV) is a thin layer over them (see tools/make_env.sh).
+ENV_HASH := $(shell (cat $(REQUIREMENTS); $(PYTHON_BOOTSTRAP) --version 2>&1; uname -m) | sha1sum | cut -c1-12)
+ENV_CACHE ?= $(HOME)/.cache/visionllm
+SHARED_ENV := $(ENV_CACHE)/env-$(ENV_HASH)
+ENV_STAMP := $(VENV)/.visionllm-env-$(ENV_HASH)
 OPS_SOURCES := $(shell find custom_ops -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 export MAX_JOBS ?= 2
 export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: env ops test test-fast demo check-cuda benchmark clean-ops
+.PHONY: env ops test demo check-cuda benchmark clean-ops
 
 env: $(ENV_STAMP)
 
-$(ENV_STAMP): requirements.txt requirements-embedded.txt requirements-test.txt
-	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -r requirements.txt -r requirements-test.txt
-	$(PIP) install -q --no-deps -r requirements-embedded.txt
-	VISIONLLM_SKIP_OPS=1 $(PIP) install -q --no-deps --no-build-isolation -e .
-	rm -f $(VENV)/.visionllm-env-* && touch $@
+$(ENV_STAMP): $(REQUIREMENTS) tools/make_env.sh setup.py
+	tools/make_env.sh $(SHARED_ENV) $(VENV)
+	touch $@
 
 # Incremental build of the CPU kernels in place (setuptools rebuilds only what changed).
 ops: $(ENV_STAMP)
