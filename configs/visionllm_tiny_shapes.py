@@ -19,7 +19,8 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)))
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were
 # still negligible after 600 iterations. The relational alignment and the box refinement are
-# new modules trained from scratch on top of a trained model, so they get a higher rate too.
+# new modules trained from scratch on top of a trained model, so they get a higher rate too
+# (as does the polygon refinement).
 optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01),
                      # bypass_duplicate: the LLM's input and output embeddings are tied (one parameter).
                      paramwise_cfg=dict(custom_keys={"image_tokenizer.backbone.body": dict(lr_mult=0.1),
@@ -31,7 +32,8 @@ optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01),
                                                      # "right" were still 0.1 apart after 500 iterations
                                                      "image_tokenizer.relational_alignment.name_sides": dict(lr_mult=50.0),
                                                      "image_tokenizer.relational_alignment.word_sides": dict(lr_mult=50.0),
-                                                     "task_decoder.box_refinement": dict(lr_mult=5.0)},
+                                                     "task_decoder.box_refinement": dict(lr_mult=5.0),
+                                                     "task_decoder.polygon_refinement": dict(lr_mult=5.0)},
                                         bypass_duplicate=True))
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),

@@ -50,11 +50,12 @@ class VisionLLM(BaseModel):
                          init_cfg=init_cfg)
         self.image_tokenizer = MODELS.build(image_tokenizer)
         task_decoder = dict(task_decoder)
-        if task_decoder.get("box_refinement") is not None:
-            # the refinement reads the tokenizer's memory: its width and levels come from there
-            task_decoder["box_refinement"] = dict(embed_dims=self.image_tokenizer.embed_dims,
-                                                  num_levels=self.image_tokenizer.backbone.num_levels,
-                                                  **task_decoder["box_refinement"])
+        for refinement in ("box_refinement", "polygon_refinement"):
+            if task_decoder.get(refinement) is not None:
+                # the refinements read the tokenizer's memory: its width and levels come from there
+                task_decoder[refinement] = dict(embed_dims=self.image_tokenizer.embed_dims,
+                                                num_levels=self.image_tokenizer.backbone.num_levels,
+                                                **task_decoder[refinement])
         self.task_decoder = MODELS.build(task_decoder)
         # Image tokens live in the tokenizer's width; the LLM reads them as input embeddings, so
         # they enter at the scale of its word embeddings.

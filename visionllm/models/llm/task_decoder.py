@@ -19,7 +19,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
-from visionllm.models.box_refinement import BoxRefinement
+from visionllm.models.refinement import BoxRefinement, PolygonRefinement, outline_distance
 from visionllm.registry import MODELS, TASK_UTILS
 
 from .class_pointer import ClassPointer
@@ -72,7 +72,9 @@ class LLMTaskDecoder(BaseModule):
             object's size, which is what box AP at IoU 0.75 judges; the image-size-normalised L1
             weighs a 1-pixel error on a small object like one on a large object; 0 by default),
             ``format`` (LM on format tokens), ``text``, and with ``box_refinement``
-            ``refine_l1`` / ``refine_giou`` (L1 and 1 - GIoU of every refinement step's boxes).
+            ``refine_l1`` / ``refine_giou`` (L1 and 1 - GIoU of every refinement step's boxes),
+            with ``polygon_refinement`` ``refine_polygon`` (the mean distance between every step's
+            outline and the true one, image-size normalised; see ``outline_distance``).
         max_classes_per_pass: category sets larger than this run in several passes (default: the
             class-token budget).
         contextual_class_logits: add to each class logit a learned score between the slot and
@@ -81,7 +83,9 @@ class LLMTaskDecoder(BaseModule):
             cross-attention read-out of the image tokens (``ImageReadout``), or None.
         box_refinement: arguments of ``BoxRefinement`` (``embed_dims`` and ``num_levels`` of the
             image tokenizer's memory, which ``VisionLLM`` fills in) to refine decoded boxes on
-            the image features, or None. Box formats only; polygons are decoded as written.
+            the image features, or None. Box formats only.
+        polygon_refinement: the same for the vertices of decoded polygons
+            (``PolygonRefinement``), or None (polygons are decoded as written).
         max_new_tokens / num_beams: caption and answer generation.
         max_per_img / score_thr: structured predictions kept per image.
         grounding_score: how the one box of a grounding answer is chosen among the slots:
@@ -104,7 +108,8 @@ class LLMTaskDecoder(BaseModule):
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
                  score_thr: float = 0.0, grounding_score: str = "model", vocab_init_noise: float = 1.0, seed: int = 0,
                  contextual_class_logits: bool = True, image_readout: Optional[dict] = None,
-                 box_refinement: Optional[dict] = None, init_cfg: Optional[dict] = None):
+                 box_refinement: Optional[dict] = None, polygon_refinement: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from visionllm.instructions import LocationCodec
         if decode_mode not in ("parallel", "autoregressive"):
@@ -154,6 +159,8 @@ class LLMTaskDecoder(BaseModule):
         self.image_readout = (ImageReadout(self.backbone.layers, self.hidden_size, device=device, **image_readout)
                               if image_readout is not None else None)
         self.box_refinement = BoxRefinement(**box_refinement) if box_refinement is not None else None
+        self.polygon_refinement = (PolygonRefinement(**polygon_refinement)
+                                   if polygon_refinement is not None else None)
 
         self.num_slots = num_slots
         self.groups_see_each_other = groups_see_each_other
@@ -164,7 +171,7 @@ class LLMTaskDecoder(BaseModule):
                                                         coord_weight=5.0, coord_cost="l1"))
         self.no_object_weight = no_object_weight
         self.loss_weights = dict(cls=1.0, loc=1.0, loc_l1=5.0, giou=0.0, format=1.0, text=1.0,
-                                 refine_l1=5.0, refine_giou=2.0)
+                                 refine_l1=5.0, refine_giou=2.0, refine_polygon=10.0)
         unknown = set(loss_weights or {}) - set(self.loss_weights)
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}; expected some of {sorted(self.loss_weights)}")
@@ -299,8 +306,8 @@ class LLMTaskDecoder(BaseModule):
              data_samples: List, class_priors: Optional[List[Optional[torch.Tensor]]] = None,
              image_features: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """``class_priors``: per sample ``[M, n]`` token-to-category logits or None (see
-        :meth:`_field_logits`); ``image_features``: what ``box_refinement`` reads (see
-        ``VisionLLM._image_features``), needed only with it."""
+        :meth:`_field_logits`); ``image_features``: what the box and polygon refinements read
+        (see ``VisionLLM._image_features``), needed only with them."""
         losses: Dict[str, torch.Tensor] = {}
         structured: Dict[Tuple[str, ...], List[int]] = {}
         text: List[int] = []
@@ -341,18 +348,28 @@ class LLMTaskDecoder(BaseModule):
                                for text, embeds in zip(instructions, image_embeds)])
 
     def _features_of(self, image_features: Optional[Dict[str, torch.Tensor]], rows: List[int]):
-        """The refinement's image features of some batch rows (None without refinement)."""
-        if self.box_refinement is None:
+        """The refinements' image features of some batch rows (None without refinement)."""
+        if self.box_refinement is None and self.polygon_refinement is None:
             return None
         if image_features is None:
-            raise ValueError("box_refinement needs the image features (VisionLLM passes them)")
+            raise ValueError("box_refinement / polygon_refinement need the image features (VisionLLM passes them)")
         return _feature_rows(image_features, rows)
 
-    def _refine(self, features: Dict[str, torch.Tensor], row: int, slots, boxes: torch.Tensor) -> List[torch.Tensor]:
-        """Refinement steps ``[n, 4]`` (normalised x1, y1, x2, y2) of the boxes of some slots of
-        one image."""
+    def _refinement_for(self, num_points: int) -> Optional[nn.Module]:
+        """The refinement of a format with ``num_points`` points per slot (2: a box), or None."""
+        return self.box_refinement if num_points == 2 else self.polygon_refinement
+
+    def _refine(self, features: Dict[str, torch.Tensor], row: int, slots, points: torch.Tensor,
+                img_wh: Tuple[float, float]) -> List[torch.Tensor]:
+        """Refinement steps of the decoded points ``[n, K, 2]`` (pixels) of some slots of one
+        image, each ``[n, K, 2]`` normalised by the image size (K = 2: the corners of the
+        refined box)."""
         one = _feature_rows(features, [row])
-        return [step[0] for step in self.box_refinement(one["tokens"][:, slots], boxes[None], one)]
+        size = points.new_tensor(img_wh)
+        if points.shape[1] == 2:
+            boxes = extent_boxes(points) / size.repeat(2)
+            return [step[0].view(-1, 2, 2) for step in self.box_refinement(one["tokens"][:, slots], boxes[None], one)]
+        return [step[0] for step in self.polygon_refinement(one["tokens"][:, slots], (points / size)[None], one)]
 
     def _structured_loss(self, image_embeds, reference_points, samples, fields, class_priors=None,
                          image_features=None):
@@ -368,7 +385,7 @@ class LLMTaskDecoder(BaseModule):
         loc_count = matched_count = 0
         refine_l1 = refine_giou = None
         refine_count = 0
-        refining = self.box_refinement is not None and num_points == 2
+        refining = self._refinement_for(num_points) is not None
         for b, sample in enumerate(samples):
             categories = _meta(sample, "categories")
             if len(categories) > self.special.num_classes:
@@ -410,23 +427,29 @@ class LLMTaskDecoder(BaseModule):
                     giou_sum = giou if giou_sum is None else giou_sum + giou
                     matched_count += len(slot_idx)
                 if refining:
-                    scale = size.repeat(2)
-                    target = extent_boxes(gt_points[gt_idx]) / scale
-                    for step in self._refine(image_features, b, slot_idx, extent_boxes(expected) / scale):
-                        l1 = (step - target).abs().sum()
-                        giou = generalized_box_iou_loss(step, target, reduction="sum")
+                    target = gt_points[gt_idx] / size
+                    if num_points == 2:
+                        target = extent_boxes(target).view(-1, 2, 2)
+                    for step in self._refine(image_features, b, slot_idx, expected, img_wh):
+                        refine_count += len(step)
+                        if num_points == 2:
+                            l1 = (step - target).abs().sum()
+                            giou = generalized_box_iou_loss(step.flatten(1), target.flatten(1), reduction="sum")
+                            refine_giou = giou if refine_giou is None else refine_giou + giou
+                        else:
+                            l1 = outline_distance(step, target).sum()
                         refine_l1 = l1 if refine_l1 is None else refine_l1 + l1
-                        refine_giou = giou if refine_giou is None else refine_giou + giou
-                        refine_count += len(slot_idx)
         yield "cls", cls_sum / cls_weight, float(cls_weight)
         if loc_count:
             yield "loc", loc_sum / loc_count, float(loc_count)
             yield "loc_l1", l1_sum / loc_count, float(loc_count)
             if matched_count:
                 yield "giou", giou_sum / matched_count, float(matched_count)
-            if refine_count:
+            if refine_count and num_points == 2:
                 yield "refine_l1", refine_l1 / (4 * refine_count), float(4 * refine_count)
                 yield "refine_giou", refine_giou / refine_count, float(refine_count)
+            elif refine_count:
+                yield "refine_polygon", refine_l1 / refine_count, float(refine_count)
         else:  # keep the location rows in the graph so every step has the same terms
             for name in ("loc", "loc_l1") + (("giou",) if self.loss_weights["giou"] else ()):
                 yield name, group_hidden.sum() * 0.0, 1.0
@@ -588,7 +611,7 @@ class LLMTaskDecoder(BaseModule):
                     prior = class_priors[i][:, offset:offset + len(names)]
                 slots = self._decode_slots(group_hidden[row], reference_points[i], samples[i], len(names), offset,
                                            fields, context, prior)
-                if image_features is not None and slots["points"].shape[1] == 2:
+                if image_features is not None and self._refinement_for(slots["points"].shape[1]) is not None:
                     slots["points"] = self._refined_points(image_features, i, slots["points"], samples[i])
                 results.setdefault(i, []).append(slots)
         for i, sample in enumerate(samples):
@@ -614,11 +637,10 @@ class LLMTaskDecoder(BaseModule):
         return dict(scores=scores, labels=labels + offset, points=points.float())
 
     def _refined_points(self, features, row: int, points: torch.Tensor, sample) -> torch.Tensor:
-        """Decoded box corners ``[N, 2, 2]`` (pixels) of one image after the box refinement."""
+        """Decoded points ``[N, K, 2]`` (pixels) of one image after their refinement."""
         h, w = _meta(sample, "img_shape")[:2]
-        scale = points.new_tensor([w, h, w, h])
-        boxes = self._refine(features, row, torch.arange(len(points)), extent_boxes(points) / scale)[-1]
-        return (boxes * scale).view(-1, 2, 2)
+        img_wh = (float(w), float(h))
+        return self._refine(features, row, torch.arange(len(points)), points, img_wh)[-1] * points.new_tensor(img_wh)
 
     def _merge(self, parts: List[dict], sample) -> InstanceData:
         """Concatenate the passes of one image, keep the best, rescale to ``ori_shape``."""
