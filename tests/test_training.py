@@ -114,7 +114,8 @@ def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms(
                    "task_decoder.image_readout.": 10.0, "relevance_embedding": 10.0,
                    "image_tokenizer.relational_alignment.name_sides.": 50.0,
                    "image_tokenizer.relational_alignment.word_sides.": 50.0,
-                   "image_tokenizer.relational_alignment.": 10.0, "task_decoder.box_refinement.": 5.0}
+                   "image_tokenizer.relational_alignment.": 10.0, "task_decoder.box_refinement.": 5.0,
+                   "task_decoder.polygon_refinement.": 5.0}
     for pid, name in trainable.items():
         expected = base_lr * next((m for prefix, m in multipliers.items() if name.startswith(prefix)), 1.0)
         assert lr_of[pid] == pytest.approx(expected), name

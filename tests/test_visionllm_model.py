@@ -184,23 +184,29 @@ def _one_per_task(dataset, tasks):
     raise AssertionError(f"no sample of every task in {tasks}")
 
 
-def test_box_refinement_and_relational_alignment_in_the_whole_model(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
-                                                                    tiny_workspace):  # noqa: F811
-    """Both train from the model's losses; the refinement reads the tokenizer's own memory (its
-    width and levels filled in by VisionLLM) and moves decoded boxes, never polygons."""
+def test_refinements_and_relational_alignment_in_the_whole_model(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
+                                                                  tiny_workspace):  # noqa: F811
+    """All three train from the model's losses; the refinements read the tokenizer's own memory
+    (their width and levels filled in by VisionLLM); the box refinement moves decoded boxes and
+    never polygons, the polygon refinement polygons and never boxes."""
     cfg, model, train_set, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
                                              tokenizer_options=dict(relational_alignment=dict(num_layers=1)),
-                                             decoder_options=dict(box_refinement=dict(num_layers=1)))
-    refinement = model.task_decoder.box_refinement
-    assert refinement.attns[0].embed_dims == model.image_tokenizer.embed_dims
-    assert refinement.attns[0].num_levels == model.image_tokenizer.backbone.num_levels
+                                             decoder_options=dict(box_refinement=dict(num_layers=1),
+                                                                  polygon_refinement=dict(num_layers=1)))
+    boxes_refinement = model.task_decoder.box_refinement
+    polygons_refinement = model.task_decoder.polygon_refinement
+    for refinement in (boxes_refinement, polygons_refinement):
+        assert refinement.attns[0].embed_dims == model.image_tokenizer.embed_dims
+        assert refinement.attns[0].num_levels == model.image_tokenizer.backbone.num_levels
     model.train()
-    data = model.data_preprocessor(pseudo_collate(_one_per_task(train_set, ["detection", "grounding"])), True)
+    data = model.data_preprocessor(
+        pseudo_collate(_one_per_task(train_set, ["detection", "grounding", "segmentation"])), True)
     losses = model(**data, mode="loss")
-    assert {"loss_refine_l1", "loss_refine_giou"} <= set(losses)
+    assert {"loss_refine_l1", "loss_refine_giou", "loss_refine_polygon"} <= set(losses)
     sum(v for k, v in losses.items() if "loss" in k).backward()
-    # the zero-initialised output layers get a gradient, so both start to learn
-    for prefix in ("task_decoder.box_refinement.deltas.0.2", "image_tokenizer.relational_alignment.out.1"):
+    # the zero-initialised output layers get a gradient, so all three start to learn
+    for prefix in ("task_decoder.box_refinement.deltas.0.2", "task_decoder.polygon_refinement.deltas.0.2",
+                   "image_tokenizer.relational_alignment.out.1"):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), prefix
 
@@ -214,8 +220,13 @@ def test_box_refinement_and_relational_alignment_in_the_whole_model(tmp_path, mo
         return det.pred_instances.bboxes.clone(), seg.pred_instances.polygons.clone()
 
     boxes, polygons = predict()
-    for delta in refinement.deltas:
+    for delta in boxes_refinement.deltas:
         torch.nn.init.normal_(delta[-1].weight, std=1.0)
     moved_boxes, same_polygons = predict()
     assert not torch.allclose(moved_boxes, boxes, atol=1e-2)
     assert torch.equal(same_polygons, polygons)
+    for delta in polygons_refinement.deltas:
+        torch.nn.init.normal_(delta[-1].weight, std=1.0)
+    same_boxes, moved_polygons = predict()
+    assert torch.equal(same_boxes, moved_boxes)
+    assert not torch.allclose(moved_polygons, polygons, atol=1e-2)
