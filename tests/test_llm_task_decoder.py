@@ -427,3 +427,43 @@ def test_grounding_can_pick_its_box_by_the_alignment_alone(tiny_llama_dir):
     assert torch.equal(answer([50.0, -50.0, -50.0], "model")[0], first)
     with pytest.raises(ValueError, match="grounding_score"):
         build_decoder(tiny_llama_dir, grounding_score="prior")
+
+
+def test_polygon_refinement_loss_is_the_outline_distance(tiny_llama_dir, monkeypatch):
+    """At the start the refinement returns the decoded polygon, so its term is exactly the
+    outline distance between the expected polygon and the true one."""
+    import visionllm.models.llm.task_decoder as task_decoder_module
+    from visionllm.models.refinement import outline_distance
+
+    g = torch.Generator().manual_seed(11)
+    width, levels = 16, 1
+    decoder = build_decoder(tiny_llama_dir, num_slots=1, coord_decode="expectation", generate_format=False,
+                            polygon_refinement=dict(embed_dims=width, num_levels=levels, num_layers=2,
+                                                    ffn_dims=32)).eval()
+    h, w = IMG_SHAPE
+    polygon = random_polygon(g, w, h, NUM_POINTS)
+    fields = ("cls",) + tuple(f"{a}{i}" for i in range(1, NUM_POINTS + 1) for a in "xy")
+    sample = make_sample("segmentation", 'Segment all {"circle": <c0>} in <image> as (c, x1, y1, ..., x8, y8).',
+                         categories=["circle"], output_format=fields,
+                         bboxes=[torch.cat([polygon.min(0).values, polygon.max(0).values]).tolist()],
+                         labels=[0], polygons=polygon[None], img_shape=IMG_SHAPE, scale_factor=SCALE)
+    embeds, refs = torch.randn(1, 3, 64, generator=g), torch.rand(1, 3, 2, generator=g)
+    features = dict(tokens=torch.randn(1, 3, width, generator=g), memory=torch.randn(1, 6 * 5, width, generator=g),
+                    spatial_shapes=torch.tensor([[6, 5]]), level_start_index=torch.tensor([0]),
+                    padding_mask=torch.zeros(1, 30, dtype=torch.bool), valid_ratios=torch.ones(1, levels, 2))
+    decoded = []
+    original = task_decoder_module.LLMTaskDecoder._refine
+    monkeypatch.setattr(task_decoder_module.LLMTaskDecoder, "_refine",
+                        lambda self, f, row, slots, points, img_wh: decoded.append(points.detach())
+                        or original(self, f, row, slots, points, img_wh))
+    losses = decoder.loss(embeds, refs, [sample], image_features=features)
+    with pytest.raises(ValueError, match="image features"):
+        decoder.loss(embeds, refs, [sample])
+    (points,), size = decoded, torch.tensor([w, h], dtype=torch.float32)
+    pred, true = (points / size).clamp(1e-4, 1 - 1e-4), polygon[None] / size
+    expected_outline = outline_distance(pred.double(), true.double()).item()
+    assert abs(losses["loss_refine_polygon"].item() - decoder.loss_weights["refine_polygon"] * expected_outline) < 1e-5
+    assert "loss_refine_l1" not in losses  # the box terms belong to box formats
+    losses["loss_refine_polygon"].backward()
+    last = decoder.polygon_refinement.deltas[1][-1].weight
+    assert last.grad is not None and last.grad.abs().sum() > 0
