@@ -10,7 +10,6 @@ ENV_HASH := $(shell (cat $(REQUIREMENTS); $(PYTHON_BOOTSTRAP) --version 2>&1; un
 ENV_CACHE ?= $(HOME)/.cache/visionllm
 SHARED_ENV := $(ENV_CACHE)/env-$(ENV_HASH)
 ENV_STAMP := $(VENV)/.visionllm-env-$(ENV_HASH)
-OPS_SOURCES := $(shell find custom_ops -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 export MAX_JOBS ?= 2
 export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1

@@ -8,6 +8,11 @@ from visionllm.models.image_tokenizer.deformable_transformer import FFN, _ms_def
 from visionllm.models.image_tokenizer.positional_encoding import sine_point_features
 
 
+def extent_boxes(points: torch.Tensor) -> torch.Tensor:
+    """Points ``[..., K, 2]`` → the boxes ``[..., 4]`` (x1, y1, x2, y2) they span."""
+    return torch.cat([points.min(dim=-2).values, points.max(dim=-2).values], dim=-1)
+
+
 def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], -1)
 
@@ -157,9 +162,8 @@ class PolygonRefinement(_DeformableRefinementSteps):
     def encode(self, vertices: torch.Tensor) -> torch.Tensor:
         """``[..., K, 2]`` vertices → ``[..., K, C]``: the vertex plus its polygon's extent."""
         dtype = self.vertex_pos.weight.dtype
-        extent = torch.cat([vertices.min(-2).values, vertices.max(-2).values], -1)
         return (self.vertex_pos(sine_point_features(vertices, self.num_feats, 20.0).to(dtype))
-                + self.extent_pos(sine_point_features(extent, self.num_feats, 20.0).to(dtype))[..., None, :])
+                + self.extent_pos(sine_point_features(extent_boxes(vertices), self.num_feats, 20.0).to(dtype))[..., None, :])
 
     def forward(self, queries: torch.Tensor, polygons: torch.Tensor, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """queries ``[B, N, C]`` (the slots' image tokens), polygons ``[B, N, K, 2]`` (x, y)

@@ -19,7 +19,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 import visionllm.models.matching  # noqa: F401  (registers HungarianMatcher)
 from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
-from visionllm.models.refinement import BoxRefinement, PolygonRefinement, outline_distance
+from visionllm.models.refinement import BoxRefinement, PolygonRefinement, extent_boxes, outline_distance
 from visionllm.registry import MODELS, TASK_UTILS
 
 from .class_pointer import ClassPointer
@@ -672,11 +672,6 @@ class LLMTaskDecoder(BaseModule):
             result.polygons = points
             result.masks = rasterize_polygons(points, (int(ori_h), int(ori_w)))
         return result
-
-
-def extent_boxes(points: torch.Tensor) -> torch.Tensor:
-    """Points ``[n, K, 2]`` → the boxes ``[n, 4]`` (x1, y1, x2, y2) they span."""
-    return torch.cat([points.min(dim=1).values, points.max(dim=1).values], dim=-1)
 
 
 def rasterize_polygons(polygons: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
