@@ -12,6 +12,19 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
+def missing_pretrained(config: str) -> list:
+    """One line per pretrained directory / file the model of ``config`` needs and lacks (the LLM
+    and text encoder directories, backbone weights); ``load_from`` plays no part in inference."""
+    if not osp.isfile(config):
+        return []  # the inferencer reports it
+    from mmengine.config import Config
+
+    from visionllm.datasets.checking import missing_inputs
+    cfg = Config.fromfile(config)
+    cfg.load_from = None
+    return [p.text for p in missing_inputs(cfg, data=False)]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="VisionLLM inference")
     parser.add_argument("config")
@@ -26,6 +39,11 @@ def main(argv=None) -> int:
     from visionllm.apis.inferencer import VisionLLMInferencer
     from visionllm.apis.inputs import InputError
 
+    missing = missing_pretrained(args.config)
+    if missing:
+        for line in missing:
+            print(f"error: missing {line}", file=sys.stderr)
+        return 2
     try:
         inferencer = VisionLLMInferencer(args.config, args.checkpoint, device=args.device)
         results = inferencer(list(args.images), args.instruction)

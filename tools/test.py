@@ -18,6 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from visionllm.engine import load_trained_checkpoint, unwrapped_model  # noqa: E402
 from visionllm.apis.inputs import InputError  # noqa: E402
 from visionllm.apis.runner import build_runner, load_config  # noqa: E402
+from visionllm.datasets.checking import exit_if_inputs_missing  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -75,6 +76,7 @@ def main(argv=None):
     if args.show_dir:
         cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
             dict(type="DrawPredictionsHook", show_dir=args.show_dir, score_thr=args.score_thr)]
+    exit_if_inputs_missing(cfg)
     runner = build_runner(cfg)
     try:
         load_trained_checkpoint(unwrapped_model(runner.model), args.checkpoint)

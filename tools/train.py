@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from visionllm.apis.runner import build_runner, load_config  # noqa: E402
+from visionllm.datasets.checking import exit_if_inputs_missing  # noqa: E402
 
 
 def parse_args():
@@ -40,6 +41,7 @@ def main():
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    exit_if_inputs_missing(cfg)
     runner = build_runner(cfg)
     runner.train()
 

@@ -95,6 +95,29 @@ def describe_instruction(text: str) -> dict:
                 output_format=tuple(output_format.fields))
 
 
+# Test-pipeline steps that read files or build targets from annotations: an image given to the
+# inferencer has neither, and the instruction comes from the caller.
+_ANNOTATION_STEPS = ("LoadVisionLLMAnnotations", "ResamplePolygons", "BuildInstruction")
+
+
+def inference_pipeline(cfg: Config) -> list:
+    """The config's ``infer_pipeline``, or else its test pipeline without the loading and
+    annotation steps (``Load*``, ``ResamplePolygons``, ``BuildInstruction``): what remains is
+    the evaluation's resize (and any other image transform) and ``PackVisionLLMInputs``."""
+    if cfg.get("infer_pipeline") is not None:
+        return list(cfg.infer_pipeline)
+    loader = cfg.get("test_dataloader") or {}
+    dataset = loader.get("dataset") or {}
+    while "datasets" in dataset or "dataset" in dataset:  # multi-task / wrapped: the first reader
+        dataset = dataset["datasets"][0] if "datasets" in dataset else dataset["dataset"]
+    pipeline = dataset.get("pipeline") or cfg.get("test_pipeline")
+    if not pipeline:
+        raise InputError("the config has neither an infer_pipeline nor a test pipeline to derive one from "
+                         "(add infer_pipeline = [resize, PackVisionLLMInputs])")
+    return [dict(step) for step in pipeline
+            if not str(step["type"]).startswith("Load") and step["type"] not in _ANNOTATION_STEPS]
+
+
 class VisionLLMInferencer:
     """Run a trained VisionLLM on images with plain-language instructions.
 
@@ -116,6 +139,7 @@ class VisionLLMInferencer:
             raise InputError(f"config file not found: {config}")
         cfg = Config.fromfile(config) if isinstance(config, (str, os.PathLike)) else copy.deepcopy(config)
         self.cfg = cfg
+        steps = inference_pipeline(cfg)  # before the (slow) model build: a config without one fails fast
         # Nested parts (e.g. the data preprocessor) are looked up in the default scope's registry.
         with DefaultScope.overwrite_default_scope("visionllm"):
             self.model = MODELS.build(cfg.model)
@@ -125,11 +149,8 @@ class VisionLLMInferencer:
             load_trained_checkpoint(self.model, checkpoint)
         self.model.to(device).eval()
         self.device = device
-        pipeline = cfg.get("infer_pipeline")
-        if pipeline is None:
-            raise InputError("the config has no infer_pipeline (resize + PackVisionLLMInputs)")
         with DefaultScope.overwrite_default_scope("visionllm"):
-            self.pipeline = Compose(pipeline)
+            self.pipeline = Compose(steps)
 
     def _prepare(self, image: np.ndarray, size: tuple, description: dict) -> dict:
         h, w = image.shape[:2]

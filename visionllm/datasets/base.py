@@ -26,20 +26,47 @@ def load_annotation(path: str) -> Any:
                 return pickle.load(f)
             except UnicodeDecodeError:  # the official refs(*).p files are Python 2 pickles
                 f.seek(0)
-                return pickle.load(f, encoding="latin1")
-    with open(path) as f:
+                return _utf8_from_latin1(pickle.load(f, encoding="latin1"))
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
+def _utf8_from_latin1(value: Any) -> Any:
+    """Python 2 pickles hold UTF-8 bytes as ``str``; read as latin-1 (the only lossless choice),
+    "café" arrives as "cafÃ©". Re-decode every string whose latin-1 bytes are valid UTF-8."""
+    if isinstance(value, str):
+        try:
+            return value.encode("latin1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return value
+    if isinstance(value, list):
+        return [_utf8_from_latin1(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_utf8_from_latin1(v) for v in value)
+    if isinstance(value, dict):
+        return {_utf8_from_latin1(k): _utf8_from_latin1(v) for k, v in value.items()}
+    return value
+
+
 class BadAnnotations:
-    """Counts skipped annotations by reason and reports them in ONE warning per dataset."""
+    """Counts skipped annotations by reason and reports them in ONE warning per dataset.
+
+    ``examples[reason]`` keeps the first few offending items (annotation / question ids, image
+    files) so a report can point at them."""
+
+    max_examples = 3
 
     def __init__(self, owner: str):
         self.owner = owner
         self.counts: Counter = Counter()
+        self.examples: dict = {}
 
-    def skip(self, reason: str, count: int = 1) -> None:
+    def skip(self, reason: str, count: int = 1, example: Any = None) -> None:
         self.counts[reason] += count
+        if example is not None:
+            kept = self.examples.setdefault(reason, [])
+            if len(kept) < self.max_examples and example not in kept:
+                kept.append(example)
 
     @property
     def total(self) -> int:
@@ -57,11 +84,13 @@ def xywh_box_problem(bbox: Sequence[float], width: Optional[float] = None, heigh
         return "malformed box", None
     x, y, w, h = (float(v) for v in bbox)
     x1, y1, x2, y2 = x, y, x + w, y + h
+    if w <= 0 or h <= 0:
+        return "zero-area box", None
     if width is not None and height is not None:  # clip like COCO's own loaders do
         x1, x2 = max(0.0, x1), min(float(width), x2)
         y1, y2 = max(0.0, y1), min(float(height), y2)
-    if x2 - x1 <= 0 or y2 - y1 <= 0:
-        return "zero-area box", None
+        if x2 - x1 <= 0 or y2 - y1 <= 0:
+            return "box outside the image", None
     return None, [x1, y1, x2, y2]
 
 

@@ -56,13 +56,14 @@ class CocoCaptionDataset(BaseDataset):
             if boxes is not None:
                 entry["instances"] = boxes.get(entry["img_id"], [])
             if not entry["gt_texts"]:
-                bad.skip("image without captions")
+                bad.skip("image without captions", example=entry["img_id"])
             elif self.check_image_files and not os.path.isfile(entry["img_path"]):
-                bad.skip("missing image file", len(entry["gt_texts"]))
+                bad.skip("missing image file", len(entry["gt_texts"]), example=entry["img_path"])
             else:
                 data_list.append(entry)
         bad.report()
         self.num_bad_annotations = bad.total
+        self.bad_annotations = bad  # counts and examples by reason (tools/check_data.py)
         return data_list
 
     def _karpathy(self, images: list, prefix: str) -> List[dict]:

@@ -49,7 +49,7 @@ class CocoInstancesDataset(BaseDataset):
             path = os.path.join(prefix, img["file_name"])
             anns = anns_by_image.get(img["id"], [])
             if self.check_image_files and not os.path.isfile(path):
-                bad.skip("missing image file", max(1, len(anns)))
+                bad.skip("missing image file", max(1, len(anns)), example=path)
                 continue
             instances = []
             for ann in anns:
@@ -62,6 +62,7 @@ class CocoInstancesDataset(BaseDataset):
                                   task=self.task, instances=instances))
         bad.report()
         self.num_bad_annotations = bad.total
+        self.bad_annotations = bad  # counts and examples by reason (tools/check_data.py)
         return data_list
 
     def get_data_info(self, idx: int) -> dict:
@@ -72,18 +73,18 @@ class CocoInstancesDataset(BaseDataset):
 
     def _parse_instance(self, ann: dict, img: dict, cat_to_label: dict, bad: BadAnnotations) -> Optional[dict]:
         if ann.get("category_id") not in cat_to_label:
-            bad.skip("unknown category id")
+            bad.skip("unknown category id", example=ann.get("id"))
             return None
         problem, box = xywh_box_problem(ann.get("bbox"), img.get("width"), img.get("height"))
         if problem:
-            bad.skip(problem)
+            bad.skip(problem, example=ann.get("id"))
             return None
         crowd = bool(ann.get("iscrowd", 0))
         segmentation = ann.get("segmentation")
         if self.task == "segmentation" and not crowd:
             problem = polygon_problem(segmentation)
             if problem:
-                bad.skip(problem)
+                bad.skip(problem, example=ann.get("id"))
                 return None
         return dict(bbox=box, bbox_label=cat_to_label[ann["category_id"]], mask=segmentation,
                     ignore_flag=int(crowd), ann_id=ann.get("id"))

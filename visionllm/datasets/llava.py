@@ -40,21 +40,22 @@ class LlavaInstructDataset(BaseDataset):
             turns = record.get("conversations", [])
             path = os.path.join(prefix, record.get("image", ""))
             if not record.get("image") or (self.check_image_files and not os.path.isfile(path)):
-                bad.skip("missing image file")
+                bad.skip("missing image file", example=path if record.get("image") else record.get("id"))
                 continue
             pairs = [(turns[i]["value"], turns[i + 1]["value"]) for i in range(len(turns) - 1)
                      if turns[i].get("from") == "human" and turns[i + 1].get("from") == "gpt"]
             if not pairs:
-                bad.skip("conversation without a human/gpt pair")
+                bad.skip("conversation without a human/gpt pair", example=record.get("id"))
                 continue
             for turn, (question, answer) in enumerate(pairs[:1] if self.first_turn_only else pairs):
                 question = _IMAGE_TOKEN.sub(" ", question).strip()
                 if not question or not answer.strip():
-                    bad.skip("empty turn")
+                    bad.skip("empty turn", example=record.get("id"))
                     continue
                 data_list.append(dict(img_path=path, img_id=record.get("id"), task="vqa", question=question,
                                       target_text=answer.strip(), gt_texts=[answer.strip()],
                                       question_id=f"{record.get('id')}_{turn}"))
         bad.report()
         self.num_bad_annotations = bad.total
+        self.bad_annotations = bad  # counts and examples by reason (tools/check_data.py)
         return data_list

@@ -48,21 +48,21 @@ class RefCocoDataset(BaseDataset):
             ann = anns.get(ref.get("ann_id"))
             img = images.get(ref.get("image_id"))
             if ann is None or img is None:
-                bad.skip("ref without instance or image", max(1, len(sentences)))
+                bad.skip("ref without instance or image", max(1, len(sentences)), example=ref.get("ref_id"))
                 continue
             path = os.path.join(prefix, img["file_name"])
             if self.check_image_files:
                 if path not in exists:
                     exists[path] = os.path.isfile(path)
                 if not exists[path]:
-                    bad.skip("missing image file", max(1, len(sentences)))
+                    bad.skip("missing image file", max(1, len(sentences)), example=path)
                     continue
             problem, box = xywh_box_problem(ann.get("bbox"), img.get("width"), img.get("height"))
             if problem:
-                bad.skip(problem, max(1, len(sentences)))
+                bad.skip(problem, max(1, len(sentences)), example=ref.get("ref_id"))
                 continue
             if not sentences:
-                bad.skip("ref without sentences")
+                bad.skip("ref without sentences", example=ref.get("ref_id"))
                 continue
             instance = dict(bbox=box, bbox_label=0, mask=ann.get("segmentation"), ignore_flag=0, ann_id=ann["id"])
             for sentence in sentences:
@@ -71,4 +71,5 @@ class RefCocoDataset(BaseDataset):
                                       ann_id=ann["id"], instances=[dict(instance)]))
         bad.report()
         self.num_bad_annotations = bad.total
+        self.bad_annotations = bad  # counts and examples by reason (tools/check_data.py)
         return data_list

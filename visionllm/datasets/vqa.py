@@ -65,7 +65,7 @@ class VQAv2Dataset(BaseDataset):
                 if path not in exists:
                     exists[path] = os.path.isfile(path)
                 if not exists[path]:
-                    bad.skip("missing image file")
+                    bad.skip("missing image file", example=path)
                     continue
             entry = dict(img_path=path, img_id=image_id, task="vqa", question=q["question"],
                          question_id=q["question_id"], gt_texts=[], target_text=None)
@@ -74,7 +74,7 @@ class VQAv2Dataset(BaseDataset):
             if self.answers_file:
                 ann = answers.get(q["question_id"])
                 if ann is None:
-                    bad.skip("question without answers")
+                    bad.skip("question without answers", example=q["question_id"])
                     continue
                 texts = [a["answer"] for a in ann.get("answers", []) if str(a.get("answer", "")).strip()]
                 entry["gt_texts"] = texts
@@ -83,4 +83,5 @@ class VQAv2Dataset(BaseDataset):
             data_list.append(entry)
         bad.report()
         self.num_bad_annotations = bad.total
+        self.bad_annotations = bad  # counts and examples by reason (tools/check_data.py)
         return data_list

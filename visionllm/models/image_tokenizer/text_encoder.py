@@ -27,6 +27,11 @@ class TextEncoder(nn.Module):
     def __init__(self, model_dir: Optional[str] = None, embed_dims: int = 256, trainable: bool = False,
                  pretrained: bool = True, config_overrides: Optional[Dict] = None, max_length: int = 256):
         super().__init__()
+        if model_dir is not None:
+            from visionllm.models.llm.llm_loader import check_pretrained_dir
+            check_pretrained_dir(model_dir, "text encoder directory", "config.json",
+                                 "put the Hugging Face BERT directory (config.json, weights, vocab.txt) there or "
+                                 "set model_dir=None for the embedded MiniLM")
         model_dir = model_dir or minilm_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if pretrained and not config_overrides:

@@ -52,8 +52,9 @@ def load_causal_lm(source: str = "smollm2", gguf_file: Optional[str] = None,
         from visionllm.utils.embedded import smollm2_gguf_path
         path = smollm2_gguf_path()
         source, gguf_file = os.path.dirname(path), os.path.basename(path)
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"LLM directory {source!r} does not exist (no hub downloads here)")
+    check_pretrained_dir(source, "LLM directory", "config.json" if not gguf_file else gguf_file,
+                         "put the Hugging Face LLaMA directory (config.json, weights, tokenizer) there or set "
+                         "model.task_decoder.llm.source")
     kwargs = dict(gguf_file=gguf_file) if gguf_file else {}
     if num_layers is not None and not gguf_file:
         # Building only k layers avoids materialising weights that would be dropped.
@@ -63,6 +64,16 @@ def load_causal_lm(source: str = "smollm2", gguf_file: Optional[str] = None,
         keep_first_layers(model, num_layers)
     tokenizer = load_tokenizer(tokenizer_path or source, None if tokenizer_path else gguf_file)
     return model, tokenizer
+
+
+def check_pretrained_dir(path: str, what: str, required_file: str, fix: str) -> None:
+    """Raise a one-line ``FileNotFoundError`` naming ``path`` and the fix when the directory (or
+    its ``required_file``) is absent: there are no hub downloads at run time, and the loaders of
+    ``transformers`` would otherwise take the path for a hub id and fail far from the cause."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{what} not found: {path} ({fix}; no hub downloads here)")
+    if required_file and not os.path.isfile(os.path.join(path, required_file)):
+        raise FileNotFoundError(f"{what} {path} has no {required_file} ({fix})")
 
 
 def keep_first_layers(model: nn.Module, num_layers: int) -> nn.Module:
