@@ -17,3 +17,8 @@ model = dict(image_tokenizer=dict(freeze_backbone=True))
 # weights named in the model file are loaded at build time and then replaced by these.
 load_from = "work_dirs/visionllm_internimage_h_alpaca7b_stage1/iter_{}.pth".format(_base_.max_iters)
 train_cfg = dict(val_interval=_base_.max_iters + 1)
+# mmengine's IterBasedTrainLoop still validates after the last iteration whatever val_interval
+# says: no val loop at all (the test_* keys of the dataset file stay for tools/test.py).
+val_dataloader = None
+val_cfg = None
+val_evaluator = None

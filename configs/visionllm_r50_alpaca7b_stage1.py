@@ -14,3 +14,8 @@ work_dir = "work_dirs/visionllm_r50_alpaca7b_stage1"
 train_dataloader = dict(dataset=dict(_delete_=True, **_base_.coco_train, task="detection"))
 # The FSDP-sharded model runs evaluation with tools/test.py after training.
 train_cfg = dict(val_interval=_base_.max_iters + 1)
+# mmengine's IterBasedTrainLoop still validates after the last iteration whatever val_interval
+# says: no val loop at all (the test_* keys of the dataset file stay for tools/test.py).
+val_dataloader = None
+val_cfg = None
+val_evaluator = None

@@ -54,11 +54,11 @@ def test_complete_tree_passes_with_samples_per_split_and_task(good_tree, monkeyp
         ("train", "CocoCaptionDataset", "caption"): (counts["caption_train"], counts["caption_train"], 0),
         ("train", "VQAv2Dataset", "vqa"): (counts["vqa_train"], counts["vqa_train"] // 2, 0),
         ("train", "LlavaInstructDataset", "vqa"): (counts["llava"], 2, 0),
-        ("val+test", "CocoInstancesDataset", "detection"): (counts["coco_val_images"], counts["coco_val_images"], 0),
-        ("val+test", "CocoInstancesDataset", "segmentation"): (counts["coco_val_images"], counts["coco_val_images"], 0),
-        ("val+test", "RefCocoDataset", "grounding"): (counts["refcoco_val"], 1, 0),
-        ("val+test", "CocoCaptionDataset", "caption"): (counts["caption_test"], counts["caption_test"], 0),
-        ("val+test", "VQAv2Dataset", "vqa"): (counts["vqa_val"], 3, 0),
+        ("test", "CocoInstancesDataset", "detection"): (counts["coco_val_images"], counts["coco_val_images"], 0),
+        ("test", "CocoInstancesDataset", "segmentation"): (counts["coco_val_images"], counts["coco_val_images"], 0),
+        ("test", "RefCocoDataset", "grounding"): (counts["refcoco_val"], 1, 0),
+        ("test", "CocoCaptionDataset", "caption"): (counts["caption_test"], counts["caption_test"], 0),
+        ("test", "VQAv2Dataset", "vqa"): (counts["vqa_val"], 3, 0),
     }, "\n".join(lines)
     assert any(f"train/vqa={counts['vqa_train'] + counts['llava']}," in line for line in lines)
     assert not [line for line in lines if line.startswith(("MISSING", "BAD"))]
@@ -114,11 +114,13 @@ def test_broken_tree_gives_one_line_per_problem(broken_tree, monkeypatch, capsys
     problems = [line for line in lines if line.startswith(("MISSING", "BAD"))]
     train = "data/coco/annotations/instances_train2017.json"
     expected = {
-        "MISSING: data/vqa/v2_mscoco_val2014_annotations.json (answers file of VQAv2Dataset, val+test): "
+        "MISSING: data/vqa/v2_mscoco_val2014_annotations.json (answers file of VQAv2Dataset, test): "
         "get the VQAv2 questions + annotations and COCO 2014 images (docs/datasets.md#vqav2)",
-        # the image's annotations are lost for both tasks (2 objects on image 25)
-        f"MISSING: {train} [train detection]: 2 missing image file (e.g. data/coco/train2017/000000000025.jpg)",
-        f"MISSING: {train} [train segmentation]: 2 missing image file (e.g. data/coco/train2017/000000000025.jpg)",
+        # the image's annotations are lost for both tasks (3 objects on image 25), and its LLaVA record
+        f"MISSING: {train} [train detection]: 3 missing image file (e.g. data/coco/train2017/000000000025.jpg)",
+        f"MISSING: {train} [train segmentation]: 3 missing image file (e.g. data/coco/train2017/000000000025.jpg)",
+        "MISSING: data/llava/llava_instruct_150k.json [train vqa]: 1 missing image file "
+        "(e.g. data/coco/train2017/000000000025.jpg)",
         f"BAD: {train} [train detection]: 1 box outside the image (e.g. 90002)",
         f"BAD: {train} [train detection]: 1 unknown category id (e.g. 90003)",
         f"BAD: {train} [train detection]: 1 zero-area box (e.g. 90001)",
@@ -129,11 +131,11 @@ def test_broken_tree_gives_one_line_per_problem(broken_tree, monkeypatch, capsys
         "BAD: data/vqa/v2_OpenEnded_mscoco_train2014_questions.json [train vqa]: 1 question without answers (e.g. 777)",
     }
     assert set(problems) == expected and len(problems) == len(expected), "\n".join(lines)
-    assert lines[-1] == "3 missing, 8 bad-annotation lines" and code == 1
+    assert lines[-1] == "4 missing, 8 bad-annotation lines" and code == 1
     counts = expected_counts()
     rows = table_rows(lines)
     assert rows[("train", "CocoInstancesDataset", "detection")][:2] == (counts["coco_train_images"] - 1,) * 2
-    assert rows[("val+test", "VQAv2Dataset", "vqa")] == (0, 0, 0)  # its reader could not start
+    assert rows[("test", "VQAv2Dataset", "vqa")] == (0, 0, 0)  # its reader could not start
 
 
 def test_bad_annotations_alone_fail_only_when_strict(good_tree, tmp_path, monkeypatch, capsys):
@@ -147,7 +149,7 @@ def test_bad_annotations_alone_fail_only_when_strict(good_tree, tmp_path, monkey
         json.dump(coco, handle)
     code, lines = run_check(root, monkeypatch, capsys, *NO_PRETRAINED)
     assert code == 0 and lines[-1] == "0 missing, 2 bad-annotation lines", "\n".join(lines)
-    assert f"BAD: data/coco/annotations/instances_val2017.json [val+test detection]: 1 zero-area box (e.g. 90005)" in lines
+    assert f"BAD: data/coco/annotations/instances_val2017.json [test detection]: 1 zero-area box (e.g. 90005)" in lines
     code, lines = run_check(root, monkeypatch, capsys, *NO_PRETRAINED, "--strict")
     assert code == 1
 
@@ -155,7 +157,7 @@ def test_bad_annotations_alone_fail_only_when_strict(good_tree, tmp_path, monkey
 def _tool(name, args, cwd):
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.run([sys.executable, osp.join(REPO, "tools", name), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1200)
 
 
 def test_train_and_test_stop_with_one_line_per_missing_input(broken_tree, tmp_path):
@@ -165,7 +167,7 @@ def test_train_and_test_stop_with_one_line_per_missing_input(broken_tree, tmp_pa
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors[0] == ("error: missing data/vqa/v2_mscoco_val2014_annotations.json (answers file of VQAv2Dataset, "
-                         "val+test): get the VQAv2 questions + annotations and COCO 2014 images (docs/datasets.md#vqav2)")
+                         "test): get the VQAv2 questions + annotations and COCO 2014 images (docs/datasets.md#vqav2)")
     assert any(line.startswith("error: missing checkpoints/alpaca-7b (model.task_decoder.llm.source): put the "
                                "Hugging Face LLaMA directory") for line in errors)
     assert any(line.startswith("error: missing checkpoints/bert-base-uncased") for line in errors)
@@ -198,3 +200,14 @@ def test_loaders_name_a_missing_pretrained_directory_and_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         TextEncoder(model_dir=str(tmp_path / "bert-base-uncased"))
     assert str(err.value).startswith(f"text encoder directory not found: {tmp_path / 'bert-base-uncased'}")
+
+
+def test_infer_names_missing_pretrained_inputs_before_building(good_tree):
+    image = osp.join(good_tree, "data", "coco", "val2017", "000000000139.jpg")
+    proc = _tool("infer.py", [STAGE2, "no-checkpoint.pth", image, "--instruction",
+                              "<image> Write a short caption for the image."], good_tree)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert any(line.startswith("error: missing checkpoints/alpaca-7b (model.task_decoder.llm.source): put the ")
+               for line in errors)
+    assert len(errors) == 3 and "load_from" not in proc.stderr, proc.stderr  # LLM, BERT, ResNet-50 weights

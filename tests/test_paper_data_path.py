@@ -60,7 +60,6 @@ runner_type = "Runner"
 train_cfg = dict(max_iters=2, val_interval=3)
 train_dataloader = dict(num_workers=0, persistent_workers=False)
 test_dataloader = dict(num_workers=0, persistent_workers=False)
-val_dataloader = dict(num_workers=0, persistent_workers=False)
 default_hooks = dict(logger=dict(interval=1))
 """
 
@@ -169,9 +168,22 @@ def test_refs_pickle_of_python2_reads_with_unicode_sentences(paper_tree):
             pickle.load(handle)
 
 
+def test_inference_pipeline_comes_from_the_test_pipeline_when_a_config_has_none():
+    from visionllm.apis.inferencer import inference_pipeline
+    from visionllm.apis.inputs import InputError
+    cfg = Config.fromfile(STAGE2)
+    assert cfg.get("infer_pipeline") is None
+    # the evaluation resize and packing; no file loading, annotations, polygon targets or instruction
+    assert inference_pipeline(cfg) == [dict(type="ResizeKeepRatio", scale=IMG_SCALE), dict(type="PackVisionLLMInputs")]
+    own = [dict(type="ResizeKeepRatio", scale=(64, 48)), dict(type="PackVisionLLMInputs")]
+    assert inference_pipeline(Config(dict(cfg.to_dict(), infer_pipeline=own))) == own
+    with pytest.raises(InputError, match="neither an infer_pipeline nor a test pipeline"):
+        inference_pipeline(Config(dict(model=cfg.model.to_dict())))
+
+
 # ----------------------------------------------------------------------------- the whole model
 
-def _run(args, cwd, timeout=1500):
+def _run(args, cwd, timeout=3000):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

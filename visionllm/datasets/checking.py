@@ -251,11 +251,16 @@ def check_datasets(cfg) -> Tuple[List[DatasetReport], List[Problem]]:
                 report.bad = bad.total
                 for reason, count in sorted(bad.counts.items()):
                     examples = bad.examples.get(reason, [])
-                    shown = f" (e.g. {', '.join(str(e) for e in examples)})" if examples else ""
+                    shown = f" (e.g. {', '.join(_shown(e) for e in examples)})" if examples else ""
                     kind_of = "missing" if reason in MISSING_REASONS else "bad"
                     report.problems.append(Problem(kind_of, f"{where}: {count} {reason}{shown}"))
             problems.extend(report.problems)
     return reports, problems
+
+
+def _shown(example) -> str:
+    """An example id as text; image paths without the ``dir/../`` the configs' prefixes leave."""
+    return os.path.normpath(example) if isinstance(example, str) and os.sep in example else str(example)
 
 
 def format_reports(reports: List[DatasetReport]) -> List[str]:
