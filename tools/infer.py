@@ -2,6 +2,10 @@
 
     python tools/infer.py configs/visionllm_tiny_shapes.py checkpoints/visionllm_tiny_shapes.pth \
         img1.png img2.png --instruction '<image> Write a short caption for the image.' --out-dir outputs
+
+Any config with a checkpoint works: without an ``infer_pipeline`` the config's test pipeline is
+used minus its loading and annotation steps (docs/datasets.md). Missing pretrained directories are
+named one per line before anything is built.
 """
 import argparse
 import json
