@@ -24,7 +24,8 @@ class AtomicLocalBackend(LocalBackend):
     """Local files written to a temporary name and renamed into place.
 
     ``os.replace`` is atomic on POSIX, so a run killed while saving leaves either the previous
-    file or the complete new one, never a truncated checkpoint or ``last_checkpoint`` pointer.
+    file or the complete new one, never a truncated checkpoint. (mmengine's CheckpointHook
+    writes the small ``last_checkpoint`` pointer with a plain ``open``, outside any backend.)
     """
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
