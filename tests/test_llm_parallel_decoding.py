@@ -103,8 +103,8 @@ def shipped_inferencer():
     return VisionLLMInferencer(os.path.join(repo, SHIPPED_CONFIG), os.path.join(repo, SHIPPED_CHECKPOINT))
 
 
-def _shapes_instructions(tmp_path, num_images=2):
-    """(image path, instruction) of detection, segmentation and grounding on a few shapes images."""
+def _shapes_instructions(tmp_path, num_images=1):
+    """(image path, instruction) of detection, segmentation and grounding on generated shapes images."""
     import json
     import random
 
