@@ -97,3 +97,128 @@ def test_compressed_state_dict_round_trip():
     assert (err <= step * 0.5 + step * 1e-2 + 1e-6).all()
     torch.testing.assert_close(restored["head.weight"], state["head.weight"], rtol=1e-3, atol=1e-3)
     assert decompress_state_dict(state) == state  # plain checkpoints pass through
+
+
+# ---------------------------------------------------------------- reading runs no code
+class _Payload:
+    """Unpickling this object runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def _payload_checkpoint(tmp_path, name="payload.pth"):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / name
+    torch.save(dict(meta=dict(note=_Payload(marker)), state_dict=dict(weight=torch.zeros(1))), path)
+    return path, marker
+
+
+def _refused(callable_, marker, *args):
+    with pytest.raises(BaseException) as err:  # SystemExit from the command-line tools
+        callable_(*args)
+    assert not marker.exists(), "the pickled payload ran"
+    return err
+
+
+def test_checkpoint_with_a_pickled_payload_is_refused_without_running_it(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from visionllm.engine.checkpoint import UnsafeCheckpointError, load_trained_checkpoint, read_checkpoint
+    path, marker = _payload_checkpoint(tmp_path)
+    for load in (read_checkpoint, lambda p: load_trained_checkpoint(nn.Linear(1, 1), p),
+                 # what mmengine's runner calls for load_from and resume
+                 lambda p: _load_checkpoint(str(p), map_location="cpu")):
+        err = _refused(load, marker, path)
+        assert err.type is UnsafeCheckpointError
+        message = str(err.value)
+        assert "\n" not in message and "refusing to load" in message and "system" in message
+    # The payload is live: a full unpickling runs it (what torch.load(weights_only=False) did).
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_tools_refuse_a_checkpoint_with_a_pickled_payload(tmp_path):
+    from tools.publish_checkpoint import main as publish
+    path, marker = _payload_checkpoint(tmp_path)
+    err = _refused(publish, marker, ["unused_config.py", str(path), str(tmp_path / "out.pth")])
+    assert err.type is SystemExit and str(err.value).startswith("error: refusing to load")
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_training_checkpoint_contents_load_without_full_unpickling(tmp_path):
+    """What mmengine stores besides tensors (the message hub's scalar histories, numpy values,
+    the config text) is written as plain data by the checkpoint hook and read back without the
+    allowlist growing beyond numpy values."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer, MessageHub
+
+    from visionllm.engine.checkpoint import read_checkpoint
+    hub = MessageHub.get_instance("checkpoint_contents_test")
+    for step in range(3):
+        hub.update_scalar("train/loss", np.float32(1.5 - step))
+        hub.update_scalar("train/lr", 0.1 * step)
+    hub.update_info("iter", 3)
+    checkpoint = dict(meta=dict(cfg="model = dict()", seed=np.int64(3), iter=3, time="20261201"),
+                      state_dict=dict(weight=torch.arange(3.0)), message_hub=hub.state_dict(),
+                      optimizer=torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1).state_dict())
+    runner = type("Runner", (), dict(model=nn.Linear(1, 1)))()
+    hook = TrainableStateCheckpointHook()
+    hook.before_save_checkpoint(runner, checkpoint)
+    torch.save(checkpoint, tmp_path / "iter_3.pth")
+    loaded = read_checkpoint(tmp_path / "iter_3.pth")
+    hook.after_load_checkpoint(runner, loaded)
+    assert loaded["meta"]["seed"] == 3 and torch.equal(loaded["state_dict"]["weight"], torch.arange(3.0))
+    assert all(isinstance(v, HistoryBuffer) for v in loaded["message_hub"]["log_scalars"].values())
+    restored = MessageHub.get_instance("checkpoint_contents_test_restored")
+    restored.load_state_dict(loaded["message_hub"])
+    for key in ("train/loss", "train/lr"):
+        for got, expected in zip(restored.get_scalar(key).data, hub.get_scalar(key).data):
+            np.testing.assert_array_equal(got, expected)
+            assert got.dtype == expected.dtype
+    assert restored.get_scalar("train/loss").mean() == pytest.approx(0.5)
+    # mmengine's own HistoryBuffer pickle (rebuilt through `getattr`) stays off the allowlist.
+    raw = dict(message_hub=hub.state_dict())
+    torch.save(raw, tmp_path / "raw.pth")
+    from visionllm.engine.checkpoint import UnsafeCheckpointError
+    with pytest.raises(UnsafeCheckpointError, match="HistoryBuffer"):
+        read_checkpoint(tmp_path / "raw.pth")
+
+
+def test_safetensors_checkpoint_round_trip(tmp_path):
+    from visionllm.engine.checkpoint import (compress_state_dict, load_trained_checkpoint, read_checkpoint,
+                                             safetensors_bytes)
+    model = _ModelWithPretrained()
+    state = {k: v for k, v in model.state_dict().items() if k not in model.frozen_pretrained_keys()}
+    packed = dict(meta=dict(published_from="iter_9.pth", iter=9), state_dict=compress_state_dict(state))
+    path = tmp_path / "model.safetensors"
+    AtomicLocalBackend().put(safetensors_bytes(packed), path)
+    loaded = read_checkpoint(path)
+    assert loaded["meta"] == dict(published_from="iter_9.pth", iter=9)
+    assert set(loaded["state_dict"]) == set(state)
+    fresh = _ModelWithPretrained()
+    load_trained_checkpoint(fresh, str(path))
+    for key, value in state.items():
+        torch.testing.assert_close(fresh.state_dict()[key], value, rtol=1e-3, atol=1e-3)
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    from visionllm.apis.inputs import InputError
+    with pytest.raises(InputError, match="cannot read safetensors checkpoint"):
+        read_checkpoint(tmp_path / "broken.safetensors")
+
+
+@pytest.mark.parametrize("config", sorted(name for name in os.listdir(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")) if name.endswith(".py")))
+def test_every_shipped_config_saves_through_the_atomic_backend(config, tmp_path):
+    """The file backend mmengine's CheckpointHook gets from each shipped config (a real save of
+    the tiny config through it: test_shipped_config_training)."""
+    from mmengine.config import Config
+    from mmengine.fileio import get_file_backend
+    import visionllm.engine  # noqa: F401  registers the backend, as the configs' custom_imports do
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hook = Config.fromfile(os.path.join(repo, "configs", config)).default_hooks.checkpoint
+    assert hook.type == "CheckpointHook"
+    backend = get_file_backend(str(tmp_path), backend_args=hook.get("backend_args"))
+    assert type(backend) is AtomicLocalBackend

@@ -124,3 +124,80 @@ def test_cli_prints_one_line_error(tmp_path, tiny_llm_dir, tiny_workspace):  # n
                           capture_output=True, text=True, cwd=tiny_workspace, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'no_checkpoint.pth'}"
+
+
+# ---------------------------------------------------------------- pixels of the input image
+# The decoder decodes every point in pixels of the image the model saw (``img_shape``, after the
+# infer pipeline's resize); its merge step maps them to ``ori_shape`` with the ``scale_factor``
+# the inferencer and the pipeline record. A stub decoder that puts its points at known fractions
+# of the resized image therefore pins the exact pixels the API must return: the same fractions of
+# the input image as given, whatever the resize or the reduction while decoding did.
+BOX = (0.1, 0.2, 0.7, 0.9)  # x1, y1, x2, y2 as fractions of the image
+
+
+def _ring(num_points: int) -> np.ndarray:
+    angle = np.linspace(0, 2 * np.pi, num_points, endpoint=False)
+    return np.stack([0.5 + 0.3 * np.cos(angle), 0.5 + 0.35 * np.sin(angle)], axis=1)
+
+
+@pytest.fixture
+def fraction_decoder(inferencer, monkeypatch):
+    """The decoder with its slot decoding replaced: slot 0 (score 0.9, first category) at BOX, or
+    at the ring ``_ring(K)`` for K-point polygons, in pixels of ``img_shape``; the other slots
+    score 0 (below the score threshold). The format is read from the instruction (the untrained model's own is random)."""
+    decoder = inferencer.model.task_decoder
+    seen = []
+
+    def decode_slots(group_hidden, refs, sample, num_categories, offset, fields, *args, **kwargs):
+        h, w = sample.metainfo["img_shape"][:2]
+        seen.append(dict(img_shape=(h, w), scale_factor=sample.metainfo["scale_factor"]))
+        num_slots, num_points = group_hidden.shape[0], (len(fields) - 1) // 2
+        fractions = np.asarray(BOX).reshape(2, 2) if num_points == 2 else _ring(num_points)
+        points = torch.as_tensor(fractions, dtype=torch.float32) * torch.tensor([float(w), float(h)])
+        scores = torch.zeros(num_slots)
+        scores[0] = 0.9
+        return dict(scores=scores, labels=torch.zeros(num_slots, dtype=torch.long) + offset,
+                    points=points.expand(num_slots, -1, -1).clone())
+
+    monkeypatch.setattr(decoder, "_decode_slots", decode_slots)
+    monkeypatch.setattr(decoder, "generate_format", False)
+    monkeypatch.setattr(decoder, "score_thr", 0.5)  # one mask per image, even for the huge ones
+    return seen
+
+
+def _save(tmp_path, name, image: Image.Image, **kwargs):
+    path = tmp_path / name
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["wide array", "portrait grey file", "grey 16-bit array", "huge png", "huge jpeg"])
+def test_boxes_and_polygons_come_back_in_pixels_of_the_input(inferencer, fraction_decoder, tmp_path, kind):
+    rng = np.random.default_rng(0)
+    if kind == "wide array":  # 300 x 120: resized 96 x 38, so x and y scale differently
+        image, (h, w) = rng.integers(0, 255, (120, 300, 3), dtype=np.uint8), (120, 300)
+    elif kind == "portrait grey file":
+        image, (h, w) = _save(tmp_path, "grey.png", Image.fromarray(rng.integers(0, 255, (250, 170), dtype=np.uint8))), (250, 170)
+    elif kind == "grey 16-bit array":
+        image, (h, w) = rng.integers(0, 65535, (90, 210), dtype=np.uint16), (90, 210)
+    elif kind == "huge png":  # reduced 3x while decoding (PIL reduce), then resized
+        image, (h, w) = _save(tmp_path, "huge.png", Image.new("L", (9000, 6000), 90)), (6000, 9000)
+    else:  # reduced 2x while decoding (JPEG draft), then resized
+        image, (h, w) = _save(tmp_path, "huge.jpg", Image.new("RGB", (8000, 4800), (10, 200, 90)), quality=50), (4800, 8000)
+    box_text = DET.format(cats=format_category_set(["circle", "square"]))
+    polygon_text = 'Segment {"circle": <c0>} in <image>. Answer as a list of (c, x1, y1, ..., x8, y8).'
+    box, polygon = inferencer(image, box_text), inferencer(image, polygon_text)
+    decoded_h, decoded_w = fraction_decoder[0]["img_shape"]
+    assert max(decoded_h, decoded_w) <= 96 and (decoded_h, decoded_w) != (h, w)  # the model saw a resized image
+    size = np.array([w, h], np.float64)
+    assert box.image_size == (h, w) and box.names[0] == "circle"
+    np.testing.assert_allclose(box.boxes[0], np.asarray(BOX) * np.tile(size, 2), rtol=1e-5, atol=1e-3)
+    expected = _ring(8) * size
+    assert len(box.boxes) == 1 and polygon.polygons.shape == (1, 8, 2)
+    np.testing.assert_allclose(polygon.polygons[0], expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(polygon.boxes[0], [*expected.min(0), *expected.max(0)], rtol=1e-5, atol=1e-3)
+    # The mask is in the input's pixels too: its extent is the polygon's, to a pixel.
+    mask = polygon.masks[0]
+    assert mask.shape == (h, w)
+    ys, xs = np.nonzero(mask)
+    np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], polygon.boxes[0], atol=1.0)

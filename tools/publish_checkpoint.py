@@ -5,7 +5,10 @@
 
 Keeps only the trained weights (the frozen LLM and text encoder come from their packages),
 drops the optimizer state, stores floats as float16 and the backbone's kernels as int8 with
-per-channel scales, so the embedded default fits in a few tens of MB.
+per-channel scales, so the embedded default fits in a few tens of MB. An OUT ending in
+``.safetensors`` is written in that format (tensors only, ``meta`` as JSON in the header; the
+Hugging Face convention); any other name as a ``torch.save`` file. Both load with
+``load_trained_checkpoint``, and the training checkpoint is read without running code from it.
 """
 import argparse
 import os
@@ -29,13 +32,17 @@ def main(argv=None):
     from mmengine.registry import DefaultScope
 
     import visionllm.models  # noqa: F401
-    from visionllm.engine.checkpoint import AtomicLocalBackend, compress_state_dict
+    from visionllm.apis.inputs import InputError
+    from visionllm.engine.checkpoint import AtomicLocalBackend, compress_state_dict, read_checkpoint, safetensors_bytes
     from visionllm.registry import MODELS
 
+    try:
+        source = read_checkpoint(args.checkpoint)
+    except InputError as error:
+        raise SystemExit(f"error: {error}") from None
     DefaultScope.get_instance("publish", scope_name="visionllm")
     model = MODELS.build(Config.fromfile(args.config).model)
     drop = set(model.frozen_pretrained_keys())
-    source = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     state = {k: v for k, v in source["state_dict"].items() if k not in drop}
     unknown = set(state) - set(model.state_dict())
     if unknown:
@@ -45,10 +52,14 @@ def main(argv=None):
     meta["published_from"] = osp.basename(args.checkpoint)
     packed = dict(meta=meta, state_dict=compress_state_dict(state, args.int8_prefixes))
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    import io
-    buffer = io.BytesIO()
-    torch.save(packed, buffer)
-    AtomicLocalBackend().put(buffer.getvalue(), args.out)
+    if args.out.endswith(".safetensors"):
+        payload = safetensors_bytes(packed)
+    else:
+        import io
+        buffer = io.BytesIO()
+        torch.save(packed, buffer)
+        payload = buffer.getvalue()
+    AtomicLocalBackend().put(payload, args.out)
     print(f"wrote {args.out}: {len(state)} tensors, {osp.getsize(args.out) / 1e6:.1f} MB "
           f"(dropped {len(drop)} frozen pretrained keys and the optimizer state)")
 

@@ -1,6 +1,10 @@
-"""Checkpoints that are written atomically and hold only what training changed."""
+"""Checkpoints that are written atomically, hold only what training changed, and are read
+without running code from the file."""
+import json
 import os
 import os.path as osp
+import pickle
+import re
 import tempfile
 from typing import Union
 from pathlib import Path
@@ -9,6 +13,7 @@ import mmengine
 import torch
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from visionllm.apis.inputs import InputError
 from visionllm.registry import HOOKS
@@ -19,7 +24,8 @@ class AtomicLocalBackend(LocalBackend):
     """Local files written to a temporary name and renamed into place.
 
     ``os.replace`` is atomic on POSIX, so a run killed while saving leaves either the previous
-    file or the complete new one, never a truncated checkpoint or ``last_checkpoint`` pointer.
+    file or the complete new one, never a truncated checkpoint. (mmengine's CheckpointHook
+    writes the small ``last_checkpoint`` pointer with a plain ``open``, outside any backend.)
     """
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
@@ -75,8 +81,12 @@ class TrainableStateCheckpointHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Published checkpoints may hold int8 weights (see compress_state_dict).
         checkpoint["state_dict"] = decompress_state_dict(checkpoint["state_dict"])
+        if "message_hub" in checkpoint:
+            checkpoint["message_hub"] = message_hub_from_plain(checkpoint["message_hub"])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if "message_hub" in checkpoint:
+            checkpoint["message_hub"] = message_hub_to_plain(checkpoint["message_hub"])
         model = unwrapped_model(runner.model)
         if not hasattr(model, "frozen_pretrained_keys"):
             return
@@ -85,6 +95,46 @@ class TrainableStateCheckpointHook(Hook):
         for key in [k for k in state if unwrapped_key(k) in drop]:
             del state[key]
         checkpoint.setdefault("meta", {})["dropped_pretrained_keys"] = len(drop)
+
+
+# mmengine pickles each logged scalar's HistoryBuffer with its statistics methods, which only an
+# allowlisted ``getattr`` could rebuild (and ``getattr`` reaches any attribute of any allowed
+# object). Checkpoints store the buffers as plain data instead; loading turns them back.
+_PLAIN_HISTORY = "__history_buffer__"
+
+
+def message_hub_to_plain(state: dict) -> dict:
+    """A message hub state dict whose HistoryBuffers are plain dicts (lists of numbers)."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    scalars = state.get("log_scalars")
+    if not scalars:
+        return state
+    plain = type(scalars)()
+    for key, buffer in scalars.items():
+        if isinstance(buffer, HistoryBuffer):
+            log, count = buffer.data
+            buffer = {_PLAIN_HISTORY: True, "max_length": buffer.max_length, "dtype": str(log.dtype),
+                      "log_history": log.tolist(), "count_history": count.tolist()}
+        plain[key] = buffer
+    return dict(state, log_scalars=plain)
+
+
+def message_hub_from_plain(state: dict) -> dict:
+    """Inverse of :func:`message_hub_to_plain` (other state dicts pass through)."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    scalars = state.get("log_scalars") if isinstance(state, dict) else None
+    if not scalars:
+        return state
+    restored = type(scalars)()
+    for key, value in scalars.items():
+        if isinstance(value, dict) and value.get(_PLAIN_HISTORY):
+            value = HistoryBuffer(np.asarray(value["log_history"], dtype=value["dtype"]),
+                                  np.asarray(value["count_history"]), max_length=value["max_length"])
+        restored[key] = value
+    return dict(state, log_scalars=restored)
 
 
 _INT8_SUFFIX = "#int8"
@@ -132,8 +182,9 @@ def load_trained_checkpoint(model: torch.nn.Module, path: str) -> None:
 
     Keys restored from pretrained packages at build time may be absent; any other missing or
     unexpected key is an error, so a checkpoint of another model is not silently half-loaded.
+    The file is read by :func:`read_checkpoint`, which runs no code from it.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     state = decompress_state_dict(checkpoint.get("state_dict", checkpoint))
     allowed_missing = set(model.frozen_pretrained_keys()) if hasattr(model, "frozen_pretrained_keys") else set()
     result = model.load_state_dict(state, strict=False)
@@ -142,3 +193,94 @@ def load_trained_checkpoint(model: torch.nn.Module, path: str) -> None:
         raise InputError(f"checkpoint {path} does not fit the model: {len(missing)} missing keys "
                          f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected "
                          f"(e.g. {result.unexpected_keys[:3]})")
+
+
+class UnsafeCheckpointError(InputError):
+    """A checkpoint file holding pickled objects other than tensors and plain data (loading it
+    with full unpickling could run any code)."""
+
+
+def checkpoint_safe_globals() -> list:
+    """The non-tensor types our checkpoints legitimately hold, allowed on top of what
+    ``torch.load(weights_only=True)`` reads anyway (tensors, dicts, lists, numbers, strings).
+
+    Only numpy arrays and scalars (values logged or stored by mmengine, e.g. a numpy seed): the
+    message hub's HistoryBuffers are stored as plain data (:func:`message_hub_to_plain`), and
+    published checkpoints hold only tensors and a plain ``meta`` dict. Rebuilding these types
+    runs no code of the file's choosing.
+    """
+    import numpy as np
+
+    numpy_core = getattr(np, "_core", None) or np.core
+    return [np.ndarray, np.dtype, numpy_core.multiarray._reconstruct,
+            numpy_core.multiarray.scalar] + [type(np.dtype(name)) for name in _NUMPY_DTYPES]
+
+
+# numpy dtypes that appear in logged values (dtype objects are pickled by their class).
+_NUMPY_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+# The line of torch's refusal that names what was refused (its wording differs by version).
+_REFUSED = re.compile(r"^(?:WeightsUnpickler error: )?(.*(?:GLOBAL|[Uu]nsupported).*)$", re.MULTILINE)
+
+
+def read_checkpoint(path: Union[str, Path], map_location="cpu") -> dict:
+    """The contents of a ``.pth`` or ``.safetensors`` checkpoint, read without running code.
+
+    ``.pth`` files are unpickled with ``torch.load(weights_only=True)`` and only the types of
+    :func:`checkpoint_safe_globals` besides tensors and plain data; a file naming any other
+    global (e.g. a class whose unpickling calls ``os.system``) is refused with
+    :class:`UnsafeCheckpointError`. ``.safetensors`` files hold tensors only: they come back as
+    ``{"state_dict": tensors, "meta": dict}`` (``meta`` from the header entry of that name, JSON).
+    """
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise InputError(f"checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path, map_location)
+    try:
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        match = _REFUSED.search(str(err))
+        reason = match.group(1).strip() if match else "not an allowed type"
+        raise UnsafeCheckpointError(f"refusing to load {path}: it holds pickled objects other than tensors and "
+                                    f"plain data, which could run code ({reason})") from None
+
+
+def _read_safetensors(path: str, map_location="cpu") -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    device = str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu"
+    try:
+        with safe_open(path, framework="pt", device=device) as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+            header = handle.metadata() or {}
+    except SafetensorError as err:
+        raise InputError(f"cannot read safetensors checkpoint {path}: {err}") from None
+    try:
+        meta = json.loads(header.get("meta", "{}"))
+    except json.JSONDecodeError:
+        raise InputError(f"the 'meta' entry of {path} is not JSON") from None
+    return dict(meta=meta, state_dict=state)
+
+
+def safetensors_bytes(checkpoint: dict) -> bytes:
+    """A ``{"state_dict": tensors, "meta": dict}`` checkpoint in the safetensors format
+    (``meta`` as JSON in the header; every tensor copied, since tied tensors may not share memory)."""
+    from safetensors.torch import save
+
+    state = {key: value.detach().cpu().contiguous().clone() for key, value in checkpoint["state_dict"].items()}
+    return save(state, metadata=dict(meta=json.dumps(checkpoint.get("meta", {}), default=str)))
+
+
+def _load_local_checkpoint(filename: str, map_location=None) -> dict:
+    """mmengine's loader of local checkpoint files (``load_from``, ``resume``, ``load_checkpoint``),
+    through :func:`read_checkpoint`."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f"{filename} can not be found.")
+    return read_checkpoint(filename, map_location=map_location)
+
+
+# mmengine reads local files with a plain torch.load; with this, every checkpoint a runner loads
+# (load_from, resume) goes through the same no-code reader once visionllm.engine is imported.
+CheckpointLoader.register_scheme(prefixes="", loader=_load_local_checkpoint, force=True)

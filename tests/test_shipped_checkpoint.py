@@ -1,0 +1,85 @@
+"""The shipped checkpoint: it fits the shipped config key for key, and its accuracy on the first
+val samples of every task stays near the README's table."""
+import os
+
+import pytest
+import torch
+
+from visionllm.engine.checkpoint import decompress_state_dict, load_trained_checkpoint, read_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")
+CHECKPOINT = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
+TASKS = ("detection", "segmentation", "grounding", "caption", "vqa")  # order of the test loader's datasets
+SAMPLES_PER_TASK = 40  # as `make demo` (tools/demo.py) evaluates
+# README, "Accuracy of the shipped model (shapes val split)", column "shipped model": box AP 65.2,
+# mask AP 48.6, grounding P@0.5 85.3 %, CIDEr 117.7, VQA 77.3 % (on the first 100-150 samples of
+# each task). Constants rather than parsed from the README, so a README edit cannot break the test.
+README_SCORES = {"detection/bbox_mAP": 65.2, "segmentation/segm_mAP": 48.6, "grounding/precision@0.5": 85.3,
+                 "caption/CIDEr": 117.7, "vqa/accuracy": 77.3}
+MARGIN = 10.0  # points below the README a 40-sample evaluation may land (a few samples' noise)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shapes_val_workspace(tmp_path_factory):
+    """A folder with ``data/shapes`` holding the README's val split: the repository's copy when
+    ``make demo`` or tools/make_shapes.py made it, otherwise just the val split generated here
+    (images are seeded by (seed, split, index), so it equals the val split of
+    ``tools/make_shapes.py --seed 0``)."""
+    root = tmp_path_factory.mktemp("shipped_eval")
+    os.makedirs(root / "data")
+    existing = os.path.join(REPO, "data", "shapes")
+    if os.path.isfile(os.path.join(existing, "annotations", "instances_val.json")):
+        os.symlink(existing, root / "data" / "shapes")
+    else:
+        from visionllm.datasets.shapes import build_split
+        build_split("val", 200, 0, str(root / "data" / "shapes"), workers=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import visionllm.models  # noqa: F401
+    from visionllm.registry import MODELS
+    with DefaultScope.overwrite_default_scope("visionllm"):
+        model = MODELS.build(Config.fromfile(CONFIG).model)
+    return model
+
+
+def test_shipped_checkpoint_fits_the_shipped_config_key_for_key(shipped_model):
+    stored = decompress_state_dict(read_checkpoint(CHECKPOINT)["state_dict"])
+    model_keys = set(shipped_model.state_dict())
+    frozen = set(shipped_model.frozen_pretrained_keys())
+    # Every stored key is a weight of the model, and every weight the packages do not provide is stored.
+    assert set(stored) - model_keys == set(), "keys in the file that the model does not have"
+    assert model_keys - frozen - set(stored) == set(), "trained weights missing from the file"
+    assert set(stored) & frozen == set(), "the file repeats weights the pretrained packages provide"
+    before = {key: value.clone() for key, value in shipped_model.state_dict().items()}
+    load_trained_checkpoint(shipped_model, CHECKPOINT)
+    after = shipped_model.state_dict()
+    for key, value in stored.items():
+        assert torch.equal(after[key], value.to(after[key].dtype)), key
+    for key in frozen & set(before):  # (non-persistent buffers are not in the state dict)
+        assert torch.equal(after[key], before[key]), key
+    assert sum(not torch.equal(after[k], before[k]) for k in stored) > 0.9 * len(stored)
+
+
+def test_shipped_checkpoint_scores_near_the_readme_table(shapes_val_workspace, monkeypatch):
+    from tools.test import main
+
+    monkeypatch.chdir(shapes_val_workspace)
+    options = ["test_dataloader.batch_size=4"] + [
+        f"test_dataloader.dataset.datasets.{i}.indices={SAMPLES_PER_TASK}" for i in range(len(TASKS))]
+    metrics = main([CONFIG, CHECKPOINT, "--work-dir", str(shapes_val_workspace / "work"),
+                    "--cfg-options", *options])
+    # COCO AP comes as a fraction, the other metrics in percent (as the README prints them).
+    scores = {key: metrics[key] * (100.0 if key.endswith("_mAP") else 1.0) for key in README_SCORES}
+    print("shipped checkpoint on the first 40 val samples per task:", {k: round(v, 1) for k, v in scores.items()})
+    below = {key: (round(scores[key], 1), readme) for key, readme in README_SCORES.items()
+             if scores[key] < readme - MARGIN}
+    assert not below, f"more than {MARGIN} points under the README (measured, README): {below}"
