@@ -137,7 +137,7 @@ def test_cider_hand_computed():
 
 
 def test_caption_metric_dumps_and_scores(tmp_path):
-    metric = CaptionMetric(outfile_prefix=str(tmp_path / "cap"))
+    metric = CaptionMetric(outfile_prefix=str(tmp_path / "cap"), scorer="own")
     metric.process({}, [dict(task="caption", img_id=1, pred_text="a b", gt_texts=["a b"]),
                         dict(task="caption", img_id=2, pred_text="c d", gt_texts=["c d"]),
                         dict(task="caption", img_id=2, pred_text="ignored duplicate", gt_texts=["c d"])])
@@ -160,28 +160,76 @@ def test_vqa_normalisation():
     assert normalize_answer("2.") == "2" and normalize_answer("it's red") == "it's red"
 
 
+def test_vqa_contraction_table_is_the_official_one():
+    # Ordinary words are not in the official table, whatever contraction they spell without
+    # the apostrophe; "hed" is.
+    for word in ("shed", "well", "were", "its", "ill", "id", "wed", "hell", "shell", "cant've"):
+        assert normalize_answer(word) == word
+    assert normalize_answer("hed") == "he'd" and normalize_answer("shed've") == "she'd've"
+    assert normalize_answer("dont") == "don't" and normalize_answer("wont") == "won't"
+    # the table's quirks: capitalised keys never match the lower-cased words, one entry maps
+    # the apostrophe form to the bare one, and "twas" gains a leading apostrophe
+    assert normalize_answer("Im") == "im" and normalize_answer("ive") == "ive"
+    assert normalize_answer("somebody'd") == "somebodyd" and normalize_answer("twas") == "'twas"
+
+
 def test_vqa_accuracy_hand_computed():
-    gts = ["2"] * 3 + ["three"] * 7
+    gts = ["2"] * 3 + ["3"] * 7
     assert vqa_accuracy("two", gts) == pytest.approx((3 * 2 / 3 + 7 * 1) / 10)
     assert vqa_accuracy("3", gts) == pytest.approx(1.0)
     assert vqa_accuracy("4", gts) == 0.0
     assert vqa_accuracy("Yes", ["yes"] + ["no"] * 9) == pytest.approx(9 * (1 / 3) / 10)
-    # the official script leaves unanimous answers unnormalised
-    assert vqa_accuracy("Two", ["2"] * 10) == 1.0 and vqa_accuracy("Two", ["2"] * 10, strict_official=True) == 0.0
-    assert vqa_accuracy("Two", ["2"] * 9 + ["3"], strict_official=True) == pytest.approx(1.0)
+    # leave-one-out: 3 of 10 agree → 7 subsets with 3 (1.0) and 3 with 2 (2/3)
+    assert vqa_accuracy("red", ["red"] * 3 + ["blue"] * 7) == pytest.approx((7 + 3 * 2 / 3) / 10)
+    with pytest.raises(ValueError, match="rule"):
+        vqa_accuracy("x", ["x"], rule="strict")
+
+
+def test_vqa_official_and_lenient_rules_differ_where_the_script_does():
+    """The official script always normalises the prediction, and the humans' answers only by
+    punctuation and only when they disagree; the lenient rule normalises both always."""
+    # The prediction is normalised: "Two" becomes "2" (both rules).
+    assert vqa_accuracy("Two", ["2"] * 10) == 1.0 and vqa_accuracy("Two", ["2"] * 10, rule="lenient") == 1.0
+    # Unanimous humans are left as written: their "two" never equals a normalised prediction.
+    assert vqa_accuracy("two", ["two"] * 10) == 0.0 and vqa_accuracy("2", ["two"] * 10) == 0.0
+    assert vqa_accuracy("two", ["two"] * 10, rule="lenient") == 1.0
+    assert vqa_accuracy("dog", ["the dog"] * 10) == 0.0 and vqa_accuracy("dog", ["the dog"] * 10, rule="lenient") == 1.0
+    # Disagreeing humans get punctuation processing only: "the dog" keeps its article, so only
+    # the two humans who said "dog" count.
+    gts = ["the dog"] * 8 + ["dog"] * 2
+    assert vqa_accuracy("dog", gts) == pytest.approx((8 * 2 / 3 + 2 * 1 / 3) / 10)
+    assert vqa_accuracy("dog", gts, rule="lenient") == 1.0
+    # "black/white" becomes "black white" on both sides, but only when the humans disagree.
+    assert vqa_accuracy("black/white", ["black/white"] * 3 + ["cat"] * 7) == pytest.approx((7 + 3 * 2 / 3) / 10)
+    assert vqa_accuracy("black/white", ["black/white"] * 10) == 0.0
+    # A mark the script replaces by a space is not stripped from a human answer: "dog!" is
+    # "dog " and never matches (the prediction's words are re-joined, so it is stripped).
+    assert vqa_accuracy("dog", ["dog!"] * 3 + ["cat"] * 7) == 0.0
+    assert vqa_accuracy("dog", ["dog!"] * 3 + ["cat"] * 7, rule="lenient") == pytest.approx((7 + 3 * 2 / 3) / 10)
+    # Case: unnormalised human answers keep their capitals when they disagree.
+    assert vqa_accuracy("yes", ["Yes"] * 9 + ["no"]) == 0.0
+    assert vqa_accuracy("yes", ["Yes"] * 9 + ["no"], rule="lenient") == 1.0
 
 
 def test_vqa_metric_and_dump(tmp_path):
+    samples = [dict(task="vqa", question_id=1, pred_text="two", gt_texts=["2"] * 10),
+               dict(task="vqa", question_id=2, pred_text="red", gt_texts=["blue"] * 10),
+               dict(task="vqa", question_id=3, pred_text="the dog", gt_texts=["the dog"] * 10)]
     metric = VQAAccuracy(outfile_prefix=str(tmp_path / "v"))
-    metric.process({}, [dict(task="vqa", question_id=1, pred_text="two", gt_texts=["2"] * 10),
-                        dict(task="vqa", question_id=2, pred_text="red", gt_texts=["blue"] * 10)])
-    assert metric.compute_metrics(metric.results)["accuracy"] == pytest.approx(50.0)
+    metric.process({}, samples)
+    assert metric.compute_metrics(metric.results)["accuracy"] == pytest.approx(100 / 3)
     assert json.load(open(tmp_path / "v.vqa.json")) == [dict(question_id=1, answer="two"),
-                                                         dict(question_id=2, answer="red")]
+                                                         dict(question_id=2, answer="red"),
+                                                         dict(question_id=3, answer="the dog")]
+    lenient = VQAAccuracy(rule="lenient")
+    lenient.process({}, samples)
+    assert lenient.compute_metrics(lenient.results)["accuracy"] == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="rule"):
+        VQAAccuracy(rule="strict")
 
 
 def test_multi_task_metric_routes_by_task():
-    metric = MultiTaskMetric(task_metrics=dict(caption=dict(type="CaptionMetric"), vqa=dict(type="VQAAccuracy"),
+    metric = MultiTaskMetric(task_metrics=dict(caption=dict(type="CaptionMetric", scorer="own"), vqa=dict(type="VQAAccuracy"),
                                           grounding=dict(type="RefCocoMetric")))
     metric.process({}, [dict(task="vqa", question_id=1, pred_text="yes", gt_texts=["yes"] * 10),
                         dict(task="caption", img_id=1, pred_text="a b", gt_texts=["a b"]),
