@@ -75,14 +75,17 @@ def bleu(refs: Dict, hyps: Dict, max_n: int = 4) -> List[float]:
                     max_ref[gram] = max(max_ref[gram], c)
             correct[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
             guessed[n - 1] += max(len(h) - n + 1, 0)
-    brevity = 1.0 if hyp_len > ref_len else (math.exp(1 - ref_len / hyp_len) if hyp_len else 0.0)
-    # The COCO caption toolkit's smoothing: a corpus without any matching 4-gram scores ~1e-5,
-    # not exactly 0 (kept so the numbers are comparable with published ones).
+    # The COCO caption toolkit's smoothing and arithmetic, kept so that the numbers are the same
+    # to the last bits: a corpus without any matching 4-gram scores ~1e-5, not exactly 0, and
+    # the length ratio carries the same small offsets (a hypothesis exactly as long as its
+    # references gets a brevity factor of exp(-1e-9 / length), not 1).
     tiny, small = 1e-15, 1e-9
-    scores, log_sum = [], 0.0
+    ratio = (hyp_len + tiny) / (ref_len + small)
+    brevity = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
+    scores, product = [], 1.0
     for n in range(max_n):
-        log_sum += math.log((correct[n] + tiny) / (guessed[n] + small))
-        scores.append(brevity * math.exp(log_sum / (n + 1)))
+        product *= (correct[n] + tiny) / (guessed[n] + small)
+        scores.append(product ** (1.0 / (n + 1)) * brevity)
     return scores
 
 
