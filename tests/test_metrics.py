@@ -524,6 +524,9 @@ def test_caption_metric_without_java_falls_back_to_the_own_scorer(monkeypatch, t
     with pytest.warns(UserWarning, match="toolkit failed"):
         assert metric.compute_metrics(metric.results) == result
     assert metric.scorer_used == OWN_SCORER_NAME
+    from visionllm.evaluation.caption_toolkit import ptb_tokenize
+    with pytest.raises(RuntimeError, match="PTB tokenizer"):  # not a silently shorter result
+        ptb_tokenize({1: ["a caption"], 2: ["another caption"]})
     with pytest.raises(ValueError, match="scorer"):
         CaptionMetric(scorer="java")
 
