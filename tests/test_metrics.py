@@ -9,10 +9,12 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from shapely.geometry import Polygon
 
 from visionllm.evaluation import (CaptionMetric, MultiTaskMetric, RefCocoMetric, VisionLLMCocoMetric, VQAAccuracy,
                                   normalize_answer, vqa_accuracy)
 from visionllm.evaluation.caption_scores import bleu, cider_d
+from visionllm.evaluation.coco_metric import STAT_NAMES
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -64,7 +66,120 @@ def test_coco_metric_perfect_predictions_score_one(coco_gt):
     metric = VisionLLMCocoMetric(ann_file=str(path), metric=("bbox", "segm"))
     metric.process({}, _predictions(data, 0.0, np.random.default_rng()))
     result = metric.compute_metrics(metric.results)
-    assert result["bbox_mAP"] == pytest.approx(1.0) and result["segm_mAP"] > 0.85
+    assert result["bbox_mAP"] == pytest.approx(1.0, abs=1e-12) and result["segm_mAP"] == pytest.approx(1.0, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- COCO on a subset
+@pytest.fixture
+def coco_subset_gt(tmp_path):
+    """12 images whose ids are shuffled against the file order (the README's subsets are the
+    first N images of the file), each with 1-3 triangles / quadrilaterals of integer vertices."""
+    rng = np.random.default_rng()
+    ids = [int(i) for i in rng.permutation(12) * 7 + 3]
+    images, anns = [], []
+    for img_id in ids:
+        images.append(dict(id=img_id, file_name=f"{img_id}.png", width=72, height=56))
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = (int(v) for v in rng.integers(0, 36, 2))
+            w, h = (int(v) for v in rng.integers(8, 20, 2))
+            if rng.random() < 0.5:
+                points = [x, y, x + w, y, x + w, y + h, x, y + h]
+            else:  # a triangle with its apex somewhere along the top edge
+                apex = x + int(rng.integers(0, w + 1))
+                points = [apex, y, x + w, y + h, x, y + h]
+            area = float(Polygon(np.reshape(points, (-1, 2))).area)
+            anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=int(rng.choice([2, 5])), iscrowd=0,
+                             bbox=[x, y, w, h], area=area, segmentation=[points]))
+    data = dict(images=images, annotations=anns, categories=[dict(id=2, name="b"), dict(id=5, name="e")])
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+def _model_outputs_on(dataset, noise, rng):
+    """What a model would return for each sample of ``dataset``: its ground truth (jittered by
+    ``noise`` pixels, plus a false positive when noisy) as boxes and polygons."""
+    samples = []
+    for i in range(len(dataset)):
+        info = dataset.get_data_info(i)
+        boxes, labels, polygons = [], [], []
+        for inst in info["instances"]:
+            shift = rng.normal(0, noise, 2) if noise else np.zeros(2)
+            points = np.asarray(inst["mask"][0], dtype=np.float64).reshape(-1, 2) + shift
+            points = np.concatenate([points, points[:1]])[:4] if len(points) == 3 else points  # K = 4 for all
+            boxes.append(np.asarray(inst["bbox"]) + np.tile(shift, 2))
+            labels.append(inst["bbox_label"])
+            polygons.append(points)
+        if noise:
+            boxes.append([1.0, 1.0, 9.0, 9.0])
+            labels.append(0)
+            polygons.append(np.asarray([[1, 1], [9, 1], [9, 9], [1, 9]], dtype=np.float64))
+        n = len(boxes)
+        samples.append(dict(img_id=info["img_id"], ori_shape=(info["height"], info["width"]), task="segmentation",
+                            pred_instances=dict(bboxes=torch.tensor(np.asarray(boxes), dtype=torch.float32),
+                                                scores=torch.rand(n), labels=torch.tensor(labels),
+                                                polygons=torch.tensor(np.stack(polygons), dtype=torch.float32))))
+    return samples
+
+
+def _pycocotools_stats(gt_path, samples, img_ids, iou_type):
+    """COCOeval run here on result records built from ``samples`` (independently of the metric)."""
+    from pycocotools import mask as mask_utils
+    gt = COCO(str(gt_path))
+    cat_ids = sorted(gt.getCatIds())
+    records = []
+    for sample in samples:
+        h, w = sample["ori_shape"]
+        pred = sample["pred_instances"]
+        for box, score, label, poly in zip(pred["bboxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist(),
+                                           pred["polygons"].double().numpy()):
+            record = dict(image_id=sample["img_id"], category_id=cat_ids[label], score=score)
+            if iou_type == "bbox":
+                record["bbox"] = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+            else:
+                record["segmentation"] = mask_utils.frPyObjects([poly.reshape(-1).tolist()], h, w)[0]
+            records.append(record)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(records), iou_type)
+        ev.params.imgIds = img_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def test_coco_ap_on_an_image_subset_equals_pycocotools_on_that_subset(coco_subset_gt):
+    """The README's subsets: ``dataset.indices=N`` (first N images of the file) in the test
+    config; the metric's AP must be pycocotools' AP on exactly those images."""
+    from visionllm.datasets.coco_instances import CocoInstancesDataset
+    path, data = coco_subset_gt
+    first_five = [img["id"] for img in data["images"][:5]]
+    dataset = CocoInstancesDataset(ann_file=str(path), task="segmentation", check_image_files=False, pipeline=[],
+                                   indices=5, serialize_data=False)
+    assert [dataset.get_data_info(i)["img_id"] for i in range(len(dataset))] == first_five
+    samples = _model_outputs_on(dataset, 1.5, np.random.default_rng())
+    metric = VisionLLMCocoMetric(ann_file=str(path), metric=("bbox", "segm"))
+    metric.process({}, samples)
+    result = metric.compute_metrics(metric.results)
+    for iou_type in ("bbox", "segm"):
+        expected = _pycocotools_stats(path, samples, first_five, iou_type)
+        assert [result[f"{iou_type}_{name}"] for name in STAT_NAMES] == pytest.approx(list(expected[:6]), abs=1e-12)
+        assert 0 < expected[0] < 1
+        # Discriminating: on all 12 images (7 of them without predictions) AP would be lower.
+        everywhere = _pycocotools_stats(path, samples, [img["id"] for img in data["images"]], iou_type)
+        assert everywhere[0] < expected[0] - 0.05
+
+
+def test_coco_ap_of_perfect_predictions_on_a_subset_is_one(coco_subset_gt):
+    from visionllm.datasets.coco_instances import CocoInstancesDataset
+    path, _ = coco_subset_gt
+    dataset = CocoInstancesDataset(ann_file=str(path), task="segmentation", check_image_files=False, pipeline=[],
+                                   indices=4, serialize_data=False)
+    metric = VisionLLMCocoMetric(ann_file=str(path), metric=("bbox", "segm"))
+    metric.process({}, _model_outputs_on(dataset, 0.0, np.random.default_rng()))
+    result = metric.compute_metrics(metric.results)
+    assert result["bbox_mAP"] == pytest.approx(1.0, abs=1e-12) and result["segm_mAP"] == pytest.approx(1.0, abs=1e-12)
+    assert result["bbox_mAP_75"] == pytest.approx(1.0, abs=1e-12) and result["segm_mAP_75"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_coco_metric_equals_pycocotools_on_dump(coco_gt, tmp_path):
@@ -137,7 +252,7 @@ def test_cider_hand_computed():
 
 
 def test_caption_metric_dumps_and_scores(tmp_path):
-    metric = CaptionMetric(outfile_prefix=str(tmp_path / "cap"))
+    metric = CaptionMetric(outfile_prefix=str(tmp_path / "cap"), scorer="own")
     metric.process({}, [dict(task="caption", img_id=1, pred_text="a b", gt_texts=["a b"]),
                         dict(task="caption", img_id=2, pred_text="c d", gt_texts=["c d"]),
                         dict(task="caption", img_id=2, pred_text="ignored duplicate", gt_texts=["c d"])])
@@ -160,28 +275,76 @@ def test_vqa_normalisation():
     assert normalize_answer("2.") == "2" and normalize_answer("it's red") == "it's red"
 
 
+def test_vqa_contraction_table_is_the_official_one():
+    # Ordinary words are not in the official table, whatever contraction they spell without
+    # the apostrophe; "hed" is.
+    for word in ("shed", "well", "were", "its", "ill", "id", "wed", "hell", "shell", "cant've"):
+        assert normalize_answer(word) == word
+    assert normalize_answer("hed") == "he'd" and normalize_answer("shed've") == "she'd've"
+    assert normalize_answer("dont") == "don't" and normalize_answer("wont") == "won't"
+    # the table's quirks: capitalised keys never match the lower-cased words, one entry maps
+    # the apostrophe form to the bare one, and "twas" gains a leading apostrophe
+    assert normalize_answer("Im") == "im" and normalize_answer("ive") == "ive"
+    assert normalize_answer("somebody'd") == "somebodyd" and normalize_answer("twas") == "'twas"
+
+
 def test_vqa_accuracy_hand_computed():
-    gts = ["2"] * 3 + ["three"] * 7
+    gts = ["2"] * 3 + ["3"] * 7
     assert vqa_accuracy("two", gts) == pytest.approx((3 * 2 / 3 + 7 * 1) / 10)
     assert vqa_accuracy("3", gts) == pytest.approx(1.0)
     assert vqa_accuracy("4", gts) == 0.0
     assert vqa_accuracy("Yes", ["yes"] + ["no"] * 9) == pytest.approx(9 * (1 / 3) / 10)
-    # the official script leaves unanimous answers unnormalised
-    assert vqa_accuracy("Two", ["2"] * 10) == 1.0 and vqa_accuracy("Two", ["2"] * 10, strict_official=True) == 0.0
-    assert vqa_accuracy("Two", ["2"] * 9 + ["3"], strict_official=True) == pytest.approx(1.0)
+    # leave-one-out: 3 of 10 agree → 7 subsets with 3 (1.0) and 3 with 2 (2/3)
+    assert vqa_accuracy("red", ["red"] * 3 + ["blue"] * 7) == pytest.approx((7 + 3 * 2 / 3) / 10)
+    with pytest.raises(ValueError, match="rule"):
+        vqa_accuracy("x", ["x"], rule="strict")
+
+
+def test_vqa_official_and_lenient_rules_differ_where_the_script_does():
+    """The official script always normalises the prediction, and the humans' answers only by
+    punctuation and only when they disagree; the lenient rule normalises both always."""
+    # The prediction is normalised: "Two" becomes "2" (both rules).
+    assert vqa_accuracy("Two", ["2"] * 10) == 1.0 and vqa_accuracy("Two", ["2"] * 10, rule="lenient") == 1.0
+    # Unanimous humans are left as written: their "two" never equals a normalised prediction.
+    assert vqa_accuracy("two", ["two"] * 10) == 0.0 and vqa_accuracy("2", ["two"] * 10) == 0.0
+    assert vqa_accuracy("two", ["two"] * 10, rule="lenient") == 1.0
+    assert vqa_accuracy("dog", ["the dog"] * 10) == 0.0 and vqa_accuracy("dog", ["the dog"] * 10, rule="lenient") == 1.0
+    # Disagreeing humans get punctuation processing only: "the dog" keeps its article, so only
+    # the two humans who said "dog" count.
+    gts = ["the dog"] * 8 + ["dog"] * 2
+    assert vqa_accuracy("dog", gts) == pytest.approx((8 * 2 / 3 + 2 * 1 / 3) / 10)
+    assert vqa_accuracy("dog", gts, rule="lenient") == 1.0
+    # "black/white" becomes "black white" on both sides, but only when the humans disagree.
+    assert vqa_accuracy("black/white", ["black/white"] * 3 + ["cat"] * 7) == pytest.approx((7 + 3 * 2 / 3) / 10)
+    assert vqa_accuracy("black/white", ["black/white"] * 10) == 0.0
+    # A mark the script replaces by a space is not stripped from a human answer: "dog!" is
+    # "dog " and never matches (the prediction's words are re-joined, so it is stripped).
+    assert vqa_accuracy("dog", ["dog!"] * 3 + ["cat"] * 7) == 0.0
+    assert vqa_accuracy("dog", ["dog!"] * 3 + ["cat"] * 7, rule="lenient") == pytest.approx((7 + 3 * 2 / 3) / 10)
+    # Case: unnormalised human answers keep their capitals when they disagree.
+    assert vqa_accuracy("yes", ["Yes"] * 9 + ["no"]) == 0.0
+    assert vqa_accuracy("yes", ["Yes"] * 9 + ["no"], rule="lenient") == 1.0
 
 
 def test_vqa_metric_and_dump(tmp_path):
+    samples = [dict(task="vqa", question_id=1, pred_text="two", gt_texts=["2"] * 10),
+               dict(task="vqa", question_id=2, pred_text="red", gt_texts=["blue"] * 10),
+               dict(task="vqa", question_id=3, pred_text="the dog", gt_texts=["the dog"] * 10)]
     metric = VQAAccuracy(outfile_prefix=str(tmp_path / "v"))
-    metric.process({}, [dict(task="vqa", question_id=1, pred_text="two", gt_texts=["2"] * 10),
-                        dict(task="vqa", question_id=2, pred_text="red", gt_texts=["blue"] * 10)])
-    assert metric.compute_metrics(metric.results)["accuracy"] == pytest.approx(50.0)
+    metric.process({}, samples)
+    assert metric.compute_metrics(metric.results)["accuracy"] == pytest.approx(100 / 3)
     assert json.load(open(tmp_path / "v.vqa.json")) == [dict(question_id=1, answer="two"),
-                                                         dict(question_id=2, answer="red")]
+                                                         dict(question_id=2, answer="red"),
+                                                         dict(question_id=3, answer="the dog")]
+    lenient = VQAAccuracy(rule="lenient")
+    lenient.process({}, samples)
+    assert lenient.compute_metrics(lenient.results)["accuracy"] == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="rule"):
+        VQAAccuracy(rule="strict")
 
 
 def test_multi_task_metric_routes_by_task():
-    metric = MultiTaskMetric(task_metrics=dict(caption=dict(type="CaptionMetric"), vqa=dict(type="VQAAccuracy"),
+    metric = MultiTaskMetric(task_metrics=dict(caption=dict(type="CaptionMetric", scorer="own"), vqa=dict(type="VQAAccuracy"),
                                           grounding=dict(type="RefCocoMetric")))
     metric.process({}, [dict(task="vqa", question_id=1, pred_text="yes", gt_texts=["yes"] * 10),
                         dict(task="caption", img_id=1, pred_text="a b", gt_texts=["a b"]),
@@ -203,23 +366,169 @@ def test_coco_metric_reads_predicted_masks(coco_gt):
     assert metric.compute_metrics(metric.results)["segm_mAP"] == pytest.approx(1.0)
 
 
-def test_caption_scores_match_pycocoevalcap_when_installed():
-    """Cross-check against the reference implementation (not a dependency: runs only where
-    pycocoevalcap is importable; BLEU and CIDEr need no Java)."""
-    pytest.importorskip("pycocoevalcap")
+# Captions in the style of COCO: capitals, punctuation, contractions, possessives, hyphens,
+# numbers, non-ASCII letters and brackets, where a simpler tokenizer would differ from PTB's.
+_CAPTION_CORPUS = {
+    1: (["A man's dog doesn't bark at the black-and-white cat.", "Two dogs (one brown) sit on a mat!",
+         "The café's owner can't see the dog."], "A man's dog doesn't bark at the cat."),
+    2: (["A red/blue circle & a star: yes", "Three shapes on a 3.5 m wide board, don't they?",
+         "An over-exposed photo of 1,000 people."], "A red circle and a star, don't you think?"),
+    3: (["Zoë's naïve über-cool straße sign", "They're looking at a sign; it's orange.",
+         "We've seen two signs [maybe three]."], "They've seen a naïve sign."),
+    4: (["A person cannot ride a bike in the U.S. rain", "Mr. Smith rides a bike at 10:30.",
+         "A bike leaning against a wall -- red."], "A man rides a red bike at 10:30"),
+    5: (["\"Stop\" says the sign... near the road", "It is a stop sign by the road.",
+         "A sign that's red and white."], "A red and white stop sign by the road."),
+}
+
+
+def _corpus_refs_hyps():
+    return {k: v[0] for k, v in _CAPTION_CORPUS.items()}, {k: v[1] for k, v in _CAPTION_CORPUS.items()}
+
+
+def _random_corpus(rng, images=40):
+    vocab = ["a", "red", "blue", "circle", "star", "two", "and", "on", "the", "left", "square", "of", "big"]
+    refs = {i: [" ".join(rng.choice(vocab, int(rng.integers(3, 12)))) for _ in range(int(rng.integers(1, 6)))]
+            for i in range(images)}
+    hyps = {i: " ".join(rng.choice(vocab, int(rng.integers(1, 12)))) for i in range(images)}
+    hyps[0] = refs[0][0]  # one exact match, so that 4-grams match somewhere
+    return refs, hyps
+
+
+def test_own_bleu_cider_equal_the_toolkit_scorers_on_the_same_tokens():
+    """Our BLEU-1..4 and CIDEr-D against pycocoevalcap's on a multi-image corpus, both fed the
+    tokens of our tokenizer (these scorers are pure Python: no Java needed)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from visionllm.evaluation.caption_scores import tokenize
-    rng = np.random.default_rng()
-    vocab = ["a", "red", "blue", "circle", "star", "two", "and", "on", "the", "left", "square"]
-    refs = {i: [" ".join(rng.choice(vocab, int(rng.integers(3, 9)))) for _ in range(3)] for i in range(30)}
-    hyps = {i: " ".join(rng.choice(vocab, int(rng.integers(2, 9)))) for i in range(30)}
-    gts = {k: [" ".join(tokenize(r)) for r in v] for k, v in refs.items()}
-    res = {k: [" ".join(tokenize(h))] for k, h in hyps.items()}
+    for refs, hyps in (_random_corpus(np.random.default_rng()), _corpus_refs_hyps()):
+        gts = {k: [" ".join(tokenize(r)) for r in v] for k, v in refs.items()}
+        res = {k: [" ".join(tokenize(h))] for k, h in hyps.items()}
+        expected_bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        expected_cider, expected_per_image = Cider().compute_score(gts, res)
+        assert bleu(refs, hyps) == pytest.approx(expected_bleu, rel=1e-12, abs=1e-12)
+        cider, per_image = cider_d(refs, hyps)
+        assert cider == pytest.approx(expected_cider, rel=1e-12, abs=1e-12)
+        assert [per_image[k] for k in hyps] == pytest.approx(list(expected_per_image), rel=1e-12, abs=1e-12)
+
+
+def _java_children():
+    """Java processes started by this process that are still alive."""
+    import os
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and comm == "java":
+            found.append(int(entry))
+    return found
+
+
+requires_java = pytest.mark.skipif(__import__("shutil").which("java") is None,
+                                   reason="the COCO caption toolkit's tokenizer and METEOR need java")
+
+
+@requires_java
+def test_own_tokenizer_is_the_ptb_tokenizer_on_captions():
+    from visionllm.evaluation.caption_scores import tokenize
+    from visionllm.evaluation.caption_toolkit import ptb_tokenize
+    refs, hyps = _corpus_refs_hyps()
+    captions = {(k, i): [c] for k, v in refs.items() for i, c in enumerate(v)}
+    captions.update({(k, "hyp"): [h] for k, h in hyps.items()})
+    ptb = ptb_tokenize(captions)
+    for key, (caption,) in captions.items():
+        assert " ".join(tokenize(caption)) == ptb[key][0], caption
+    assert _java_children() == []
+
+
+@requires_java
+def test_own_fallback_scores_equal_the_toolkit_on_raw_captions():
+    """End to end on raw text: our tokenizer + scorer against PTB + pycocoevalcap's scorers."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from visionllm.evaluation.caption_metric import own_scores
+    from visionllm.evaluation.caption_toolkit import ptb_tokenize
+    refs, hyps = _corpus_refs_hyps()
+    gts = ptb_tokenize(refs)
+    res = ptb_tokenize({k: [h] for k, h in hyps.items()})
     expected_bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     expected_cider, _ = Cider().compute_score(gts, res)
-    assert bleu(refs, hyps) == pytest.approx(expected_bleu, abs=1e-6)
-    assert cider_d(refs, hyps)[0] == pytest.approx(expected_cider, abs=1e-6)
+    own = own_scores(refs, hyps)
+    assert [own[f"BLEU-{n}"] for n in range(1, 5)] == pytest.approx(expected_bleu, rel=1e-12, abs=1e-12)
+    assert own["CIDEr"] == pytest.approx(expected_cider, rel=1e-12, abs=1e-12)
+
+
+@requires_java
+@pytest.mark.slow
+def test_caption_metric_with_java_gives_exactly_the_toolkit_numbers(capsys):
+    """The metric against pycocoevalcap run here directly (its tokenizer and the four scorers
+    COCOEvalCap runs, SPICE aside); the Java processes are gone afterwards."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    refs, hyps = _corpus_refs_hyps()
+    hyps[6], refs[6] = "", ["An image with no caption predicted."]  # an empty prediction
+    metric = CaptionMetric()
+    metric.process({}, [dict(task="caption", img_id=k, pred_text=hyps[k], gt_texts=refs[k]) for k in hyps])
+    result = metric.compute_metrics(metric.results)
+    assert "COCO caption toolkit" in metric.scorer_used and "COCO caption toolkit" in capsys.readouterr().out
+    assert _java_children() == []
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in refs.items()})
+    res = tokenizer.tokenize({k: [{"caption": h}] for k, h in hyps.items()})
+    expected = dict(zip(["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"], Bleu(4).compute_score(gts, res, verbose=0)[0]))
+    meteor = Meteor()
+    expected["METEOR"] = meteor.compute_score(gts, res)[0]
+    meteor.__del__()  # ends its java process (otherwise left to garbage collection)
+    expected["ROUGE-L"] = Rouge().compute_score(gts, res)[0]
+    expected["CIDEr"] = Cider().compute_score(gts, res)[0]
+    assert set(result) == set(expected)
+    for name, value in expected.items():
+        assert result[name] == value * 100, name
+    assert 0 < result["METEOR"] < 100 and 0 < result["CIDEr"]
+
+
+def test_caption_metric_without_java_falls_back_to_the_own_scorer(monkeypatch, tmp_path):
+    from visionllm.evaluation.caption_metric import OWN_SCORER_NAME, own_scores
+    refs, hyps = _corpus_refs_hyps()
+    samples = [dict(task="caption", img_id=k, pred_text=hyps[k], gt_texts=refs[k]) for k in hyps]
+    empty_dir = tmp_path / "bin"
+    empty_dir.mkdir()
+    monkeypatch.setenv("PATH", str(empty_dir))  # java is hidden
+    metric = CaptionMetric()
+    metric.process({}, samples)
+    with pytest.warns(UserWarning, match="no java"):
+        result = metric.compute_metrics(metric.results)
+    assert metric.scorer_used == OWN_SCORER_NAME
+    assert result == {name: value * 100 for name, value in own_scores(refs, hyps).items()}
+    strict = CaptionMetric(scorer="coco")
+    strict.process({}, samples)
+    with pytest.raises(RuntimeError, match="no java"):
+        strict.compute_metrics(strict.results)
+    # a java that cannot run (it prints nothing): a clean fallback too, no half-read output
+    fake = empty_dir / "java"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    metric = CaptionMetric()
+    metric.process({}, samples)
+    with pytest.warns(UserWarning, match="toolkit failed"):
+        assert metric.compute_metrics(metric.results) == result
+    assert metric.scorer_used == OWN_SCORER_NAME
+    from visionllm.evaluation.caption_toolkit import ptb_tokenize
+    with pytest.raises(RuntimeError, match="PTB tokenizer"):  # not a silently shorter result
+        ptb_tokenize({1: ["a caption"], 2: ["another caption"]})
+    with pytest.raises(ValueError, match="scorer"):
+        CaptionMetric(scorer="java")
 
 
 def test_segm_of_box_only_predictions_uses_the_box_rectangle():

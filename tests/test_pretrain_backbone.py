@@ -60,20 +60,41 @@ def test_object_accuracy_counts_the_peak_of_the_mean_kind_probability():
     assert object_accuracy(probs, [[(1, mask_a), (1, mask_b)]]) == 0.0
 
 
+def _seeded_initial_body(seed: int) -> dict:
+    """The body weights ``main`` starts from: it seeds torch, then builds the backbone first."""
+    torch.manual_seed(seed)
+    return ResNetBackbone(depth=18, embed_dims=128).body.state_dict()
+
+
+def _parameter_names(body_state: dict) -> list:
+    body = ResNetBackbone(depth=18, embed_dims=32).body
+    return [name for name, _ in body.named_parameters() if name in body_state]
+
+
 def test_saved_body_loads_into_the_backbone_with_trained_weights(shapes_root, tmp_path):
-    out = tmp_path / "pretrain"
-    main(["--data-root", shapes_root, "--out", str(out), "--iters", "2", "--batch-size", "2", "--size", "64",
-          "--eval-interval", "2", "--lr", "1e-2"])
-    path = out / "resnet_body.pth"
+    common = ["--data-root", shapes_root, "--iters", "2", "--batch-size", "2", "--size", "64", "--eval-interval", "2",
+              "--seed", "3"]
+    main(common + ["--out", str(tmp_path / "trained"), "--lr", "1e-2"])
+    path = tmp_path / "trained" / "resnet_body.pth"
     fresh = ResNetBackbone(depth=18, embed_dims=32)
     missing, unexpected = fresh.load_checkpoint(str(path))
     assert missing == [] and unexpected == []
     saved = torch.load(path, weights_only=True)
     state = fresh.body.state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items())
-    init = ResNetBackbone(depth=18, embed_dims=32).body.state_dict()
-    assert not torch.equal(saved["conv1.weight"], init["conv1.weight"])  # it was trained
-    assert (out / "history.json").is_file()
+
+    init = _seeded_initial_body(3)
+    names = _parameter_names(saved)
+    assert names and set(names) <= set(init)
+    # The reference is the very start of training: with lr 0 (AdamW's decay is lr * wd, so 0
+    # too) the saved parameters are bit-identical to it. This guards the comparison below.
+    main(common + ["--out", str(tmp_path / "untrained"), "--lr", "0"])
+    untrained = torch.load(tmp_path / "untrained" / "resnet_body.pth", weights_only=True)
+    assert all(torch.equal(untrained[k], init[k]) for k in names)
+    # Trained: every parameter tensor moved away from that same start.
+    unchanged = [k for k in names if torch.equal(saved[k], init[k])]
+    assert unchanged == [], f"parameters not trained: {unchanged[:5]}"
+    assert (tmp_path / "trained" / "history.json").is_file()
 
 
 def test_missing_data_is_a_one_line_error(tmp_path):

@@ -266,7 +266,7 @@ def captions(objects: Sequence[ShapeObject], width: int) -> List[str]:
     if len(objects) >= 2:
         a, b = sorted(objects[:2], key=lambda o: o.centre[0])
         if b.centre[0] - a.centre[0] > 0.1 * width:
-            result.append(f"a {_noun(a)} to the left of a {_noun(b)}")
+            result.append(f"{_count_phrase(1, _noun(a))} to the left of {_count_phrase(1, _noun(b))}")
     return result
 
 

@@ -1,6 +1,7 @@
 """BLEU and CIDEr-D as defined by the COCO caption evaluation (Papineni et al. 2002; Vedantam
-et al. 2015), written here because ``pycocoevalcap`` ships Java tools we do not need: BLEU and
-CIDEr are pure counting.
+et al. 2015) and a tokenizer that imitates the toolkit's: the fallback scorer of the caption
+metric where the COCO caption toolkit cannot run (it needs Java; see ``caption_toolkit``).
+BLEU and CIDEr are pure counting, so on the same tokens they give the toolkit's numbers.
 
 Both take ``refs: {id: [reference strings]}`` and ``hyps: {id: candidate string}``.
 """
@@ -9,13 +10,45 @@ import re
 from collections import Counter
 from typing import Dict, List, Sequence, Tuple
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# What the toolkit's PTB tokenizer (Stanford CoreNLP 3.4.1, lower-cased, punctuation tokens then
+# dropped) does to ordinary captions, rule by rule:
+_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}  # kept as words
+_SPLIT_WORDS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "wanna": ("wan", "na"), "gotta": ("got", "ta")}
+_TITLES = "mr|mrs|ms|dr|st|jr|sr|vs|prof|mt"
+_TOKEN = re.compile(
+    r"(?:[^\W\d_]\.){2,}"                     # initialisms keep their periods: "u.s.", "e.g."
+    rf"|(?:{_TITLES})\.(?=\s|$)"              # titles too: "mr."
+    r"|\d+(?:[.,:]\d+)+"                      # numbers stay whole: "3.50", "1,000", "10:30"
+    r"|[^\W_]+(?:(?:[-/]|'(?=[^\W_]))[^\W_]+)*"  # words, any script, hyphen/slash/apostrophe inside
+    r"|[$%#&@*+=<>^~|]"                         # symbols are words of their own ("$", "%")
+)  # anything else is punctuation, which the toolkit drops
+_CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
 
 
 def tokenize(text: str) -> List[str]:
-    """Lower-case words, punctuation dropped (what the PTB tokenizer + punctuation filter of
-    the COCO caption toolkit does for ordinary captions)."""
-    return _TOKEN.findall(text.lower())
+    """Lower-cased PTB-style tokens without punctuation, as the COCO caption toolkit produces
+    them: contractions split ("don't" → "do", "n't"; "man's" → "man", "'s"), hyphenated words
+    and numbers kept whole, letters of any script kept, brackets become "-lrb-" etc.
+
+    Remaining differences from the Stanford tokenizer, all rare in captions: abbreviations other
+    than initialisms and common titles ("approx.") lose their period, a word glued to a symbol
+    ("@home") is split, and quoted "'n'" loses its quotes.
+    """
+    text = text.lower()
+    for bracket, word in _BRACKETS.items():
+        text = text.replace(bracket, f" {word} ")
+    tokens = []
+    for chunk in text.split():
+        if chunk in _BRACKETS.values():
+            tokens.append(chunk)
+            continue
+        for token in _TOKEN.findall(chunk):
+            if token in _SPLIT_WORDS:
+                tokens.extend(_SPLIT_WORDS[token])
+                continue
+            clitic = _CLITIC.match(token)
+            tokens.extend(clitic.groups() if clitic else (token,))
+    return tokens
 
 
 def ngrams(tokens: Sequence[str], n: int) -> Counter:
@@ -42,14 +75,17 @@ def bleu(refs: Dict, hyps: Dict, max_n: int = 4) -> List[float]:
                     max_ref[gram] = max(max_ref[gram], c)
             correct[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
             guessed[n - 1] += max(len(h) - n + 1, 0)
-    brevity = 1.0 if hyp_len > ref_len else (math.exp(1 - ref_len / hyp_len) if hyp_len else 0.0)
-    # The COCO caption toolkit's smoothing: a corpus without any matching 4-gram scores ~1e-5,
-    # not exactly 0 (kept so the numbers are comparable with published ones).
+    # The COCO caption toolkit's smoothing and arithmetic, kept so that the numbers are the same
+    # to the last bits: a corpus without any matching 4-gram scores ~1e-5, not exactly 0, and
+    # the length ratio carries the same small offsets (a hypothesis exactly as long as its
+    # references gets a brevity factor of exp(-1e-9 / length), not 1).
     tiny, small = 1e-15, 1e-9
-    scores, log_sum = [], 0.0
+    ratio = (hyp_len + tiny) / (ref_len + small)
+    brevity = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
+    scores, product = [], 1.0
     for n in range(max_n):
-        log_sum += math.log((correct[n] + tiny) / (guessed[n] + small))
-        scores.append(brevity * math.exp(log_sum / (n + 1)))
+        product *= (correct[n] + tiny) / (guessed[n] + small)
+        scores.append(product ** (1.0 / (n + 1)) * brevity)
     return scores
 
 
