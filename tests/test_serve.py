@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")
 CHECKPOINT = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
 LIMIT_MB = 1.0  # small, so the over-limit upload is cheap; shapes images are a few kB
-STARTUP_GUARD_S = 600  # only against a hang: a failed start is seen from the process exiting
+STARTUP_GUARD_S = 1800  # against a hang only (a busy shared machine is slow); a failed start exits
 SCORE_TOL, BOX_TOL = 1e-4, 1e-2  # two processes, same weights and inputs: float noise only
 
 
@@ -42,9 +42,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def val_images(tmp_path_factory):
-    """Three shapes val images of the README's split (seed 0), each with one referring expression."""
+    """Two shapes val images of the README's split (seed 0), each with one referring expression."""
     out = str(tmp_path_factory.mktemp("shapes"))
-    split = build_split("val", 3, 0, out)
+    split = build_split("val", 2, 0, out)
     expressions = {ref["image_id"]: ref["sentences"][0]["raw"] for ref in reversed(split["refs"])}
     return [(os.path.join(out, "images", "val", image["file_name"]), expressions.get(image["id"], "the shape"))
             for image in split["instances"]["images"]]
@@ -97,7 +97,7 @@ def server(server_process):
     pytest.fail(f"the server did not answer /healthz:\n{log_path.read_text()[-3000:]}")
 
 
-def _instructions(expression: str) -> dict:
+def _instructions(expression: str = "the shape") -> dict:
     """One instruction per task: the page's presets (so they are checked to be valid too)."""
     return {preset: preset_instruction(preset, expression=expression) for preset in PRESETS}
 
@@ -150,7 +150,7 @@ def test_every_task_equals_the_python_api(python_api, server, val_images):
 def test_concurrent_clients_all_answered(python_api, server, val_images):
     """40 requests from 4 clients: all 200, each answer its own image's; health checks are
     answered while model calls are pending (the model does not block the event loop)."""
-    instruction = _instructions("")["detect"]
+    instruction = _instructions()["detect"]
     expected = {path: python_api(path, instruction) for path, _ in val_images}
     answers, errors = [], []
 
@@ -192,7 +192,7 @@ def _error(response, status: int) -> str:
 
 def test_bad_input_answers_400_with_the_api_message(python_api, server, val_images, tmp_path):
     path, _ = val_images[0]
-    good = _instructions("")["caption"]
+    good = _instructions()["caption"]
     # Bad bytes: the message the Python API gives for the same bytes in a file of that name.
     bad_file = tmp_path / "bad.png"
     bad_file.write_bytes(b"this is not an image")
@@ -251,7 +251,7 @@ def test_page_in_headless_chromium(python_api, server, val_images):
     from selenium.webdriver.support.ui import WebDriverWait
 
     path, _ = val_images[1]
-    wait = WebDriverWait(driver, 300)
+    wait = WebDriverWait(driver, 900)
     try:
         driver.get(server + "/")
         upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#input-image input[type=file]")))
