@@ -244,7 +244,8 @@ def test_upload_over_the_limit_answers_413(server):
 
 
 def test_page_in_headless_chromium(python_api, server, val_images):
-    """The page: upload an image, detect, caption; the drawn picture and the JSON appear."""
+    """The page: upload an image, detect, caption; the drawn picture and the JSON appear.
+    Screenshots: outputs/serve_page_detection.png, then outputs/serve_page.png (the caption)."""
     driver = _chromium_or_skip()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -267,6 +268,8 @@ def test_page_in_headless_chromium(python_api, server, val_images):
         picture = driver.find_element(By.CSS_SELECTOR, "#result-image img")
         _assert_drawn(_fetch_picture(picture.get_attribute("src")), path, detection)
         assert "detection" in driver.find_element(By.ID, "elapsed").text
+        os.makedirs(os.path.join(REPO, "outputs"), exist_ok=True)
+        driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_detection.png"))
         # caption: the preset rewrites the instruction; the answer text appears
         driver.find_element(By.CSS_SELECTOR, "[data-testid='caption-radio-label']").click()
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#instruction textarea").get_attribute("value")
@@ -277,7 +280,6 @@ def test_page_in_headless_chromium(python_api, server, val_images):
         assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == caption.text
         wait.until(lambda d: "caption" in d.find_element(By.ID, "result-json").text)
         _assert_same(_page_json(driver), caption, Image.open(path).size, threshold=0.3)
-        os.makedirs(os.path.join(REPO, "outputs"), exist_ok=True)
         driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page.png"))
     finally:
         driver.quit()
