@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: env ops test demo check-cuda benchmark clean-ops
+.PHONY: env ops test demo serve check-cuda benchmark clean-ops
 
 env: $(ENV_STAMP)
 
@@ -32,6 +32,11 @@ test: ops
 
 demo: ops
 	$(PY) tools/demo.py
+
+# The web page and HTTP API of the shipped model on http://127.0.0.1:7860 (docs/serving.md);
+# e.g. `make serve SERVE_ARGS="--host 0.0.0.0 --port 8000"`.
+serve: ops
+	$(PY) tools/serve.py configs/visionllm_tiny_shapes.py checkpoints/visionllm_tiny_shapes.pth $(SERVE_ARGS)
 
 # Compiles the CUDA kernels with nvcc (they cannot run here); slow, so not in the fast path.
 check-cuda: $(ENV_STAMP)

@@ -1,0 +1,335 @@
+"""The real server (tools/serve.py on a free port of 127.0.0.1) with the shipped model.
+
+HTTP: every task through POST /v1/infer equals the Python API, 4 concurrent clients, bad input
+answers 400 with the API's message, an upload over the limit answers 413, health afterwards.
+Browser: headless Debian Chromium (selenium + the system chromedriver) uses the page.
+The server and the Python API each load the model once for the whole module.
+"""
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionllm.apis.inputs import InputError, load_image
+from visionllm.apis.web_page import PRESETS, preset_instruction
+from visionllm.datasets.shapes import build_split
+
+pytestmark = pytest.mark.slow
+httpx = pytest.importorskip("httpx")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")
+CHECKPOINT = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
+LIMIT_MB = 1.0  # small, so the over-limit upload is cheap; shapes images are a few kB
+STARTUP_GUARD_S = 1800  # against a hang only (a busy shared machine is slow); a failed start exits
+SCORE_TOL, BOX_TOL = 1e-4, 1e-2  # two processes, same weights and inputs: float noise only
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def val_images(tmp_path_factory):
+    """Two shapes val images of the README's split (seed 0), each with one referring expression."""
+    out = str(tmp_path_factory.mktemp("shapes"))
+    split = build_split("val", 2, 0, out)
+    expressions = {ref["image_id"]: ref["sentences"][0]["raw"] for ref in reversed(split["refs"])}
+    return [(os.path.join(out, "images", "val", image["file_name"]), expressions.get(image["id"], "the shape"))
+            for image in split["instances"]["images"]]
+
+
+@pytest.fixture(scope="module")
+def server_process(tmp_path_factory):
+    """tools/serve.py started (not yet ready); always terminated at the end of the module."""
+    folder = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    log_path = folder / "server.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "tools", "serve.py"), CONFIG, CHECKPOINT, "--port", str(port),
+             "--max-upload-mb", str(LIMIT_MB), "--examples-dir", str(folder / "examples")],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    try:
+        yield process, f"http://127.0.0.1:{port}", log_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def python_api(server_process):
+    """The Python API in this process (loaded while the server process loads its own copy)."""
+    from visionllm.apis.inferencer import VisionLLMInferencer
+
+    return VisionLLMInferencer(CONFIG, CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def server(server_process):
+    """The base URL once GET /healthz answers."""
+    process, url, log_path = server_process
+    deadline = time.monotonic() + STARTUP_GUARD_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the server did not answer /healthz:\n{log_path.read_text()[-3000:]}")
+
+
+def _instructions(expression: str = "the shape") -> dict:
+    """One instruction per task: the page's presets (so they are checked to be valid too)."""
+    return {preset: preset_instruction(preset, expression=expression) for preset in PRESETS}
+
+
+def _post(url: str, path: str, instruction: str, **fields):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return httpx.post(url + "/v1/infer", files={"image": (os.path.basename(path), data, "image/png")},
+                      data=dict(instruction=instruction, **fields), timeout=300)
+
+
+def _assert_same(answer: dict, result, image_size, threshold: float) -> None:
+    """The JSON answer against a VisionLLMResult of the Python API."""
+    assert answer["task"] == result.task
+    assert answer["text"] == result.text
+    assert answer["image_size"] == list(image_size)
+    keep = [i for i, s in enumerate(result.scores) if s >= threshold or result.task == "grounding"]
+    assert [o["name"] for o in answer["objects"]] == [result.names[i] for i in keep]
+    for obj, i in zip(answer["objects"], keep):
+        assert obj["score"] == pytest.approx(float(result.scores[i]), abs=SCORE_TOL)
+        np.testing.assert_allclose(obj["box"], result.boxes[i], atol=BOX_TOL)
+        if result.polygons is None:
+            assert obj["polygon"] is None
+        else:
+            np.testing.assert_allclose(obj["polygon"], result.polygons[i], atol=BOX_TOL)
+    assert answer["elapsed_ms"] > 0
+
+
+def test_every_task_equals_the_python_api(python_api, server, val_images):
+    tasks_seen = set()
+    for path, expression in val_images:
+        size = Image.open(path).size
+        for preset, instruction in _instructions(expression).items():
+            response = _post(server, path, instruction, score_threshold="0")
+            assert response.status_code == 200, response.text
+            result = python_api(path, instruction)
+            _assert_same(response.json(), result, size, threshold=0.0)
+            tasks_seen.add(result.task)
+            if result.task == "segmentation":
+                assert all(o["polygon"] is not None for o in response.json()["objects"])
+    assert tasks_seen == {"detection", "segmentation", "grounding", "caption", "vqa"}
+    # The default threshold (0.3) leaves out the low-scoring slots, as the pictures do.
+    path, expression = val_images[0]
+    instruction = _instructions(expression)["detect"]
+    response = _post(server, path, instruction)
+    assert response.status_code == 200
+    _assert_same(response.json(), python_api(path, instruction), Image.open(path).size, threshold=0.3)
+
+
+def test_concurrent_clients_all_answered(python_api, server, val_images):
+    """40 requests from 4 clients: all 200, each answer its own image's; health checks are
+    answered while model calls are pending (the model does not block the event loop)."""
+    instruction = _instructions()["detect"]
+    expected = {path: python_api(path, instruction) for path, _ in val_images}
+    answers, errors = [], []
+
+    def client(index: int) -> None:
+        with httpx.Client(timeout=300) as session:
+            for k in range(10):
+                path = val_images[(index + k) % len(val_images)][0]
+                with open(path, "rb") as handle:
+                    response = session.post(server + "/v1/infer", data=dict(instruction=instruction),
+                                            files={"image": ("img.png", handle.read(), "image/png")})
+                if response.status_code == 200:
+                    answers.append((path, response.json()))
+                else:
+                    errors.append((response.status_code, response.text))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    health = []
+    while any(thread.is_alive() for thread in threads):
+        response = httpx.get(server + "/healthz", timeout=60)
+        health.append((response.status_code, response.json()["pending"]))
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(answers) == 40
+    for path, answer in answers:
+        _assert_same(answer, expected[path], Image.open(path).size, threshold=0.3)
+    assert all(status == 200 for status, _ in health)
+    assert max(pending for _, pending in health) >= 1, "no health check was answered while the model worked"
+
+
+def _error(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    assert message and "\n" not in message
+    return message
+
+
+def test_bad_input_answers_400_with_the_api_message(python_api, server, val_images, tmp_path):
+    path, _ = val_images[0]
+    good = _instructions()["caption"]
+    # Bad bytes: the message the Python API gives for the same bytes in a file of that name.
+    bad_file = tmp_path / "bad.png"
+    bad_file.write_bytes(b"this is not an image")
+    with pytest.raises(InputError) as api_error:
+        python_api(str(bad_file), good)
+    message = _error(_post(server, str(bad_file), good), 400)
+    assert message == str(api_error.value).replace(str(bad_file), "bad.png")
+    # A truncated PNG passes the header check; only decoding it completely finds the problem.
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(open(path, "rb").read()[:600])
+    assert _error(_post(server, str(truncated), good), 400).startswith("cannot read image truncated.png")
+    # No <image> in the instruction: exactly the API's message.
+    no_image = "Write a short caption for the image."
+    with pytest.raises(InputError) as api_error:
+        python_api(path, no_image)
+    assert _error(_post(server, path, no_image), 400) == str(api_error.value)
+    # Missing fields, a bad threshold.
+    with open(path, "rb") as handle:
+        data = handle.read()
+    no_image_field = httpx.post(server + "/v1/infer", data=dict(instruction=good), timeout=60)
+    assert "'image'" in _error(no_image_field, 400)
+    no_instruction = httpx.post(server + "/v1/infer", files={"image": ("a.png", data, "image/png")}, timeout=60)
+    assert "'instruction'" in _error(no_instruction, 400)
+    assert "score_threshold" in _error(_post(server, path, good, score_threshold="1.5"), 400)
+    assert "score_threshold" in _error(_post(server, path, good, score_threshold="high"), 400)
+
+
+def test_upload_over_the_limit_answers_413(server):
+    """Garbage bytes over the limit: 413 (were they decoded first, the answer would be 400)."""
+    big = os.urandom(int(LIMIT_MB * 2 ** 20) + 4096)
+    declared = httpx.post(server + "/v1/infer", files={"image": ("big.png", big, "image/png")},
+                          data=dict(instruction="<image> Write a short caption for the image."), timeout=60)
+    assert "limit" in _error(declared, 413)
+    # Streamed without a Content-Length: counted while it arrives.
+    boundary = "visionllmboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"instruction\"\r\n\r\n<image> Caption it.\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+
+    def chunks():
+        yield head
+        for start in range(0, len(big), 65536):
+            yield big[start:start + 65536]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    streamed = httpx.post(server + "/v1/infer", content=chunks(), timeout=60,
+                          headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert "limit" in _error(streamed, 413)
+
+
+def test_page_in_headless_chromium(python_api, server, val_images):
+    """The page: upload an image, detect, caption; the drawn picture and the JSON appear.
+    Screenshots: outputs/serve_page_detection.png, then outputs/serve_page.png (the caption)."""
+    driver = _chromium_or_skip()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, _ = val_images[1]
+    wait = WebDriverWait(driver, 900)
+    try:
+        driver.get(server + "/")
+        upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#input-image input[type=file]")))
+        upload.send_keys(path)
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#input-image img")))
+        # detection (the default preset)
+        instruction = driver.find_element(By.CSS_SELECTOR, "#instruction textarea").get_attribute("value")
+        assert instruction == preset_instruction("detect")
+        driver.find_element(By.CSS_SELECTOR, "#run").click()
+        wait.until(lambda d: "detection" in d.find_element(By.ID, "result-json").text)
+        detection = python_api(path, instruction)
+        _assert_same(_page_json(driver), detection, Image.open(path).size, threshold=0.3)
+        picture = driver.find_element(By.CSS_SELECTOR, "#result-image img")
+        _assert_drawn(_fetch_picture(picture.get_attribute("src")), path, detection)
+        assert "detection" in driver.find_element(By.ID, "elapsed").text
+        os.makedirs(os.path.join(REPO, "outputs"), exist_ok=True)
+        driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_detection.png"))
+        # caption: the preset rewrites the instruction; the answer text appears
+        driver.find_element(By.CSS_SELECTOR, "[data-testid='caption-radio-label']").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#instruction textarea").get_attribute("value")
+                   == preset_instruction("caption"))
+        driver.find_element(By.CSS_SELECTOR, "#run").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value"))
+        caption = python_api(path, preset_instruction("caption"))
+        assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == caption.text
+        wait.until(lambda d: "caption" in d.find_element(By.ID, "result-json").text)
+        _assert_same(_page_json(driver), caption, Image.open(path).size, threshold=0.3)
+        driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page.png"))
+    finally:
+        driver.quit()
+
+
+def _chromium_or_skip():
+    """A headless Chromium session, or a skip (a failure when VISIONLLM_REQUIRE_BROWSER=1)."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    problem = None
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        problem = "selenium is not installed"
+    if problem is None and not (chromium and chromedriver):
+        problem = "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+    if problem is not None:
+        if os.environ.get("VISIONLLM_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"VISIONLLM_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(problem)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1400,1100"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+
+
+def _page_json(driver) -> dict:
+    """The answer shown by the page's JSON view (one token per line there)."""
+    from selenium.webdriver.common.by import By
+
+    text = driver.find_element(By.ID, "result-json").text
+    return json.loads("".join(text[text.index("{"):].splitlines()))
+
+
+def _fetch_picture(src: str) -> np.ndarray:
+    response = httpx.get(src, timeout=60)
+    assert response.status_code == 200
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def _assert_drawn(shown: np.ndarray, path: str, result) -> None:
+    """The page's picture is the Python API's result drawn by visionllm.visualization (pixels may
+    differ only where float noise moves a line), and it differs from the plain image."""
+    from visionllm.visualization import draw_result
+
+    expected_file = os.path.join(os.path.dirname(path), "expected_drawn.png")
+    expected = np.asarray(Image.open(draw_result(load_image(path), result, expected_file)).convert("RGB"))
+    assert shown.shape == expected.shape
+    assert (shown != expected).any(axis=2).mean() < 0.01
+    plain = np.asarray(Image.fromarray(load_image(path)).resize(expected.shape[1::-1], Image.NEAREST))
+    assert (plain != expected).any(axis=2).mean() > 0.001
