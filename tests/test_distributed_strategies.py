@@ -57,7 +57,7 @@ def write_paper_config(directory, llm_dir: str, bert_dir: str, strategy: str, ac
     shapes = Config.fromfile(os.path.join(REPO, "configs", "_base_", "datasets", "shapes_all_tasks.py"))
     dataset = shapes.train_dataloader.dataset.to_dict()
     dataset["length"] = 64
-    base = "visionllm_r50_alpaca7b_stage1" + ("_fsdp" if strategy == "fsdp" else "")
+    base = "visionllm_r50_alpaca7b_stage1" + {"ddp": "", "fsdp": "_fsdp", "deepspeed": "_deepspeed"}[strategy]
     iters = STEPS * accumulate
     text = f"""
 _base_ = ["{REPO}/configs/{base}.py"]
@@ -85,7 +85,7 @@ test_cfg = None
 test_evaluator = None
 train_cfg = dict(max_iters={iters}, val_interval={iters + 1})
 param_scheduler = []  # constant lr: the reference takes twice as many iterations per step
-optim_wrapper = dict(optimizer=dict(lr=1e-3), accumulative_counts={accumulate})
+optim_wrapper = dict(optimizer=dict(lr=1e-3){", accumulative_counts=" + str(accumulate) if strategy != "deepspeed" else ""})
 default_hooks = dict(checkpoint=dict(interval={iters}), logger=dict(interval=1))
 custom_hooks = [dict(type="TrainableStateCheckpointHook"), dict(type="RecordLossToFileHook")]
 randomness = dict(seed=7)
@@ -192,3 +192,14 @@ def test_ddp_two_processes_match_one_process(tmp_path, tiny_workspace, paper_llm
 def test_per_layer_fsdp_two_processes_match_one_process(tmp_path, tiny_workspace, paper_llm_dir,  # noqa: F811
                                                          paper_bert_dir):
     compare_with_reference(tmp_path, tiny_workspace, paper_llm_dir, paper_bert_dir, "fsdp", rtol=1e-3)
+
+
+def test_deepspeed_zero2_two_processes_train():
+    """The optional DeepSpeed ZeRO-2 config trains on 2 processes (skips only without deepspeed)."""
+    pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed; .ci/run tries it)")
+
+
+def _deepspeed_run(tmp_path, workspace, llm_dir, bert_dir):
+    config = write_paper_config(tmp_path / "ds", llm_dir, bert_dir, "deepspeed", accumulate=1)
+    train(config, tmp_path / "ds_run", workspace, nprocs=2)
+    return losses(tmp_path / "ds_run", 0), losses(tmp_path / "ds_run", 1)

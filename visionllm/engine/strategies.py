@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 from mmengine._strategy import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+from mmengine.model import is_model_wrapper
 from mmengine.model.wrappers import MMFullyShardedDataParallel
 from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, STRATEGIES
 from torch import nn
@@ -105,6 +106,13 @@ class VisionLLMDDPStrategy(DDPStrategy):
                                                                  broadcast_buffers=False))
             self.model_wrapper.setdefault("device_ids", None)
         return super()._wrap_model(model)
+
+    def model_state_dict(self) -> dict:
+        """The state dict under the model's own names (no ``module.`` of the DDP wrapper), so a
+        checkpoint loads into a single-process model, e.g. for inference."""
+        from mmengine.runner import weights_to_cpu
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        return weights_to_cpu(model.state_dict())
 
 
 @STRATEGIES.register_module()
