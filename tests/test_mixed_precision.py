@@ -124,7 +124,7 @@ def test_frozen_base_in_bf16_keeps_fp32_master_weights(tiny_llm_dir, batches):  
     assert all(v.dtype == torch.float32 for v in kept.values() if v.is_floating_point())
 
 
-def test_amp_picks_a_dtype_the_device_serves(tmp_path):
+def test_amp_picks_a_dtype_the_device_serves(tmp_path, monkeypatch):
     from mmengine.config import Config
 
     from visionllm.engine.preflight import PreflightError, apply_amp, check_run
@@ -141,3 +141,10 @@ def test_amp_picks_a_dtype_the_device_serves(tmp_path):
     bad = Config(dict(model=dict(frozen_dtype="float8"), optim_wrapper=dict(type="OptimWrapper")))
     with pytest.raises(PreflightError, match="float8"):
         check_run(bad)
+    # a GPU without bfloat16 (e.g. a V100): --amp falls back to float16, a bf16 config is refused
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 0))
+    assert pick_amp_dtype("cuda") == torch.float16
+    with pytest.raises(ValueError, match=r"compute capability 7.0\) has no bfloat16; use float16"):
+        check_device_dtype("bfloat16", "cuda")

@@ -123,7 +123,8 @@ class VisionLLMFSDPStrategy(FSDPStrategy):
     def _wrap_model(self, model: nn.Module):
         self.model_wrapper.setdefault("type", "VisionLLMFullyShardedDataParallel")
         if _cpu_only():
-            self.model_wrapper.setdefault("device_id", None)
+            # FSDP refuses a CPU module unless the CPU is named as its device (gloo runs, tests)
+            self.model_wrapper.setdefault("device_id", torch.device("cpu"))
         return super()._wrap_model(model)
 
     def build_optim_wrapper(self, optim_wrapper, model: Optional[nn.Module] = None):
