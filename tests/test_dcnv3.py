@@ -1,5 +1,7 @@
 """DCNv3 op: compiled kernel vs the grid_sample reference, vs independent oracles (plain depthwise
-average conv, integer shifts), gradients, thread-count independence, argument errors, module."""
+average conv, integer shifts), gradients, thread-count independence, argument errors, float16 /
+bfloat16 / float32 against float64 (tolerances in op_precision.py), module (also under bfloat16
+autocast)."""
 import os
 
 import pytest
@@ -10,6 +12,7 @@ import custom_ops
 from custom_ops._extension import load_extension
 from custom_ops.dcnv3 import DCNv3, DCNv3Function, dcnv3, dcnv3_reference
 from custom_ops.dcnv3.reference import _sampling_locations
+from op_precision import REDUCED_DTYPES, assert_within, low_precision_sum, max_error, tolerance, unit_roundoff
 
 
 @pytest.fixture(scope="module")
@@ -221,10 +224,6 @@ def test_bad_arguments_raise_clear_errors(compiled, gen):
         dcnv3(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 3, 1.0)
     with pytest.raises(RuntimeError, match="4-D"):
         dcnv3(x[0], offset, mask, *args)
-    with pytest.raises(RuntimeError, match="has dtype"):
-        dcnv3(x, offset.double(), mask, *args)
-    with pytest.raises(RuntimeError, match="float32 or float64"):
-        dcnv3(x.half(), offset.half(), mask.half(), *args)
     with pytest.raises(RuntimeError, match="contiguous"):
         dcnv3(x.transpose(1, 2).contiguous().transpose(1, 2), offset, mask, *args)
     with pytest.raises(RuntimeError, match="is on"):
@@ -312,3 +311,198 @@ def test_module_is_registered():
     assert DCNv3(channels=32, group=8).group_channels == 4
     with pytest.raises(ValueError, match="divisible"):
         DCNv3(channels=30, group=4)
+
+
+# ----------------------------------------------------------------------------------------------
+# float16 / bfloat16 / float32 against float64
+# ----------------------------------------------------------------------------------------------
+# Kernel 7: 49 points, so 196-term sums in the output and about as many per input-gradient pixel.
+WIDE = (1, 12, 10, 2, 8, 7, 1, 3, 1, 1.0, 2.0)
+DTYPE_CASES = [CASES[0], CASES[1], CASES[2], WIDE]
+DTYPE_CASE_IDS = ["internimage-like", "stride2", "dilation2-scale0.5", "wide-k7"]
+
+
+def away_from_cell_edges(offset, dtype, height, width, kernel, stride, pad, dilation, group, scale):
+    """``offset`` rounded to ``dtype`` with no sampling coordinate within 1e-3 of an integer.
+
+    The offset gradient jumps where a sample crosses into the next bilinear cell, and the
+    reference (which divides by the map size for grid_sample) and the kernel may put a coordinate
+    that sits exactly on an integer -- frequent with 16-bit offsets -- on different sides.
+    """
+    offset = offset.to(dtype)
+    for _ in range(10):
+        loc = _sampling_locations(offset.double(), height, width, kernel, kernel, stride, stride, pad, pad,
+                                  dilation, dilation, group, scale)
+        near = ((loc - loc.round()).abs() < 1e-3).flatten(3)  # [N, Ho, Wo, G*P*2] like offset
+        if not near.any():
+            return offset
+        offset = (offset.double() + near.double() * (0.03 / scale)).to(dtype)
+    raise AssertionError("could not move the samples off the pixel grid")
+
+
+def max_terms_per_input_element(offset, height, width, kernel, stride, pad, dilation, group, scale):
+    """The longest sum in the input gradient: the most (position, point, corner) terms that land
+    on one element (the count of in-map bilinear corners per (image, pixel, group))."""
+    loc = _sampling_locations(offset.double(), height, width, kernel, kernel, stride, stride, pad, pad, dilation,
+                              dilation, group, scale)  # [N, Ho, Wo, G, P, 2]
+    batch = loc.shape[0]
+    counts = torch.zeros(batch, height * width, group, dtype=torch.long)
+    n_index = torch.arange(batch).view(batch, 1, 1, 1, 1).expand(loc.shape[:-1])
+    g_index = torch.arange(group).view(1, 1, 1, group, 1).expand(loc.shape[:-1])
+    x0, y0 = loc[..., 0].floor().long(), loc[..., 1].floor().long()
+    for dx in (0, 1):
+        for dy in (0, 1):
+            cx, cy = x0 + dx, y0 + dy
+            inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+            counts.index_put_((n_index[inside], (cy * width + cx)[inside], g_index[inside]),
+                              torch.ones(int(inside.sum()), dtype=torch.long), accumulate=True)
+    return int(counts.max())
+
+
+def rounded_inputs(gen, case, dtype):
+    """Random inputs rounded to ``dtype``, a grad_output in ``dtype``, and the float64 results
+    (output and the three gradients) of the reference on exactly those rounded values."""
+    batch, h, w, group, cg, k, s, p, d, scale, rng = case
+    x, offset, mask = make_inputs(gen, batch, h, w, group, cg, k, s, p, d, torch.float64, rng)
+    offset = away_from_cell_edges(offset, dtype, h, w, k, s, p, d, group, scale)
+    low = [x.to(dtype), offset, mask.to(dtype)]
+    grad_out = torch.randn(batch, out_size(h, k, s, p, d), out_size(w, k, s, p, d), group * cg, generator=gen,
+                           dtype=torch.float64).to(dtype)
+    leaves = [t.double().requires_grad_() for t in low]
+    exact = run(dcnv3_reference, *leaves, group, cg, k, s, p, d, scale)
+    exact.backward(grad_out.double())
+    return low, grad_out, [exact.detach()] + [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("impl", ["compiled", "reference"])
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("case", DTYPE_CASES, ids=DTYPE_CASE_IDS)
+def test_dtype_against_float64(compiled, gen, case, dtype, impl):
+    """Output and gradients in float16 / bfloat16 / float32 against the float64 op on the same
+    rounded inputs, within the bound of op_precision.py (float32 accumulation, one rounding)."""
+    batch, h, w, group, cg, k, s, p, d, scale, rng = case
+    low, grad_out, exact = rounded_inputs(gen, case, dtype)
+    op = DCNv3Function.apply if impl == "compiled" else dcnv3_reference
+    leaves = [t.clone().requires_grad_() for t in low]
+    out = run(op, *leaves, group, cg, k, s, p, d, scale)
+    out.backward(grad_out)
+    terms = {
+        "output": 4 * k * k,  # four corners of every kernel point
+        "grad input": max_terms_per_input_element(low[1], h, w, k, s, p, d, group, scale),
+        "grad offset": 4 * cg,  # corner dot products over the group's channels
+        "grad mask": 4 * cg,
+    }
+    results = [out.detach()] + [t.grad for t in leaves]
+    for (name, n), ours, reference in zip(terms.items(), results, exact):
+        assert_within(name, dtype, n, ours, reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_tolerance_rejects_low_precision_accumulation(compiled, gen, dtype):
+    """The bound of test_dtype_against_float64 separates float32 accumulation from accumulation in
+    the 16-bit dtype: on the kernel-7 case, the op with its 49 points summed in ``dtype``
+    (emulated from per-point float64 contributions) exceeds it, while the kernel stays within it."""
+    batch, h, w, group, cg, k, s, p, d, scale, rng = WIDE
+    low, _, exact = rounded_inputs(gen, WIDE, dtype)
+    x, offset, mask = (t.double() for t in low)
+    points = k * k
+    one_hot = torch.eye(points, dtype=torch.float64).repeat(1, group)  # [P, G*P]: point k of every group
+    contributions = [run(dcnv3_reference, x, offset, mask * one_hot[i], group, cg, k, s, p, d, scale)
+                     for i in range(points)]
+    emulated_error, scale_out = max_error(low_precision_sum(contributions, dtype), exact[0])
+    kernel_error, _ = max_error(run(compiled.forward, *low, group, cg, k, s, p, d, scale), exact[0])
+    bound = tolerance(dtype, 4 * points, scale_out)
+    print(f"{dtype}: kernel {kernel_error / scale_out:.2e}, {dtype}-accumulation {emulated_error / scale_out:.2e}, "
+          f"bound {bound / scale_out:.2e} (relative to scale)")
+    assert kernel_error <= bound < emulated_error
+
+
+def test_bad_dtypes_raise_one_line_type_errors(compiled, gen):
+    x, offset, mask = make_inputs(gen, 1, 6, 6, 2, 4, 3, 1, 1, 1, torch.float32)
+    args = (3, 3, 1, 1, 1, 1, 1, 1, 2, 4, 1.0)
+    accepted = "expected torch.float16, torch.bfloat16, torch.float32 or torch.float64"
+
+    def raises(pattern, *tensors):
+        for call in (compiled.forward, dcnv3):
+            with pytest.raises(TypeError, match=pattern) as info:
+                call(*tensors, *args)
+            message = str(info.value).strip()
+            assert "\n" not in message and message.startswith("dcnv3: "), message
+        custom_ops.set_backend("reference")
+        try:
+            with pytest.raises(TypeError, match=pattern):
+                dcnv3(*tensors, *args)
+        finally:
+            custom_ops.set_backend(None)
+
+    raises(f"input has dtype torch.int64; {accepted}", x.long(), offset, mask)
+    raises(f"mask has dtype torch.uint8; {accepted}", x, offset, mask.to(torch.uint8))
+    raises(f"offset has dtype torch.complex128; {accepted}", x, offset.to(torch.complex128), mask)
+    raises("offset has dtype torch.float64 but input has torch.float32", x, offset.double(), mask)
+    raises("mask has dtype torch.float16 but input has torch.bfloat16", x.bfloat16(), offset.bfloat16(), mask.half())
+    with pytest.raises(TypeError, match="grad_output has dtype torch.float64 but input has torch.float32"):
+        compiled.backward(x, offset, mask, torch.zeros(1, 6, 6, 8, dtype=torch.float64), *args)
+
+
+def test_module_under_bfloat16_autocast(compiled, gen, monkeypatch):
+    """Forward and backward under CPU bfloat16 autocast: finite and close to the float32 run, with
+    the op itself running in bfloat16 (projections, offsets and masks all arrive in bfloat16).
+    Bound: a few bfloat16 roundings along each path, 16 u(bfloat16) relative to the float32 scale.
+
+    The offset gradient of bilinear sampling jumps where a sample crosses into the next pixel
+    cell, and the bfloat16 offsets move a few samples across one. So offset gradients are compared
+    sample by sample where both runs sample the same cell, and the gradients that mix in the
+    crossed samples (input, dw_conv, offset) are only required to be finite.
+    """
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    module = DCNv3(channels=24, kernel_size=3, group=3, center_feature_scale=True)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+    x = torch.randn(2, 7, 9, 24, generator=gen, requires_grad=True)
+    grad_out = torch.randn(2, 7, 9, 24, generator=gen)
+    seen = []
+    original = DCNv3Function.apply
+
+    def recording_apply(*args):
+        seen.append(args[:3])
+        args[1].retain_grad()
+        return original(*args)
+
+    monkeypatch.setattr(DCNv3Function, "apply", recording_apply)
+
+    def run_module(autocast):
+        module.zero_grad()
+        x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = module(x)
+        out.float().backward(grad_out)
+        grads = {"input": x.grad.clone()}
+        grads.update({name: p.grad.clone() for name, p in module.named_parameters()})
+        return out, grads
+
+    out32, grads32 = run_module(False)
+    out16, grads16 = run_module(True)
+    (_, offset32, _), (input16, offset16, mask16) = seen
+    assert input16.dtype == offset16.dtype == mask16.dtype == torch.bfloat16  # the kernel ran in bfloat16
+    assert out16.dtype == torch.bfloat16
+    bound = 16 * unit_roundoff(torch.bfloat16)
+
+    def assert_close(name, ours, reference):
+        assert torch.isfinite(ours).all(), name
+        error, scale = max_error(ours.float().double(), reference.double())
+        assert error <= bound * scale, f"{name}: relative error {error / scale:.3e} > {bound:.3e}"
+
+    assert_close("output", out16, out32)
+    for name in grads32:
+        if name == "input" or name.startswith(("dw_conv.", "offset.")):
+            assert torch.isfinite(grads16[name]).all(), name
+        else:
+            assert_close(name, grads16[name], grads32[name])
+    cells = [_sampling_locations(o.detach().double(), 7, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 1.0).floor().flatten(3)
+             for o in (offset32, offset16)]
+    same_cell = (cells[0] == cells[1]).view(*offset32.shape[:3], -1, 2).all(-1, keepdim=True).expand(
+        *offset32.shape[:3], -1, 2).reshape(offset32.shape)
+    assert same_cell.float().mean() > 0.9, "bfloat16 moved many samples to another cell"
+    assert_close("offset gradients of samples in the same cell", offset16.grad[same_cell].float(),
+                 offset32.grad[same_cell])

@@ -1,6 +1,7 @@
 """Multi-scale deformable attention: compiled CPU kernel vs the grid_sample reference, gradients,
 thread-count independence, input checks, the transformers implementation as an independent oracle,
-and the MSDeformAttn module.
+float16 / bfloat16 / float32 against float64 (tolerances in op_precision.py), and the MSDeformAttn
+module (also under bfloat16 autocast).
 
 Every test draws fresh random inputs; the seed is printed (pytest shows it on failure) so a failing
 draw can be replayed with ``MSDA_SEED=<seed>``.
@@ -16,6 +17,7 @@ from custom_ops._extension import load_extension
 from custom_ops.ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_reference
 from custom_ops.ms_deform_attn import function as msda_function
 from custom_ops.ms_deform_attn.function import MSDeformAttnFunction
+from op_precision import REDUCED_DTYPES, assert_within, low_precision_sum, max_error, tolerance, unit_roundoff
 
 
 @pytest.fixture
@@ -175,9 +177,6 @@ def test_input_errors(ext, seed):
     raises("sampling_locations must be", value, shapes, starts, locations[:, :, :1].contiguous(), weights)
     raises("levels", value, shapes[:1], starts[:1], locations, weights)
     raises("does not fit in value", value[:, :-1].contiguous(), shapes, starts, locations, weights)
-    raises("share one dtype", value, shapes, starts, locations.double(), weights)
-    raises("float32 or float64", value.half(), shapes, starts, locations.half(), weights.half())
-    raises("float32 or float64", value.long(), shapes, starts, locations.long(), weights.long())
     raises("int64", value, shapes.int(), starts, locations, weights)
     raises("contiguous", value.transpose(2, 3).contiguous().transpose(2, 3), shapes, starts, locations, weights)
     raises("contiguous", value, shapes, starts, locations.transpose(1, 2).contiguous().transpose(1, 2), weights)
@@ -277,3 +276,216 @@ def test_module_init_follows_deformable_detr():
     assert torch.count_nonzero(module.attention_weights.weight) == 0
     with pytest.raises(ValueError, match="divisible"):
         MSDeformAttn(embed_dims=30, num_heads=8)
+
+
+# ----------------------------------------------------------------------------------------------
+# float16 / bfloat16 / float32 against float64
+# ----------------------------------------------------------------------------------------------
+# Many levels and points: 64 samples per (query, head), so 256-term sums in the output, and 48
+# queries x 64 samples landing on small maps, so long sums in the value gradient.
+WIDE = (1, 48, 2, 32, [(16, 12), (8, 6), (4, 3), (2, 2)], 16)
+DTYPE_CASES = [CASES[1], CASES[4], WIDE]
+DTYPE_CASE_IDS = [CASE_IDS[1], CASE_IDS[4], "wide-L4-P16"]
+
+
+def away_from_cell_edges(locations, shapes):
+    """Moves locations whose pixel coordinate is within 1e-3 of an integer by 5e-3 pixels.
+
+    The location gradient jumps where a sample crosses into the next bilinear cell; a float32
+    coordinate and a float64 one may fall on different sides of that edge. (For 16-bit inputs the
+    kernel's coordinate arithmetic is exact, so this only matters for float32.)
+    """
+    size = shapes.flip(-1).to(torch.float64)[:, None, :]  # [L, 1, 2] as (W, H)
+    pixel = locations.double() * size - 0.5
+    near = (pixel - pixel.round()).abs() < 1e-3
+    return torch.where(near, locations.double() + 5e-3 / size, locations.double()).to(locations.dtype)
+
+
+def max_terms_per_value_element(shapes, starts, locations, spatial):
+    """The longest sum in the value gradient: the most (query, sample, corner) terms that land on
+    one element of grad_value (the count of in-map bilinear corners per (batch, position, head))."""
+    batch, queries, heads, _, points, _ = locations.shape
+    counts = torch.zeros(batch, spatial, heads, dtype=torch.long)
+    b_index = torch.arange(batch).view(batch, 1, 1, 1).expand(batch, queries, heads, points)
+    h_index = torch.arange(heads).view(1, 1, heads, 1).expand(batch, queries, heads, points)
+    for level, ((height, width), start) in enumerate(zip(shapes.tolist(), starts.tolist())):
+        loc = locations[:, :, :, level].double()
+        x0 = (loc[..., 0] * width - 0.5).floor().long()
+        y0 = (loc[..., 1] * height - 0.5).floor().long()
+        for dx in (0, 1):
+            for dy in (0, 1):
+                cx, cy = x0 + dx, y0 + dy
+                inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+                position = start + cy * width + cx
+                counts.index_put_((b_index[inside], position[inside], h_index[inside]),
+                                  torch.ones(int(inside.sum()), dtype=torch.long), accumulate=True)
+    return int(counts.max())
+
+
+def rounded_inputs(case, dtype):
+    """Random inputs rounded to ``dtype``, a grad_output in ``dtype``, and the float64 results
+    (output and the three gradients) of the reference on exactly those rounded values."""
+    batch, queries, heads, channels, shapes_list, points = case
+    value, shapes, starts, locations, weights = make_inputs(batch, queries, heads, channels, shapes_list, points,
+                                                            torch.float64)
+    low = [value.to(dtype), away_from_cell_edges(locations, shapes).to(dtype), weights.to(dtype)]
+    grad_out = torch.randn(batch, queries, heads * channels, dtype=torch.float64).to(dtype)
+    leaves = [t.double().requires_grad_(True) for t in low]
+    exact = ms_deform_attn_reference(leaves[0], shapes, starts, leaves[1], leaves[2])
+    exact.backward(grad_out.double())
+    return low, shapes, starts, grad_out, [exact.detach()] + [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("impl", ["compiled", "reference"])
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("case", DTYPE_CASES, ids=DTYPE_CASE_IDS)
+def test_dtype_against_float64(ext, seed, case, dtype, impl):
+    """Output and gradients in float16 / bfloat16 / float32 against the float64 op on the same
+    rounded inputs, within the bound of op_precision.py (float32 accumulation, one rounding)."""
+    _, _, _, channels, shapes_list, points = case
+    levels = len(shapes_list)
+    low, shapes, starts, grad_out, exact = rounded_inputs(case, dtype)
+    op = MSDeformAttnFunction.apply if impl == "compiled" else ms_deform_attn_reference
+    leaves = [t.clone().requires_grad_(True) for t in low]
+    out = op(leaves[0], shapes, starts, leaves[1], leaves[2])
+    out.backward(grad_out)
+    spatial = low[0].shape[1]
+    terms = {
+        "output": 4 * levels * points,  # four corners of every sample
+        "grad value": max_terms_per_value_element(shapes, starts, low[1], spatial),
+        "grad locations": 4 * channels,  # corner dot products over the channels
+        "grad weights": 4 * channels,
+    }
+    results = [out.detach()] + [t.grad for t in leaves]
+    for (name, n), ours, reference in zip(terms.items(), results, exact):
+        assert_within(name, dtype, n, ours, reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_tolerance_rejects_low_precision_accumulation(ext, seed, dtype):
+    """The bound of test_dtype_against_float64 separates float32 accumulation from accumulation in
+    the 16-bit dtype: on the wide case, the op with its 64 samples summed in ``dtype`` (emulated
+    from per-sample float64 contributions) exceeds it, while the kernel stays within it."""
+    _, _, _, _, shapes_list, points = WIDE
+    low, shapes, starts, _, exact = rounded_inputs(WIDE, dtype)
+    value, locations, weights = (t.double() for t in low)
+    samples = weights.shape[-2] * weights.shape[-1]
+    one_hot = torch.eye(samples, dtype=torch.float64).view(samples, *weights.shape[-2:])
+    contributions = [ms_deform_attn_reference(value, shapes, starts, locations, weights * one_hot[k])
+                     for k in range(samples)]
+    terms = 4 * len(shapes_list) * points
+    emulated_error, scale = max_error(low_precision_sum(contributions, dtype), exact[0])
+    kernel_error, _ = max_error(ext.forward(*[low[0], shapes, starts, low[1], low[2]]), exact[0])
+    bound = tolerance(dtype, terms, scale)
+    print(f"{dtype}: kernel {kernel_error / scale:.2e}, {dtype}-accumulation {emulated_error / scale:.2e}, "
+          f"bound {bound / scale:.2e} (relative to scale)")
+    assert kernel_error <= bound < emulated_error
+
+
+def test_bad_dtypes_raise_one_line_type_errors(ext, seed):
+    value, shapes, starts, locations, weights = make_inputs(2, 5, 2, 4, [(3, 4), (2, 2)], 2, torch.float32)
+    accepted = "expected torch.float16, torch.bfloat16, torch.float32 or torch.float64"
+
+    def raises(pattern, *args):
+        for call in (ext.forward, ms_deform_attn):
+            with pytest.raises(TypeError, match=pattern) as info:
+                call(*args)
+            message = str(info.value).strip()
+            assert "\n" not in message and message.startswith("ms_deform_attn: "), message
+        custom_ops.set_backend("reference")
+        try:
+            with pytest.raises(TypeError, match=pattern):
+                ms_deform_attn(*args)
+        finally:
+            custom_ops.set_backend(None)
+
+    raises(f"value has dtype torch.int64; {accepted}", value.long(), shapes, starts, locations, weights)
+    raises(f"attention_weights has dtype torch.int32; {accepted}", value, shapes, starts, locations, weights.int())
+    raises(f"sampling_locations has dtype torch.complex64; {accepted}", value, shapes, starts,
+           locations.to(torch.complex64), weights)
+    raises("sampling_locations has dtype torch.float64 but value has torch.float32",
+           value, shapes, starts, locations.double(), weights)
+    raises("attention_weights has dtype torch.bfloat16 but value has torch.float16",
+           value.half(), shapes, starts, locations.half(), weights.bfloat16())
+    with pytest.raises(TypeError, match="grad_output has dtype torch.float16 but value has torch.float32"):
+        ext.backward(value, shapes, starts, locations, weights, torch.zeros(2, 5, 8, dtype=torch.float16))
+
+
+def test_mixed_dtypes_under_autocast_promote_to_the_widest(ext, seed):
+    value, shapes, starts, locations, weights = make_inputs(2, 5, 2, 4, [(3, 4), (2, 2)], 2, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ms_deform_attn(value.bfloat16(), shapes, starts, locations, weights.bfloat16())
+    assert out.dtype == torch.float32
+    expected = ext.forward(value.bfloat16().float(), shapes, starts, locations, weights.bfloat16().float())
+    assert torch.equal(out, expected)
+
+
+def _randomised_module(embed_dims, levels, heads, points, dtype=torch.float32):
+    module = MSDeformAttn(embed_dims=embed_dims, num_levels=levels, num_heads=heads, num_points=points).to(dtype)
+    with torch.no_grad():  # move away from the symmetric init so every path carries signal
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return module
+
+
+def test_module_under_bfloat16_autocast(ext, seed, monkeypatch):
+    """Forward and backward under CPU bfloat16 autocast: finite and close to the float32 run.
+
+    The linear layers run in bfloat16; the reference points are float32, so the sampling locations
+    are float32 and the op is promoted to float32 (bfloat16 locations would be off by up to
+    2^-9 of the map width). Bound: a few bfloat16 roundings along each path (inputs, weights and
+    outputs of the projections), 16 u(bfloat16) relative to the float32 scale.
+
+    The location gradient of bilinear sampling jumps where a sample crosses into the next pixel
+    cell, and the bfloat16 offsets move a few samples across one. So the location gradients are
+    compared sample by sample where both runs sample the same cell, and the gradients that mix
+    in the crossed samples (query, sampling_offsets) are only required to be finite.
+    """
+    module = _randomised_module(32, 3, 4, 4)
+    query, refs, value, shapes, starts, mask = module_inputs(2, 9, 32, [(6, 5), (3, 3), (2, 1)], False,
+                                                             torch.float32)
+    query.requires_grad_(True)
+    grad_out = torch.randn(2, 9, 32)
+    seen = []
+    original = MSDeformAttnFunction.apply
+
+    def recording_apply(*args):
+        seen.append(args[3])
+        args[3].retain_grad()
+        return original(*args)
+
+    monkeypatch.setattr(MSDeformAttnFunction, "apply", recording_apply)
+
+    def run(autocast):
+        module.zero_grad()
+        query.grad = value.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = module(query, refs, value, shapes, starts, mask)
+        out.float().backward(grad_out)
+        grads = {"query": query.grad.clone(), "value": value.grad.clone()}
+        grads.update({name: p.grad.clone() for name, p in module.named_parameters()})
+        return out, grads
+
+    out32, grads32 = run(False)
+    out16, grads16 = run(True)
+    loc32, loc16 = seen
+    assert loc16.dtype == torch.float32  # promoted: float32 locations next to bfloat16 values
+    assert out16.dtype == torch.bfloat16  # output_proj ran in bfloat16
+    bound = 16 * unit_roundoff(torch.bfloat16)
+
+    def assert_close(name, ours, reference):
+        assert torch.isfinite(ours).all(), name
+        error, scale = max_error(ours.float().double(), reference.double())
+        assert error <= bound * scale, f"{name}: relative error {error / scale:.3e} > {bound:.3e}"
+
+    assert_close("output", out16, out32)
+    crossing = {"query", "sampling_offsets.weight", "sampling_offsets.bias"}
+    for name in grads32:
+        if name in crossing:
+            assert torch.isfinite(grads16[name]).all(), name
+        else:
+            assert_close(name, grads16[name], grads32[name])
+    size = shapes.flip(-1).to(torch.float32)[:, None, :]  # [L, 1, 2] as (W, H)
+    same_cell = ((loc32.detach() * size - 0.5).floor() == (loc16.detach() * size - 0.5).floor()).all(-1)
+    assert same_cell.float().mean() > 0.9, "bfloat16 moved many samples to another cell"
+    assert_close("location gradients of samples in the same cell", loc16.grad[same_cell], loc32.grad[same_cell])

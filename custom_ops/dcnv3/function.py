@@ -4,8 +4,9 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
-from .._extension import load_extension
 from .. import get_backend
+from .._dtypes import common_float_inputs
+from .._extension import load_extension
 from .reference import dcnv3_reference
 
 
@@ -57,9 +58,13 @@ def dcnv3(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
     """DCNv3 (InternImage semantics). input ``[N, H, W, G*Cg]`` NHWC, offset ``[N, Ho, Wo, G*Kh*Kw*2]``
     as (x, y) pairs, mask ``[N, Ho, Wo, G*Kh*Kw]`` already softmaxed → ``[N, Ho, Wo, G*Cg]``.
 
-    Tensors must be contiguous float32/float64 on one device. Uses the compiled kernel unless it is
-    not built or ``custom_ops.get_backend()`` is ``'reference'``.
+    Tensors must be contiguous, on one device and of one dtype: float16, bfloat16, float32 or
+    float64 (16-bit inputs are computed in float32; the output has the inputs' dtype). Under
+    ``torch.autocast`` inputs of different dtypes are promoted to the widest (see
+    ``custom_ops._dtypes``); any other dtype mix is a ``TypeError``. Uses the compiled kernel
+    unless it is not built or ``custom_ops.get_backend()`` is ``'reference'``.
     """
+    input, offset, mask = common_float_inputs("dcnv3", input=input, offset=offset, mask=mask)
     args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
             group_channels, offset_scale)
     if _use_reference(input):

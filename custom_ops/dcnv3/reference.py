@@ -5,9 +5,15 @@ g and kernel point p = i * Kh + j (i along the width), the location in input pix
 the dilated kernel grid around the output's centre plus the learned offset, both times
 ``offset_scale`` (only the grid and the offset are scaled, not the centre), sampled bilinearly
 with zeros outside the map and weighted by the (already softmaxed) mask.
+
+Precision follows the compiled kernel: float16 / bfloat16 inputs are computed in float32 and the
+result is rounded to the input dtype once; autocast is switched off inside so it cannot change
+that.
 """
 import torch
 import torch.nn.functional as F
+
+from .._dtypes import autocast_disabled, compute_dtype
 
 
 def _sampling_locations(offset, height_in, width_in, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
@@ -32,6 +38,16 @@ def dcnv3_reference(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w,
                     dilation_w, group, group_channels, offset_scale):
     """DCNv3: input ``[N, H, W, G*Cg]``, offset ``[N, Ho, Wo, G*Kh*Kw*2]``, mask ``[N, Ho, Wo, G*Kh*Kw]``
     → ``[N, Ho, Wo, G*Cg]``."""
+    out_dtype = input.dtype
+    work = compute_dtype(out_dtype)
+    with autocast_disabled(input.device):
+        output = _sample_and_sum(input.to(work), offset.to(work), mask.to(work), kernel_h, kernel_w, stride_h,
+                                 stride_w, pad_h, pad_w, dilation_h, dilation_w, group, group_channels, offset_scale)
+    return output.to(out_dtype)
+
+
+def _sample_and_sum(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                    dilation_w, group, group_channels, offset_scale):
     n, height, width, channels = input.shape
     if channels != group * group_channels:
         raise ValueError(f"dcnv3: input has {channels} channels but group * group_channels = "

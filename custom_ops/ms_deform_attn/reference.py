@@ -4,9 +4,15 @@ It is the test oracle of the compiled kernels and the fallback when they are not
 (shared by every implementation): bilinear sampling with zero padding and ``align_corners=False``;
 a location (x, y) in [0, 1] is taken over the padded feature map of its level, so pixel centres
 sit at ((i + 0.5) / W, (j + 0.5) / H).
+
+Precision follows the compiled kernels: float16 / bfloat16 inputs are computed in float32 and the
+result is rounded to the input dtype once; autocast is switched off inside so it cannot change
+that (CPU autocast would otherwise pick grid_sample's dtype itself).
 """
 import torch
 import torch.nn.functional as F
+
+from .._dtypes import autocast_disabled, compute_dtype
 
 
 def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -16,6 +22,15 @@ def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_
     ``level_start_index`` is implied by ``spatial_shapes`` (levels are concatenated in order) and
     kept in the signature for parity with the compiled op.
     """
+    out_dtype = value.dtype
+    work = compute_dtype(out_dtype)
+    with autocast_disabled(value.device):
+        output = _sample_and_sum(value.to(work), spatial_shapes, level_start_index, sampling_locations.to(work),
+                                 attention_weights.to(work))
+    return output.to(out_dtype)
+
+
+def _sample_and_sum(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     batch, _, heads, channels = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]

@@ -3,16 +3,23 @@
 
 #include "dcnv3.h"
 
+#include <string>
 #include <vector>
 
 namespace {
 
+// Python spelling of a dtype, e.g. torch.bfloat16.
+std::string dtype_name(at::ScalarType type) { return "torch." + std::string(c10::getDtypeNames(type).first); }
+
 void check_tensor(const at::Tensor& t, const char* name, const at::Tensor& like) {
   TORCH_CHECK(t.dim() == 4, "dcnv3: ", name, " must be 4-D (NHWC), got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "dcnv3: ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "dcnv3: ", name, " has dtype ", t.scalar_type(),
-              " but input has ", like.scalar_type());
+  // The kernels serve these four (computing in float32 for the two 16-bit ones).
+  const auto type = t.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kHalf || type == at::kBFloat16 || type == at::kFloat || type == at::kDouble,
+                   "dcnv3: ", name, " has dtype ", dtype_name(type),
+                   "; expected torch.float16, torch.bfloat16, torch.float32 or torch.float64");
+  TORCH_CHECK_TYPE(type == like.scalar_type(), "dcnv3: ", name, " has dtype ", dtype_name(type), " but input has ",
+                   dtype_name(like.scalar_type()), "; input, offset and mask must share one dtype");
   TORCH_CHECK(t.device() == like.device(), "dcnv3: ", name, " is on ", t.device(), " but input is on ",
               like.device());
   TORCH_CHECK(t.is_contiguous(), "dcnv3: ", name, " must be contiguous (call .contiguous())");
@@ -103,7 +110,8 @@ std::vector<at::Tensor> backward(const at::Tensor& input, const at::Tensor& offs
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "InternImage DCNv3 operator (CPU kernel, CUDA kernel when built with WITH_CUDA)";
+  m.doc() = "InternImage DCNv3 operator in float16/bfloat16/float32/float64 (CPU kernel, CUDA kernel when built "
+            "with WITH_CUDA)";
 #ifdef WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -7,7 +7,8 @@
 
 #include "dcnv3_math.h"
 
-// All tensors are contiguous, same dtype (float or double), shapes already checked against `geo`.
+// All tensors are contiguous and share one dtype (float16, bfloat16, float32 or float64; computed in
+// float32 for the 16-bit types), shapes already checked against `geo`. Results come back in that dtype.
 at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                              const dcnv3::Geometry& geo, double offset_scale);
 // Returns {grad_input, grad_offset, grad_mask}.

@@ -7,6 +7,10 @@
 //     y = (dil_h*(Kh-1))/2 - pad_h + ho*stride_h + (j*dil_h - (dil_h*(Kh-1))/2 + off_y) * scale
 // where (off_x, off_y) = offset[n, ho, wo, (g*P + p)*2 + {0, 1}] and scale = offset_scale.
 // The input is sampled bilinearly with zeros outside the map and weighted by mask[n,ho,wo,g*P+p].
+//
+// Both kernels instantiate these templates with the accumulation type (at::opmath_type: float32 for
+// float16 / bfloat16 inputs), converting offsets and masks on load, so locations are computed in
+// float32 even when the offsets are stored in 16 bits.
 #pragma once
 
 #include <cstdint>

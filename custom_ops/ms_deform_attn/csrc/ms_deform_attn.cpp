@@ -1,11 +1,24 @@
 // Python binding of multi-scale deformable attention: input checks and CPU / CUDA dispatch.
 #include <torch/extension.h>
 
+#include <string>
 #include <vector>
 
 #include "ms_deform_attn.h"
 
 namespace {
+
+// Python spelling of a dtype, e.g. torch.bfloat16.
+std::string dtype_name(at::ScalarType type) { return "torch." + std::string(c10::getDtypeNames(type).first); }
+
+// The floating dtypes the kernels serve (computing in float32 for the two 16-bit ones); anything
+// else is a TypeError naming the argument.
+void check_float_dtype(const at::Tensor& t, const char* name) {
+  const auto type = t.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kHalf || type == at::kBFloat16 || type == at::kFloat || type == at::kDouble,
+                   "ms_deform_attn: ", name, " has dtype ", dtype_name(type),
+                   "; expected torch.float16, torch.bfloat16, torch.float32 or torch.float64");
+}
 
 void check_tensor(const at::Tensor& t, const char* name, int64_t dim) {
   TORCH_CHECK(t.defined(), "ms_deform_attn: ", name, " is undefined");
@@ -22,12 +35,15 @@ void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes, con
   check_tensor(sampling_locations, "sampling_locations [B, Q, H, L, P, 2]", 6);
   check_tensor(attention_weights, "attention_weights [B, Q, H, L, P]", 5);
 
-  TORCH_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble,
-              "ms_deform_attn: value must be float32 or float64, got ", value.scalar_type());
-  TORCH_CHECK(sampling_locations.scalar_type() == value.scalar_type() &&
-                  attention_weights.scalar_type() == value.scalar_type(),
-              "ms_deform_attn: value, sampling_locations and attention_weights must share one dtype, got ",
-              value.scalar_type(), ", ", sampling_locations.scalar_type(), ", ", attention_weights.scalar_type());
+  check_float_dtype(value, "value");
+  check_float_dtype(sampling_locations, "sampling_locations");
+  check_float_dtype(attention_weights, "attention_weights");
+  for (const auto* t : {&sampling_locations, &attention_weights}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == value.scalar_type(), "ms_deform_attn: ",
+                     t == &sampling_locations ? "sampling_locations" : "attention_weights", " has dtype ",
+                     dtype_name(t->scalar_type()), " but value has ", dtype_name(value.scalar_type()),
+                     "; value, sampling_locations and attention_weights must share one dtype");
+  }
   TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
               "ms_deform_attn: spatial_shapes and level_start_index must be int64 (long), got ",
               spatial_shapes.scalar_type(), " and ", level_start_index.scalar_type());
@@ -86,8 +102,10 @@ std::vector<at::Tensor> backward(const at::Tensor& value, const at::Tensor& spat
                                  const at::Tensor& attention_weights, const at::Tensor& grad_output) {
   check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   check_tensor(grad_output, "grad_output [B, Q, H*D]", 3);
-  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() && grad_output.device() == value.device(),
-              "ms_deform_attn: grad_output must match value in dtype and device");
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == value.scalar_type(), "ms_deform_attn: grad_output has dtype ",
+                   dtype_name(grad_output.scalar_type()), " but value has ", dtype_name(value.scalar_type()));
+  TORCH_CHECK(grad_output.device() == value.device(), "ms_deform_attn: grad_output is on ", grad_output.device(),
+              " but value is on ", value.device());
   TORCH_CHECK(grad_output.size(0) == value.size(0) && grad_output.size(1) == sampling_locations.size(1) &&
                   grad_output.size(2) == value.size(2) * value.size(3),
               "ms_deform_attn: grad_output must be [B, Q, H*D], got ", grad_output.sizes());
@@ -107,7 +125,8 @@ std::vector<at::Tensor> backward(const at::Tensor& value, const at::Tensor& spat
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Multi-scale deformable attention (CPU kernel; CUDA kernel when built with FORCE_CUDA=1)";
+  m.doc() = "Multi-scale deformable attention in float16/bfloat16/float32/float64 (CPU kernel; CUDA kernel when built "
+            "with FORCE_CUDA=1)";
   m.def("forward", &forward, "ms_deform_attn forward -> output [B, Q, H*D]", py::arg("value"),
         py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
         py::arg("attention_weights"));

@@ -1,4 +1,6 @@
 // Declarations of the device-specific kernels of multi-scale deformable attention.
+// Floating tensors share one dtype: float16, bfloat16, float32 or float64 (computed in float32 for
+// the 16-bit types; outputs and gradients come back in the inputs' dtype).
 // Shapes (all tensors contiguous, already checked by the binding in ms_deform_attn.cpp):
 //   value               [B, S, H, D]        levels concatenated along S
 //   spatial_shapes      [L, 2]  int64       (height, width) of each level

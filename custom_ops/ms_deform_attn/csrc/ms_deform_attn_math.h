@@ -7,6 +7,9 @@
 //
 // Everything here is plain arithmetic on scalars so the same code compiles as __host__ __device__
 // under nvcc and as ordinary inline C++ under g++; the CPU tests therefore cover the CUDA math.
+// Both kernels instantiate it with the accumulation type (at::opmath_type: float32 for float16 and
+// bfloat16 inputs), converting each loaded location and weight first, so no arithmetic here ever
+// runs in a 16-bit type.
 #pragma once
 
 #include <cstdint>

@@ -6,11 +6,18 @@
 // so neighbouring threads read neighbouring channels of the same corner (coalesced loads). In the
 // backward pass the value gradient is a scatter and several threads hit the same sampling-location
 // and attention-weight gradients (one per channel), so those are accumulated with atomicAdd.
+//
+// Precision: inputs may be float16, bfloat16, float32 or float64 (scalar_t). Loads are converted
+// to acc_t = at::opmath_type<scalar_t> (float32 for the 16-bit types), every sum runs in acc_t,
+// and the forward rounds each output element once. The backward accumulates all three gradients
+// with atomicAdd into acc_t buffers (native float / double atomics, never 16-bit ones, which would
+// round every partial sum) and converts them to scalar_t at the end.
 // Only c10/cuda headers (not ATen/cuda/CUDAContext.h, which pulls in cuBLAS / cuSPARSE headers
 // that a minimal CUDA toolkit does not ship).
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -48,6 +55,7 @@ __global__ void forward_kernel(Sizes n, int64_t total, const scalar_t* __restric
                                const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
                                const scalar_t* __restrict__ locations, const scalar_t* __restrict__ weights,
                                scalar_t* __restrict__ output) {
+  using acc_t = at::opmath_type<scalar_t>;
   const int64_t row_stride = n.heads * n.channels;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -56,32 +64,39 @@ __global__ void forward_kernel(Sizes n, int64_t total, const scalar_t* __restric
     const int64_t h = bqh % n.heads;
     const int64_t b = bqh / n.heads / n.queries;
     const int64_t sample0 = bqh * n.levels * n.points;
-    scalar_t acc = 0;
+    acc_t acc = 0;
     for (int64_t l = 0; l < n.levels; ++l) {
       const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
       const scalar_t* level_value = value + ((b * n.spatial + starts[l]) * n.heads + h) * n.channels + d;
       for (int64_t p = 0; p < n.points; ++p) {
         const int64_t s = sample0 + l * n.points + p;
-        msda::BilinearCorners<scalar_t> corners;
-        if (!msda::bilinear_corners(locations[2 * s], locations[2 * s + 1], height, width, corners)) continue;
-        scalar_t sampled = 0;
+        msda::BilinearCorners<acc_t> corners;
+        if (!msda::bilinear_corners(static_cast<acc_t>(locations[2 * s]), static_cast<acc_t>(locations[2 * s + 1]),
+                                    height, width, corners)) {
+          continue;
+        }
+        acc_t sampled = 0;
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          if (corners.valid[c]) sampled += corners.weight[c] * level_value[corners.index[c] * row_stride];
+          if (corners.valid[c]) {
+            sampled += corners.weight[c] * static_cast<acc_t>(level_value[corners.index[c] * row_stride]);
+          }
         }
-        acc += weights[s] * sampled;
+        acc += static_cast<acc_t>(weights[s]) * sampled;
       }
     }
-    output[i] = acc;
+    output[i] = static_cast<scalar_t>(acc);
   }
 }
 
+// grad_value / grad_locations / grad_weights are acc_t buffers (see the file comment).
 template <typename scalar_t>
 __global__ void backward_kernel(Sizes n, int64_t total, const scalar_t* __restrict__ value,
                                 const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
                                 const scalar_t* __restrict__ locations, const scalar_t* __restrict__ weights,
-                                const scalar_t* __restrict__ grad_output, scalar_t* grad_value,
-                                scalar_t* grad_locations, scalar_t* grad_weights) {
+                                const scalar_t* __restrict__ grad_output, at::opmath_type<scalar_t>* grad_value,
+                                at::opmath_type<scalar_t>* grad_locations, at::opmath_type<scalar_t>* grad_weights) {
+  using acc_t = at::opmath_type<scalar_t>;
   const int64_t row_stride = n.heads * n.channels;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -90,27 +105,30 @@ __global__ void backward_kernel(Sizes n, int64_t total, const scalar_t* __restri
     const int64_t h = bqh % n.heads;
     const int64_t b = bqh / n.heads / n.queries;
     const int64_t sample0 = bqh * n.levels * n.points;
-    const scalar_t g = grad_output[i];
+    const acc_t g = static_cast<acc_t>(grad_output[i]);
     for (int64_t l = 0; l < n.levels; ++l) {
       const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
       const int64_t level_offset = ((b * n.spatial + starts[l]) * n.heads + h) * n.channels + d;
       for (int64_t p = 0; p < n.points; ++p) {
         const int64_t s = sample0 + l * n.points + p;
-        msda::BilinearCorners<scalar_t> corners;
-        if (!msda::bilinear_corners(locations[2 * s], locations[2 * s + 1], height, width, corners)) continue;
-        const scalar_t attn = weights[s];
+        msda::BilinearCorners<acc_t> corners;
+        if (!msda::bilinear_corners(static_cast<acc_t>(locations[2 * s]), static_cast<acc_t>(locations[2 * s + 1]),
+                                    height, width, corners)) {
+          continue;
+        }
+        const acc_t attn = static_cast<acc_t>(weights[s]);
         // Per-channel partial dots; sample_gradients is linear in them, so summing the partial
         // gradients of all channel threads gives the full gradient.
-        scalar_t dot[4];
+        acc_t dot[4];
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           dot[c] = 0;
           if (!corners.valid[c]) continue;
           const int64_t offset = level_offset + corners.index[c] * row_stride;
-          dot[c] = value[offset] * g;
+          dot[c] = static_cast<acc_t>(value[offset]) * g;
           atomicAdd(grad_value + offset, attn * corners.weight[c] * g);
         }
-        scalar_t grad_attn, grad_x, grad_y;
+        acc_t grad_attn, grad_x, grad_y;
         msda::sample_gradients(corners, dot, attn, height, width, grad_attn, grad_x, grad_y);
         atomicAdd(grad_weights + s, grad_attn);
         atomicAdd(grad_locations + 2 * s, grad_x);
@@ -131,7 +149,7 @@ at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value, const at::Tensor
   const int64_t total = output.numel();
   if (total == 0) return output;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         n, total, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
         level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
@@ -148,20 +166,25 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(const at::Tensor& value, co
                                                      const at::Tensor& grad_output) {
   const c10::cuda::OptionalCUDAGuard guard(value.device());
   const Sizes n = sizes_of(value, sampling_locations);
-  // All three are accumulated with atomicAdd, so all start at zero.
-  auto grad_value = at::zeros_like(value);
-  auto grad_locations = at::zeros_like(sampling_locations);
-  auto grad_weights = at::zeros_like(attention_weights);
+  // All three are accumulated with atomicAdd in the accumulation type, so all start at zero.
+  const auto acc_options = value.options().dtype(at::toOpMathType(value.scalar_type()));
+  auto grad_value = at::zeros(value.sizes(), acc_options);
+  auto grad_locations = at::zeros(sampling_locations.sizes(), acc_options);
+  auto grad_weights = at::zeros(attention_weights.sizes(), acc_options);
   const int64_t total = grad_output.numel();
-  if (total == 0) return {grad_value, grad_locations, grad_weights};
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
-    backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        n, total, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-        level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
-        attention_weights.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(),
-        grad_locations.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {grad_value, grad_locations, grad_weights};
+  if (total > 0) {
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+          n, total, value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+          level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
+          attention_weights.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(), grad_value.data_ptr<acc_t>(),
+          grad_locations.data_ptr<acc_t>(), grad_weights.data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  // Rounded once to the inputs' dtype (a no-op for float32 / float64).
+  const auto type = value.scalar_type();
+  return {grad_value.to(type), grad_locations.to(type), grad_weights.to(type)};
 }
