@@ -8,4 +8,6 @@ work_dir = "work_dirs/visionllm_r50_alpaca7b_stage1_deepspeed"
 # DeepSpeed keeps its own fp32 master copy of what it trains and casts the module itself.
 model = dict(frozen_dtype=None)
 strategy = dict(_delete_=True, **_base_.deepspeed_zero2_strategy)
-optim_wrapper = dict(type="DeepSpeedOptimWrapper")
+# Gradient clipping is DeepSpeed's (`gradient_clipping` of the strategy).
+optim_wrapper = dict(_delete_=True, type="DeepSpeedOptimWrapper",
+                     optimizer=dict(type="AdamW", lr=2e-4, weight_decay=0.05, betas=(0.9, 0.999)))

@@ -62,7 +62,7 @@ def test_training_and_prediction_under_cpu_bf16_autocast_track_fp32(tiny_llm_dir
     reference = train_losses(build(cfg), batches, "OptimWrapper")
     model = build(cfg)
     matmul_dtypes = set()
-    hook = model.token_projection.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
+    hook = model.token_projection.linear.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
     mixed = train_losses(model, batches, "AutocastOptimWrapper")
     hook.remove()
     gaps = [abs(a - b) / abs(a) for a, b in zip(reference, mixed)]

@@ -8,7 +8,8 @@
   unit per LLaMA decoder layer, BERT layer and backbone stage; embeddings, output layer and the
   small parts stay in the root unit) and an FSDP ``MixedPrecision`` policy, for LLMs that do not
   fit one GPU. Gradient clipping uses the global norm over all shards.
-* mmengine's ``DeepSpeedStrategy`` (ZeRO-2/3) when the ``deepspeed`` package is installed.
+* ``VisionLLMDeepSpeedStrategy``: mmengine's ``DeepSpeedStrategy`` (ZeRO-2/3) when the
+  ``deepspeed`` package is installed.
 
 Both classes also run on CPU-only machines (gloo; no device ids), which is how they are tested.
 """
@@ -16,7 +17,7 @@ import os
 from typing import Iterable, Optional, Sequence
 
 import torch
-from mmengine._strategy import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+from mmengine._strategy import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceStrategy
 from mmengine.model import is_model_wrapper
 from mmengine.model.wrappers import MMFullyShardedDataParallel
 from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, STRATEGIES
@@ -133,6 +134,32 @@ class VisionLLMFSDPStrategy(FSDPStrategy):
         if getattr(wrapper, "clip_func", None) is torch.nn.utils.clip_grad_norm_:
             wrapper.clip_func = sharded_clip_grad_norm(fsdp_model)
         return wrapper
+
+
+def _register_available_deepspeed_optimizers(register_all):
+    """mmengine registers DeepSpeed's own optimizers from module paths that newer deepspeed
+    releases moved (``deepspeed.runtime.fp16.onebit``); the configs use torch's AdamW, so a
+    missing one is not an error."""
+    def register():
+        try:
+            return register_all()
+        except ImportError:
+            return []
+    return register
+
+
+@STRATEGIES.register_module()
+class VisionLLMDeepSpeedStrategy(DeepSpeedStrategy):
+    """mmengine's ``DeepSpeedStrategy`` (ZeRO-2/3) that also builds with current deepspeed releases."""
+
+    def __init__(self, **kwargs):
+        import mmengine._strategy.deepspeed as deepspeed_strategy
+        original = deepspeed_strategy.register_deepspeed_optimizers
+        deepspeed_strategy.register_deepspeed_optimizers = _register_available_deepspeed_optimizers(original)
+        try:
+            super().__init__(**kwargs)
+        finally:
+            deepspeed_strategy.register_deepspeed_optimizers = original
 
 
 def strategy_package_missing(strategy_cfg) -> Optional[str]:

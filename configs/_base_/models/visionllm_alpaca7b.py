@@ -91,14 +91,14 @@ fsdp_strategy = dict(
 # Optional: DeepSpeed ZeRO (pip install deepspeed). Stage 2 shards gradients and optimizer state
 # (the frozen base is replicated, as with DDP); stage 3 also shards the parameters.
 deepspeed_zero2_strategy = dict(
-    type="DeepSpeedStrategy",
+    type="VisionLLMDeepSpeedStrategy",
     zero_optimization=dict(stage=2, overlap_comm=True, contiguous_gradients=True, reduce_bucket_size=5e8),
     bf16=dict(enabled=True),
     gradient_clipping=1.0,
     train_micro_batch_size_per_gpu=1,
 )
 deepspeed_zero3_strategy = dict(
-    type="DeepSpeedStrategy",
+    type="VisionLLMDeepSpeedStrategy",
     zero_optimization=dict(stage=3, overlap_comm=True, contiguous_gradients=True,
                            stage3_gather_16bit_weights_on_model_save=True),
     bf16=dict(enabled=True),
