@@ -1,6 +1,6 @@
 # Paper setting, stage 2: InternImage-H + Alpaca-7B, all tasks mixed (COCO detection and instance
 # segmentation, RefCOCO, COCO Caption, VQAv2, LLaVA-Instruct), backbone frozen, starting from the
-# stage-1 weights. Multi-GPU (FSDP, see _base_/models/visionllm_alpaca7b.py):
+# stage-1 weights. Multi-GPU (DDP, see _base_/models/visionllm_alpaca7b.py and docs/multi_gpu.md):
 #   tools/dist_train.sh configs/visionllm_internimage_h_alpaca7b_stage2.py 8
 _base_ = [
     "_base_/models/visionllm_internimage_h_alpaca7b.py",

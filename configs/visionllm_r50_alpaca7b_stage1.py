@@ -1,6 +1,6 @@
 # Paper setting, stage 1: ResNet-50 + Alpaca-7B, detection only (COCO 2017 with random category
 # sets and instruction phrasings). Backbone and image tokenizer train; the LLM is frozen except
-# LoRA and the new token rows. Multi-GPU (FSDP, see _base_/models/visionllm_alpaca7b.py):
+# LoRA and the new token rows. Multi-GPU (DDP, see _base_/models/visionllm_alpaca7b.py and docs/multi_gpu.md):
 #   tools/dist_train.sh configs/visionllm_r50_alpaca7b_stage1.py 8
 _base_ = [
     "_base_/models/visionllm_r50_alpaca7b.py",
@@ -12,7 +12,7 @@ work_dir = "work_dirs/visionllm_r50_alpaca7b_stage1"
 
 # Detection only: the mixture of the dataset file is replaced by COCO detection instances.
 train_dataloader = dict(dataset=dict(_delete_=True, **_base_.coco_train, task="detection"))
-# The FSDP-sharded model runs evaluation with tools/test.py after training.
+# Evaluation runs with tools/test.py after training (one process reads the whole val set).
 train_cfg = dict(val_interval=_base_.max_iters + 1)
 # mmengine's IterBasedTrainLoop still validates after the last iteration whatever val_interval
 # says: no val loop at all (the test_* keys of the dataset file stay for tools/test.py).

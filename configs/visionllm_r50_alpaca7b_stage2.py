@@ -1,6 +1,6 @@
 # Paper setting, stage 2: ResNet-50 + Alpaca-7B, all tasks mixed (COCO detection and instance
 # segmentation, RefCOCO, COCO Caption, VQAv2, LLaVA-Instruct), backbone frozen, starting from the
-# stage-1 weights. Multi-GPU (FSDP, see _base_/models/visionllm_alpaca7b.py):
+# stage-1 weights. Multi-GPU (DDP, see _base_/models/visionllm_alpaca7b.py and docs/multi_gpu.md):
 #   tools/dist_train.sh configs/visionllm_r50_alpaca7b_stage2.py 8
 _base_ = [
     "_base_/models/visionllm_r50_alpaca7b.py",

@@ -9,7 +9,6 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.utils import get_object_from_string
 from test_backbones import INTERNIMAGE_VARIANTS, internimage_params, projection_params, resnet_params
 from test_image_tokenizer_paper_configs import BERT_BASE, bert_params, tokenizer_params
 
@@ -105,7 +104,9 @@ def test_paper_config_loads_with_paper_settings(backbone, stage):
     assert decoder.llm.source == cfg.llm_path and tokenizer.text_encoder.model_dir == cfg.text_encoder_path
     assert cfg.optim_wrapper.optimizer.type == "AdamW" and cfg.optim_wrapper.optimizer.lr == 2e-4
     assert [s.type for s in cfg.param_scheduler] == ["LinearLR", "CosineAnnealingLR"]
-    assert cfg.runner_type == "FlexibleRunner" and cfg.strategy.type == "FSDPStrategy"
+    # DDP with the frozen base in bfloat16 (LoRA training); the FSDP variant is a separate config
+    assert cfg.runner_type == "FlexibleRunner" and cfg.strategy.type == "VisionLLMDDPStrategy"
+    assert cfg.model.frozen_dtype == "bfloat16"
     assert tokenizer.freeze_backbone is (stage == 2)
     dataset = cfg.train_dataloader.dataset
     if stage == 1:  # detection only
@@ -170,24 +171,33 @@ def test_fsdp_units_never_hold_what_the_task_decoder_calls_directly(backbone):
     def unsafe(units):
         return [u for u in units if any(d is u or any(m is d for m in u.modules()) for d in direct)]
 
-    policy_cfg = cfg.strategy.model_wrapper.get("auto_wrap_policy")
-    units = []
-    if policy_cfg is not None:
-        policy_cfg = dict(policy_cfg)
-        policy = functools.partial(get_object_from_string(policy_cfg.pop("type")), **policy_cfg)
-        units = units_of(policy)
+    from mmengine.registry import FUNCTIONS
+
+    import visionllm.engine  # noqa: F401  (registers layer_wrap_policy)
+    fsdp_cfg = Config.fromfile(config_path(backbone, 1).replace(".py", "_fsdp.py"))
+    assert fsdp_cfg.strategy.type == "VisionLLMFSDPStrategy" and fsdp_cfg.model.frozen_dtype is None
+    policy_cfg = dict(fsdp_cfg.strategy.model_wrapper.auto_wrap_policy)
+    policy = functools.partial(FUNCTIONS.get(policy_cfg.pop("type")), **policy_cfg)
+    units = units_of(policy)
     print(f"{backbone}: {len(units)} FSDP units besides the root")
     assert not unsafe(units)
+    # ... and it is per layer: every LLaMA decoder layer, BERT layer and backbone stage is a unit
+    layers = list(llm.model.layers) + list(model.image_tokenizer.text_encoder.bert.encoder.layer)
+    body = model.image_tokenizer.backbone.body
+    layers += ([getattr(body, f"layer{i}") for i in range(1, 5)] if backbone == "r50" else list(body.levels))
+    assert all(any(u is layer for u in units) for layer in layers)
+    assert len(units) == len(layers)
     # The check has teeth: the size-based policy that isolates one decoder layer per unit also
     # wraps the LLM's remainder (embedding + output layer), which the decoder calls directly.
     tempting = units_of(functools.partial(size_based_auto_wrap_policy, min_num_params=int(2e8)))
     assert all(any(u is layer for u in tempting) for layer in llm.model.layers) and unsafe(tempting)
 
 
-def test_paper_config_builds_the_fsdp_flexible_runner(tmp_path):
-    """tools/train.py's runner construction accepts the config: FlexibleRunner with the FSDP
-    strategy (full state dicts), the stage-1 checkpoint as load_from, our checkpoint hooks.
-    (The model itself is built at train() time on GPUs; nothing is built here.)"""
+@pytest.mark.parametrize("variant", ["stage2", "stage1_fsdp"])
+def test_paper_config_builds_its_flexible_runner(tmp_path, variant):
+    """tools/train.py's runner construction accepts the configs: FlexibleRunner with the DDP
+    strategy (stage 2: the stage-1 checkpoint as load_from) or the FSDP one (full state dicts),
+    our checkpoint hooks. (The model itself is built at train() time; nothing is built here.)"""
     import uuid
 
     from mmengine.runner import FlexibleRunner
@@ -195,11 +205,14 @@ def test_paper_config_builds_the_fsdp_flexible_runner(tmp_path):
 
     from visionllm.apis.runner import build_runner, load_config
 
-    cfg = load_config(config_path("r50", 2), work_dir=str(tmp_path))
+    cfg = load_config(osp.join(CONFIG_DIR, f"visionllm_r50_alpaca7b_{variant}.py"), work_dir=str(tmp_path))
     cfg.experiment_name = f"paper-config-{uuid.uuid4().hex[:8]}"
     runner = build_runner(cfg)
     assert isinstance(runner, FlexibleRunner)
-    assert type(runner.strategy).__name__ == "FSDPStrategy"
-    assert runner.strategy.state_dict_type == StateDictType.FULL_STATE_DICT
+    if variant == "stage1_fsdp":
+        assert type(runner.strategy).__name__ == "VisionLLMFSDPStrategy"
+        assert runner.strategy.state_dict_type == StateDictType.FULL_STATE_DICT
+    else:
+        assert type(runner.strategy).__name__ == "VisionLLMDDPStrategy"
     assert runner._load_from == cfg.load_from
     assert {"CheckpointHook", "TrainableStateCheckpointHook"} <= {type(h).__name__ for h in runner.hooks}

@@ -3,6 +3,8 @@
     python tools/train.py configs/visionllm_tiny_shapes.py --work-dir work_dirs/tiny
     python tools/train.py CONFIG --resume            # continue from the latest checkpoint
     python tools/train.py CONFIG --cfg-options train_cfg.max_iters=50 randomness.seed=1
+    python tools/train.py CONFIG --amp               # autocast in bfloat16 (float16 on older GPUs)
+Multi-GPU: tools/dist_train.sh CONFIG NUM_GPUS (docs/multi_gpu.md).
 """
 import argparse
 import os
@@ -13,6 +15,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from visionllm.apis.runner import build_runner, load_config  # noqa: E402
 from visionllm.datasets.checking import exit_if_inputs_missing  # noqa: E402
+from visionllm.engine.preflight import PreflightError, apply_amp, check_run  # noqa: E402
 
 
 def parse_args():
@@ -21,7 +24,9 @@ def parse_args():
     parser.add_argument("--work-dir", help="directory for logs and checkpoints")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from the latest checkpoint in the work dir, or from the given path")
-    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU)")
+    parser.add_argument("--amp", action="store_true",
+                        help="automatic mixed precision: bfloat16 where the device supports it (CPUs, GPUs of "
+                             "compute capability 8.0+), else float16 with loss scaling")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config entries, e.g. train_cfg.max_iters=100")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
@@ -34,9 +39,12 @@ def parse_args():
 def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
-    if args.amp:
-        cfg.optim_wrapper.type = "AmpOptimWrapper"
-        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    try:
+        if args.amp:
+            print(apply_amp(cfg))
+        check_run(cfg)
+    except PreflightError as error:
+        raise SystemExit(f"error: {error}")
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

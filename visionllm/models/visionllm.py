@@ -1,4 +1,5 @@
 """The VisionLLM model: language-guided image tokenizer → projection → LLM task decoder."""
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -38,13 +39,19 @@ class VisionLLM(BaseModel):
         pretrained_prefixes: module prefixes whose weights come from installed pretrained
             packages or local pretrained directories at build time (base LLM, text encoder);
             their frozen parameters and buffers are left out of checkpoints.
+        frozen_dtype: ``'bfloat16'`` / ``'float16'`` holds the frozen parameters under
+            ``pretrained_prefixes`` (the base LLM, a frozen text encoder) in that dtype: half the
+            memory of the largest part of the model, and half the bytes DDP broadcasts. Every
+            trainable tensor (LoRA, new token rows, tokenizer, heads) keeps float32 master
+            weights, and the forward then runs under ``torch.autocast`` of that dtype (unless an
+            autocast is already active), which casts at each matmul. None keeps float32.
     """
 
     def __init__(self, image_tokenizer: dict, task_decoder: dict,
                  data_preprocessor: Optional[dict] = None, tokenizer_loss_weight: float = 1.0,
                  freeze_image_tokenizer: bool = False, token_class_prior: bool = True,
                  instruction_relevance: bool = False,
-                 pretrained_prefixes: Sequence[str] = (),
+                 pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
@@ -69,6 +76,26 @@ class VisionLLM(BaseModel):
         if freeze_image_tokenizer:
             for param in self.image_tokenizer.parameters():
                 param.requires_grad_(False)
+        self.frozen_dtype = None
+        if frozen_dtype is not None:
+            from visionllm.engine.precision import resolve_dtype
+            self.frozen_dtype = resolve_dtype(frozen_dtype)
+            self._cast_frozen_pretrained(self.frozen_dtype)
+
+    def _cast_frozen_pretrained(self, dtype: torch.dtype) -> None:
+        """Store the frozen floating-point parameters under ``pretrained_prefixes`` in ``dtype``
+        (trainable ones, e.g. LoRA inside the LLM, are left in float32)."""
+        for prefix in self.pretrained_prefixes:
+            for param in self.get_submodule(prefix).parameters():
+                if not param.requires_grad and param.is_floating_point():
+                    param.data = param.data.to(dtype)
+
+    def _precision_context(self, images: torch.Tensor):
+        """Autocast in ``frozen_dtype`` when the frozen base is held in it and no autocast of the
+        device is active yet (e.g. a plain ``OptimWrapper`` or ``tools/test.py``)."""
+        if self.frozen_dtype is None or torch.is_autocast_enabled(images.device.type):
+            return nullcontext()
+        return torch.autocast(images.device.type, dtype=self.frozen_dtype)
 
     def _tokenize(self, images: torch.Tensor, image_masks: torch.Tensor, data_samples: List) -> dict:
         texts = [sample.instruction for sample in data_samples]
@@ -100,6 +127,10 @@ class VisionLLM(BaseModel):
                 mode: str = "tensor") -> Union[Dict[str, torch.Tensor], List, dict]:
         if data_samples is None:
             raise ValueError("VisionLLM needs data samples: the instruction is part of the input")
+        with self._precision_context(inputs["images"]):
+            return self._forward(inputs, data_samples, mode)
+
+    def _forward(self, inputs: Dict[str, torch.Tensor], data_samples: List, mode: str):
         outputs = self._tokenize(inputs["images"], inputs["image_masks"], data_samples)
         if mode == "tensor":
             return outputs

@@ -41,29 +41,43 @@ model = dict(
     # Weights restored from the local pretrained directories at build time; their frozen
     # parameters are left out of checkpoints.
     pretrained_prefixes=("task_decoder.llm", "image_tokenizer.text_encoder.bert"),
+    # The frozen base (Alpaca-7B, BERT) is held in bfloat16: 13.5 GB instead of 27 GB per GPU.
+    # LoRA, the new token rows and every trainable part keep float32 master weights; the forward
+    # runs under bfloat16 autocast. GPUs without bfloat16 (before compute capability 8.0): set
+    # frozen_dtype="float16" and train with tools/train.py --amp (loss scaling).
+    frozen_dtype="bfloat16",
 )
 
-# 7B parameters do not fit one GPU with activations, gradients and optimizer state per rank:
-# shard them with FSDP (mmengine FlexibleRunner; tools/train.py builds RUNNERS from `runner_type`).
+# Distribution (mmengine FlexibleRunner; tools/train.py builds RUNNERS from `runner_type`). See
+# docs/multi_gpu.md for the memory per GPU of each choice (tools/estimate_memory.py).
 runner_type = "FlexibleRunner"
-strategy = dict(
-    type="FSDPStrategy",
+
+# Default, LoRA training: DDP. Every GPU holds the whole model with the frozen base in bfloat16;
+# DDP's buckets hold only the parameters that require gradients, so a step all-reduces the
+# trainable gradients (~0.2 B values) and never the frozen 7 B.
+ddp_strategy = dict(
+    type="VisionLLMDDPStrategy",
+    # A batch of caption / VQA samples leaves the structured-output parts unused (and vice versa).
+    model_wrapper=dict(type="MMDistributedDataParallel", broadcast_buffers=False, find_unused_parameters=True),
+)
+
+# Alternative for an LLM that does not fit one GPU, or full fine-tuning: FSDP, one unit per LLaMA
+# decoder layer, BERT layer and backbone stage (`layer_wrap_policy`); the embeddings, output layer
+# and the small parts stay in the root unit, because the task decoder calls them directly and
+# FSDP gathers a unit only inside its own forward. Parameters are stored in float32 and sharded;
+# FSDP gathers each unit in bfloat16 for compute (MixedPrecision) and reduces gradients in float32.
+# The model's frozen_dtype must then be None (FSDP flattens one dtype per unit).
+# configs/visionllm_*_alpaca7b_stage1_fsdp.py select it.
+fsdp_strategy = dict(
+    type="VisionLLMFSDPStrategy",
     model_wrapper=dict(
-        type="MMFullyShardedDataParallel",
-        # LoRA leaves frozen and trainable tensors in the same modules: FSDP then needs the
-        # original parameters (not flattened views) to keep requires_grad per tensor.
+        type="VisionLLMFullyShardedDataParallel",
+        # LoRA leaves frozen and trainable tensors in the same modules: FSDP needs the original
+        # parameters (not flattened views) to keep requires_grad per tensor.
         use_orig_params=True,
-        # One FSDP unit (the root): parameters, gradients and optimizer state are sharded at
-        # rest and gathered for the step. Nested units would be unsafe here: FSDP gathers a
-        # unit's parameters only inside that unit's forward, and the task decoder calls the
-        # LLM's embedding, output layer and inner model directly. A size-based policy cannot
-        # isolate the decoder layers (202 M each) without also wrapping the LLM's remaining
-        # embedding + output layer (275 M); a per-layer policy needs LlamaDecoderLayer as a class
-        # object (transformer_auto_wrap_policy), which only a registered function can supply.
-        auto_wrap_policy=None,
+        auto_wrap_policy=dict(type="layer_wrap_policy"),
         sharding_strategy="FULL_SHARD",
-        # fp32: the deformable-attention and DCNv3 kernels dispatch float / double only.
-        mixed_precision=None,
+        mixed_precision=dict(param_dtype="bfloat16", reduce_dtype="float32", buffer_dtype="float32"),
     ),
     # One ordinary checkpoint file gathered on rank 0 (loadable without FSDP, e.g. for inference
     # or as stage 2's load_from).
@@ -73,3 +87,23 @@ strategy = dict(
         optim_state_dict_config=dict(type="FullOptimStateDictConfig", offload_to_cpu=True, rank0_only=True),
     ),
 )
+
+# Optional: DeepSpeed ZeRO (pip install deepspeed). Stage 2 shards gradients and optimizer state
+# (the frozen base is replicated, as with DDP); stage 3 also shards the parameters.
+deepspeed_zero2_strategy = dict(
+    type="VisionLLMDeepSpeedStrategy",
+    zero_optimization=dict(stage=2, overlap_comm=True, contiguous_gradients=True, reduce_bucket_size=5e8),
+    bf16=dict(enabled=True),
+    gradient_clipping=1.0,
+    train_micro_batch_size_per_gpu=1,
+)
+deepspeed_zero3_strategy = dict(
+    type="VisionLLMDeepSpeedStrategy",
+    zero_optimization=dict(stage=3, overlap_comm=True, contiguous_gradients=True,
+                           stage3_gather_16bit_weights_on_model_save=True),
+    bf16=dict(enabled=True),
+    gradient_clipping=1.0,
+    train_micro_batch_size_per_gpu=1,
+)
+
+strategy = ddp_strategy

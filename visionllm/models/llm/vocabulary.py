@@ -69,7 +69,9 @@ class _SplitTable(nn.Module):
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """The table rows of ``ids`` (base or new), ``[..., dim]``."""
         is_new = ids >= self.num_base
-        base = F.embedding(ids.clamp(max=self.num_base - 1), self.base_weight)
+        # A base table held in low precision (VisionLLM's frozen_dtype) yields rows in the
+        # trainable table's dtype, so callers see one dtype whichever ids they ask for.
+        base = F.embedding(ids.clamp(max=self.num_base - 1), self.base_weight).to(self.new_weight.dtype)
         if not bool(is_new.any()):
             return base
         new = F.embedding((ids - self.num_base).clamp(min=0), self.new_weight)

@@ -1,0 +1,96 @@
+"""Checks run before a training run builds anything: one clear line per problem, no traceback.
+
+A paper-size run fails late and expensively (after minutes of loading on every GPU) when a
+pretrained directory is missing, the strategy's package is not installed, or the device cannot
+compute in the configured dtype; these checks name the thing and the fix up front.
+"""
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+
+from .precision import PrecisionError, check_device_dtype, default_device_type, dtype_name, pick_amp_dtype
+from .strategies import strategy_package_missing
+
+
+class PreflightError(ValueError):
+    """A run that cannot start; the message is one line naming the problem and the fix."""
+
+
+def _pretrained_paths(model_cfg: dict):
+    """``(config key, path, kind)`` of the local pretrained files a model config reads."""
+    tokenizer = model_cfg.get("image_tokenizer") or {}
+    decoder = model_cfg.get("task_decoder") or {}
+    llm = decoder.get("llm") or {}
+    source = llm.get("source", "smollm2")
+    if source not in ("smollm2", "meta"):
+        yield "model.task_decoder.llm.source", source, "Hugging Face LLaMA directory (weights + tokenizer)"
+    text = tokenizer.get("text_encoder") or {}
+    if text.get("model_dir"):
+        yield "model.image_tokenizer.text_encoder.model_dir", text["model_dir"], "Hugging Face BERT directory"
+    backbone = tokenizer.get("backbone") or {}
+    if backbone.get("checkpoint"):
+        yield "model.image_tokenizer.backbone.checkpoint", backbone["checkpoint"], "backbone weights file"
+
+
+def check_pretrained(cfg: Config) -> None:
+    for key, path, kind in _pretrained_paths(cfg.model):
+        exists = osp.isfile(path) if kind.endswith("file") else osp.isdir(path)
+        if not exists:
+            raise PreflightError(f"pretrained {kind} {path!r} ({key}) not found: put it there, or point the "
+                                 f"config at it (--cfg-options {key}=PATH)")
+
+
+def check_precision(cfg: Config) -> None:
+    device = default_device_type()
+    try:
+        if cfg.model.get("frozen_dtype"):
+            check_device_dtype(cfg.model.frozen_dtype, device)
+        mixed = ((cfg.get("strategy") or {}).get("model_wrapper") or {}).get("mixed_precision") or {}
+        if mixed.get("param_dtype"):
+            check_device_dtype(mixed["param_dtype"], device)
+        if cfg.optim_wrapper.get("type") in ("AmpOptimWrapper", "AutocastOptimWrapper") and cfg.optim_wrapper.get("dtype"):
+            check_device_dtype(cfg.optim_wrapper.dtype, device)
+    except PrecisionError as error:
+        raise PreflightError(str(error)) from None
+
+
+def check_run(cfg: Config) -> None:
+    """Raise :class:`PreflightError` if the run described by ``cfg`` cannot start here."""
+    missing = strategy_package_missing(cfg.get("strategy"))
+    if missing:
+        raise PreflightError(missing)
+    check_precision(cfg)
+    check_pretrained(cfg)
+
+
+def apply_amp(cfg: Config) -> str:
+    """Switch ``cfg`` to automatic mixed precision in a dtype this machine computes in (bfloat16
+    where supported, else float16 with loss scaling); returns a line saying what was chosen."""
+    device = default_device_type()
+    dtype = pick_amp_dtype(device)
+    name = dtype_name(dtype)
+    strategy = cfg.get("strategy") or {}
+    kind = str(strategy.get("type", ""))
+    if cfg.model.get("frozen_dtype"):
+        cfg.model.frozen_dtype = name  # e.g. a bfloat16 base on a GPU that only has float16
+    if "DeepSpeed" in kind:
+        strategy.pop("bf16", None), strategy.pop("fp16", None)
+        strategy[("bf16" if dtype == torch.bfloat16 else "fp16")] = dict(enabled=True)
+        how = "DeepSpeed's own mixed precision"
+    elif "FSDP" in kind:
+        if dtype != torch.bfloat16:
+            raise PreflightError("FSDP mixed precision needs bfloat16, which this GPU lacks: use the DDP "
+                                 "config with --amp (float16 with loss scaling)")
+        strategy.model_wrapper.mixed_precision = dict(param_dtype=name, reduce_dtype="float32", buffer_dtype="float32")
+        how = "FSDP MixedPrecision (float32 shards, bfloat16 compute)"
+    elif device == "cuda":
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.dtype = name
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+        how = "AmpOptimWrapper" + (" with dynamic loss scaling" if dtype == torch.float16 else "")
+    else:
+        cfg.optim_wrapper.type = "AutocastOptimWrapper"
+        cfg.optim_wrapper.dtype = name
+        how = "AutocastOptimWrapper (no loss scaling needed)"
+    return f"--amp: autocast in {name} on {device} through {how}"
