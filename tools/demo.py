@@ -15,7 +15,6 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 CONFIG = osp.join(REPO, "configs", "visionllm_tiny_shapes.py")
 CHECKPOINT = osp.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")

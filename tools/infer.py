@@ -9,8 +9,6 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="VisionLLM inference")

@@ -10,11 +10,8 @@ per-channel scales, so the embedded default fits in a few tens of MB.
 import argparse
 import os
 import os.path as osp
-import sys
 
 import torch
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def main(argv=None):

@@ -7,11 +7,8 @@
 import argparse
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from visionllm.apis.runner import build_runner, load_config  # noqa: E402
+from visionllm.apis.runner import build_runner, load_config
 
 
 def parse_args():
