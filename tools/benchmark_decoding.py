@@ -12,7 +12,6 @@ kernels of token-by-token decoding slow down badly at 2 threads (OpenMP barriers
 descheduled threads), which would exaggerate the speed-up.
 """
 import argparse
-import os
 import time
 
 import torch

@@ -5,7 +5,6 @@
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 

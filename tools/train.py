@@ -6,7 +6,6 @@
 """
 import argparse
 import os
-import os.path as osp
 
 from visionllm.apis.runner import build_runner, load_config
 
