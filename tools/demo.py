@@ -107,6 +107,10 @@ def main() -> None:
     parser.add_argument("--train-iters", type=int, default=30)
     parser.add_argument("--num-train", type=int, default=2000, help="train images if the data must be made")
     args = parser.parse_args()
+    # The steps below load the model three times; its weight-loading progress bars (transformers'
+    # and the GGUF reader's tqdm) say nothing in a demo. Set before transformers is imported.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     if not osp.isfile(CHECKPOINT):
         raise SystemExit(f"error: the shipped checkpoint is missing: {CHECKPOINT}")
     os.makedirs(osp.join(REPO, "outputs"), exist_ok=True)
