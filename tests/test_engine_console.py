@@ -57,3 +57,29 @@ def test_plain_runner_shows_the_blocks(tmp_path):
     """The fake reproduces mmengine's behaviour without the feature (so the test above can fail)."""
     console, _ = FakeRunner(str(tmp_path / "run.log"), "INFO").run()
     assert "System environment:" in console and "Config:" in console
+
+
+class FakeStrategy:
+    def __init__(self, runner):
+        self.logger = FakeRunner.build_logger(runner, log_level=runner.log_level, log_file=runner.log_file)
+
+
+class FakeFlexibleRunner(FakeRunner):
+    """mmengine's FlexibleRunner: its strategy builds the logger."""
+
+    def build_strategy(self):
+        return FakeStrategy(self)
+
+    def run(self):
+        logger = self.build_strategy().logger
+        for message in (ENV, CONFIG, PROGRESS):
+            logger.info(message)
+        for handler in logger.handlers:
+            handler.flush()
+        return self.console.getvalue(), open(self.log_file).read()
+
+
+def test_flexible_runner_logger_built_by_its_strategy(tmp_path):
+    console, file_text = concise_console(FakeFlexibleRunner)(str(tmp_path / "run.log"), "INFO").run()
+    assert "System environment:" not in console and "Config:" not in console and PROGRESS in console
+    assert "System environment:" in file_text and "Config:" in file_text

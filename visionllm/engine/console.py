@@ -48,4 +48,11 @@ def concise_console(runner_cls: Type) -> Type:
             keep_setup_blocks_off_the_console(logger)
             return logger
 
+        def build_strategy(self, *args, **kwargs):
+            # FlexibleRunner: the strategy builds the logger (Runner has no strategies).
+            strategy = super().build_strategy(*args, **kwargs)
+            if isinstance(getattr(strategy, "logger", None), MMLogger):
+                keep_setup_blocks_off_the_console(strategy.logger)
+            return strategy
+
     return ConciseConsoleRunner
