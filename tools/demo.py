@@ -40,6 +40,8 @@ def ensure_data(num_train: int) -> None:
 
 def evaluate(samples_per_task: int) -> None:
     options = [f"test_dataloader.dataset.datasets.{i}.indices={samples_per_task}" for i in range(len(TASK_DATASETS))]
+    # Progress every 50 samples (4 lines for the default 200) keeps the step on one screen.
+    options.append("default_hooks.logger.interval=50")
     run([sys.executable, "tools/test.py", CONFIG, CHECKPOINT, "--work-dir", "work_dirs/demo_test",
          "--out", "outputs/results", "--cfg-options", *options])
 
