@@ -12,16 +12,12 @@ kernels of token-by-token decoding slow down badly at 2 threads (OpenMP barriers
 descheduled threads), which would exaggerate the speed-up.
 """
 import argparse
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from visionllm.instructions import format_category_set  # noqa: E402
-from visionllm.models.llm.task_decoder import LLMTaskDecoder  # noqa: E402
+from visionllm.instructions import format_category_set
+from visionllm.models.llm.task_decoder import LLMTaskDecoder
 
 CATEGORIES = ["person", "bicycle", "car", "dog", "cat", "horse", "bird", "bottle", "chair", "cup"]
 FIELDS = ("cls", "x1", "y1", "x2", "y2")

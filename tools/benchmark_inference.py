@@ -11,13 +11,11 @@ import json
 import os.path as osp
 import random
 import resource
-import sys
 import time
 
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 CONFIG = osp.join(REPO, "configs", "visionllm_tiny_shapes.py")
 CHECKPOINT = osp.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")

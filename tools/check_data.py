@@ -11,10 +11,7 @@ without answers, ...). Exit code 1 when anything is missing (with ``--strict`` a
 annotation is bad), else 0. Nothing is written.
 """
 import argparse
-import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):

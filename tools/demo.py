@@ -15,7 +15,6 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 CONFIG = osp.join(REPO, "configs", "visionllm_tiny_shapes.py")
 CHECKPOINT = osp.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
@@ -41,6 +40,8 @@ def ensure_data(num_train: int) -> None:
 
 def evaluate(samples_per_task: int) -> None:
     options = [f"test_dataloader.dataset.datasets.{i}.indices={samples_per_task}" for i in range(len(TASK_DATASETS))]
+    # Progress every 50 samples (4 lines for the default 200) keeps the step on one screen.
+    options.append("default_hooks.logger.interval=50")
     run([sys.executable, "tools/test.py", CONFIG, CHECKPOINT, "--work-dir", "work_dirs/demo_test",
          "--out", "outputs/results", "--cfg-options", *options])
 
@@ -108,6 +109,10 @@ def main() -> None:
     parser.add_argument("--train-iters", type=int, default=30)
     parser.add_argument("--num-train", type=int, default=2000, help="train images if the data must be made")
     args = parser.parse_args()
+    # The steps below load the model three times; its weight-loading progress bars (transformers'
+    # and the GGUF reader's tqdm) say nothing in a demo. Set before transformers is imported.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     if not osp.isfile(CHECKPOINT):
         raise SystemExit(f"error: the shipped checkpoint is missing: {CHECKPOINT}")
     os.makedirs(osp.join(REPO, "outputs"), exist_ok=True)

@@ -9,9 +9,6 @@ of the LLM are modelled per token and layer (see visionllm/engine/memory.py).
 """
 import argparse
 import os.path as osp
-import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args():

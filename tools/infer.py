@@ -9,11 +9,8 @@ named one per line before anything is built.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def missing_pretrained(config: str) -> list:

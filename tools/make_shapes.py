@@ -6,12 +6,9 @@ The output is deterministic by seed (and independent of --workers).
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from visionllm.datasets.shapes import write_shapes_dataset  # noqa: E402
+from visionllm.datasets.shapes import write_shapes_dataset
 
 
 def parse_args(argv=None):

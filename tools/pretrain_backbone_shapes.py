@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -25,10 +24,8 @@ from pycocotools.coco import COCO
 from torch import nn
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from visionllm.engine.checkpoint import AtomicLocalBackend  # noqa: E402
-from visionllm.models.image_tokenizer.backbones.resnet import ResNetBackbone  # noqa: E402
+from visionllm.engine.checkpoint import AtomicLocalBackend
+from visionllm.models.image_tokenizer.backbones.resnet import ResNetBackbone
 
 IGNORE = 255
 # ImageNet statistics, as the model's data preprocessor uses.

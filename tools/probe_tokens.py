@@ -15,7 +15,6 @@ import argparse
 import json
 import os.path as osp
 import random
-import sys
 from typing import Dict, List
 
 import numpy as np
@@ -23,7 +22,6 @@ import torch
 from mmengine.config import Config, DictAction
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def parse_args(argv=None):

@@ -13,11 +13,8 @@ Hugging Face convention); any other name as a ``torch.save`` file. Both load wit
 import argparse
 import os
 import os.path as osp
-import sys
 
 import torch
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def main(argv=None):

@@ -11,10 +11,7 @@ score_threshold), GET /healthz. See docs/serving.md.
 """
 import argparse
 import logging
-import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):

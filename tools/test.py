@@ -13,12 +13,10 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from visionllm.engine import load_trained_checkpoint, unwrapped_model  # noqa: E402
-from visionllm.apis.inputs import InputError  # noqa: E402
-from visionllm.apis.runner import build_runner, load_config  # noqa: E402
-from visionllm.datasets.checking import exit_if_inputs_missing  # noqa: E402
+from visionllm.engine import load_trained_checkpoint, unwrapped_model
+from visionllm.apis.inputs import InputError
+from visionllm.apis.runner import build_runner, load_config
+from visionllm.datasets.checking import exit_if_inputs_missing
 
 
 def parse_args(argv=None):

@@ -8,14 +8,10 @@ Multi-GPU: tools/dist_train.sh CONFIG NUM_GPUS (docs/multi_gpu.md).
 """
 import argparse
 import os
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from visionllm.apis.runner import build_runner, load_config  # noqa: E402
-from visionllm.datasets.checking import exit_if_inputs_missing  # noqa: E402
-from visionllm.engine.preflight import PreflightError, apply_amp, check_run  # noqa: E402
+from visionllm.apis.runner import build_runner, load_config
+from visionllm.datasets.checking import exit_if_inputs_missing
+from visionllm.engine.preflight import PreflightError, apply_amp, check_run
 
 
 def parse_args():

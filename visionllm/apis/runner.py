@@ -45,8 +45,13 @@ def build_runner(cfg: Config) -> Runner:
         if not dist.is_initialized():
             dist.init_process_group(backend="gloo")
 
+    from visionllm.engine.console import concise_console
+
+    runner_cls = Runner
     if "runner_type" in cfg:
         from mmengine.registry import RUNNERS
 
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+        runner_cls = cfg.runner_type if isinstance(cfg.runner_type, type) else RUNNERS.get(cfg.runner_type)
+        if runner_cls is None:
+            raise SystemExit(f"error: unknown runner_type {cfg.runner_type!r}")
+    return concise_console(runner_cls).from_cfg(cfg)

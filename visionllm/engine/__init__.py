@@ -1,10 +1,11 @@
 from .checkpoint import (AtomicLocalBackend, TrainableStateCheckpointHook, compress_state_dict,
                          decompress_state_dict, load_trained_checkpoint, unwrapped_model)
+from .optim_constructor import SummarisingOptimWrapperConstructor
 from .precision import AutocastOptimWrapper, check_device_dtype, pick_amp_dtype, resolve_dtype
 from .strategies import (VisionLLMDDPStrategy, VisionLLMFSDPStrategy, VisionLLMFullyShardedDataParallel,
                          layer_wrap_policy)
 
 __all__ = ["AtomicLocalBackend", "TrainableStateCheckpointHook", "compress_state_dict", "decompress_state_dict",
-           "load_trained_checkpoint", "unwrapped_model", "AutocastOptimWrapper", "check_device_dtype",
-           "pick_amp_dtype", "resolve_dtype", "VisionLLMDDPStrategy", "VisionLLMFSDPStrategy",
+           "load_trained_checkpoint", "unwrapped_model", "SummarisingOptimWrapperConstructor", "AutocastOptimWrapper",
+           "check_device_dtype", "pick_amp_dtype", "resolve_dtype", "VisionLLMDDPStrategy", "VisionLLMFSDPStrategy",
            "VisionLLMFullyShardedDataParallel", "layer_wrap_policy"]

@@ -6,6 +6,8 @@ val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")
 optim_wrapper = dict(
     type="OptimWrapper",
+    # mmengine's parameter-wise rules, logged as one summary line (visionllm/engine/optim_constructor.py).
+    constructor="SummarisingOptimWrapperConstructor",
     optimizer=dict(type="AdamW", lr=2e-4, weight_decay=0.05, betas=(0.9, 0.999)),
     clip_grad=dict(max_norm=1.0),
 )
