@@ -467,7 +467,7 @@ def test_own_fallback_scores_equal_the_toolkit_on_raw_captions():
 
 @requires_java
 @pytest.mark.slow
-def test_caption_metric_with_java_gives_exactly_the_toolkit_numbers(capsys):
+def test_caption_metric_with_java_gives_exactly_the_toolkit_numbers():
     """The metric against pycocoevalcap run here directly (its tokenizer and the four scorers
     COCOEvalCap runs, SPICE aside); the Java processes are gone afterwards."""
     from pycocoevalcap.bleu.bleu import Bleu
@@ -480,7 +480,9 @@ def test_caption_metric_with_java_gives_exactly_the_toolkit_numbers(capsys):
     metric = CaptionMetric()
     metric.process({}, [dict(task="caption", img_id=k, pred_text=hyps[k], gt_texts=refs[k]) for k in hyps])
     result = metric.compute_metrics(metric.results)
-    assert "COCO caption toolkit" in metric.scorer_used and "COCO caption toolkit" in capsys.readouterr().out
+    # (the printed table's title is this same string; mmengine's logger keeps the stdout of the
+    # test that created it, so capsys cannot see it reliably)
+    assert "COCO caption toolkit" in metric.scorer_used
     assert _java_children() == []
 
     tokenizer = PTBTokenizer()
