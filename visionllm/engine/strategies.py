@@ -14,7 +14,7 @@
 Both classes also run on CPU-only machines (gloo; no device ids), which is how they are tested.
 """
 import os
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from mmengine._strategy import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceStrategy
@@ -68,17 +68,47 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
     (``ignored_modules``): with LoRA that is every adapted projection and the extended
     vocabulary, whose weights would then be neither sharded nor gradient-synchronised. With
     ``use_orig_params=True`` FSDP keeps ``requires_grad`` per original tensor, so nothing needs
-    to be ignored.
+    to be ignored: FSDP is initialised here with mmengine's config parsing but without
+    mmengine's ``ignored_modules``.
     """
 
-    def __init__(self, module: nn.Module, use_orig_params: bool = True, **kwargs):
+    def __init__(self, module: nn.Module, use_orig_params: bool = True, sharding_strategy=None,
+                 auto_wrap_policy=None, mixed_precision=None, backward_prefetch=None, **kwargs):
         if not use_orig_params:
             raise ValueError("VisionLLMFullyShardedDataParallel needs use_orig_params=True "
                              "(LoRA mixes frozen and trainable tensors in one module)")
-        super().__init__(module, use_orig_params=use_orig_params, **kwargs)
+        from functools import partial
 
-    def _find_ignored_module(self, module: nn.Module, ignored_modules: Iterable) -> list:
-        return []
+        from torch.distributed.fsdp import BackwardPrefetch, FullyShardedDataParallel, MixedPrecision, ShardingStrategy
+        if isinstance(sharding_strategy, str):
+            sharding_strategy = ShardingStrategy[sharding_strategy]
+        if isinstance(backward_prefetch, str):
+            backward_prefetch = BackwardPrefetch[backward_prefetch]
+        if isinstance(auto_wrap_policy, str):
+            auto_wrap_policy = FUNCTIONS.get(auto_wrap_policy)
+        elif isinstance(auto_wrap_policy, dict):
+            auto_wrap_policy = dict(auto_wrap_policy)
+            auto_wrap_policy = partial(FUNCTIONS.get(auto_wrap_policy.pop("type")), **auto_wrap_policy)
+        if isinstance(mixed_precision, dict):
+            mixed_precision = MixedPrecision(**{k: getattr(torch, v) if isinstance(v, str) else v
+                                                for k, v in mixed_precision.items()})
+        # FSDP cannot flatten 0-d parameters (e.g. a learned scalar bias): they stay outside FSDP,
+        # replicated, and their gradients are averaged over the ranks here.
+        scalars = [p for p in module.parameters() if p.dim() == 0]
+        for param in scalars:
+            if param.requires_grad:
+                param.register_post_accumulate_grad_hook(_average_over_ranks)
+        FullyShardedDataParallel.__init__(
+            self, module=module, sharding_strategy=sharding_strategy, auto_wrap_policy=auto_wrap_policy,
+            mixed_precision=mixed_precision, backward_prefetch=backward_prefetch, use_orig_params=True,
+            ignored_states=scalars or None, **kwargs)
+
+
+def _average_over_ranks(param: torch.Tensor) -> None:
+    import torch.distributed as dist
+    if param.grad is not None and dist.is_initialized():
+        dist.all_reduce(param.grad)
+        param.grad.div_(dist.get_world_size())
 
 
 def sharded_clip_grad_norm(model: nn.Module):
