@@ -1,10 +1,10 @@
 """Checks run before a training run builds anything: one clear line per problem, no traceback.
 
-A paper-size run fails late and expensively (after minutes of loading on every GPU) when a
-pretrained directory is missing, the strategy's package is not installed, or the device cannot
-compute in the configured dtype; these checks name the thing and the fix up front.
+A paper-size run fails late and expensively (after minutes of loading on every GPU) when the
+strategy's package is not installed or the device cannot compute in the configured dtype; these
+checks name the thing and the fix up front. Missing data files and pretrained directories are
+checked by ``visionllm.datasets.checking.exit_if_inputs_missing``.
 """
-import os.path as osp
 
 import torch
 from mmengine.config import Config
@@ -15,30 +15,6 @@ from .strategies import strategy_package_missing
 
 class PreflightError(ValueError):
     """A run that cannot start; the message is one line naming the problem and the fix."""
-
-
-def _pretrained_paths(model_cfg: dict):
-    """``(config key, path, kind)`` of the local pretrained files a model config reads."""
-    tokenizer = model_cfg.get("image_tokenizer") or {}
-    decoder = model_cfg.get("task_decoder") or {}
-    llm = decoder.get("llm") or {}
-    source = llm.get("source", "smollm2")
-    if source not in ("smollm2", "meta"):
-        yield "model.task_decoder.llm.source", source, "Hugging Face LLaMA directory (weights + tokenizer)"
-    text = tokenizer.get("text_encoder") or {}
-    if text.get("model_dir"):
-        yield "model.image_tokenizer.text_encoder.model_dir", text["model_dir"], "Hugging Face BERT directory"
-    backbone = tokenizer.get("backbone") or {}
-    if backbone.get("checkpoint"):
-        yield "model.image_tokenizer.backbone.checkpoint", backbone["checkpoint"], "backbone weights file"
-
-
-def check_pretrained(cfg: Config) -> None:
-    for key, path, kind in _pretrained_paths(cfg.model):
-        exists = osp.isfile(path) if kind.endswith("file") else osp.isdir(path)
-        if not exists:
-            raise PreflightError(f"pretrained {kind} {path!r} ({key}) not found: put it there, or point the "
-                                 f"config at it (--cfg-options {key}=PATH)")
 
 
 def check_precision(cfg: Config) -> None:
@@ -61,7 +37,6 @@ def check_run(cfg: Config) -> None:
     if missing:
         raise PreflightError(missing)
     check_precision(cfg)
-    check_pretrained(cfg)
 
 
 def apply_amp(cfg: Config) -> str:
