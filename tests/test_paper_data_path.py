@@ -229,11 +229,13 @@ def test_tools_test_prints_the_five_metric_tables(paper_run, tmp_path):
     titles = [f"COCO AP (detection, {counts['coco_val_images']} images)",
               f"COCO AP (segmentation, {counts['coco_val_images']} images)",
               f"Visual grounding ({counts['refcoco_val']} expressions)",
-              f"Image captioning ({counts['caption_test']} images)",
+              f"Image captioning ({counts['caption_test']} images; ",
               f"VQA ({counts['vqa_val']} questions, {counts['vqa_val']} with answers)"]
     lines = log.splitlines()
     for title in titles:  # each a title line followed by its table
-        at = [i for i, line in enumerate(lines) if line.strip() == title]
+        # (the caption title goes on to name the scorer it used)
+        at = [i for i, line in enumerate(lines) if line.strip() == title or
+              (title.endswith("; ") and line.strip().startswith(title))]
         assert at and lines[at[0] + 1].startswith("+-"), (title, log[-4000:])
     # Every test sample of every task was predicted and written in the standard result files.
     with open(osp.join(out, "caption.caption.json")) as handle:
