@@ -143,8 +143,9 @@ class VisionLLM(BaseModel):
                 losses[name] = value * self.tokenizer_loss_weight if "loss" in name else value
             return losses
         if mode == "predict":
-            return self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
-                                             outputs["class_priors"], self._image_features(outputs))
+            samples = self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
+                                                outputs["class_priors"], self._image_features(outputs))
+            return [_in_float32(sample) for sample in samples]
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 
     def init_weights(self):
@@ -166,3 +167,14 @@ class VisionLLM(BaseModel):
                 if under_prefix(name) and not param.requires_grad]
         keys += [name for name, _ in self.named_buffers(remove_duplicate=False) if under_prefix(name)]
         return keys
+
+
+def _in_float32(sample):
+    """Predictions made under autocast in float32, as numpy and the metrics expect them."""
+    if "pred_instances" in sample:
+        pred = sample.pred_instances
+        for key in list(pred.keys()):
+            value = pred.get(key)
+            if torch.is_tensor(value) and value.is_floating_point() and value.dtype != torch.float32:
+                pred.set_field(value.float(), key)
+    return sample
