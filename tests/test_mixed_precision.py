@@ -148,3 +148,31 @@ def test_amp_picks_a_dtype_the_device_serves(tmp_path, monkeypatch):
     assert pick_amp_dtype("cuda") == torch.float16
     with pytest.raises(ValueError, match=r"compute capability 7.0\) has no bfloat16; use float16"):
         check_device_dtype("bfloat16", "cuda")
+
+
+def test_bfloat16_on_a_cpu_without_bfloat16_instructions_is_warned_about(monkeypatch):
+    from mmengine.config import Config
+
+    import visionllm.engine.preflight as preflight
+    monkeypatch.setattr(preflight, "default_device_type", lambda: "cpu")
+    plain_cpu, bf16_cpu = {"avx2", "fma"}, {"avx2", "avx512f", "avx512_bf16"}
+    frozen = Config(dict(model=dict(frozen_dtype="bfloat16"), optim_wrapper=dict(type="OptimWrapper")))
+    amp = Config(dict(model=dict(), optim_wrapper=dict(type="AutocastOptimWrapper", dtype="bfloat16")))
+    float32 = Config(dict(model=dict(frozen_dtype=None), optim_wrapper=dict(type="OptimWrapper")))
+    half = Config(dict(model=dict(frozen_dtype="float16"), optim_wrapper=None))
+    assert "frozen_dtype=None" in preflight.precision_warning(frozen, plain_cpu)
+    assert "no bfloat16 instructions" in preflight.precision_warning(amp, plain_cpu)
+    assert preflight.precision_warning(frozen, bf16_cpu) is None
+    assert preflight.precision_warning(frozen, {"amx_bf16"}) is None
+    assert preflight.precision_warning(float32, plain_cpu) is None
+    assert preflight.precision_warning(half, plain_cpu) is None
+    monkeypatch.setattr(preflight, "default_device_type", lambda: "cuda")
+    assert preflight.precision_warning(frozen, plain_cpu) is None
+
+
+def test_cpu_flags_are_read_from_the_flags_line(tmp_path):
+    from visionllm.engine.precision import cpu_flags
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\n")
+    assert cpu_flags(str(info)) == {"fpu", "sse2", "avx512_bf16", "amx_tile"}
+    assert cpu_flags(str(tmp_path / "missing")) is None

@@ -17,6 +17,7 @@ from visionllm.engine import load_trained_checkpoint, unwrapped_model
 from visionllm.apis.inputs import InputError
 from visionllm.apis.runner import build_runner, load_config
 from visionllm.datasets.checking import exit_if_inputs_missing
+from visionllm.engine.preflight import precision_warning
 
 
 def parse_args(argv=None):
@@ -74,6 +75,9 @@ def main(argv=None):
     if args.show_dir:
         cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
             dict(type="DrawPredictionsHook", show_dir=args.show_dir, score_thr=args.score_thr)]
+    warning = precision_warning(cfg)
+    if warning:
+        print(warning)
     exit_if_inputs_missing(cfg)
     runner = build_runner(cfg)
     try:

@@ -11,7 +11,7 @@ import os
 
 from visionllm.apis.runner import build_runner, load_config
 from visionllm.datasets.checking import exit_if_inputs_missing
-from visionllm.engine.preflight import PreflightError, apply_amp, check_run
+from visionllm.engine.preflight import PreflightError, apply_amp, check_run, precision_warning
 
 
 def parse_args():
@@ -39,6 +39,9 @@ def main():
         if args.amp:
             print(apply_amp(cfg))
         check_run(cfg)
+        warning = precision_warning(cfg)
+        if warning:
+            print(warning)
     except PreflightError as error:
         raise SystemExit(f"error: {error}")
     if args.resume == "auto":

@@ -44,6 +44,31 @@ def check_device_dtype(dtype, device_type: Optional[str] = None) -> torch.dtype:
     return dtype
 
 
+def cpu_flags(path: str = "/proc/cpuinfo") -> Optional[set]:
+    """The instruction-set flags of this CPU (Linux), or None where they cannot be read."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def slow_bfloat16_warning(device_type: Optional[str] = None, flags: Optional[set] = None) -> Optional[str]:
+    """A one-line warning when bfloat16 would run on a CPU without bfloat16 instructions
+    (AVX512-BF16 or AMX), where PyTorch emulates it: convolutions and matrix products then take
+    tens of times longer than in float32. None on GPUs, capable CPUs and unknown CPUs."""
+    device_type = device_type or default_device_type()
+    flags = cpu_flags() if flags is None else flags
+    if device_type != "cpu" or flags is None or flags & {"avx512_bf16", "amx_bf16"}:
+        return None
+    return ("warning: this CPU has no bfloat16 instructions (avx512_bf16 / amx_bf16), so bfloat16 is "
+            "emulated and runs much slower than float32; for CPU runs set model.frozen_dtype=None "
+            "and leave out --amp")
+
+
 def pick_amp_dtype(device_type: Optional[str] = None) -> torch.dtype:
     """bfloat16 where the device supports it (CPUs, GPUs of compute capability 8.0+), else
     float16 (older GPUs)."""

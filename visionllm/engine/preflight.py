@@ -9,7 +9,8 @@ checked by ``visionllm.datasets.checking.exit_if_inputs_missing``.
 import torch
 from mmengine.config import Config
 
-from .precision import PrecisionError, check_device_dtype, default_device_type, dtype_name, pick_amp_dtype
+from .precision import (PrecisionError, check_device_dtype, default_device_type, dtype_name, pick_amp_dtype,
+                        resolve_dtype, slow_bfloat16_warning)
 from .strategies import strategy_package_missing
 
 
@@ -29,6 +30,18 @@ def check_precision(cfg: Config) -> None:
             check_device_dtype(cfg.optim_wrapper.dtype, device)
     except PrecisionError as error:
         raise PreflightError(str(error)) from None
+
+
+def precision_warning(cfg: Config, flags=None):
+    """A one-line warning when the config computes in bfloat16 where that is emulated (a CPU
+    without bfloat16 instructions), else None."""
+    wanted = [cfg.model.get("frozen_dtype")]
+    optim_wrapper = cfg.get("optim_wrapper") or {}
+    if optim_wrapper.get("type") in ("AmpOptimWrapper", "AutocastOptimWrapper"):
+        wanted.append(optim_wrapper.get("dtype"))
+    if not any(name and resolve_dtype(name) == torch.bfloat16 for name in wanted):
+        return None
+    return slow_bfloat16_warning(default_device_type(), flags)
 
 
 def check_run(cfg: Config) -> None:
