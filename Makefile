@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: env ops test demo serve check-cuda benchmark clean-ops
+.PHONY: env ops test test-fast demo serve check-cuda benchmark clean-ops
 
 env: $(ENV_STAMP)
 
@@ -29,6 +29,10 @@ ops: $(ENV_STAMP)
 
 test: ops
 	$(PY) -m pytest -q tests
+
+# Everything except the tests marked slow (whole model, training, the real LLM): for development.
+test-fast: ops
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: ops
 	$(PY) tools/demo.py

@@ -17,8 +17,7 @@ import sys
 import pytest
 import torch
 
-from full_model_fixtures import smollm2_tokenizer_dir, tiny_workspace  # noqa: F401
-from test_llm_fixtures import save_tiny_llama
+from tiny_llm import save_tiny_llama
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -10,6 +10,8 @@ from visionllm.engine.console import concise_console
 ENV = "\n" + "-" * 60 + "\nSystem environment:\n    sys.platform: linux\n"
 CONFIG = "Config:\nmodel = dict(type='VisionLLM')"
 HOOKS = "Hooks will be executed in the following order:\nbefore_run:\n(VERY_HIGH   ) RuntimeInfoHook"
+SYNCBN = ("Distributed training is not used, all SyncBatchNorm (SyncBN) layers in the model will be "
+          "automatically reverted to BatchNormXd layers if they are used.")
 PROGRESS = "Iter(train) [ 5/30]  lr: 4.0000e-04  loss: 80.1"
 
 
@@ -29,7 +31,7 @@ class FakeRunner:
 
     def run(self):
         logger = self.build_logger(log_level=self.log_level, log_file=self.log_file)
-        for message in (ENV, CONFIG, HOOKS, PROGRESS):
+        for message in (ENV, CONFIG, HOOKS, SYNCBN, PROGRESS):
             logger.info(message)
         logger.warning("a real warning")
         for handler in logger.handlers:
@@ -40,7 +42,7 @@ class FakeRunner:
 def test_setup_blocks_stay_in_the_log_file_only(tmp_path):
     log_file = str(tmp_path / "run.log")
     console, file_text = concise_console(FakeRunner)(log_file, "INFO").run()
-    for block in ("System environment:", "Config:", "Hooks will be executed"):
+    for block in ("System environment:", "Config:", "Hooks will be executed", "SyncBatchNorm"):
         assert block not in console
         assert block in file_text
     assert PROGRESS in console and "a real warning" in console

@@ -1,7 +1,7 @@
 """The image read-out of the LLM decoder layers (visionllm/models/llm/image_readout.py)."""
 import pytest
 import torch
-from test_llm_fixtures import build_decoder, make_sample, single_thread, smollm2_tokenizer_dir, tiny_llama_dir  # noqa: F401
+from tiny_llm import build_decoder, make_sample
 
 from visionllm.models.llm.image_readout import ImageCrossAttention
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
+from tiny_model import write_tiny_config
 from visionllm.apis.inputs import InputError
 from visionllm.instructions import build_instruction, format_category_set
 import random
+
+pytestmark = pytest.mark.slow  # the whole tiny model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DET = 'Detect {cats} in <image>. Answer as a list of (c, x1, y1, x2, y2).'

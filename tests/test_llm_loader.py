@@ -1,8 +1,7 @@
 """LLM loading: local HF directories, layer truncation, and the Alpaca-7B config on `meta`."""
 import pytest
 import torch
-from test_llm_fixtures import (save_tiny_llama, single_thread, smollm2_tokenizer_dir,  # noqa: F401
-                               tiny_llama_dir)
+from tiny_llm import save_tiny_llama
 
 from visionllm.models.llm.llm_loader import ALPACA_7B_CONFIG, lora_parameter_count, load_causal_lm
 from visionllm.models.llm.vocabulary import SpecialTokens

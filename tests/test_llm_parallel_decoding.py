@@ -1,7 +1,6 @@
 """Output-format-as-query decoding: block mask, isolation, permutation, autoregressive equivalence."""
 import pytest
 import torch
-from test_llm_fixtures import single_thread, smollm2_tokenizer_dir, tiny_llama_dir  # noqa: F401
 
 from visionllm.models.llm.llm_loader import load_causal_lm
 from visionllm.models.llm.parallel_decoding import (autoregressive_forward, block_attention_mask,

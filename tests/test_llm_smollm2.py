@@ -1,11 +1,10 @@
 """The embedded SmolLM2-135M-Instruct GGUF as the task decoder's LLM (one load per session)."""
 import pytest
 import torch
-from test_llm_fixtures import single_thread  # noqa: F401
 
 from visionllm.models.llm.parallel_decoding import parallel_forward
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # the real 135M LLM
 
 
 @pytest.fixture(scope="module")

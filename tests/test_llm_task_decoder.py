@@ -4,8 +4,7 @@ import os
 
 import pytest
 import torch
-from test_llm_fixtures import (build_decoder, make_sample, single_thread,  # noqa: F401
-                               smollm2_tokenizer_dir, tiny_llama_dir)
+from tiny_llm import build_decoder, make_sample
 
 from visionllm.instructions import LocationCodec, format_category_set
 

@@ -1,8 +1,7 @@
 """Extended vocabulary and LoRA: new rows train, the base vocabulary and base weights never move."""
 import torch
 import pytest
-from test_llm_fixtures import (save_tiny_llama, single_thread, smollm2_tokenizer_dir,  # noqa: F401
-                               tiny_llama_dir)
+from tiny_llm import save_tiny_llama
 
 from visionllm.models.llm.llm_loader import apply_lora, load_causal_lm
 from visionllm.models.llm.vocabulary import (ExtendedEmbedding, ExtendedLMHead, SpecialTokens,

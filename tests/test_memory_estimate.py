@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_model_cfg, write_tiny_config  # noqa: F401
+from tiny_model import tiny_model_cfg, write_tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -354,6 +354,15 @@ def test_multi_task_metric_routes_by_task():
     assert "caption/CIDEr" in result and not any(k.startswith("grounding") for k in result)
 
 
+def test_multi_task_metric_builds_without_warnings(monkeypatch):
+    """Its keys carry the task prefixes; mmengine must not warn that it has no prefix of its own."""
+    import mmengine.evaluator.metric as metric_module
+    logged = []
+    monkeypatch.setattr(metric_module, "print_log", lambda message, *args, **kwargs: logged.append(message))
+    MultiTaskMetric(task_metrics=dict(vqa=dict(type="VQAAccuracy")))
+    assert logged == []
+
+
 def test_coco_metric_reads_predicted_masks(coco_gt):
     path, data = coco_gt
     gt = COCO(str(path))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.dataset import pseudo_collate
 
-from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_model_cfg, tiny_workspace  # noqa: F401
+from tiny_model import tiny_model_cfg
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from paper_data_tree import IMAGES, KARPATHY, SPLITS_2017, expected_counts, write_paper_data_tree
-from test_llm_fixtures import save_tiny_llama, smollm2_tokenizer_dir  # noqa: F401  (fixture)
+from tiny_llm import save_tiny_llama
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STAGE2 = osp.join(REPO, "configs", "visionllm_r50_alpaca7b_stage2.py")

@@ -71,6 +71,7 @@ def _parameter_names(body_state: dict) -> list:
     return [name for name, _ in body.named_parameters() if name in body_state]
 
 
+@pytest.mark.slow  # trains the backbone
 def test_saved_body_loads_into_the_backbone_with_trained_weights(shapes_root, tmp_path):
     common = ["--data-root", shapes_root, "--iters", "2", "--batch-size", "2", "--size", "64", "--eval-interval", "2",
               "--seed", "3"]

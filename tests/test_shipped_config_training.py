@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 
-from full_model_fixtures import tiny_workspace  # noqa: F401  (fixture)
 from visionllm.engine.checkpoint import AtomicLocalBackend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,6 +15,8 @@ from pycocotools.cocoeval import COCOeval
 
 from visionllm.registry import MODELS
 
+pytestmark = pytest.mark.slow  # the runner's whole test loop
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

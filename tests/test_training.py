@@ -7,8 +7,10 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
+from tiny_model import write_tiny_config
 from visionllm.registry import HOOKS
+
+pytestmark = pytest.mark.slow  # trains the whole tiny model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = []

@@ -1,10 +1,13 @@
 """The whole model on tiny parts: losses, gradients, predictions for every task, checkpoints."""
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 
-from full_model_fixtures import smollm2_tokenizer_dir, tiny_llm_dir, tiny_workspace, write_tiny_config  # noqa: F401
+from tiny_model import write_tiny_config
+
+pytestmark = pytest.mark.slow  # the whole tiny model
 
 
 def _build(tmp_path, llm_dir, workspace, monkeypatch, tokenizer_options=None, decoder_options=None, **model_options):

@@ -74,7 +74,7 @@ def main(argv=None):
         cfg.test_evaluator = set_outfile_prefix(cfg.test_evaluator, args.out)
     if args.show_dir:
         cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
-            dict(type="DrawPredictionsHook", show_dir=args.show_dir, score_thr=args.score_thr)]
+            dict(type="VisionLLMVisualizationHook", show_dir=args.show_dir, score_thr=args.score_thr)]
     warning = precision_warning(cfg)
     if warning:
         print(warning)

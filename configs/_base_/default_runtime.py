@@ -17,6 +17,8 @@ custom_hooks = [dict(type="TrainableStateCheckpointHook")]
 
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                dist_cfg=dict(backend="nccl"))
+# The package's one drawer (tools/test.py --show-dir and the inferencer); scalars go to vis_data/.
+visualizer = dict(type="VisionLLMVisualizer", vis_backends=[dict(type="LocalVisBackend")])
 log_processor = dict(type="LogProcessor", window_size=10, by_epoch=False)
 log_level = "INFO"
 # A batch of caption / VQA samples leaves the structured-output parts unused (and vice versa).

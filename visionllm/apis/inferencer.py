@@ -13,7 +13,7 @@ from mmengine.dataset import Compose
 from visionllm.apis.inputs import (ImageInput, InputError, load_image, original_size, parse_category_set,
                                    quoted_phrase)
 from visionllm.engine.checkpoint import load_trained_checkpoint
-from visionllm.instructions import UnsupportedOutputFormat, find_output_format
+from visionllm.instructions import IMAGE_PLACEHOLDER, UnsupportedOutputFormat, find_output_format
 
 _CAPTION_WORDS = re.compile(r"\b(caption|describe|description|summari[sz]e)\b", re.IGNORECASE)
 _QUESTION_MARKERS = re.compile(r"\b(question|Q:)|\banswer\s*:", re.IGNORECASE)
@@ -65,10 +65,10 @@ def describe_instruction(text: str) -> dict:
     """
     if not isinstance(text, str) or not text.strip():
         raise InputError("the instruction is empty")
-    count = text.count("<image>")
+    count = text.count(IMAGE_PLACEHOLDER)
     if count != 1:
-        raise InputError(f"the instruction must contain <image> exactly once (found {count}), "
-                         "e.g. '<image> Write a short caption for the image.'")
+        raise InputError(f"the instruction must contain {IMAGE_PLACEHOLDER} exactly once (found {count}), "
+                         f"e.g. '{IMAGE_PLACEHOLDER} Write a short caption for the image.'")
     try:
         output_format = find_output_format(text)
     except UnsupportedOutputFormat as err:
@@ -149,6 +149,7 @@ class VisionLLMInferencer:
             load_trained_checkpoint(self.model, checkpoint)
         self.model.to(device).eval()
         self.device = device
+        self._visualizer = None
         with DefaultScope.overwrite_default_scope("visionllm"):
             self.pipeline = Compose(steps)
 
@@ -209,8 +210,25 @@ class VisionLLMInferencer:
             result.text = sample.pred_text
         return result
 
-    def visualize(self, image: ImageInput, result: VisionLLMResult, out_file: str) -> str:
-        """Write a PNG of the image with the result's boxes, polygons and text."""
-        from visionllm.visualization import draw_result
+    @property
+    def visualizer(self):
+        """The inferencer's :class:`~visionllm.visualization.VisionLLMVisualizer` (from
+        ``VISUALIZERS``; built on first use, one per inferencer)."""
+        if self._visualizer is None:
+            import visionllm.visualization  # noqa: F401  registers the visualizer
+            from mmengine.registry import DefaultScope
+            from visionllm.registry import VISUALIZERS
 
-        return draw_result(load_image(image), result, out_file)
+            with DefaultScope.overwrite_default_scope("visionllm"):
+                self._visualizer = VISUALIZERS.build(dict(type="VisionLLMVisualizer",
+                                                          name=f"visionllm_inferencer_{id(self)}"))
+        return self._visualizer
+
+    def visualize(self, image: ImageInput, result: VisionLLMResult, out_file: str) -> str:
+        """Write a PNG of the image with the result's boxes, polygons and text; returns its path."""
+        from PIL import Image
+
+        picture = self.visualizer.draw_result(load_image(image), result)
+        os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
+        Image.fromarray(picture).save(out_file)
+        return out_file

@@ -19,7 +19,7 @@ from visionllm.apis.inputs import InputError
 from visionllm.apis.server import DEFAULT_SCORE_THRESHOLD, ModelService, open_upload
 from visionllm.datasets.shapes import SHAPE_KINDS, build_split
 from visionllm.instructions import build_instruction
-from visionllm.visualization import draw_result
+from visionllm.visualization import VisionLLMVisualizer
 
 # Preset label → (task of build_instruction, what the preset fills in).
 PRESETS = {
@@ -55,13 +55,11 @@ def write_examples(out_dir: str, count: int = 3, seed: int = 0) -> List[str]:
 
 
 def _drawn_picture(image: Image.Image, result, score_threshold: float) -> np.ndarray:
-    """The result drawn on the image (``draw_result`` writes a file; the page shows an array)."""
+    """The result drawn on the image by the package's visualizer (the inferencer's drawer)."""
     from visionllm.apis.inputs import load_image
 
-    with tempfile.TemporaryDirectory(prefix="visionllm-draw-") as folder:
-        path = draw_result(load_image(image), result, os.path.join(folder, "result.png"), score_threshold)
-        with Image.open(path) as drawn:
-            return np.asarray(drawn.convert("RGB"))
+    visualizer = VisionLLMVisualizer.get_instance("visionllm_web_page")
+    return visualizer.draw_result(load_image(image), result, score_threshold)
 
 
 def build_page(service: ModelService, examples: Sequence[str] = (), categories: Sequence[str] = SHAPE_KINDS):

@@ -27,8 +27,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 from shapely.geometry import MultiPolygon, Polygon
+
+from visionllm.utils.polygon_masks import polygon_mask
 
 SHAPE_KINDS = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 COLOURS: Dict[str, Tuple[int, int, int]] = {
@@ -109,14 +110,6 @@ def polygon_to_coco(geometry) -> List[List[float]]:
     return segmentation
 
 
-def rasterize(segmentation: List[List[float]], height: int, width: int) -> np.ndarray:
-    """The pycocotools rasterisation of a COCO polygon segmentation (bool [H, W])."""
-    if not segmentation:
-        return np.zeros((height, width), dtype=bool)
-    rles = mask_utils.frPyObjects(segmentation, height, width)
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-
-
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A textured, noisy background in muted tones so the named colours stay distinct."""
     base = rng.uniform(70, 150, size=3).astype(np.float32)
@@ -178,7 +171,7 @@ def generate_image(rng: np.random.Generator, width: int, height: int, max_object
         for o in objects:
             o.visible = o.visible.difference(outline)
         new_segs = [_check_visible(o, height, width) for o in candidates]
-        masks = [rasterize(s, height, width) if s is not None else None for s in new_segs]
+        masks = [polygon_mask(s, height, width) if s is not None else None for s in new_segs]
         ok = all(m is not None and m.any() for m in masks)
         if ok:  # rasterised visible parts must be pixel-disjoint for the annotation to be exact
             ok = int(np.sum([m.sum() for m in masks])) == int(np.logical_or.reduce(masks).sum())

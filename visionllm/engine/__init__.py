@@ -4,8 +4,9 @@ from .optim_constructor import SummarisingOptimWrapperConstructor
 from .precision import AutocastOptimWrapper, check_device_dtype, pick_amp_dtype, resolve_dtype
 from .strategies import (VisionLLMDDPStrategy, VisionLLMFSDPStrategy, VisionLLMFullyShardedDataParallel,
                          layer_wrap_policy)
+from .visualization_hook import VisionLLMVisualizationHook
 
 __all__ = ["AtomicLocalBackend", "TrainableStateCheckpointHook", "compress_state_dict", "decompress_state_dict",
            "load_trained_checkpoint", "unwrapped_model", "SummarisingOptimWrapperConstructor", "AutocastOptimWrapper",
            "check_device_dtype", "pick_amp_dtype", "resolve_dtype", "VisionLLMDDPStrategy", "VisionLLMFSDPStrategy",
-           "VisionLLMFullyShardedDataParallel", "layer_wrap_policy"]
+           "VisionLLMFullyShardedDataParallel", "layer_wrap_policy", "VisionLLMVisualizationHook"]

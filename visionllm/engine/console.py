@@ -12,8 +12,10 @@ from typing import Type
 
 from mmengine.logging import MMLogger
 
-# How the three set-up blocks of mmengine's Runner begin (Runner._log_env, Runner.__init__).
-SETUP_BLOCKS = ("System environment:", "Config:\n", "Hooks will be executed in the following order:")
+# How the three set-up blocks of mmengine's Runner begin (Runner._log_env, Runner.__init__), and
+# its SyncBN notice for single-process runs (Runner.wrap_model), which no model here needs.
+SETUP_BLOCKS = ("System environment:", "Config:\n", "Hooks will be executed in the following order:",
+                "Distributed training is not used, all SyncBatchNorm")
 
 
 class SetupBlocksFilter(logging.Filter):

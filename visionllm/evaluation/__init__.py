@@ -7,6 +7,3 @@ from .vqa_metric import VQAAccuracy, normalize_answer, vqa_accuracy
 
 __all__ = ["VisionLLMCocoMetric", "RefCocoMetric", "CaptionMetric", "VQAAccuracy", "MultiTaskMetric",
            "normalize_answer", "vqa_accuracy"]
-from .prediction_drawer import DrawPredictionsHook, draw_prediction  # noqa: E402
-
-__all__ += ["DrawPredictionsHook", "draw_prediction"]

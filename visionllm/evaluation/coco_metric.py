@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from visionllm.registry import METRICS
+from visionllm.utils.polygon_masks import polygon_rle
 
 from .table import print_table
 from .utils import dump_json, to_dict, to_numpy
@@ -83,8 +84,7 @@ class VisionLLMCocoMetric(BaseMetric):
                 x1, y1, x2, y2 = to_numpy(pred["bboxes"]).reshape(-1, 4).T
                 polygons = np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1),
                                      np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1)
-            rles = [mask_utils.merge(mask_utils.frPyObjects([p.reshape(-1).astype(np.float64).tolist()], h, w))
-                    for p in polygons]
+            rles = [polygon_rle([p], h, w) for p in polygons]
         for rle in rles:
             rle["counts"] = rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]
         return rles

@@ -18,7 +18,9 @@ class MultiTaskMetric(BaseMetric):
     unless it sets its own.
     """
 
-    default_prefix = None
+    # Its keys carry the sub-metrics' task prefixes; an empty own prefix (not None) also keeps
+    # mmengine from warning that none is set.
+    default_prefix = ""
     # (not named ``metrics``: mmengine reads a dict with a ``metrics`` key as an Evaluator config)
 
     def __init__(self, task_metrics: Dict[str, dict], outfile_prefix: Optional[str] = None,

@@ -1,25 +1,12 @@
-"""Shared fixtures of the task-decoder tests: a tiny random Llama with the SmolLM2 tokenizer.
+"""Helpers of the task-decoder tests: a tiny random Llama with the SmolLM2 tokenizer, decoder
+configs and data samples (the session fixtures that use them are in conftest.py).
 
 Most tests run on a 2-layer, width-64 Llama saved to a temporary HF directory (fast); only the
 tests marked as such load the embedded SmolLM2 GGUF itself.
 """
-import os
-
-import pytest
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
-
-
-@pytest.fixture(scope="session")
-def smollm2_tokenizer_dir(tmp_path_factory):
-    from transformers import AutoTokenizer
-    from visionllm.utils.embedded import smollm2_gguf_path
-    path = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
-    out = tmp_path_factory.mktemp("smollm2_tokenizer")
-    tokenizer.save_pretrained(out)
-    return str(out)
 
 
 def save_tiny_llama(directory, tokenizer_dir, tie: bool = True, seed: int = 0) -> str:
@@ -40,11 +27,6 @@ def save_tiny_llama(directory, tokenizer_dir, tie: bool = True, seed: int = 0) -
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer_dir):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smollm2_tokenizer_dir)
 
 
 def tiny_decoder_cfg(llm_dir: str, **overrides) -> dict:
@@ -81,11 +63,3 @@ def make_sample(task: str, instruction: str, *, categories=(), output_format=Non
     sample.gt_instances = gt
     return sample
 
-
-@pytest.fixture(scope="module", autouse=False)
-def single_thread():
-    """Tiny models on a shared 2-core machine run ~10x faster on one thread (no oversubscription)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

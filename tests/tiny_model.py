@@ -1,14 +1,10 @@
 """A whole VisionLLM small enough for unit tests, plus a few generated shapes images.
 
-Tiny random Llama (saved by test_llm_fixtures) and a 1-layer random BERT, ResNet-18 backbone on
+Tiny random Llama (saved by tiny_llm.save_tiny_llama) and a 1-layer random BERT, ResNet-18 backbone on
 64-96 px images: builds in seconds, trains a few iterations in seconds.
 """
 import os
 import textwrap
-
-import pytest
-
-from test_llm_fixtures import save_tiny_llama, smollm2_tokenizer_dir  # noqa: F401  (fixture)
 
 TINY_TEXT_ENCODER = dict(pretrained=False, trainable=True,
                          config_overrides=dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
@@ -32,22 +28,6 @@ def tiny_model_cfg(llm_dir: str) -> dict:
                           lora=dict(rank=4, alpha=8, dropout=0.0), max_new_tokens=4),
         pretrained_prefixes=("task_decoder.llm",),
     )
-
-
-@pytest.fixture(scope="session")
-def tiny_llm_dir(tmp_path_factory, smollm2_tokenizer_dir):  # noqa: F811
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama_full"), smollm2_tokenizer_dir)
-
-
-@pytest.fixture(scope="session")
-def tiny_workspace(tmp_path_factory):
-    """A folder holding ``data/shapes`` (a few small images): the data configs use that relative
-    path, so tests chdir here."""
-    from visionllm.datasets.shapes import write_shapes_dataset
-    root = tmp_path_factory.mktemp("workspace")
-    write_shapes_dataset(str(root / "data" / "shapes"), num_train=12, num_val=4, seed=3, image_size=(64, 96),
-                         max_objects=3)
-    return str(root)
 
 
 def write_tiny_config(directory, llm_dir: str, max_iters: int = 4, extra: str = "") -> str:
