@@ -56,6 +56,43 @@ def layer_wrap_policy(module: nn.Module, recurse: bool, nonwrapped_numel: int,
     return is_layer_unit(module, layer_classes)
 
 
+# Units whose forward can run a data-dependent number of times in one step: the BERT layers (the
+# instruction on every sample, then the class names / phrase again only on box-task samples) and
+# the backbone (once per image when a batch mixes image sizes, ``exact_padding``).
+REPEATED_UNIT_CLASSES = ("BertLayer", "InternImageBlock")
+
+
+def may_run_repeatedly(module: nn.Module) -> bool:
+    return type(module).__name__ in REPEATED_UNIT_CLASSES or is_resnet_stage(module)
+
+
+def layer_unit_policy(sharding_strategy, layer_classes: Sequence[str] = DEFAULT_LAYER_CLASSES):
+    """The units of :func:`layer_wrap_policy` as an FSDP ``CustomPolicy`` that also sets each
+    unit's sharding strategy.
+
+    A FULL_SHARD unit all-gathers its parameters in every call of its ``forward`` and frees them
+    after it; that all-gather is a collective, so every rank must call the unit equally often.
+    The units of :func:`may_run_repeatedly` are called more often on a rank whose samples need it
+    (a grounding sample encodes its phrase, a caption sample encodes nothing more), so under
+    FULL_SHARD the ranks issue different collectives and gloo/NCCL abort or hang. Those units use
+    SHARD_GRAD_OP instead: gathered by the first call (which every rank makes), kept until the
+    backward, so later calls communicate nothing. (BERT-base and a ResNet are small next to the
+    LLM; the LLaMA layers, called once per LLM forward, stay FULL_SHARD.)
+    """
+    from torch.distributed.fsdp import ShardingStrategy
+    from torch.distributed.fsdp.wrap import CustomPolicy
+    repeat_safe = {ShardingStrategy.FULL_SHARD: ShardingStrategy.SHARD_GRAD_OP}.get(sharding_strategy)
+
+    def unit(module: nn.Module):
+        if not is_layer_unit(module, layer_classes):
+            return False
+        if repeat_safe is not None and may_run_repeatedly(module):
+            return dict(sharding_strategy=repeat_safe)
+        return True  # the root's sharding strategy
+
+    return CustomPolicy(unit)
+
+
 def _cpu_only() -> bool:
     return not torch.cuda.is_available()
 
@@ -85,30 +122,51 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         if isinstance(backward_prefetch, str):
             backward_prefetch = BackwardPrefetch[backward_prefetch]
         if isinstance(auto_wrap_policy, str):
-            auto_wrap_policy = FUNCTIONS.get(auto_wrap_policy)
-        elif isinstance(auto_wrap_policy, dict):
-            auto_wrap_policy = dict(auto_wrap_policy)
-            auto_wrap_policy = partial(FUNCTIONS.get(auto_wrap_policy.pop("type")), **auto_wrap_policy)
+            auto_wrap_policy = dict(type=auto_wrap_policy)
+        if isinstance(auto_wrap_policy, dict):
+            policy_args = dict(auto_wrap_policy)
+            policy = FUNCTIONS.get(policy_args.pop("type"))
+            if policy is layer_wrap_policy:  # its units, each with a sharding strategy that is safe for it
+                auto_wrap_policy = layer_unit_policy(sharding_strategy or ShardingStrategy.FULL_SHARD, **policy_args)
+            else:
+                auto_wrap_policy = partial(policy, **policy_args)
         if isinstance(mixed_precision, dict):
             mixed_precision = MixedPrecision(**{k: getattr(torch, v) if isinstance(v, str) else v
                                                 for k, v in mixed_precision.items()})
         # FSDP cannot flatten 0-d parameters (e.g. a learned scalar bias): they stay outside FSDP,
-        # replicated, and their gradients are averaged over the ranks here.
+        # replicated on every rank; `average_replicated_grads` averages their gradients.
         scalars = [p for p in module.parameters() if p.dim() == 0]
-        for param in scalars:
-            if param.requires_grad:
-                param.register_post_accumulate_grad_hook(_average_over_ranks)
         FullyShardedDataParallel.__init__(
             self, module=module, sharding_strategy=sharding_strategy, auto_wrap_policy=auto_wrap_policy,
             mixed_precision=mixed_precision, backward_prefetch=backward_prefetch, use_orig_params=True,
             ignored_states=scalars or None, **kwargs)
+        self._replicated_params = scalars
 
+    def average_replicated_grads(self) -> None:
+        """Average the gradients of the parameters kept outside FSDP over the ranks.
 
-def _average_over_ranks(param: torch.Tensor) -> None:
-    import torch.distributed as dist
-    if param.grad is not None and dist.is_initialized():
-        dist.all_reduce(param.grad)
-        param.grad.div_(dist.get_world_size())
+        Must run on every rank at the same point (before clipping and the optimizer step): it is
+        one collective per call whatever each rank's samples used. A rank whose samples left a
+        parameter unused contributes zeros, as that sample contributes nothing in one process; a
+        parameter no rank used keeps ``grad=None`` (the optimizer skips it, as in one process).
+        (Averaging in a per-parameter gradient hook instead deadlocks: the hook fires only on the
+        ranks whose sample used the parameter, e.g. a name-alignment bias on a detection sample
+        but not on a caption sample, so the ranks issue different collectives.)
+        """
+        import torch.distributed as dist
+        params = [p for p in self._replicated_params if p.requires_grad]
+        if not params or not dist.is_initialized() or dist.get_world_size() == 1:
+            return
+        device = params[0].device
+        grads = [p.grad.detach().reshape(-1).float() if p.grad is not None
+                 else torch.zeros(p.numel(), device=device) for p in params]
+        used = torch.tensor([float(p.grad is not None) for p in params], device=device)
+        flat = torch.cat(grads + [used])
+        dist.all_reduce(flat)
+        sums, used = flat[:-len(params)].split([p.numel() for p in params]), flat[-len(params):]
+        for param, total, ranks_used in zip(params, sums, used):
+            if ranks_used > 0:
+                param.grad = (total / dist.get_world_size()).view_as(param).to(param.dtype)
 
 
 def sharded_clip_grad_norm(model: nn.Module):
@@ -163,7 +221,22 @@ class VisionLLMFSDPStrategy(FSDPStrategy):
         fsdp_model = model if model is not None else self.model
         if getattr(wrapper, "clip_func", None) is torch.nn.utils.clip_grad_norm_:
             wrapper.clip_func = sharded_clip_grad_norm(fsdp_model)
+        if hasattr(fsdp_model, "average_replicated_grads"):
+            wrapper.step = _averaging_replicated_grads_first(wrapper.step, fsdp_model)
         return wrapper
+
+
+def _averaging_replicated_grads_first(step, fsdp_model):
+    """The optimizer wrapper's ``step`` (clipping, then the optimizer's step) preceded by the
+    gradient averaging of the parameters FSDP does not manage, so that clipping and the update
+    see the same gradients on every rank. ``step`` runs on every rank exactly at each update
+    (after the last accumulated iteration), which makes it the place for that collective."""
+
+    def step_after_averaging(**kwargs):
+        fsdp_model.average_replicated_grads()
+        return step(**kwargs)
+
+    return step_after_averaging
 
 
 def _register_available_deepspeed_optimizers(register_all):
