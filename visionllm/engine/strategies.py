@@ -134,7 +134,7 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
             mixed_precision = MixedPrecision(**{k: getattr(torch, v) if isinstance(v, str) else v
                                                 for k, v in mixed_precision.items()})
         # FSDP cannot flatten 0-d parameters (e.g. a learned scalar bias): they stay outside FSDP,
-        # replicated on every rank; `average_replicated_grads` averages their gradients.
+        # replicated on every rank; `finish_gradients` averages their gradients.
         scalars = [p for p in module.parameters() if p.dim() == 0]
         FullyShardedDataParallel.__init__(
             self, module=module, sharding_strategy=sharding_strategy, auto_wrap_policy=auto_wrap_policy,
@@ -142,31 +142,73 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
             ignored_states=scalars or None, **kwargs)
         self._replicated_params = scalars
 
-    def average_replicated_grads(self) -> None:
-        """Average the gradients of the parameters kept outside FSDP over the ranks.
+    def finish_gradients(self) -> None:
+        """Give the optimizer the gradients one process over all ranks' samples would have.
 
-        Must run on every rank at the same point (before clipping and the optimizer step): it is
-        one collective per call whatever each rank's samples used. A rank whose samples left a
-        parameter unused contributes zeros, as that sample contributes nothing in one process; a
-        parameter no rank used keeps ``grad=None`` (the optimizer skips it, as in one process).
-        (Averaging in a per-parameter gradient hook instead deadlocks: the hook fires only on the
-        ranks whose sample used the parameter, e.g. a name-alignment bias on a detection sample
-        but not on a caption sample, so the ranks issue different collectives.)
+        Runs on every rank before clipping and the optimizer step (its collectives must not depend
+        on what a rank's samples used). Two things differ from one process after FSDP's backward:
+
+        * the parameters kept outside FSDP (0-d ones) hold this rank's gradient only: they are
+          averaged here. Doing it in a per-parameter gradient hook instead deadlocks, because the
+          hook fires only on ranks whose sample used the parameter (a name-alignment bias on a
+          detection sample, not on a caption sample);
+        * FSDP reduces whole flat units, so a trainable parameter that no rank's sample used
+          (e.g. the detection heads in a step of captions and questions) gets a zero gradient
+          where one process leaves ``grad=None``, and AdamW would still move it by its momentum
+          and weight decay. Such gradients are set back to None (as DDP does), judged by an
+          all-zero gradient over all ranks' shards.
         """
         import torch.distributed as dist
-        params = [p for p in self._replicated_params if p.requires_grad]
-        if not params or not dist.is_initialized() or dist.get_world_size() == 1:
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return
+        replicated = [p for p in self._replicated_params if p.requires_grad]
+        replicated_ids = {id(p) for p in self._replicated_params}
+        sharded = [p for p in self.parameters() if p.requires_grad and id(p) not in replicated_ids]
+        params = replicated + sharded
+        if not params:
             return
         device = params[0].device
-        grads = [p.grad.detach().reshape(-1).float() if p.grad is not None
-                 else torch.zeros(p.numel(), device=device) for p in params]
-        used = torch.tensor([float(p.grad is not None) for p in params], device=device)
-        flat = torch.cat(grads + [used])
+        # one all-reduce: the replicated gradients, then per parameter whether this rank has a
+        # gradient (replicated) / a nonzero gradient in its shard (sharded)
+        zero, one = torch.zeros((), device=device), torch.ones((), device=device)
+        grads = [p.grad.detach().reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device)
+                 for p in replicated]
+        used = [one if p.grad is not None else zero for p in replicated]
+        used += [p.grad.detach().ne(0).any().float() if p.grad is not None else zero for p in sharded]
+        flat = torch.cat(grads + [torch.stack(used)])
         dist.all_reduce(flat)
-        sums, used = flat[:-len(params)].split([p.numel() for p in params]), flat[-len(params):]
-        for param, total, ranks_used in zip(params, sums, used):
+        num_grads = flat.numel() - len(params)
+        sums = flat[:num_grads].split([p.numel() for p in replicated]) if replicated else []
+        used = flat[num_grads:].tolist()
+        for param, total, ranks_used in zip(replicated, sums, used):
             if ranks_used > 0:
                 param.grad = (total / dist.get_world_size()).view_as(param).to(param.dtype)
+        for param, ranks_used in zip(sharded, used[len(replicated):]):
+            if ranks_used == 0:
+                param.grad = None
+
+
+def add_fresh_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give every trainable parameter (with local values) that has no optimizer state the state a
+    torch optimizer creates before its first update of it: each state entry of another parameter
+    of the same group, zeroed (AdamW: step 0, both moments 0, which AdamW's next step treats
+    exactly like a missing state). Nothing is added to a group without any state yet."""
+    for group in optimizer.param_groups:
+        # an exemplar with at least one dimension tells per-value state (param-shaped) from scalars
+        stated = [p for p in group["params"] if optimizer.state.get(p) and p.dim() > 0]
+        if not stated:
+            continue
+        exemplar_param = stated[0]
+        exemplar = optimizer.state[exemplar_param]
+
+        def fresh(value, param):
+            if torch.is_tensor(value):
+                return torch.zeros_like(param) if value.shape == exemplar_param.shape else torch.zeros_like(value)
+            return type(value)(0) if isinstance(value, (int, float)) else value
+
+        for param in group["params"]:
+            if param.requires_grad and param.numel() > 0 and not optimizer.state.get(param):
+                optimizer.state[param] = {key: fresh(value, param) for key, value in exemplar.items()}
 
 
 def sharded_clip_grad_norm(model: nn.Module):
@@ -216,27 +258,38 @@ class VisionLLMFSDPStrategy(FSDPStrategy):
             self.model_wrapper.setdefault("device_id", torch.device("cpu"))
         return super()._wrap_model(model)
 
+    def optim_state_dict(self) -> dict:
+        """FSDP's optimizer state dict, after giving the parameters that never had a gradient
+        the state the optimizer would create at their first step.
+
+        FSDP (``use_orig_params``) refuses to save a unit's state when some of its trainable
+        parameters have optimizer state and others have none; here a parameter has none until a
+        step in which some rank's sample used it (``finish_gradients``), as in one process.
+        """
+        add_fresh_optimizer_state(self.optim_wrapper.optimizer)
+        return super().optim_state_dict()
+
     def build_optim_wrapper(self, optim_wrapper, model: Optional[nn.Module] = None):
         wrapper = super().build_optim_wrapper(optim_wrapper, model)
         fsdp_model = model if model is not None else self.model
         if getattr(wrapper, "clip_func", None) is torch.nn.utils.clip_grad_norm_:
             wrapper.clip_func = sharded_clip_grad_norm(fsdp_model)
-        if hasattr(fsdp_model, "average_replicated_grads"):
-            wrapper.step = _averaging_replicated_grads_first(wrapper.step, fsdp_model)
+        if hasattr(fsdp_model, "finish_gradients"):
+            wrapper.step = _finishing_gradients_first(wrapper.step, fsdp_model)
         return wrapper
 
 
-def _averaging_replicated_grads_first(step, fsdp_model):
-    """The optimizer wrapper's ``step`` (clipping, then the optimizer's step) preceded by the
-    gradient averaging of the parameters FSDP does not manage, so that clipping and the update
-    see the same gradients on every rank. ``step`` runs on every rank exactly at each update
-    (after the last accumulated iteration), which makes it the place for that collective."""
+def _finishing_gradients_first(step, fsdp_model):
+    """The optimizer wrapper's ``step`` (clipping, then the optimizer's step) preceded by
+    ``fsdp_model.finish_gradients()``, so that clipping and the update see the same gradients
+    on every rank. ``step`` runs on every rank exactly at each update (after the last
+    accumulated iteration), which makes it the place for that collective."""
 
-    def step_after_averaging(**kwargs):
-        fsdp_model.average_replicated_grads()
+    def step_after_finishing(**kwargs):
+        fsdp_model.finish_gradients()
         return step(**kwargs)
 
-    return step_after_averaging
+    return step_after_finishing
 
 
 def _register_available_deepspeed_optimizers(register_all):
