@@ -14,6 +14,7 @@
 Both classes also run on CPU-only machines (gloo; no device ids), which is how they are tested.
 """
 import os
+from functools import partial
 from typing import Optional, Sequence
 
 import torch
@@ -114,7 +115,6 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         if not use_orig_params:
             raise ValueError("VisionLLMFullyShardedDataParallel needs use_orig_params=True "
                              "(LoRA mixes frozen and trainable tensors in one module)")
-        from functools import partial
 
         from torch.distributed.fsdp import BackwardPrefetch, FullyShardedDataParallel, MixedPrecision, ShardingStrategy
         if isinstance(sharding_strategy, str):
@@ -141,6 +141,10 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
             mixed_precision=mixed_precision, backward_prefetch=backward_prefetch, use_orig_params=True,
             ignored_states=scalars or None, **kwargs)
         self._replicated_params = scalars
+        # ids of the parameters some gradient reached since the last step, on this rank
+        self._used_since_step = set()
+        for unit in FullyShardedDataParallel.fsdp_modules(self):
+            unit._fsdp_wrapped_module.register_forward_pre_hook(partial(_record_use, unit, self._used_since_step))
 
     def finish_gradients(self) -> None:
         """Give the optimizer the gradients one process over all ranks' samples would have.
@@ -155,8 +159,9 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         * FSDP reduces whole flat units, so a trainable parameter that no rank's sample used
           (e.g. the detection heads in a step of captions and questions) gets a zero gradient
           where one process leaves ``grad=None``, and AdamW would still move it by its momentum
-          and weight decay. Such gradients are set back to None (as DDP does), judged by an
-          all-zero gradient over all ranks' shards.
+          and weight decay. Such gradients are set back to None (as DDP does). Use is recorded
+          by autograd hooks on the parameter views FSDP builds in each unit's forward (a zero
+          gradient is no sign: a LoRA ``A`` has one while its ``B`` is still zero).
         """
         import torch.distributed as dist
         if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -174,7 +179,8 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         grads = [p.grad.detach().reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device)
                  for p in replicated]
         used = [one if p.grad is not None else zero for p in replicated]
-        used += [p.grad.detach().ne(0).any().float() if p.grad is not None else zero for p in sharded]
+        used += [one if id(p) in self._used_since_step else zero for p in sharded]
+        self._used_since_step.clear()
         flat = torch.cat(grads + [torch.stack(used)])
         dist.all_reduce(flat)
         num_grads = flat.numel() - len(params)
@@ -186,6 +192,23 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         for param, ranks_used in zip(sharded, used[len(replicated):]):
             if ranks_used == 0:
                 param.grad = None
+
+
+def _record_use(unit, used: set, module: nn.Module, args) -> None:
+    """Forward pre-hook of an FSDP unit's wrapped module: FSDP has just put views of the gathered
+    flat parameter in place of the original parameters; a gradient reaching a view marks its
+    parameter as used in this step (whatever the gradient's value)."""
+    handle = unit._handle
+    if handle is None or not torch.is_grad_enabled() or not handle.flat_param.requires_grad:
+        return
+    flat = handle.flat_param
+    for param, view in zip(flat._params or [], flat._tensors or []):
+        if param is not None and param.requires_grad and view is not None and view.grad_fn is not None:
+            view.register_hook(partial(_mark_used, used, id(param)))
+
+
+def _mark_used(used: set, param_id: int, grad: torch.Tensor) -> None:
+    used.add(param_id)
 
 
 def add_fresh_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
