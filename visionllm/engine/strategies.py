@@ -7,7 +7,9 @@
 * ``VisionLLMFSDPStrategy``: fully sharded data parallel with :func:`layer_wrap_policy` (one FSDP
   unit per LLaMA decoder layer, BERT layer and backbone stage; embeddings, output layer and the
   small parts stay in the root unit) and an FSDP ``MixedPrecision`` policy, for LLMs that do not
-  fit one GPU. Gradient clipping uses the global norm over all shards.
+  fit one GPU. Gradient clipping uses the global norm over all shards. BERT layers and backbone
+  stages, which a rank may call a data-dependent number of times per step, are SHARD_GRAD_OP
+  units; before each step the gradients are made those of one process (``finish_gradients``).
 * ``VisionLLMDeepSpeedStrategy``: mmengine's ``DeepSpeedStrategy`` (ZeRO-2/3) when the
   ``deepspeed`` package is installed.
 
@@ -173,8 +175,8 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         if not params:
             return
         device = params[0].device
-        # one all-reduce: the replicated gradients, then per parameter whether this rank has a
-        # gradient (replicated) / a nonzero gradient in its shard (sharded)
+        # one all-reduce: the replicated gradients, then per parameter whether a gradient reached
+        # it on this rank
         zero, one = torch.zeros((), device=device), torch.ones((), device=device)
         grads = [p.grad.detach().reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device)
                  for p in replicated]
