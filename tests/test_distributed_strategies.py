@@ -193,8 +193,6 @@ def test_ddp_two_processes_match_one_process(tmp_path, tiny_workspace, paper_llm
             {(2, "MMDistributedDataParallel")}
 
 
-@pytest.mark.skip(reason="OPEN: per-layer FSDP on 2 gloo CPU processes matches the reference at step 1, then rank 0 "
-                         "fails in step 2 (see the paper-dist report); not yet safe to run in make test")
 def test_per_layer_fsdp_two_processes_match_one_process(tmp_path, tiny_workspace, paper_llm_dir,  # noqa: F811
                                                          paper_bert_dir):
     compare_with_reference(tmp_path, tiny_workspace, paper_llm_dir, paper_bert_dir, "fsdp", rtol=1e-3)

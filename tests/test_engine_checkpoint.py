@@ -222,3 +222,20 @@ def test_every_shipped_config_saves_through_the_atomic_backend(config, tmp_path)
     assert hook.type == "CheckpointHook"
     backend = get_file_backend(str(tmp_path), backend_args=hook.get("backend_args"))
     assert type(backend) is AtomicLocalBackend
+
+
+def test_hook_drops_pretrained_keys_named_through_nested_fsdp_units():
+    """Under FSDP the model's own parameter names pass through its nested units
+    (``layer._fsdp_wrapped_module.weight``) while the full state dict has the plain names."""
+    class NestedNames(_ModelWithPretrained):
+        def frozen_pretrained_keys(self):
+            return ["pretrained._fsdp_wrapped_module.weight", "pretrained_stat"]
+
+    class Runner:
+        pass
+
+    runner = Runner()
+    runner.model = NestedNames()
+    checkpoint = {"state_dict": dict(runner.model.state_dict()), "meta": {}}
+    TrainableStateCheckpointHook().before_save_checkpoint(runner, checkpoint)
+    assert set(checkpoint["state_dict"]) == {"pretrained.bias", "head.weight", "head.bias"}

@@ -36,6 +36,9 @@ def test_meta_budget_counts_the_real_model(tiny_llm_dir):  # noqa: F811
     assert budget.num_units == len(layers) == 2 + 1 + 4
     assert budget.largest_unit == max(sum(p.numel() for p in m.parameters()) for m in layers)
     assert budget.root_unit == budget.total - sum(sum(p.numel() for p in m.parameters()) for m in layers)
+    # the BERT layer and the ResNet stages may run several times per step: FSDP holds them gathered
+    held = [m for m in layers if type(m).__name__ != "LlamaDecoderLayer"]
+    assert budget.held_units == sum(sum(p.numel() for p in m.parameters()) for m in held)
 
 
 def test_memory_table_formulas():
@@ -55,6 +58,15 @@ def test_memory_table_formulas():
     # DDP sends only the trainable gradients (ring all-reduce: 2 (n-1)/n of their bytes)
     assert ddp32.communication == pytest.approx(2 * 7 / 8 * 4 * budget.trainable / GB)
     assert rows["FSDP", "fp32"].communication > 10 * ddp32.communication
+    # Units held gathered through the step (SHARD_GRAD_OP) add their bytes to FSDP's parameters
+    # (in place of the two largest other units) and are gathered once instead of twice.
+    import dataclasses
+    held = dataclasses.replace(budget, held_units=4 * 10 ** 8, largest_resharded_unit=10 ** 8)
+    held_rows = {(r.strategy, r.precision): r for r in memory_table(held, acts, gpus=8, batch=2)}
+    assert held_rows["FSDP", "bf16"].params == pytest.approx(rows["FSDP", "bf16"].params + 2 * (4 - 2) * 10 ** 8 / GB)
+    assert held_rows["FSDP", "bf16"].communication == pytest.approx(
+        rows["FSDP", "bf16"].communication - 7 / 8 * 2 * 4 * 10 ** 8 / GB)
+    assert held_rows["ZeRO-3", "bf16"] == rows["ZeRO-3", "bf16"]
 
 
 @pytest.mark.slow

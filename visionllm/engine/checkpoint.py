@@ -90,7 +90,8 @@ class TrainableStateCheckpointHook(Hook):
         model = unwrapped_model(runner.model)
         if not hasattr(model, "frozen_pretrained_keys"):
             return
-        drop = set(model.frozen_pretrained_keys())
+        # Under FSDP the model's own names pass through its nested units (``_fsdp_wrapped_module.``)
+        drop = {unwrapped_key(k) for k in model.frozen_pretrained_keys()}
         state = checkpoint["state_dict"]
         for key in [k for k in state if unwrapped_key(k) in drop]:
             del state[key]

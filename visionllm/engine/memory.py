@@ -13,8 +13,8 @@ Activations have two parts:
   ``intermediate_size``.
 
 Strategies: DDP (whole model per GPU, trainable gradients all-reduced), FSDP FULL_SHARD with
-one unit per layer (parameters, gradients and optimizer state sharded; the root unit and two
-layer units gathered at a time), DeepSpeed ZeRO-2 (gradients and optimizer state sharded, bf16
+one unit per layer (parameters, gradients and optimizer state sharded; the root unit, two
+layer units and the units that may run several times per step, SHARD_GRAD_OP, gathered at a time), DeepSpeed ZeRO-2 (gradients and optimizer state sharded, bf16
 module replicated) and ZeRO-3 (parameters sharded too). AdamW keeps two float32 moments per
 trained value.
 """
@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .strategies import is_layer_unit
+from .strategies import is_layer_unit, may_run_repeatedly
 
 GB = 1e9
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -86,6 +86,10 @@ class ParameterBudget:
     largest_unit: int         # the largest layer unit
     units_with_trainable: int  # parameters of the FSDP units that hold a trainable tensor
     num_units: int
+    # Units that may run several times per step (BERT layers, backbone stages): SHARD_GRAD_OP,
+    # gathered once and held from their first forward to their backward.
+    held_units: int = 0
+    largest_resharded_unit: Optional[int] = None  # the largest of the other units (None: largest_unit)
 
     @property
     def total(self) -> int:
@@ -104,7 +108,7 @@ def parameter_budget(model: nn.Module) -> ParameterBudget:
             trainable += param.numel()
         else:
             frozen += param.numel()
-    units, in_units = [], set()
+    units, held, in_units = [], [], set()
 
     def visit(module):
         for child in module.children():
@@ -112,6 +116,7 @@ def parameter_budget(model: nn.Module) -> ParameterBudget:
                 params = [p for p in child.parameters() if id(p) not in in_units]
                 in_units.update(id(p) for p in params)
                 units.append(params)
+                held.append(may_run_repeatedly(child))
             else:
                 visit(child)
 
@@ -124,7 +129,8 @@ def parameter_budget(model: nn.Module) -> ParameterBudget:
     return ParameterBudget(trainable=trainable, frozen=frozen, root_unit=root_size,
                            largest_unit=max(sizes, default=0),
                            units_with_trainable=with_trainable + (root_size if root_trainable else 0),
-                           num_units=len(units))
+                           num_units=len(units), held_units=sum(s for s, h in zip(sizes, held) if h),
+                           largest_resharded_unit=max((s for s, h in zip(sizes, held) if not h), default=0))
 
 
 # ------------------------------------------------------------------------------------ activations
@@ -227,6 +233,8 @@ def memory_table(budget: ParameterBudget, activations: Activations, gpus: int, b
     n = gpus
     pt, pf, p = budget.trainable, budget.frozen, budget.total
     gathered = budget.root_unit + 2 * budget.largest_unit  # root + current and prefetched unit
+    resharded = budget.largest_unit if budget.largest_resharded_unit is None else budget.largest_resharded_unit
+    fsdp_gathered = budget.root_unit + budget.held_units + 2 * resharded  # + the held units
     ring = (n - 1) / n  # bytes a ring collective sends per GPU, per byte of the full tensor
     rows = []
     for precision in ("fp32", "bf16"):
@@ -239,8 +247,9 @@ def memory_table(budget: ParameterBudget, activations: Activations, gpus: int, b
                         2 * ring * 4 * pt / GB, "all-reduce of the trainable gradients"))
         # FSDP: float32 shards; bf16 = MixedPrecision(param_dtype=bf16, reduce_dtype=fp32)
         unit_bytes = 2 if low else 4
-        params = (4 * p / n + unit_bytes * gathered) / GB
-        comm = (2 * ring * unit_bytes * p + ring * 4 * budget.units_with_trainable) / GB
+        params = (4 * p / n + unit_bytes * fsdp_gathered) / GB
+        # every unit is gathered for forward and again for backward, except the held ones (once)
+        comm = (ring * unit_bytes * (2 * p - budget.held_units) + ring * 4 * budget.units_with_trainable) / GB
         rows.append(Row("FSDP", precision, params, 4 * pt / n / GB, 8 * pt / n / GB, act, comm,
                         "all-gather forward + backward, reduce-scatter of trained units"))
         # DeepSpeed ZeRO: bf16 module + fp32 master of the trained tensors

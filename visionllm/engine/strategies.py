@@ -7,13 +7,16 @@
 * ``VisionLLMFSDPStrategy``: fully sharded data parallel with :func:`layer_wrap_policy` (one FSDP
   unit per LLaMA decoder layer, BERT layer and backbone stage; embeddings, output layer and the
   small parts stay in the root unit) and an FSDP ``MixedPrecision`` policy, for LLMs that do not
-  fit one GPU. Gradient clipping uses the global norm over all shards.
+  fit one GPU. Gradient clipping uses the global norm over all shards. BERT layers and backbone
+  stages, which a rank may call a data-dependent number of times per step, are SHARD_GRAD_OP
+  units; before each step the gradients are made those of one process (``finish_gradients``).
 * ``VisionLLMDeepSpeedStrategy``: mmengine's ``DeepSpeedStrategy`` (ZeRO-2/3) when the
   ``deepspeed`` package is installed.
 
 Both classes also run on CPU-only machines (gloo; no device ids), which is how they are tested.
 """
 import os
+from functools import partial
 from typing import Optional, Sequence
 
 import torch
@@ -56,6 +59,43 @@ def layer_wrap_policy(module: nn.Module, recurse: bool, nonwrapped_numel: int,
     return is_layer_unit(module, layer_classes)
 
 
+# Units whose forward can run a data-dependent number of times in one step: the BERT layers (the
+# instruction on every sample, then the class names / phrase again only on box-task samples) and
+# the backbone (once per image when a batch mixes image sizes, ``exact_padding``).
+REPEATED_UNIT_CLASSES = ("BertLayer", "InternImageBlock")
+
+
+def may_run_repeatedly(module: nn.Module) -> bool:
+    return type(module).__name__ in REPEATED_UNIT_CLASSES or is_resnet_stage(module)
+
+
+def layer_unit_policy(sharding_strategy, layer_classes: Sequence[str] = DEFAULT_LAYER_CLASSES):
+    """The units of :func:`layer_wrap_policy` as an FSDP ``CustomPolicy`` that also sets each
+    unit's sharding strategy.
+
+    A FULL_SHARD unit all-gathers its parameters in every call of its ``forward`` and frees them
+    after it; that all-gather is a collective, so every rank must call the unit equally often.
+    The units of :func:`may_run_repeatedly` are called more often on a rank whose samples need it
+    (a grounding sample encodes its phrase, a caption sample encodes nothing more), so under
+    FULL_SHARD the ranks issue different collectives and gloo/NCCL abort or hang. Those units use
+    SHARD_GRAD_OP instead: gathered by the first call (which every rank makes), kept until the
+    backward, so later calls communicate nothing. (BERT-base and a ResNet are small next to the
+    LLM; the LLaMA layers, called once per LLM forward, stay FULL_SHARD.)
+    """
+    from torch.distributed.fsdp import ShardingStrategy
+    from torch.distributed.fsdp.wrap import CustomPolicy
+    repeat_safe = {ShardingStrategy.FULL_SHARD: ShardingStrategy.SHARD_GRAD_OP}.get(sharding_strategy)
+
+    def unit(module: nn.Module):
+        if not is_layer_unit(module, layer_classes):
+            return False
+        if repeat_safe is not None and may_run_repeatedly(module):
+            return dict(sharding_strategy=repeat_safe)
+        return True  # the root's sharding strategy
+
+    return CustomPolicy(unit)
+
+
 def _cpu_only() -> bool:
     return not torch.cuda.is_available()
 
@@ -77,7 +117,6 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         if not use_orig_params:
             raise ValueError("VisionLLMFullyShardedDataParallel needs use_orig_params=True "
                              "(LoRA mixes frozen and trainable tensors in one module)")
-        from functools import partial
 
         from torch.distributed.fsdp import BackwardPrefetch, FullyShardedDataParallel, MixedPrecision, ShardingStrategy
         if isinstance(sharding_strategy, str):
@@ -85,30 +124,116 @@ class VisionLLMFullyShardedDataParallel(MMFullyShardedDataParallel):
         if isinstance(backward_prefetch, str):
             backward_prefetch = BackwardPrefetch[backward_prefetch]
         if isinstance(auto_wrap_policy, str):
-            auto_wrap_policy = FUNCTIONS.get(auto_wrap_policy)
-        elif isinstance(auto_wrap_policy, dict):
-            auto_wrap_policy = dict(auto_wrap_policy)
-            auto_wrap_policy = partial(FUNCTIONS.get(auto_wrap_policy.pop("type")), **auto_wrap_policy)
+            auto_wrap_policy = dict(type=auto_wrap_policy)
+        if isinstance(auto_wrap_policy, dict):
+            policy_args = dict(auto_wrap_policy)
+            policy = FUNCTIONS.get(policy_args.pop("type"))
+            if policy is layer_wrap_policy:  # its units, each with a sharding strategy that is safe for it
+                auto_wrap_policy = layer_unit_policy(sharding_strategy or ShardingStrategy.FULL_SHARD, **policy_args)
+            else:
+                auto_wrap_policy = partial(policy, **policy_args)
         if isinstance(mixed_precision, dict):
             mixed_precision = MixedPrecision(**{k: getattr(torch, v) if isinstance(v, str) else v
                                                 for k, v in mixed_precision.items()})
         # FSDP cannot flatten 0-d parameters (e.g. a learned scalar bias): they stay outside FSDP,
-        # replicated, and their gradients are averaged over the ranks here.
+        # replicated on every rank; `finish_gradients` averages their gradients.
         scalars = [p for p in module.parameters() if p.dim() == 0]
-        for param in scalars:
-            if param.requires_grad:
-                param.register_post_accumulate_grad_hook(_average_over_ranks)
         FullyShardedDataParallel.__init__(
             self, module=module, sharding_strategy=sharding_strategy, auto_wrap_policy=auto_wrap_policy,
             mixed_precision=mixed_precision, backward_prefetch=backward_prefetch, use_orig_params=True,
             ignored_states=scalars or None, **kwargs)
+        self._replicated_params = scalars
+        # ids of the parameters some gradient reached since the last step, on this rank
+        self._used_since_step = set()
+        for unit in FullyShardedDataParallel.fsdp_modules(self):
+            unit._fsdp_wrapped_module.register_forward_pre_hook(partial(_record_use, unit, self._used_since_step))
+
+    def finish_gradients(self) -> None:
+        """Give the optimizer the gradients one process over all ranks' samples would have.
+
+        Runs on every rank before clipping and the optimizer step (its collectives must not depend
+        on what a rank's samples used). Two things differ from one process after FSDP's backward:
+
+        * the parameters kept outside FSDP (0-d ones) hold this rank's gradient only: they are
+          averaged here. Doing it in a per-parameter gradient hook instead deadlocks, because the
+          hook fires only on ranks whose sample used the parameter (a name-alignment bias on a
+          detection sample, not on a caption sample);
+        * FSDP reduces whole flat units, so a trainable parameter that no rank's sample used
+          (e.g. the detection heads in a step of captions and questions) gets a zero gradient
+          where one process leaves ``grad=None``, and AdamW would still move it by its momentum
+          and weight decay. Such gradients are set back to None (as DDP does). Use is recorded
+          by autograd hooks on the parameter views FSDP builds in each unit's forward (a zero
+          gradient is no sign: a LoRA ``A`` has one while its ``B`` is still zero).
+        """
+        import torch.distributed as dist
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return
+        replicated = [p for p in self._replicated_params if p.requires_grad]
+        replicated_ids = {id(p) for p in self._replicated_params}
+        sharded = [p for p in self.parameters() if p.requires_grad and id(p) not in replicated_ids]
+        params = replicated + sharded
+        if not params:
+            return
+        device = params[0].device
+        # one all-reduce: the replicated gradients, then per parameter whether a gradient reached
+        # it on this rank
+        zero, one = torch.zeros((), device=device), torch.ones((), device=device)
+        grads = [p.grad.detach().reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device)
+                 for p in replicated]
+        used = [one if p.grad is not None else zero for p in replicated]
+        used += [one if id(p) in self._used_since_step else zero for p in sharded]
+        self._used_since_step.clear()
+        flat = torch.cat(grads + [torch.stack(used)])
+        dist.all_reduce(flat)
+        num_grads = flat.numel() - len(params)
+        sums = flat[:num_grads].split([p.numel() for p in replicated]) if replicated else []
+        used = flat[num_grads:].tolist()
+        for param, total, ranks_used in zip(replicated, sums, used):
+            if ranks_used > 0:
+                param.grad = (total / dist.get_world_size()).view_as(param).to(param.dtype)
+        for param, ranks_used in zip(sharded, used[len(replicated):]):
+            if ranks_used == 0:
+                param.grad = None
 
 
-def _average_over_ranks(param: torch.Tensor) -> None:
-    import torch.distributed as dist
-    if param.grad is not None and dist.is_initialized():
-        dist.all_reduce(param.grad)
-        param.grad.div_(dist.get_world_size())
+def _record_use(unit, used: set, module: nn.Module, args) -> None:
+    """Forward pre-hook of an FSDP unit's wrapped module: FSDP has just put views of the gathered
+    flat parameter in place of the original parameters; a gradient reaching a view marks its
+    parameter as used in this step (whatever the gradient's value)."""
+    handle = unit._handle
+    if handle is None or not torch.is_grad_enabled() or not handle.flat_param.requires_grad:
+        return
+    flat = handle.flat_param
+    for param, view in zip(flat._params or [], flat._tensors or []):
+        if param is not None and param.requires_grad and view is not None and view.grad_fn is not None:
+            view.register_hook(partial(_mark_used, used, id(param)))
+
+
+def _mark_used(used: set, param_id: int, grad: torch.Tensor) -> None:
+    used.add(param_id)
+
+
+def add_fresh_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give every trainable parameter (with local values) that has no optimizer state the state a
+    torch optimizer creates before its first update of it: each state entry of another parameter
+    of the same group, zeroed (AdamW: step 0, both moments 0, which AdamW's next step treats
+    exactly like a missing state). Nothing is added to a group without any state yet."""
+    for group in optimizer.param_groups:
+        # an exemplar with at least one dimension tells per-value state (param-shaped) from scalars
+        stated = [p for p in group["params"] if optimizer.state.get(p) and p.dim() > 0]
+        if not stated:
+            continue
+        exemplar_param = stated[0]
+        exemplar = optimizer.state[exemplar_param]
+
+        def fresh(value, param):
+            if torch.is_tensor(value):
+                return torch.zeros_like(param) if value.shape == exemplar_param.shape else torch.zeros_like(value)
+            return type(value)(0) if isinstance(value, (int, float)) else value
+
+        for param in group["params"]:
+            if param.requires_grad and param.numel() > 0 and not optimizer.state.get(param):
+                optimizer.state[param] = {key: fresh(value, param) for key, value in exemplar.items()}
 
 
 def sharded_clip_grad_norm(model: nn.Module):
@@ -158,12 +283,38 @@ class VisionLLMFSDPStrategy(FSDPStrategy):
             self.model_wrapper.setdefault("device_id", torch.device("cpu"))
         return super()._wrap_model(model)
 
+    def optim_state_dict(self) -> dict:
+        """FSDP's optimizer state dict, after giving the parameters that never had a gradient
+        the state the optimizer would create at their first step.
+
+        FSDP (``use_orig_params``) refuses to save a unit's state when some of its trainable
+        parameters have optimizer state and others have none; here a parameter has none until a
+        step in which some rank's sample used it (``finish_gradients``), as in one process.
+        """
+        add_fresh_optimizer_state(self.optim_wrapper.optimizer)
+        return super().optim_state_dict()
+
     def build_optim_wrapper(self, optim_wrapper, model: Optional[nn.Module] = None):
         wrapper = super().build_optim_wrapper(optim_wrapper, model)
         fsdp_model = model if model is not None else self.model
         if getattr(wrapper, "clip_func", None) is torch.nn.utils.clip_grad_norm_:
             wrapper.clip_func = sharded_clip_grad_norm(fsdp_model)
+        if hasattr(fsdp_model, "finish_gradients"):
+            wrapper.step = _finishing_gradients_first(wrapper.step, fsdp_model)
         return wrapper
+
+
+def _finishing_gradients_first(step, fsdp_model):
+    """The optimizer wrapper's ``step`` (clipping, then the optimizer's step) preceded by
+    ``fsdp_model.finish_gradients()``, so that clipping and the update see the same gradients
+    on every rank. ``step`` runs on every rank exactly at each update (after the last
+    accumulated iteration), which makes it the place for that collective."""
+
+    def step_after_finishing(**kwargs):
+        fsdp_model.finish_gradients()
+        return step(**kwargs)
+
+    return step_after_finishing
 
 
 def _register_available_deepspeed_optimizers(register_all):
