@@ -147,6 +147,7 @@ def fraction_decoder(inferencer, monkeypatch):
     """The decoder with its slot decoding replaced: slot 0 (score 0.9, first category) at BOX, or
     at the ring ``_ring(K)`` for K-point polygons, in pixels of ``img_shape``; the other slots
     score 0 (below the score threshold). The format is read from the instruction (the untrained model's own is random)."""
+    from visionllm.models.llm.postprocess import SlotPredictions
     decoder = inferencer.model.task_decoder
     seen = []
 
@@ -158,8 +159,8 @@ def fraction_decoder(inferencer, monkeypatch):
         points = torch.as_tensor(fractions, dtype=torch.float32) * torch.tensor([float(w), float(h)])
         scores = torch.zeros(num_slots)
         scores[0] = 0.9
-        return dict(scores=scores, labels=torch.zeros(num_slots, dtype=torch.long) + offset,
-                    points=points.expand(num_slots, -1, -1).clone())
+        return SlotPredictions(scores=scores, labels=torch.zeros(num_slots, dtype=torch.long) + offset,
+                               points=points.expand(num_slots, -1, -1).clone())
 
     monkeypatch.setattr(decoder, "_decode_slots", decode_slots)
     monkeypatch.setattr(decoder, "generate_format", False)

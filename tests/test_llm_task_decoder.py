@@ -269,12 +269,14 @@ def test_contextual_class_logits_point_at_the_prompt_class_tokens(tiny_llama_dir
             assert len(position) == 1 and torch.equal(context[i], prefix_hidden[0, position[0]])
         # zero-initialised: the plain token readout; a trained pointer adds its score to the
         # class columns only (no-object and locations unchanged)
-        plain_cls, plain_loc = decoder._field_logits(group_hidden[0], len(names), None)
-        cls, loc = decoder._field_logits(group_hidden[0], len(names), context)
+        plain = decoder._field_logits(group_hidden[0], len(names), None)
+        plain_cls, plain_loc = plain.cls, plain.loc
+        pointed = decoder._field_logits(group_hidden[0], len(names), context)
+        cls, loc = pointed.cls, pointed.loc
         assert torch.equal(cls, plain_cls) and torch.equal(loc, plain_loc)
         pointer = decoder.class_pointer
         torch.nn.init.normal_(pointer.key.weight, std=0.1)
-        cls, _ = decoder._field_logits(group_hidden[0], len(names), context)
+        cls = decoder._field_logits(group_hidden[0], len(names), context).cls
 
         def rms_normalised(x):
             return x / x.pow(2).mean(-1, keepdim=True).sqrt()
@@ -375,7 +377,7 @@ def _giou_reference(a, b):
 
 
 def test_giou_loss_is_one_minus_giou_of_the_expected_box(tiny_llama_dir, monkeypatch):
-    import visionllm.models.llm.task_decoder as task_decoder_module
+    import visionllm.models.llm.criterion as criterion_module
     decoder = build_decoder(tiny_llama_dir, num_slots=1, coord_decode="expectation", generate_format=False,
                             loss_weights=dict(giou=1.0)).eval()
     box = torch.tensor([[20.0, 16.0, 40.0, 48.0]])
@@ -383,8 +385,8 @@ def test_giou_loss_is_one_minus_giou_of_the_expected_box(tiny_llama_dir, monkeyp
                          categories=["a"], output_format=("cls", "x1", "y1", "x2", "y2"), bboxes=box, labels=[0])
     embeds, refs = torch.randn(1, 3, 64), torch.rand(1, 3, 2)
     seen = []
-    original = task_decoder_module.generalized_box_iou_loss
-    monkeypatch.setattr(task_decoder_module, "generalized_box_iou_loss",
+    original = criterion_module.generalized_box_iou_loss
+    monkeypatch.setattr(criterion_module, "generalized_box_iou_loss",
                         lambda pred, gt, **kw: seen.append((pred.detach(), gt)) or original(pred, gt, **kw))
     losses = decoder.loss(embeds, refs, [sample])
     assert set(losses) == {"loss_format", "loss_cls", "loss_loc", "loss_loc_l1", "loss_giou"}
@@ -466,3 +468,52 @@ def test_polygon_refinement_loss_is_the_outline_distance(tiny_llama_dir, monkeyp
     losses["loss_refine_polygon"].backward()
     last = decoder.polygon_refinement.deltas[1][-1].weight
     assert last.grad is not None and last.grad.abs().sum() > 0
+
+
+def test_slot_pass_continuing_the_prompt_cache_equals_reading_the_prompt_again(tiny_llama_dir):
+    """Structured inference continuing the format pass's key/value cache gives the outputs of
+    reading prompt and format again (prompts of different lengths, generated and parsed formats, a
+    category set in passes) while the LLM reads fewer positions."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2, coord_decode="expectation",
+                            generate_format=True).eval()
+    with torch.no_grad():  # random new-token rows and pointer: formats and class contexts matter
+        decoder.head.new_weight.normal_(0, 3.0, generator=g)
+        decoder.class_pointer.key.weight.normal_(0, 0.1, generator=g)
+    names = ["cat", "dog", "cow", "owl", "fox"]
+    polygon = ("cls",) + tuple(f"{a}{i}" for i in range(1, 9) for a in "xy")
+    samples = [
+        make_sample("detection", "Detect " + format_category_set(names) + " in <image>. Answer as (c, x1, y1, x2, y2).",
+                    categories=names, scale_factor=SCALE),
+        make_sample("segmentation", 'Segment {"circle": <c0>} in <image> as (c, x1, y1, ..., x8, y8).',
+                    categories=["circle"], output_format=polygon, scale_factor=SCALE),
+        make_sample("grounding", 'Find "the big square" in <image> and give (c, x1, y1, x2, y2).',
+                    categories=["the big square"]),
+    ]
+    embeds, refs = torch.randn(3, 4, 64, generator=g), torch.rand(3, 4, 2, generator=g)
+    read = []
+    hook = decoder.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: read.append(kwargs["inputs_embeds"].shape[:2].numel()), with_kwargs=True)
+    outputs = {}
+    for reuse in (False, True):
+        decoder.reuse_prompt_cache = reuse
+        read.clear()
+        outputs[reuse] = [s.pred_instances for s in decoder.predict(embeds, refs, [s.clone() for s in samples])]
+        outputs[reuse, "read"] = sum(read)
+    hook.remove()
+    assert outputs[True, "read"] < outputs[False, "read"]  # the cached path really ran
+    for plain, cached in zip(outputs[False], outputs[True]):
+        assert torch.equal(plain.labels, cached.labels)
+        assert torch.allclose(plain.scores, cached.scores, atol=1e-5)
+        assert torch.allclose(plain.bboxes, cached.bboxes, atol=1e-3)
+        if "polygons" in plain:
+            assert torch.allclose(plain.polygons, cached.polygons, atol=1e-3)
+    # The slot hidden states themselves, against one pass over prompt + format + groups.
+    texts, fields = [s.instruction for s in samples[1:]], ("cls", "x1", "y1", "x2", "y2")
+    with torch.no_grad():
+        state = {}
+        decoder._generate_format(embeds[1:], texts, state)
+        _, _, cached = decoder._cached_groups(state["cache"], [0, 1], embeds[1:], fields)
+        prefix = decoder._structured_prefix(embeds[1:], texts, fields)
+        _, plain = decoder._run_groups(prefix, decoder._group_embeds(embeds[1:], fields), "parallel")
+    assert torch.allclose(cached, plain, atol=1e-5)

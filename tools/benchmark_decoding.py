@@ -25,8 +25,8 @@ FIELDS = ("cls", "x1", "y1", "x2", "y2")
 
 def decode(decoder, prefix, image_embeds, mode):
     _, hidden = decoder._run_groups(prefix, decoder._group_embeds(image_embeds, FIELDS), mode)
-    cls_logits, loc_logits = decoder._field_logits(hidden[0], len(CATEGORIES))
-    return cls_logits, loc_logits
+    logits = decoder._field_logits(hidden[0], len(CATEGORIES))
+    return logits.cls, logits.loc
 
 
 def timed(fn, repeats):

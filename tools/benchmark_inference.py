@@ -1,7 +1,10 @@
 """Speed of the embedded default model on CPU: latency per task, images/s, peak memory, and
-training iterations/s.
+training iterations/s; with ``--prompt-cache`` instead the time per image of structured inference
+reading the prompt twice (cache off) against continuing the format pass's key/value cache (on),
+side by side on the same images.
 
     python tools/benchmark_inference.py [--threads 2] [--images 8] [--train-iters 10]
+    python tools/benchmark_inference.py --prompt-cache [--images 8] [--repeats 3]
 
 Needs the shapes data (tools/make_shapes.py) and the shipped checkpoint. Peak memory is the
 process's maximum resident set size (it includes the ~0.6 GB of the dequantised LLM).
@@ -26,8 +29,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_inference(num_images: int):
-    from visionllm.apis.inferencer import VisionLLMInferencer
+def task_instructions(num_images: int):
+    """The first ``num_images`` val image paths and one instruction per task."""
     from visionllm.instructions import build_instruction
 
     with open(osp.join(DATA, "annotations", "instances_val.json")) as handle:
@@ -35,13 +38,19 @@ def bench_inference(num_images: int):
     names = [c["name"] for c in coco["categories"]]
     paths = [osp.join(DATA, "images", "val", im["file_name"]) for im in coco["images"][:num_images]]
     rng = random.Random(0)
-    instructions = {
+    return paths, {
         "detection": build_instruction("detection", rng, categories=names, template_index=0).text,
         "segmentation": build_instruction("segmentation", rng, categories=names, num_points=16, template_index=0).text,
         "grounding": build_instruction("grounding", rng, expression="the red circle", template_index=0).text,
         "caption": build_instruction("caption", rng, template_index=0).text,
         "vqa": build_instruction("vqa", rng, question="how many circles are there?", template_index=0).text,
     }
+
+
+def bench_inference(num_images: int):
+    from visionllm.apis.inferencer import VisionLLMInferencer
+
+    paths, instructions = task_instructions(num_images)
     inferencer = VisionLLMInferencer(CONFIG, CHECKPOINT if osp.isfile(CHECKPOINT) else None)
     inferencer(paths[0], instructions["detection"])  # warm-up
     rows = []
@@ -54,6 +63,37 @@ def bench_inference(num_images: int):
         inferencer(paths, text, batch_size=len(paths))
         batched = len(paths) / (time.perf_counter() - start)
         rows.append((task, single * 1000, 1.0 / single, batched))
+    return rows
+
+
+def bench_prompt_cache(num_images: int, repeats: int):
+    """Rows ``(task, ms off, ms on, max |score difference|)``: batch-1 time per image with the
+    decoder's ``reuse_prompt_cache`` off and on, alternating on every image (the best of
+    ``repeats`` runs each), so both settings see the same images and the same machine load."""
+    from visionllm.apis.inferencer import VisionLLMInferencer
+
+    paths, instructions = task_instructions(num_images)
+    inferencer = VisionLLMInferencer(CONFIG, CHECKPOINT if osp.isfile(CHECKPOINT) else None)
+    decoder = inferencer.model.task_decoder
+    inferencer(paths[0], instructions["detection"])  # warm-up
+    rows = []
+    for task in ("detection", "segmentation", "caption"):
+        totals, differences = {False: 0.0, True: 0.0}, [0.0]
+        for path in paths:
+            scores = {}
+            for reuse in (False, True):
+                decoder.reuse_prompt_cache = reuse
+                best = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    result = inferencer(path, instructions[task])
+                    best = min(best, time.perf_counter() - start)
+                totals[reuse] += best
+                scores[reuse] = torch.as_tensor(result.scores).sort().values
+            if len(scores[False]):
+                differences.append(float((scores[False] - scores[True]).abs().max()))
+        rows.append((task, totals[False] / len(paths) * 1000, totals[True] / len(paths) * 1000, max(differences)))
+    decoder.reuse_prompt_cache = True
     return rows
 
 
@@ -86,8 +126,20 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--train-iters", type=int, default=10)
+    parser.add_argument("--prompt-cache", action="store_true",
+                        help="compare structured inference with the prompt cache off and on")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per image and setting (--prompt-cache)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.prompt_cache:
+        rows = bench_prompt_cache(args.images, args.repeats)
+        print(f"\nprompt key/value cache, embedded default model, CPU, {args.threads} threads, {args.images} val "
+              f"images, batch 1, best of {args.repeats} per image")
+        print("| task | cache off (ms / image) | cache on (ms / image) | change | max score difference |")
+        print("|---|---:|---:|---:|---:|")
+        for task, off, on, difference in rows:
+            print(f"| {task} | {off:.0f} | {on:.0f} | {(on - off) / off * 100:+.0f} % | {difference:.1e} |")
+        return
     rows = bench_inference(args.images)
     print(f"\nembedded default model (configs/visionllm_tiny_shapes.py), CPU, {args.threads} threads, "
           f"{args.images} val images")

@@ -69,6 +69,10 @@ class _DeformableRefinementSteps(nn.Module):
         self.deltas = nn.ModuleList(
             nn.Sequential(nn.Linear(embed_dims, embed_dims), nn.ReLU(), nn.Linear(embed_dims, out_dims))
             for _ in range(num_layers))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The last layer of every correction starts at zero (meta tensors are left alone)."""
         for delta in self.deltas:
             if not delta[-1].weight.is_meta:
                 nn.init.zeros_(delta[-1].weight)
@@ -94,10 +98,9 @@ class _DeformableRefinementSteps(nn.Module):
 class BoxRefinement(_DeformableRefinementSteps):
     """Deformable-DETR box refinement steps applied to the boxes the LLM decoded.
 
-    The LLM reads each object through one image token and writes its corners as location tokens:
-    the right object nearly always (AP50 89 on shapes), but a pixel or two off (AP75 55; median
-    edge error 1.5 px on 28 px objects; the train split is no better, so it is not overfitting).
-    Each step here samples the encoder memory inside the box (deformable attention with the box
+    The LLM reads each object through one image token and writes its corners as location tokens,
+    so it finds the right object more easily than its exact edges (the history of this on the
+    shapes model is in docs/experiments.md). Each step here samples the encoder memory inside the box (deformable attention with the box
     as reference, so the sampling grid scales with the box) from the slot's image token as
     query, and predicts a correction of (cx, cy, w, h) in logit space, as Deformable-DETR's
     iterative refinement does.
@@ -138,8 +141,8 @@ class BoxRefinement(_DeformableRefinementSteps):
 class PolygonRefinement(_DeformableRefinementSteps):
     """Refinement steps of the vertices of the polygons the LLM decoded.
 
-    Polygons have the boxes' problem (mask AP50 87 but AP75 38 on shapes: the right object,
-    the outline a pixel or two off) without a box to sample: each vertex is a query of its own,
+    Polygons have the boxes' problem (the right object, the outline a pixel or two off) without a
+    box to sample: each vertex is a query of its own,
     starting from the slot's image token, that first attends to the other vertices of its
     polygon (a vertex alone cannot tell which way the outline runs), then samples the encoder
     memory around itself (deformable attention with the vertex as reference point), and moves

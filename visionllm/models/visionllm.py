@@ -28,14 +28,12 @@ class VisionLLM(BaseModel):
             trained by ``loss_tok_cls``) to the class logits of the slot bound to that token. The
             tokenizer sees which object a token covers; the LLM then only has to confirm it,
             instead of re-learning through LoRA which of the prompt's names the token's features
-            match (measured: tokens named the right shape 89 % of the time while the LLM's class
-            of the best box was at chance).
+            match.
         instruction_relevance: for captions and questions, add to each image token's LLM input
             a learned vector (zero at the start) weighted by the sigmoid of the tokenizer's
             alignment of that token with the whole instruction (``instruction_relevance``). The
-            tokenizer already finds the object a question names; without this flag the LLM had
-            to re-find it by matching words to tokens through LoRA, and never did (every colour
-            answer was the prior "green", every count "0").
+            tokenizer already finds the object a question names; without this flag the LLM has
+            to re-find it by matching words to tokens through LoRA.
         pretrained_prefixes: module prefixes whose weights come from installed pretrained
             packages or local pretrained directories at build time (base LLM, text encoder);
             their frozen parameters and buffers are left out of checkpoints.

@@ -2,7 +2,8 @@
 from .llm_loader import ALPACA_7B_CONFIG, apply_lora, keep_first_layers, load_causal_lm
 from .parallel_decoding import autoregressive_forward, block_attention_mask, parallel_forward
 from .prompt import PromptBuilder, SequenceBatch, assemble_batch
-from .task_decoder import LLMTaskDecoder, rasterize_polygons
+from .postprocess import rasterize_polygons
+from .task_decoder import LLMTaskDecoder
 from .vocabulary import ExtendedEmbedding, ExtendedLMHead, SpecialTokens, extend_vocabulary
 
 __all__ = [

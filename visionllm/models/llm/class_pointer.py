@@ -32,9 +32,13 @@ class ClassPointer(nn.Module):
         super().__init__()
         self.query = nn.Linear(width, rank, bias=False, device=device)
         self.key = nn.Linear(width, rank, bias=False, device=device)
+        self.scale = 1.0 / math.sqrt(rank)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """``B`` starts at zero (meta tensors are left alone)."""
         if not self.key.weight.is_meta:
             nn.init.zeros_(self.key.weight)
-        self.scale = 1.0 / math.sqrt(rank)
 
     def forward(self, slots: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """slots ``[N, C]``, context ``[n, C]`` → scores ``[N, n]``."""

@@ -1,7 +1,7 @@
 """Projections into the LLM's input space at the scale of its word embeddings.
 
 A fresh linear projection of image tokens comes out with a norm an order of magnitude above the
-LLM's word embeddings (measured on the tiny model: 44 against 3.2). In the residual stream such
+LLM's word embeddings. In the residual stream such
 an input swamps everything added to it: the format-token embedding that tells a slot's fields
 apart (x1 from x2) and the updates of the LLM's own layers, so every field of a slot reads out
 nearly the same value. Normalising the projection's output to the RMS of the word embeddings

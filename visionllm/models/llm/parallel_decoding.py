@@ -87,6 +87,34 @@ def parallel_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: t
     return hidden[:, :length], hidden[:, length:].reshape(batch, num_groups, group_len, width)
 
 
+def cached_parallel_forward(backbone: nn.Module, prefix: SequenceBatch, cache, tail_embeds: torch.Tensor,
+                            group_embeds: torch.Tensor, groups_see_each_other: bool = False) -> torch.Tensor:
+    """The groups of ``parallel_forward`` after a prefix whose keys and values are cached.
+
+    ``cache`` holds the keys and values of ``prefix`` (a ``DynamicCache``, extended in place);
+    ``tail_embeds [B, T, C]`` are tokens still to be read causally after the prefix (e.g. the end
+    of the format), then the groups ``[B, N, F, C]`` see prefix and tail. Positions continue
+    from the real prefix length, so the result equals ``parallel_forward`` over
+    ``prefix + tail`` up to float rounding. Returns ``group_hidden [B, N, F, C]``.
+    """
+    batch, num_groups, group_len, width = group_embeds.shape
+    length, tail = prefix.embeds.shape[1], tail_embeds.shape[1]
+    num_query = tail + num_groups * group_len
+    device = group_embeds.device
+    allowed = torch.zeros(batch, num_query, length + num_query, dtype=torch.bool, device=device)
+    allowed[:, :, :length] = prefix.valid.unsqueeze(1)
+    allowed[:, :tail, length:length + tail] = torch.ones(tail, tail, dtype=torch.bool, device=device).tril()
+    allowed[:, tail:, length:length + tail] = True
+    allowed[:, tail:, length + tail:] = group_allowed(num_groups, group_len, groups_see_each_other, device)
+    start = prefix.lengths.unsqueeze(1)
+    positions = torch.cat([start + torch.arange(tail, device=device).unsqueeze(0),
+                           start + tail + torch.arange(group_len, device=device).repeat(num_groups).unsqueeze(0)], dim=1)
+    embeds = torch.cat([tail_embeds, group_embeds.reshape(batch, -1, width)], dim=1)
+    hidden = backbone(inputs_embeds=embeds, attention_mask=additive_mask(allowed, embeds.dtype).unsqueeze(1),
+                      position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
+    return hidden[:, tail:].reshape(batch, num_groups, group_len, width)
+
+
 @torch.no_grad()
 def autoregressive_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: torch.Tensor,
                            groups_see_each_other: bool = False, return_prefix: bool = False):

@@ -1,0 +1,272 @@
+"""The LLM side of the task decoder: loading, LoRA, the extended vocabulary, prompt assembly and
+hidden states.
+
+``LanguageModelDecoder`` knows nothing about boxes or polygons: it turns (instruction, image
+tokens, extra token ids) into hidden states, language-model losses, generated text and generated
+output formats. ``LLMTaskDecoder`` builds the structured head on top of it.
+"""
+import copy
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import nn
+
+from .image_readout import ImageReadout
+from .llm_loader import apply_lora, freeze_all, load_causal_lm
+from .parallel_decoding import additive_mask, prefix_allowed
+from .prompt import PromptBuilder, SequenceBatch, assemble_batch
+from .vocabulary import SpecialTokens, extend_vocabulary
+
+
+def sample_meta(sample, key, default=None):
+    return sample.metainfo.get(key, default)
+
+
+class LanguageModelDecoder(BaseModule):
+    """A causal LM with new location / class / format tokens, optionally LoRA-adapted.
+
+    Args:
+        llm: where the LLM comes from: ``dict(source='smollm2' | '<local dir>' | 'meta',
+            gguf_file=None, tokenizer_path=None, config=None, num_layers=None)``
+            (see ``load_causal_lm``).
+        prompt_style: ``'chat'`` (the tokenizer's chat template) or ``'alpaca'``.
+        system_prompt: optional system message of chat templates.
+        special_tokens: ``SpecialTokens`` arguments (bins, class-token budget, max points).
+        lora: ``dict(rank, alpha, dropout, include_mlp)``, or None to freeze the LLM entirely
+            (only the new vocabulary rows and the parts built on top train).
+        vocab_init_noise / seed: initialisation of the new vocabulary rows.
+        generate_format: at inference emit the format tokens greedily (the parser of the
+            instruction is the fallback); False uses the parser directly.
+        max_new_tokens / num_beams: caption and answer generation.
+    """
+
+    def __init__(self, llm: Optional[dict] = None, prompt_style: str = "chat",
+                 system_prompt: Optional[str] = None, special_tokens: Optional[dict] = None,
+                 lora: Optional[dict] = dict(rank=8, alpha=16, dropout=0.05, include_mlp=False),
+                 vocab_init_noise: float = 1.0, seed: int = 0, generate_format: bool = True,
+                 max_new_tokens: int = 30, num_beams: int = 1, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        from visionllm.instructions import LocationCodec
+        llm = dict(llm or dict(source="smollm2"))
+        model, tokenizer = load_causal_lm(**llm)
+        self.on_meta = llm.get("source") == "meta"
+        model = apply_lora(model, **lora) if lora is not None else freeze_all(model)
+        self.special = SpecialTokens(**(special_tokens or {}))
+        # New rows are added after LoRA injection so that they stay trainable.
+        token_ids = extend_vocabulary(model, tokenizer, self.special, noise_std=vocab_init_noise, seed=seed)
+        self.llm = model
+        # mmengine's init_weights() calls `init_weights` of children not marked initialised; the
+        # HF model has one, and the pretrained weights must never be re-initialised.
+        self.llm.is_init = True
+        self.tokenizer = tokenizer
+        self.prompt = PromptBuilder(tokenizer, prompt_style, system_prompt) if tokenizer is not None else None
+        self.codec = LocationCodec(self.special.num_bins)
+        self.hidden_size = model.config.hidden_size
+
+        def ids(tokens):
+            return torch.tensor([token_ids[t] for t in tokens], dtype=torch.long)
+
+        self.register_buffer("location_ids", ids(self.special.location_tokens), persistent=False)
+        self.register_buffer("class_ids", ids(self.special.class_tokens), persistent=False)
+        self.register_buffer("format_ids", ids(self.special.format_tokens), persistent=False)
+        self.no_object_id = token_ids[self.special.no_object]
+        self.field_ids = {tok[1:-1]: token_ids[tok] for tok in self.special.format_tokens}
+        self.id_to_field = {v: k for k, v in self.field_ids.items()}
+        self.new_token_ids = list(token_ids.values())
+        self.generate_format = generate_format
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.image_readout: Optional[ImageReadout] = None
+
+    def build_image_readout(self, config: Optional[dict]) -> None:
+        """Give every decoder layer a zero-initialised cross-attention read-out of the image
+        tokens (``ImageReadout`` with ``dict(dims, num_heads)``), or none when ``config`` is None."""
+        device = "meta" if self.on_meta else None
+        self.image_readout = (ImageReadout(self.backbone.layers, self.hidden_size, device=device, **config)
+                              if config is not None else None)
+
+    # ------------------------------------------------------------------ parameters / checkpoints
+    @property
+    def backbone(self) -> nn.Module:
+        """The decoder stack (HF ``LlamaModel``) without the output layer."""
+        return self.llm.model
+
+    @property
+    def embed_tokens(self):
+        return self.llm.get_input_embeddings()
+
+    @property
+    def head(self):
+        return self.llm.get_output_embeddings()
+
+    def frozen_pretrained_keys(self) -> List[str]:
+        """State-dict keys of frozen LLM weights (restored from the LLM source at build time)."""
+        return [f"llm.{name}" for name, p in self.llm.named_parameters(remove_duplicate=False)
+                if not p.requires_grad]
+
+    def trainable_state_dict(self) -> "OrderedDict[str, torch.Tensor]":
+        frozen = set(self.frozen_pretrained_keys())
+        return OrderedDict((k, v.detach().clone()) for k, v in self.state_dict().items() if k not in frozen)
+
+    def load_trainable_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = sorted(set(missing) - set(self.frozen_pretrained_keys()))
+        if missing or unexpected:
+            raise KeyError(f"trainable state mismatch: missing {missing}, unexpected {unexpected}")
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _reading(self, image_embeds: torch.Tensor):
+        """Context in which the decoder layers read ``image_embeds`` (row b: image of sequence b)."""
+        return self.image_readout.attached(image_embeds) if self.image_readout is not None else nullcontext()
+
+    # ------------------------------------------------------------------ sequences
+    def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor) -> list:
+        before, after = self.prompt.encode(instruction)
+        return [(before, False), (image_embeds, False), (after, False)]
+
+    def _format_ids(self, fields: Sequence[str]) -> List[int]:
+        return [self.field_ids[name] for name in fields]
+
+    def _assemble(self, samples: List[list]) -> SequenceBatch:
+        # In the dtype of the trainable table (the frozen base may be held in lower precision).
+        param = self.embed_tokens.new_weight
+        return assemble_batch(samples, self.embed_tokens, self.hidden_size, param.device, param.dtype)
+
+    def _causal_hidden(self, batch: SequenceBatch, image_embeds: torch.Tensor, cache=None) -> torch.Tensor:
+        """Final hidden states ``[B, L, C]`` of a left-padded batch read causally; ``cache``
+        (a ``DynamicCache``) keeps the keys and values for a later continuation."""
+        mask = additive_mask(prefix_allowed(batch.valid), batch.embeds.dtype).unsqueeze(1)
+        with self._reading(image_embeds):
+            return self.backbone(inputs_embeds=batch.embeds, attention_mask=mask, position_ids=batch.position_ids,
+                                 past_key_values=cache, use_cache=cache is not None).last_hidden_state
+
+    def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token CE over the full vocabulary at target positions only."""
+        where = labels != -100
+        logits = self.head(hidden[where])
+        return F.cross_entropy(logits, labels[where])
+
+    def _text_loss(self, image_embeds, samples) -> torch.Tensor:
+        """LM loss of each sample's ``target_text`` (then end of response) after its prompt."""
+        rows = []
+        for embeds, sample in zip(image_embeds, samples):
+            target = self.prompt.text_ids(sample_meta(sample, "target_text")) + [self.prompt.end_of_response_id]
+            rows.append(self._prompt_segments(sample_meta(sample, "instruction"), embeds) + [(target, True)])
+        batch = self._assemble(rows)
+        return self._lm_loss(self._causal_hidden(batch, image_embeds), batch.labels)
+
+    # ------------------------------------------------------------------ generation
+    def generate_text(self, image_embeds: torch.Tensor, instructions: List[str],
+                      max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None) -> List[str]:
+        """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam)."""
+        batch = self._assemble([self._prompt_segments(t, e) for t, e in zip(instructions, image_embeds)])
+        eos = self.prompt.end_of_response_id
+        with self._reading(image_embeds):
+            output = self.llm.generate(
+                inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
+                max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
+                do_sample=False, eos_token_id=eos, pad_token_id=eos,
+                suppress_tokens=self.new_token_ids)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
+
+    @torch.no_grad()
+    def _generate_format(self, image_embeds: torch.Tensor, instructions: List[str],
+                         state: Optional[dict] = None) -> List[Optional[List[int]]]:
+        """Greedy generation of the format tokens under the format grammar, in ONE forward pass.
+
+        A format is ``<cls> <x1> <y1> ... <xK> <yK>``, so the only choice at each step is "next
+        field" or "end of response" (allowed after a complete point, K >= 2). Greedy decoding
+        would feed exactly the tokens of the longest format up to where it stops, so feeding that
+        sequence teacher-forced and comparing the two logits at every position gives the same
+        result as step-by-step decoding without its per-token forward passes. ``None`` where the
+        model never chooses to stop (the caller falls back to the parser).
+
+        ``state``: a dict that receives the pass (``PromptCache``) for reuse by the slot pass.
+        """
+        from visionllm.instructions import OutputFormat
+        ids = self._format_ids(OutputFormat.polygon(self.special.max_points).fields)
+        batch = self._assemble([self._prompt_segments(t, e) + [(ids, False)]
+                                for t, e in zip(instructions, image_embeds)])
+        cache = None
+        if state is not None:
+            from transformers import DynamicCache
+            cache = DynamicCache(config=self.backbone.config)
+        hidden = self._causal_hidden(batch, image_embeds, cache)
+        if state is not None:
+            state["cache"] = PromptCache(batch, hidden, cache, ids)
+        count = len(ids)
+        # Left padding: the format tokens are the last ``count`` positions of every row.
+        choices = torch.tensor([self.prompt.end_of_response_id] + ids, device=hidden.device)
+        logits = self.head.subset_logits(hidden[:, -count:], choices)  # [B, count, 1 + count]
+        stop_logit = logits[:, :, 0]
+        next_logit = torch.full_like(stop_logit, float("-inf"))
+        next_logit[:, :-1] = logits[:, torch.arange(count - 1), torch.arange(2, count + 1)]
+        # Position j has just read ids[j]; stopping is allowed after y_K (j = 2K, K >= 2).
+        position = torch.arange(count, device=hidden.device)
+        may_stop = (position >= 4) & (position % 2 == 0)
+        stops = (stop_logit >= next_logit) & may_stop
+        results: List[Optional[List[int]]] = []
+        for row in stops:
+            where = row.nonzero()
+            results.append(ids[:int(where[0]) + 1] if len(where) else None)
+        return results
+
+    def _decode_format(self, image_embeds: torch.Tensor, instructions: List[str],
+                       state: Optional[dict] = None) -> List[Tuple[str, ...]]:
+        """The output format of each instruction: the generated format tokens when they form a
+        valid format, else the parser's reading of the instruction."""
+        from visionllm.instructions import OutputFormat, parse_output_format
+        generated = [None] * len(instructions)
+        if self.generate_format:
+            generated = self._generate_format(image_embeds, instructions, state)
+        formats = []
+        for text, ids in zip(instructions, generated):
+            fields = None
+            if ids is not None:
+                try:
+                    fields = OutputFormat(tuple(self.id_to_field[i] for i in ids)).fields
+                except (KeyError, ValueError):
+                    fields = None
+            formats.append(fields or parse_output_format(text).fields)
+        return formats
+
+
+class PromptCache:
+    """A causal pass over ``prompt + fed token ids`` kept for continuation.
+
+    ``batch`` and ``hidden`` are the pass's inputs and hidden states, ``cache`` its keys and
+    values, ``fed`` the token ids read after each prompt (the same for every row).
+    """
+
+    def __init__(self, batch: SequenceBatch, hidden: torch.Tensor, cache, fed: Sequence[int]):
+        self.batch, self.hidden, self.cache, self.fed = batch, hidden, cache, list(fed)
+
+    @property
+    def prompt_length(self) -> int:
+        """Padded length of the prompt part (everything before the fed ids)."""
+        return self.batch.embeds.shape[1] - len(self.fed)
+
+    def continuation(self, rows: List[int], tail: Sequence[int]) -> Tuple[object, SequenceBatch, List[int]]:
+        """The cache of some rows cut after the longest common start of ``fed`` and ``tail``.
+
+        Returns ``(cache, kept, rest)``: the cut copy of the cache, the batch of the kept
+        positions (prompt and shared ids) and the ids of ``tail`` still to be read.
+        """
+        shared = 0
+        while shared < min(len(self.fed), len(tail)) and self.fed[shared] == tail[shared]:
+            shared += 1
+        keep = self.prompt_length + shared
+        cache = copy.deepcopy(self.cache)
+        cache.batch_select_indices(torch.tensor(rows, device=self.hidden.device))
+        if keep < self.batch.embeds.shape[1]:
+            cache.crop(keep - self.batch.embeds.shape[1])
+        kept = SequenceBatch(self.batch.embeds[rows, :keep], self.batch.valid[rows, :keep],
+                             self.batch.labels[rows, :keep],
+                             self.batch.input_ids[rows, :keep] if self.batch.input_ids is not None else None)
+        return cache, kept, list(tail[shared:])

@@ -1,0 +1,112 @@
+"""The structured post-processor: field logits → scored points → instances in input pixels.
+
+``decode`` turns one pass's slot logits into scores, labels and points (pixels of the resized
+image); ``merge`` joins the passes of one image (category sets split over several passes), keeps
+the best, rescales to the original image and rasterises polygons into masks.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from mmengine.structures import InstanceData
+
+from visionllm.models.refinement import extent_boxes
+
+from .structured_head import SlotLogits
+
+
+@dataclass
+class SlotPredictions:
+    """Decoded slots of one pass: ``scores [N]``, ``labels [N]`` (indices into the image's
+    category list) and ``points [N, K, 2]`` in pixels of the resized image."""
+    scores: torch.Tensor
+    labels: torch.Tensor
+    points: torch.Tensor
+
+
+def rasterize_polygons(polygons: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
+    """K-point polygons ``[n, K, 2]`` (pixels) → boolean masks ``[n, h, w]`` with pycocotools."""
+    from pycocotools import mask as mask_utils
+    h, w = shape
+    masks = np.zeros((len(polygons), h, w), dtype=bool)
+    for i, polygon in enumerate(polygons.detach().cpu().double().numpy()):
+        rle = mask_utils.merge(mask_utils.frPyObjects([polygon.reshape(-1).tolist()], h, w))
+        masks[i] = mask_utils.decode(rle).astype(bool)
+    return torch.from_numpy(masks)
+
+
+class StructuredPostProcessor:
+    """Decoding and merging of structured predictions.
+
+    Args:
+        codec: the ``LocationCodec`` of the location bins.
+        coord_decode: ``'argmax'`` or ``'expectation'`` of each location distribution.
+        max_per_img / score_thr: predictions kept per image.
+        grounding_score: how the one box of a grounding answer is chosen (see ``LLMTaskDecoder``).
+    """
+
+    def __init__(self, codec, coord_decode: str = "argmax", max_per_img: int = 100, score_thr: float = 0.0,
+                 grounding_score: str = "model"):
+        if coord_decode not in ("argmax", "expectation"):
+            raise ValueError(f"coord_decode must be 'argmax' or 'expectation', got {coord_decode!r}")
+        if grounding_score not in ("model", "alignment"):
+            raise ValueError(f"grounding_score must be 'model' or 'alignment', got {grounding_score!r}")
+        self.codec = codec
+        self.coord_decode = coord_decode
+        self.max_per_img = max_per_img
+        self.score_thr = score_thr
+        self.grounding_score = grounding_score
+
+    def decode(self, logits: SlotLogits, refs: torch.Tensor, sample, num_categories: int, offset: int,
+               class_prior: Optional[torch.Tensor] = None) -> SlotPredictions:
+        """Scores, labels (+ ``offset``, the pass's first category) and points of the slots."""
+        num_slots = logits.cls.shape[0]
+        refs = refs[:num_slots]
+        probs = logits.cls.softmax(-1)[:, :num_categories]
+        if num_categories:
+            scores, labels = probs.max(-1)
+        else:
+            scores, labels = probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long)
+        if (self.grounding_score == "alignment" and sample.metainfo.get("task") == "grounding"
+                and class_prior is not None and num_categories):
+            scores, labels = class_prior[:num_slots, :num_categories].sigmoid().max(-1)
+        h, w = sample.metainfo.get("img_shape")[:2]
+        img_wh = (float(w), float(h))
+        loc = logits.loc.view(num_slots, -1, 2, self.codec.num_bins)
+        if self.coord_decode == "argmax":
+            points = self.codec.decode(loc.argmax(-1), refs.unsqueeze(1), img_wh)
+        else:
+            points = self.codec.decode_expectation(loc.softmax(-1), refs.unsqueeze(1), img_wh)
+        return SlotPredictions(scores, labels + offset, points.float())
+
+    def merge(self, parts: List[SlotPredictions], sample) -> InstanceData:
+        """Concatenate the passes of one image, keep the best, rescale to ``ori_shape``."""
+        meta = sample.metainfo
+        scores = torch.cat([p.scores for p in parts])
+        labels = torch.cat([p.labels for p in parts])
+        points = torch.cat([p.points for p in parts])
+        order = scores.argsort(descending=True)
+        if meta.get("task") == "grounding":
+            order = order[:1]
+        else:
+            order = order[scores[order] >= self.score_thr][:self.max_per_img]
+        scores, labels, points = scores[order], labels[order], points[order]
+        w_scale, h_scale = meta.get("scale_factor", (1.0, 1.0))[:2]
+        ori_h, ori_w = meta.get("ori_shape", meta.get("img_shape"))[:2]
+        points = points / points.new_tensor([w_scale, h_scale])
+        points[..., 0] = points[..., 0].clamp(0, ori_w)
+        points[..., 1] = points[..., 1].clamp(0, ori_h)
+        result = InstanceData()
+        # Corners are decoded as written; a box is their extent (also the box of a polygon).
+        result.bboxes = extent_boxes(points) if len(points) else points.new_zeros(0, 4)
+        result.scores = scores
+        category_ids = meta.get("category_ids")
+        if category_ids is not None:
+            result.labels = torch.as_tensor(category_ids, dtype=torch.long)[labels.cpu()].to(labels.device)
+        else:
+            result.labels = labels
+        if points.shape[1] > 2:
+            result.polygons = points
+            result.masks = rasterize_polygons(points, (int(ori_h), int(ori_w)))
+        return result
