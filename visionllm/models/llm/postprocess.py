@@ -12,6 +12,7 @@ import torch
 from mmengine.structures import InstanceData
 
 from visionllm.models.refinement import extent_boxes
+from visionllm.utils.polygon_masks import polygon_mask
 
 from .structured_head import SlotLogits
 
@@ -26,13 +27,12 @@ class SlotPredictions:
 
 
 def rasterize_polygons(polygons: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
-    """K-point polygons ``[n, K, 2]`` (pixels) → boolean masks ``[n, h, w]`` with pycocotools."""
-    from pycocotools import mask as mask_utils
+    """K-point polygons ``[n, K, 2]`` (pixels) → boolean masks ``[n, h, w]`` (the package's one
+    rasteriser, ``visionllm.utils.polygon_masks``)."""
     h, w = shape
     masks = np.zeros((len(polygons), h, w), dtype=bool)
     for i, polygon in enumerate(polygons.detach().cpu().double().numpy()):
-        rle = mask_utils.merge(mask_utils.frPyObjects([polygon.reshape(-1).tolist()], h, w))
-        masks[i] = mask_utils.decode(rle).astype(bool)
+        masks[i] = polygon_mask([polygon], h, w)
     return torch.from_numpy(masks)
 
 

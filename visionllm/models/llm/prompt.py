@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-IMAGE_PLACEHOLDER = "<image>"
+from ...instructions import IMAGE_PLACEHOLDER
 
 ALPACA_TEMPLATE = ("Below is an instruction that describes a task. Write a response that "
                    "appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
