@@ -28,7 +28,7 @@ ops: $(ENV_STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 test: ops
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 # Everything except the tests marked slow (whole model, training, the real LLM): for development.
 test-fast: ops
