@@ -288,17 +288,23 @@ DTYPE_CASES = [CASES[1], CASES[4], WIDE]
 DTYPE_CASE_IDS = [CASE_IDS[1], CASE_IDS[4], "wide-L4-P16"]
 
 
-def away_from_cell_edges(locations, shapes):
-    """Moves locations whose pixel coordinate is within 1e-3 of an integer by 5e-3 pixels.
+def away_from_cell_edges(locations, shapes, dtype=torch.float64):
+    """Locations in ``dtype`` none of whose pixel coordinates lies within 1e-3 of an integer
+    (a bilinear cell edge): those are moved by a third of a pixel before rounding.
 
-    The location gradient jumps where a sample crosses into the next bilinear cell; a float32
-    coordinate and a float64 one may fall on different sides of that edge. (For 16-bit inputs the
-    kernel's coordinate arithmetic is exact, so this only matters for float32.)
+    The location gradient jumps where a sample crosses into the next cell, so at an edge the
+    kernel and the float64 reference may take either one-sided derivative. A 16-bit location has
+    few mantissa bits and lands exactly on an edge often, so the check is made after rounding.
     """
     size = shapes.flip(-1).to(torch.float64)[:, None, :]  # [L, 1, 2] as (W, H)
-    pixel = locations.double() * size - 0.5
-    near = (pixel - pixel.round()).abs() < 1e-3
-    return torch.where(near, locations.double() + 5e-3 / size, locations.double()).to(locations.dtype)
+    exact = locations.double()
+    for _ in range(4):
+        pixel = exact.to(dtype).double() * size - 0.5
+        near = (pixel - pixel.round()).abs() < 1e-3
+        if not near.any():
+            break
+        exact = torch.where(near, exact + (1 / 3) / size, exact)
+    return exact.to(dtype)
 
 
 def coordinate_extent(shapes_list):
@@ -333,7 +339,7 @@ def rounded_inputs(case, dtype):
     batch, queries, heads, channels, shapes_list, points = case
     value, shapes, starts, locations, weights = make_inputs(batch, queries, heads, channels, shapes_list, points,
                                                             torch.float64)
-    low = [value.to(dtype), away_from_cell_edges(locations, shapes).to(dtype), weights.to(dtype)]
+    low = [value.to(dtype), away_from_cell_edges(locations, shapes, dtype), weights.to(dtype)]
     grad_out = torch.randn(batch, queries, heads * channels, dtype=torch.float64).to(dtype)
     leaves = [t.double().requires_grad_(True) for t in low]
     exact = ms_deform_attn_reference(leaves[0], shapes, starts, leaves[1], leaves[2])
