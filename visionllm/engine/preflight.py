@@ -18,16 +18,23 @@ class PreflightError(ValueError):
     """A run that cannot start; the message is one line naming the problem and the fix."""
 
 
+def configured_low_precision(cfg: Config) -> list:
+    """The low-precision dtype names the config computes in: the frozen base, the FSDP
+    mixed-precision policy and the autocast optimizer wrapper."""
+    names = [cfg.model.get("frozen_dtype")]
+    mixed = ((cfg.get("strategy") or {}).get("model_wrapper") or {}).get("mixed_precision") or {}
+    names.append(mixed.get("param_dtype"))
+    optim_wrapper = cfg.get("optim_wrapper") or {}
+    if optim_wrapper.get("type") in ("AmpOptimWrapper", "AutocastOptimWrapper"):
+        names.append(optim_wrapper.get("dtype"))
+    return [name for name in names if name]
+
+
 def check_precision(cfg: Config) -> None:
     device = default_device_type()
     try:
-        if cfg.model.get("frozen_dtype"):
-            check_device_dtype(cfg.model.frozen_dtype, device)
-        mixed = ((cfg.get("strategy") or {}).get("model_wrapper") or {}).get("mixed_precision") or {}
-        if mixed.get("param_dtype"):
-            check_device_dtype(mixed["param_dtype"], device)
-        if cfg.optim_wrapper.get("type") in ("AmpOptimWrapper", "AutocastOptimWrapper") and cfg.optim_wrapper.get("dtype"):
-            check_device_dtype(cfg.optim_wrapper.dtype, device)
+        for name in configured_low_precision(cfg):
+            check_device_dtype(name, device)
     except PrecisionError as error:
         raise PreflightError(str(error)) from None
 
@@ -35,11 +42,7 @@ def check_precision(cfg: Config) -> None:
 def precision_warning(cfg: Config, flags=None):
     """A one-line warning when the config computes in bfloat16 where that is emulated (a CPU
     without bfloat16 instructions), else None."""
-    wanted = [cfg.model.get("frozen_dtype")]
-    optim_wrapper = cfg.get("optim_wrapper") or {}
-    if optim_wrapper.get("type") in ("AmpOptimWrapper", "AutocastOptimWrapper"):
-        wanted.append(optim_wrapper.get("dtype"))
-    if not any(name and resolve_dtype(name) == torch.bfloat16 for name in wanted):
+    if not any(resolve_dtype(name) == torch.bfloat16 for name in configured_low_precision(cfg)):
         return None
     return slow_bfloat16_warning(default_device_type(), flags)
 
