@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from visionllm.engine.checkpoint import decompress_state_dict, load_trained_checkpoint, read_checkpoint
+from repo_paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")
 CHECKPOINT = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
 TASKS = ("detection", "segmentation", "grounding", "caption", "vqa")  # order of the test loader's datasets

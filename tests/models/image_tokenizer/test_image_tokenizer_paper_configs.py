@@ -2,13 +2,13 @@
 with the parameter counts the architecture formulas give."""
 import pytest
 import torch
-from test_backbones import INTERNIMAGE_VARIANTS, internimage_params, projection_params, resnet_params
+from parameter_counts import (BERT_BASE, count, internimage_params, projection_params, resnet_params,
+                              tokenizer_params, transformer_params)
 
+from visionllm.models.image_tokenizer.backbones import INTERNIMAGE_VARIANTS
 from visionllm.registry import MODELS
 
 import visionllm.models.image_tokenizer  # noqa: F401  (registers the modules)
-
-BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 
 
 def paper_tokenizer(backbone):
@@ -18,43 +18,6 @@ def paper_tokenizer(backbone):
                 fusion=dict(num_heads=8),
                 transformer=dict(num_heads=8, num_points=4, ffn_dims=1024, num_encoder_layers=6,
                                  num_decoder_layers=6, num_queries=100, iterative_refinement=True))
-
-
-def bert_params(vocab=30522, hidden=768, layers=12, intermediate=3072, positions=512, types=2) -> int:
-    embeddings = (vocab + positions + types) * hidden + 2 * hidden
-    layer = 4 * (hidden * hidden + hidden) + 2 * hidden + hidden * intermediate + intermediate
-    layer += intermediate * hidden + hidden + 2 * hidden
-    return embeddings + layers * layer  # no pooler (unused)
-
-
-def ms_deform_attn_params(c, levels, heads, points) -> int:
-    samples = heads * levels * points
-    return c * samples * 2 + samples * 2 + c * samples + samples + 2 * (c * c + c)
-
-
-def transformer_params(c=256, levels=4, heads=8, points=4, ffn=1024, enc=6, dec=6, queries=100, refine=True):
-    ffn_params = c * ffn + ffn + ffn * c + c
-    enc_layer = ms_deform_attn_params(c, levels, heads, points) + 2 * c + ffn_params + 2 * c
-    dec_layer = (3 * c * c + 3 * c + c * c + c) + 2 * c + ms_deform_attn_params(c, levels, heads, points)
-    dec_layer += 2 * c + ffn_params + 2 * c
-    total = enc * enc_layer + dec * dec_layer + levels * c + queries * 2 * c + (c * 2 + 2)
-    if refine:  # 3-layer MLP per decoder layer
-        total += dec * (2 * (c * c + c) + 2 * c + 2)
-    return total
-
-
-def tokenizer_params(backbone_params, c=256, levels=4, text_hidden=768) -> int:
-    fusion = levels * (4 * c * c + 4 * c + 2 * c)
-    text = bert_params() + text_hidden * c + c + 2 * c
-    objectness = c + 1
-    name_alignment = c * c + c + 1  # name query projection + logit bias
-    token_position = 64 * c + c     # sine features of (cx, cy), 32 frequencies each → c
-    return (backbone_params + text + fusion + transformer_params(c, levels) + objectness + name_alignment
-            + token_position)
-
-
-def count(module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 @pytest.mark.parametrize("name", ["R50", "InternImage-H"])

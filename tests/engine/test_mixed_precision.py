@@ -9,6 +9,7 @@ import torch
 from mmengine.dataset import pseudo_collate
 
 from tiny_model import tiny_model_cfg
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def batches(tiny_workspace):  # noqa: F811
 
     import visionllm.datasets  # noqa: F401
     init_default_scope("visionllm")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = REPO
     cfg = Config.fromfile(os.path.join(repo, "configs", "_base_", "datasets", "shapes_all_tasks.py"))
     cwd = os.getcwd()
     os.chdir(tiny_workspace)

@@ -22,11 +22,11 @@ from PIL import Image
 from visionllm.apis.inputs import InputError, load_image
 from visionllm.apis.web_page import PRESETS, preset_instruction
 from visionllm.datasets.shapes import build_split
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
 httpx = pytest.importorskip("httpx")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")
 CHECKPOINT = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
 LIMIT_MB = 1.0  # small, so the over-limit upload is cheap; shapes images are a few kB

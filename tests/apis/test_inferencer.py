@@ -12,10 +12,10 @@ from tiny_model import write_tiny_config
 from visionllm.apis.inputs import InputError
 from visionllm.instructions import build_instruction, format_category_set
 import random
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow  # the whole tiny model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DET = 'Detect {cats} in <image>. Answer as a list of (c, x1, y1, x2, y2).'
 
 

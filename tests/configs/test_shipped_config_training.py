@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from visionllm.engine.checkpoint import AtomicLocalBackend
+from repo_paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")
 ITERS = 2
 

@@ -9,15 +9,16 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from test_backbones import INTERNIMAGE_VARIANTS, internimage_params, projection_params, resnet_params
-from test_image_tokenizer_paper_configs import BERT_BASE, bert_params, tokenizer_params
+from parameter_counts import BERT_BASE, bert_params, internimage_params, projection_params, resnet_params, tokenizer_params
+from repo_paths import REPO
 
 from visionllm.models.llm.llm_loader import ALPACA_7B_CONFIG, lora_parameter_count
 from visionllm.registry import MODELS
 
 import visionllm.models  # noqa: F401  (registers the modules)
+from visionllm.models.image_tokenizer.backbones import INTERNIMAGE_VARIANTS
 
-CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs")
+CONFIG_DIR = osp.join(REPO, "configs")
 BACKBONES = ("r50", "internimage_h")
 
 

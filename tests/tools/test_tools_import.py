@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_paths import REPO
+
+ROOT = REPO
 TOOLS = sorted(glob.glob(os.path.join(ROOT, "tools", "*.py")))
 
 CHECK = r'''

@@ -10,6 +10,7 @@ from PIL import Image
 from visionllm.registry import DATASETS
 
 import visionllm.datasets  # noqa: F401  (registers)
+from repo_paths import REPO
 
 
 def _image(path, w=40, h=30):
@@ -245,7 +246,7 @@ def test_shapes_config_train_mixture_builds_every_task(tmp_path, monkeypatch):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from visionllm.datasets.shapes import build_split
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = REPO
     cfg = Config.fromfile(os.path.join(repo, "configs/_base_/datasets/shapes_all_tasks.py"))
     build_split("train", 4, int(np.random.randint(1000)), str(tmp_path / "data" / "shapes"))
     monkeypatch.chdir(tmp_path)

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from tiny_model import tiny_model_cfg, write_tiny_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_paths import REPO
 
 
 def test_meta_budget_counts_the_real_model(tiny_llm_dir):  # noqa: F811

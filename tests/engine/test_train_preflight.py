@@ -3,8 +3,7 @@ when a pretrained directory is missing (one line per missing input) or the strat
 import os
 import subprocess
 import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_paths import REPO
 
 
 def run_train(config, tmp_path, extra_path=None):

@@ -6,6 +6,7 @@ from visionllm.models.llm.llm_loader import load_causal_lm
 from visionllm.models.llm.parallel_decoding import (autoregressive_forward, block_attention_mask,
                                                     parallel_forward)
 from visionllm.models.llm.prompt import SequenceBatch
+from repo_paths import REPO
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -98,7 +99,7 @@ SHIPPED_CHECKPOINT = "checkpoints/visionllm_tiny_shapes.pth"
 def shipped_inferencer():
     import os
     from visionllm.apis.inferencer import VisionLLMInferencer
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = REPO
     return VisionLLMInferencer(os.path.join(repo, SHIPPED_CONFIG), os.path.join(repo, SHIPPED_CHECKPOINT))
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from visionllm.engine.checkpoint import AtomicLocalBackend, TrainableStateCheckpointHook
+from repo_paths import REPO
 
 
 def test_atomic_put_replaces_whole_file(tmp_path):
@@ -210,14 +211,14 @@ def test_safetensors_checkpoint_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("config", sorted(name for name in os.listdir(os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")) if name.endswith(".py")))
+    REPO, "configs")) if name.endswith(".py")))
 def test_every_shipped_config_saves_through_the_atomic_backend(config, tmp_path):
     """The file backend mmengine's CheckpointHook gets from each shipped config (a real save of
     the tiny config through it: test_shipped_config_training)."""
     from mmengine.config import Config
     from mmengine.fileio import get_file_backend
     import visionllm.engine  # noqa: F401  registers the backend, as the configs' custom_imports do
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = REPO
     hook = Config.fromfile(os.path.join(repo, "configs", config)).default_hooks.checkpoint
     assert hook.type == "CheckpointHook"
     backend = get_file_backend(str(tmp_path), backend_args=hook.get("backend_args"))

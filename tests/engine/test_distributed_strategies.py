@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from tiny_llm import save_tiny_llama
+from repo_paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 STEPS = 3  # optimizer steps per run
 

@@ -5,8 +5,9 @@ import sys
 import sysconfig
 
 import pytest
+from repo_paths import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 SCRIPT = os.path.join(ROOT, "tools", "make_env.sh")
 
 

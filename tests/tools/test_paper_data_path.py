@@ -24,8 +24,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from paper_data_tree import IMAGES, KARPATHY, SPLITS_2017, expected_counts, write_paper_data_tree
 from tiny_llm import save_tiny_llama
+from repo_paths import REPO
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STAGE2 = osp.join(REPO, "configs", "visionllm_r50_alpaca7b_stage2.py")
 IMG_SCALE = (1333, 800)
 
@@ -51,7 +51,7 @@ def save_tiny_bert(directory: str) -> str:
 SMALL_SIZES = """
 _base_ = ["{stage2}"]
 # frozen_dtype None: CPUs without bfloat16 matrix units run bfloat16 convolutions far slower than
-# float32 at 1333x800 (110 s vs 4-6 s per image); the bfloat16 frozen base is covered by tests/test_mixed_precision.py.
+# float32 at 1333x800 (110 s vs 4-6 s per image); the bfloat16 frozen base is covered by tests/engine/test_mixed_precision.py.
 model = dict(frozen_dtype=None, image_tokenizer=dict(
     embed_dims=32,
     backbone=dict(depth=18, checkpoint=None),

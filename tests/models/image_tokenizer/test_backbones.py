@@ -6,6 +6,7 @@ import timm
 import torch
 
 import custom_ops
+from parameter_counts import count, internimage_params, projection_params, resnet_params
 from visionllm.models.image_tokenizer.backbones import (INTERNIMAGE_VARIANTS, InternImage, InternImageBackbone,
                                                         ResNetBackbone)
 from visionllm.registry import MODELS
@@ -13,70 +14,6 @@ from visionllm.registry import MODELS
 
 # ----------------------------------------------------------------------------------------------
 # parameter counts computed from the architecture formulas (independent of the module code)
-
-def resnet_params(depth: int) -> int:
-    """ResNet without its classifier: stem, 4 stages of basic (18/34) or bottleneck (50/101) blocks."""
-    blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
-    bottleneck = depth >= 50
-    expansion = 4 if bottleneck else 1
-    total = 3 * 64 * 7 * 7 + 2 * 64  # conv1 + bn1
-    inplanes = 64
-    for stage, num in enumerate(blocks):
-        planes = 64 * 2 ** stage
-        for i in range(num):
-            if bottleneck:
-                total += inplanes * planes + 2 * planes + 9 * planes * planes + 2 * planes
-                total += planes * 4 * planes + 2 * 4 * planes
-            else:
-                total += 9 * inplanes * planes + 2 * planes + 9 * planes * planes + 2 * planes
-            if i == 0 and (stage > 0 or inplanes != planes * expansion):
-                total += inplanes * planes * expansion + 2 * planes * expansion  # downsample conv + bn
-            inplanes = planes * expansion
-    return total
-
-
-def projection_params(in_channels, embed_dims: int, num_extra_levels: int = 1) -> int:
-    """1x1 conv + GroupNorm per level, 3x3 stride-2 conv + GroupNorm per extra level."""
-    total = sum(c * embed_dims + embed_dims + 2 * embed_dims for c in in_channels)
-    extra_in = [in_channels[-1]] + [embed_dims] * (num_extra_levels - 1)
-    return total + sum(9 * c * embed_dims + embed_dims + 2 * embed_dims for c in extra_in[:num_extra_levels])
-
-
-def dcnv3_params(c: int, g: int, dw_kernel: int, center_feature_scale: bool, kernel: int = 3) -> int:
-    points = kernel * kernel
-    total = 2 * (c * c + c)                      # input_proj, output_proj
-    total += c * dw_kernel * dw_kernel + c + 2 * c  # depthwise conv + LayerNorm
-    total += c * g * points * 2 + g * points * 2  # offsets
-    total += c * g * points + g * points          # mask logits
-    if center_feature_scale:
-        total += g * c + g
-    return total
-
-
-def internimage_params(channels, depths, groups, layer_scale=None, post_norm=False, dw_kernel_size=None,
-                       res_post_norm=False, center_feature_scale=False, level2_post_norm=False,
-                       level2_post_norm_block_ids=None, mlp_ratio=4.0, **_) -> int:
-    half = channels // 2
-    total = 3 * half * 9 + half + 2 * half + half * channels * 9 + channels + 2 * channels  # stem
-    for i, (depth, g) in enumerate(zip(depths, groups)):
-        c = channels * 2 ** i
-        hidden = int(c * mlp_ratio)
-        layer = 2 * c + dcnv3_params(c, g, dw_kernel_size or 3, center_feature_scale) + 2 * c
-        layer += c * hidden + hidden + hidden * c + c
-        layer += 2 * c if layer_scale is not None else 0
-        layer += 4 * c if res_post_norm else 0
-        total += depth * layer
-        if not post_norm or center_feature_scale:
-            total += 2 * c  # level norm
-        if level2_post_norm and i == 2:
-            total += 2 * c * len(level2_post_norm_block_ids)
-        if i < len(depths) - 1:
-            total += 9 * c * 2 * c + 2 * 2 * c  # downsampling conv (no bias) + LayerNorm
-    return total
-
-
-def count(module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # ----------------------------------------------------------------------------------------------

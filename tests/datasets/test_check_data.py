@@ -10,8 +10,8 @@ import sys
 
 import pytest
 from paper_data_tree import expected_counts, write_paper_data_tree
+from repo_paths import REPO
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STAGE2 = osp.join(REPO, "configs", "visionllm_r50_alpaca7b_stage2.py")
 sys.path.insert(0, osp.join(REPO, "tools"))
 

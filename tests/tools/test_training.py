@@ -9,10 +9,10 @@ from mmengine.hooks import Hook
 
 from tiny_model import write_tiny_config
 from visionllm.registry import HOOKS
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow  # trains the whole tiny model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = []
 
 
@@ -120,7 +120,7 @@ def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms(
 
     from visionllm.registry import MODELS
     init_default_scope("visionllm")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = REPO
     cfg = Config.fromfile(os.path.join(repo, "configs", "visionllm_tiny_shapes.py"))
     model = MODELS.build(cfg.model)
     model.train()

@@ -14,10 +14,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from visionllm.registry import MODELS
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow  # the runner's whole test loop
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @MODELS.register_module(force=True)
