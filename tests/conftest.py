@@ -12,11 +12,16 @@ from tiny_llm import save_tiny_llama
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer_dir(tmp_path_factory):
-    """The embedded SmolLM2 GGUF's tokenizer, saved once per session as an HF tokenizer folder."""
+    """The embedded SmolLM2's tokenizer as an HF tokenizer folder, saved once per session."""
     from transformers import AutoTokenizer
-    from visionllm.utils.embedded import smollm2_gguf_path
-    path = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    from visionllm.models.llm.llm_loader import load_tokenizer
+    from visionllm.utils.embedded import smollm2_dir, smollm2_gguf_path
+    folder = smollm2_dir()
+    if folder:
+        tokenizer = load_tokenizer(folder)
+    else:
+        path = smollm2_gguf_path()
+        tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
     out = tmp_path_factory.mktemp("smollm2_tokenizer")
     tokenizer.save_pretrained(out)
     return str(out)

@@ -32,8 +32,9 @@ def load_causal_lm(source: str = "smollm2", gguf_file: Optional[str] = None,
     """Return ``(model, tokenizer)``.
 
     Args:
-        source: ``'smollm2'`` (the embedded GGUF), ``'meta'`` (built from ``config`` on the meta
-            device, no weights), or a local directory (HF checkpoint, or a GGUF with ``gguf_file``).
+        source: ``'smollm2'`` (the embedded GGUF, read through its cached conversion), ``'meta'``
+            (built from ``config`` on the meta device, no weights), or a local directory (HF
+            checkpoint, or a GGUF with ``gguf_file``).
         tokenizer_path: tokenizer directory when it differs from ``source`` (required for
             ``'meta'`` if a tokenizer is wanted; ``None`` there means no tokenizer).
         config: LlamaConfig keyword arguments for ``'meta'`` (defaults to Alpaca-7B sizes).
@@ -48,16 +49,21 @@ def load_causal_lm(source: str = "smollm2", gguf_file: Optional[str] = None,
             model = LlamaForCausalLM(llama_config)
         tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
         return model, tokenizer
-    if source == "smollm2":
-        from visionllm.utils.embedded import smollm2_gguf_path
-        path = smollm2_gguf_path()
-        source, gguf_file = os.path.dirname(path), os.path.basename(path)
+    embedded = source == "smollm2"
+    if embedded:
+        # The GGUF converted once into a cached Hugging Face folder (see visionllm.utils.embedded).
+        from visionllm.utils.embedded import smollm2_dir, smollm2_gguf_path
+        source = smollm2_dir()
+        if not source:
+            path = smollm2_gguf_path()
+            source, gguf_file = os.path.dirname(path), os.path.basename(path)
     check_pretrained_dir(source, "LLM directory", "config.json" if not gguf_file else gguf_file,
                          "put the Hugging Face LLaMA directory (config.json, weights, tokenizer) there or set "
                          "model.task_decoder.llm.source")
     kwargs = dict(gguf_file=gguf_file) if gguf_file else {}
-    if num_layers is not None and not gguf_file:
-        # Building only k layers avoids materialising weights that would be dropped.
+    if num_layers is not None and not gguf_file and not embedded:
+        # Building only k layers avoids materialising weights that would be dropped (the small
+        # embedded model is read whole: its cut is then silent, with no unused-weights report).
         kwargs["num_hidden_layers"] = num_layers
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     if num_layers is not None:
