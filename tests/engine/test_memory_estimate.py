@@ -57,6 +57,11 @@ def test_memory_table_formulas():
     # DDP sends only the trainable gradients (ring all-reduce: 2 (n-1)/n of their bytes)
     assert ddp32.communication == pytest.approx(2 * 7 / 8 * 4 * budget.trainable / GB)
     assert rows["FSDP", "fp32"].communication > 10 * ddp32.communication
+    # FSDP all-gathers every layer unit for forward and again for backward, the root unit once
+    # (not resharded after forward), and reduce-scatters the units holding trainable tensors (fp32)
+    layers = budget.total - budget.root_unit
+    assert rows["FSDP", "bf16"].communication == pytest.approx(
+        7 / 8 * (2 * (2 * layers + budget.root_unit) + 4 * budget.units_with_trainable) / GB)
     # Units held gathered through the step (SHARD_GRAD_OP) add their bytes to FSDP's parameters
     # (in place of the two largest other units) and are gathered once instead of twice.
     import dataclasses

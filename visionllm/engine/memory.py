@@ -13,10 +13,11 @@ Activations have two parts:
   ``intermediate_size``.
 
 Strategies: DDP (whole model per GPU, trainable gradients all-reduced), FSDP FULL_SHARD with
-one unit per layer (parameters, gradients and optimizer state sharded; the root unit, two
-layer units and the units that may run several times per step, SHARD_GRAD_OP, gathered at a time), DeepSpeed ZeRO-2 (gradients and optimizer state sharded, bf16
-module replicated) and ZeRO-3 (parameters sharded too). AdamW keeps two float32 moments per
-trained value.
+one unit per layer (parameters, gradients and optimizer state sharded; gathered at a time: the
+root unit, two FULL_SHARD layer units (current and prefetched) and every SHARD_GRAD_OP unit, i.e.
+the units that may run several times per step, which stay gathered from their first forward to
+their backward), DeepSpeed ZeRO-2 (gradients and optimizer state sharded, bf16 module
+replicated) and ZeRO-3 (parameters sharded too). AdamW keeps two float32 moments per trained value.
 """
 import copy
 import json
@@ -248,8 +249,11 @@ def memory_table(budget: ParameterBudget, activations: Activations, gpus: int, b
         # FSDP: float32 shards; bf16 = MixedPrecision(param_dtype=bf16, reduce_dtype=fp32)
         unit_bytes = 2 if low else 4
         params = (4 * p / n + unit_bytes * fsdp_gathered) / GB
-        # every unit is gathered for forward and again for backward, except the held ones (once)
-        comm = (ring * unit_bytes * (2 * p - budget.held_units) + ring * 4 * budget.units_with_trainable) / GB
+        # every unit is gathered for forward and again for backward, except those FSDP keeps
+        # gathered from forward to backward (once): the SHARD_GRAD_OP units and the root unit
+        # (FSDP does not reshard the root after its forward)
+        gathered_once = budget.held_units + budget.root_unit
+        comm = (ring * unit_bytes * (2 * p - gathered_once) + ring * 4 * budget.units_with_trainable) / GB
         rows.append(Row("FSDP", precision, params, 4 * pt / n / GB, 8 * pt / n / GB, act, comm,
                         "all-gather forward + backward, reduce-scatter of trained units"))
         # DeepSpeed ZeRO: bf16 module + fp32 master of the trained tensors

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 from mmengine._strategy import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceStrategy
+from mmengine._strategy.deepspeed import MMDeepSpeedEngineWrapper
 from mmengine.model import is_model_wrapper
 from mmengine.model.wrappers import MMFullyShardedDataParallel
 from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, STRATEGIES
@@ -329,9 +330,107 @@ def _register_available_deepspeed_optimizers(register_all):
     return register
 
 
+def _skip_shared_memory_comm_build() -> None:
+    """Stop DeepSpeed from JIT-compiling its CPU shared-memory all-reduce when it cannot be used.
+
+    On the CPU accelerator every ``deepspeed.initialize`` / ``init_distributed`` compiles the
+    ``deepspeed_shm_comm`` C++ op with ninja (each rank; the others wait on its file lock), but
+    the op only serves ``inference_all_reduce`` and only when ``LOCAL_SIZE`` equals the world size,
+    which torchrun does not set. On a loaded 2-core machine the compile took over 10 minutes:
+    that was the "stall inside deepspeed.initialize". Marking the op incompatible makes
+    DeepSpeed use the process group's collectives, as it does on machines without a compiler.
+    """
+    if os.environ.get("LOCAL_SIZE"):
+        return
+    from deepspeed.accelerator import get_accelerator
+    if get_accelerator().device_name() != "cpu":
+        return
+    import deepspeed.ops
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+@MODEL_WRAPPERS.register_module()
+class RankIndependentDeepSpeedEngineWrapper(MMDeepSpeedEngineWrapper):
+    """mmengine's DeepSpeed engine wrapper whose backward reduces the same gradients in the same
+    order on every rank, whatever each rank's samples used.
+
+    ZeRO-1/2 reduce gradients in buckets filled by per-parameter hooks in the order autograd
+    reaches the parameters, and only for parameters that got a gradient. With multi-task batches
+    the ranks run different graphs (a grounding sample encodes its phrase and decodes boxes, a
+    caption sample does neither), so their buckets hold different parameters in a different
+    order: the reductions then mismatch (gloo aborts or hangs) or silently add the gradients of
+    different parameters. Here the loss's gradients are computed first with ``autograd.grad``
+    (no DeepSpeed hook runs), then DeepSpeed's backward runs on ``sum_i <p_i, g_i>`` over every
+    trainable parameter in ``parameters()`` order (``g_i = 0`` where this rank's sample did not
+    use ``p_i``), whose gradient is exactly ``g_i`` and whose graph is the same on every rank.
+    Costs one transient copy of the trainable gradients. ZeRO-3 gathers parameters in forward
+    hooks (collectives too), which this cannot make rank-independent: it is refused.
+    """
+
+    def train_step(self, data, optim_wrapper):
+        if self.model.zero_optimization_partition_weights():
+            raise RuntimeError("RankIndependentDeepSpeedEngineWrapper supports ZeRO stages 0-2, not ZeRO-3 "
+                               "(use the FSDP configs for sharded parameters)")
+        module = self.model.module
+        data = module.data_preprocessor(data, training=True)
+        data = self._cast_inputs_half(data)
+        # the module itself, not the engine: the engine's forward would attach its backward
+        # hooks to these outputs, and they must run only in the ordered backward below
+        losses = module(**data, mode="loss") if isinstance(data, dict) else module(*data, mode="loss")
+        parsed_loss, log_vars = module.parse_losses(losses)
+        optim_wrapper.update_params(rank_independent_loss(parsed_loss, module))
+        return log_vars
+
+
+def rank_independent_loss(loss: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """A scalar whose gradient w.r.t. every trainable parameter of ``module`` equals that of
+    ``loss`` (zero where ``loss`` does not depend on it) and whose backward graph, hence the order
+    in which parameters receive gradients, depends only on the module, not on the data."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    total = loss.new_zeros(())
+    for param, grad in zip(params, grads):
+        grad = torch.zeros_like(param) if grad is None else grad.detach()
+        total = total + (param * grad).sum().to(total.dtype)
+    return total
+
+
+def _broadcasting_scalars_too(broadcast_model):
+    """DeepSpeed's ``_broadcast_model`` (rank 0's weights to all ranks at ``initialize``) for a
+    model with 0-d parameters (a learned scalar bias): DeepSpeed broadcasts ``p.data.view(uint8)``,
+    which torch refuses for a 0-d float tensor. The 0-d parameters are given 1-element views of
+    their own storage for the broadcast and their own shape back afterwards."""
+
+    def broadcast(engine):
+        scalars = [(p, p.data) for p in engine.module.parameters() if p.dim() == 0]
+        for param, data in scalars:
+            param.data = data.reshape(1)
+        try:
+            return broadcast_model(engine)
+        finally:
+            for param, data in scalars:
+                param.data = data
+
+    return broadcast
+
+
+# The file name suffix of the directory where DeepSpeed writes its resumable state (each rank's
+# ZeRO partitions) next to the ordinary checkpoint file of the same iteration.
+ZERO_STATE_SUFFIX = ".zero"
+
+
 @STRATEGIES.register_module()
 class VisionLLMDeepSpeedStrategy(DeepSpeedStrategy):
-    """mmengine's ``DeepSpeedStrategy`` (ZeRO-2/3) that also builds with current deepspeed releases."""
+    """mmengine's ``DeepSpeedStrategy`` (ZeRO-2/3) made to work for this model and its checkpoints.
+
+    * builds with current deepspeed releases (moved optimizer modules) and does not compile the
+      CPU shared-memory op on CPU runs (:func:`_skip_shared_memory_comm_build`);
+    * ZeRO-1/2 with multi-task batches: :class:`RankIndependentDeepSpeedEngineWrapper`;
+    * checkpoints: ``iter_N.pth`` is an ordinary file written by rank 0 (the model's own names,
+      the trainable state after the checkpoint hooks, loadable for inference and as ``load_from``,
+      like the DDP / FSDP checkpoints) and ``iter_N.pth.zero/`` holds DeepSpeed's resumable state
+      (optimizer partitions), which ``--resume`` reads.
+    """
 
     def __init__(self, **kwargs):
         import mmengine._strategy.deepspeed as deepspeed_strategy
@@ -341,6 +440,57 @@ class VisionLLMDeepSpeedStrategy(DeepSpeedStrategy):
             super().__init__(**kwargs)
         finally:
             deepspeed_strategy.register_deepspeed_optimizers = original
+        _skip_shared_memory_comm_build()
+
+    def _wrap_model(self, model: nn.Module):
+        from deepspeed.runtime.engine import DeepSpeedEngine
+        original = DeepSpeedEngine._broadcast_model
+        DeepSpeedEngine._broadcast_model = _broadcasting_scalars_too(original)
+        try:
+            wrapper = super()._wrap_model(model)
+        finally:
+            DeepSpeedEngine._broadcast_model = original
+        if wrapper.model.zero_optimization_partition_weights():
+            return wrapper  # ZeRO-3: the ranks must run the same graph (see the docs)
+        return RankIndependentDeepSpeedEngineWrapper(model=wrapper.model, inputs_to_half=self._inputs_to_half)
+
+    def save_checkpoint(self, filename: str, *, save_optimizer: bool = True, save_param_scheduler: bool = True,
+                        extra_ckpt: Optional[dict] = None, callback=None) -> None:
+        import torch.distributed as dist
+        from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
+        extra_ckpt = dict(extra_ckpt or {})
+        super().save_checkpoint(filename + ZERO_STATE_SUFFIX, save_optimizer=save_optimizer,
+                                save_param_scheduler=save_param_scheduler, extra_ckpt=dict(extra_ckpt))
+        engine = self.model.model
+        if engine.zero_optimization_partition_weights():
+            state = engine._zero3_consolidated_16bit_state_dict()  # gathered on rank 0 (collective)
+        else:
+            state = engine.module.state_dict()
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            checkpoint = dict(extra_ckpt, state_dict=weights_to_cpu(state))
+            if callback is not None:
+                callback(checkpoint)  # the checkpoint hooks (trainable state only, plain message hub)
+            save_checkpoint(checkpoint, filename)
+
+    def load_checkpoint(self, filename: str, **kwargs) -> dict:
+        """``load_from``: an ordinary checkpoint file (of any strategy) into the engine's module,
+        then DeepSpeed's fp32 master weights refreshed from it; a DeepSpeed directory as mmengine."""
+        if os.path.isdir(filename):
+            return super().load_checkpoint(filename, **kwargs)
+        from mmengine.runner.checkpoint import _load_checkpoint
+        checkpoint = _load_checkpoint(filename, map_location="cpu")
+        engine = self.model.model
+        engine.module.load_state_dict(checkpoint.get("state_dict", checkpoint), strict=False)
+        if hasattr(engine.optimizer, "refresh_fp32_params"):
+            engine.optimizer.refresh_fp32_params()
+        return checkpoint
+
+    def resume(self, filename: str, **kwargs) -> dict:
+        zero_dir = filename + ZERO_STATE_SUFFIX
+        if not os.path.isdir(zero_dir):
+            raise FileNotFoundError(f"cannot resume DeepSpeed training from {filename}: its DeepSpeed state "
+                                    f"{zero_dir} is missing (start a new run with load_from={filename!r})")
+        return super().resume(zero_dir, **kwargs)
 
 
 def strategy_package_missing(strategy_cfg) -> Optional[str]:
