@@ -2,13 +2,14 @@
 
 A down-scaled paper config (configs/visionllm_r50_alpaca7b_stage1.py with tiny widths, a small
 random LLaMA and a small BERT written by the test as Hugging Face directories, i.e. the loading
-code of Alpaca-7B and bert-base) trains with its DDP strategy and with the per-layer FSDP
-strategy. The reference is one process over the same samples: batch 1 and gradient accumulation
+code of Alpaca-7B and bert-base) trains with its DDP strategy, with the per-layer FSDP strategy
+and (when deepspeed is installed) with DeepSpeed ZeRO-2. The reference is one process over the same samples: batch 1 and gradient accumulation
 over 2 iterations, so each of its optimizer steps averages the gradients of exactly the two
 samples the two ranks see in the matching distributed step (rank r reads samples r, r + 2, ...).
 The losses of rank 0 must then equal the reference's losses of samples 0, 2, 4, ... and the
 checkpoint rank 0 writes must load into a single-process model that predicts.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -206,14 +207,52 @@ def test_per_layer_fsdp_two_processes_match_one_process(tmp_path, tiny_workspace
     compare_with_reference(tmp_path, tiny_workspace, paper_llm_dir, paper_bert_dir, "fsdp", rtol=1e-3)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="deepspeed is not installed (pip install deepspeed; .ci/run installs it when it can)")
 def test_deepspeed_zero2_two_processes_match_one_process(tmp_path, tiny_workspace, paper_llm_dir,  # noqa: F811
                                                         paper_bert_dir):
     """The optional DeepSpeed ZeRO-2 config (float32 here) on 2 processes with multi-task samples
     matches one process that, like ZeRO, gives unused trainable parameters zero gradients."""
-    pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed; .ci/run tries it)")
     compare_with_reference(tmp_path, tiny_workspace, paper_llm_dir, paper_bert_dir, "deepspeed", rtol=1e-3)
     for rank in (0, 1):
         assert {(r["world_size"], r["wrapper"]) for r in records(tmp_path / "dist_run", rank)} == \
             {(2, "RankIndependentDeepSpeedEngineWrapper")}
     # DeepSpeed's resumable state (each rank's ZeRO partitions) sits next to the ordinary file
     assert (tmp_path / "dist_run" / f"iter_{STEPS}.pth.zero").is_dir()
+
+
+def test_rank_independent_loss_same_gradients_same_order_whatever_was_used():
+    """The loss DeepSpeed's backward runs on (RankIndependentDeepSpeedEngineWrapper): gradients
+    equal the loss's (zero for unused parameters) and parameters receive them in one order,
+    whichever parameters the sample used (two 'ranks' using different heads)."""
+    from visionllm.engine.strategies import rank_independent_loss
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict(dict(trunk=torch.nn.Linear(4, 4), boxes=torch.nn.Linear(4, 2),
+                                     caption=torch.nn.Linear(4, 3), frozen=torch.nn.Linear(4, 4)))
+    model.frozen.requires_grad_(False)
+    x = torch.randn(5, 4)
+
+    def run(head: str):
+        model.zero_grad(set_to_none=True)
+        order = []
+        hooks = [p.register_post_accumulate_grad_hook(lambda p, name=name: order.append(name))
+                 for name, p in model.named_parameters() if p.requires_grad]
+        expected = torch.autograd.grad((getattr(model, head)(model.trunk(x)) ** 2).sum(),
+                                       [model.trunk.weight, getattr(model, head).weight])
+        loss = (getattr(model, head)(model.trunk(x)) ** 2).sum()
+        assert order == []  # nothing accumulated yet
+        surrogate = rank_independent_loss(loss, model)
+        assert order == []  # computing the gradients ran no accumulation hook
+        surrogate.backward()
+        for hook in hooks:
+            hook.remove()
+        assert torch.allclose(model.trunk.weight.grad, expected[0])
+        assert torch.allclose(getattr(model, head).weight.grad, expected[1])
+        unused = "caption" if head == "boxes" else "boxes"
+        assert torch.count_nonzero(getattr(model, unused).weight.grad) == 0
+        assert model.frozen.weight.grad is None
+        return order
+
+    boxes_order, caption_order = run("boxes"), run("caption")
+    assert boxes_order == caption_order
+    assert sorted(boxes_order) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
