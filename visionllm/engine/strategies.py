@@ -15,6 +15,7 @@
 
 Both classes also run on CPU-only machines (gloo; no device ids), which is how they are tested.
 """
+import contextlib
 import os
 from functools import partial
 from typing import Optional, Sequence
@@ -376,10 +377,24 @@ class RankIndependentDeepSpeedEngineWrapper(MMDeepSpeedEngineWrapper):
         data = self._cast_inputs_half(data)
         # the module itself, not the engine: the engine's forward would attach its backward
         # hooks to these outputs, and they must run only in the ordered backward below
-        losses = module(**data, mode="loss") if isinstance(data, dict) else module(*data, mode="loss")
+        with self._compute_precision():
+            losses = module(**data, mode="loss") if isinstance(data, dict) else module(*data, mode="loss")
         parsed_loss, log_vars = module.parse_losses(losses)
         optim_wrapper.update_params(rank_independent_loss(parsed_loss, module))
         return log_vars
+
+    def _run_forward(self, data, mode: str):
+        with self._compute_precision():
+            return super()._run_forward(data, mode)
+
+    def _compute_precision(self):
+        """DeepSpeed's bf16 / fp16 modes cast the whole module; the data (images, and tensors the
+        model makes in float32) is not, so the forward runs under autocast of that dtype."""
+        engine = self.model
+        dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float16 if engine.fp16_enabled() else None
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(engine.device).type, dtype=dtype)
 
 
 def rank_independent_loss(loss: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -473,17 +488,17 @@ class VisionLLMDeepSpeedStrategy(DeepSpeedStrategy):
             save_checkpoint(checkpoint, filename)
 
     def load_checkpoint(self, filename: str, **kwargs) -> dict:
-        """``load_from``: an ordinary checkpoint file (of any strategy) into the engine's module,
-        then DeepSpeed's fp32 master weights refreshed from it; a DeepSpeed directory as mmengine."""
+        """``load_from``: an ordinary checkpoint file (of any strategy; read and key-checked by
+        ``load_trained_checkpoint``) into the engine's module, then DeepSpeed's fp32 master
+        weights refreshed from it; a DeepSpeed directory as mmengine does."""
         if os.path.isdir(filename):
             return super().load_checkpoint(filename, **kwargs)
-        from mmengine.runner.checkpoint import _load_checkpoint
-        checkpoint = _load_checkpoint(filename, map_location="cpu")
+        from .checkpoint import load_trained_checkpoint, read_checkpoint
         engine = self.model.model
-        engine.module.load_state_dict(checkpoint.get("state_dict", checkpoint), strict=False)
+        load_trained_checkpoint(engine.module, filename)
         if hasattr(engine.optimizer, "refresh_fp32_params"):
             engine.optimizer.refresh_fp32_params()
-        return checkpoint
+        return read_checkpoint(filename)
 
     def resume(self, filename: str, **kwargs) -> dict:
         zero_dir = filename + ZERO_STATE_SUFFIX

@@ -90,8 +90,11 @@ fsdp_strategy = dict(
 
 # Optional: DeepSpeed ZeRO (pip install deepspeed). Stage 2 shards gradients and optimizer state
 # (the frozen base is replicated, as with DDP); stage 3 also shards the parameters.
+# bf16 casts the parameters; the buffers (BatchNorm statistics) are cast too (`buffer_dtype`),
+# since DeepSpeed keeps them float32 otherwise and BatchNorm refuses the mix.
 deepspeed_zero2_strategy = dict(
     type="VisionLLMDeepSpeedStrategy",
+    config=dict(data_types=dict(buffer_dtype="bf16")),
     zero_optimization=dict(stage=2, overlap_comm=True, contiguous_gradients=True, reduce_bucket_size=5e8),
     bf16=dict(enabled=True),
     gradient_clipping=1.0,
@@ -99,6 +102,7 @@ deepspeed_zero2_strategy = dict(
 )
 deepspeed_zero3_strategy = dict(
     type="VisionLLMDeepSpeedStrategy",
+    config=dict(data_types=dict(buffer_dtype="bf16")),
     zero_optimization=dict(stage=3, overlap_comm=True, contiguous_gradients=True,
                            stage3_gather_16bit_weights_on_model_save=True),
     bf16=dict(enabled=True),
