@@ -3,9 +3,10 @@
 A down-scaled paper config (configs/visionllm_r50_alpaca7b_stage1.py with tiny widths, a small
 random LLaMA and a small BERT written by the test as Hugging Face directories, i.e. the loading
 code of Alpaca-7B and bert-base) trains with its DDP strategy, with the per-layer FSDP strategy
-and (when deepspeed is installed) with DeepSpeed ZeRO-2. The reference is one process over the same samples: batch 1 and gradient accumulation
-over 2 iterations, so each of its optimizer steps averages the gradients of exactly the two
-samples the two ranks see in the matching distributed step (rank r reads samples r, r + 2, ...).
+and (when deepspeed is installed) with DeepSpeed ZeRO-2. The reference is one process over the
+same samples: batch 1 and gradient accumulation over 2 iterations, so each of its optimizer steps
+averages the gradients of exactly the two samples the two ranks see in the matching distributed
+step (rank r reads samples r, r + 2, ...).
 The losses of rank 0 must then equal the reference's losses of samples 0, 2, 4, ... and the
 checkpoint rank 0 writes must load into a single-process model that predicts.
 """
@@ -119,7 +120,7 @@ def train(config: str, work_dir, workspace: str, nprocs: int):
     else:
         cmd = [sys.executable, os.path.join(REPO, "tools", "train.py"), config]
     proc = subprocess.run(cmd + ["--work-dir", str(work_dir)], cwd=workspace, env=env, capture_output=True,
-                          text=True, timeout=int(os.environ.get('DIST_TIMEOUT', 1200)))
+                          text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 
