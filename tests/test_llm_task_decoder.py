@@ -424,9 +424,9 @@ def test_grounding_can_pick_its_box_by_the_alignment_alone(tiny_llama_dir):
     assert len(first) == 4 and score == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
     last, _ = answer([-5.0, -5.0, 5.0])
     assert not torch.allclose(first, last)  # another slot, another box
-    # the box is the one that slot decodes: whatever the LLM's logits, the prior alone decides
+    # the box is the one that slot decodes: whatever the LLM's class logits, the prior alone decides
     with torch.no_grad():
-        decoder.head.new_weight.normal_(0, 3.0)
+        decoder.class_pointer.key.weight.normal_(0, 3.0)
     assert torch.equal(answer([5.0, -5.0, -5.0])[0], first)
     # without a prior the class probability decides (a softmax probability, not the prior's sigmoid)
     _, plain_score = answer(None)
@@ -520,3 +520,12 @@ def test_slot_pass_continuing_the_prompt_cache_equals_reading_the_prompt_again(t
         prefix = decoder._structured_prefix(embeds[1:], texts, fields)
         _, plain = decoder._run_groups(prefix, decoder._group_embeds(embeds[1:], fields), "parallel")
     assert torch.allclose(cached, plain, atol=1e-5)
+
+
+def test_a_refinement_needs_the_width_and_levels_of_the_tokenizer_memory(tiny_llama_dir):
+    with pytest.raises(ValueError, match="box_refinement reads the image tokenizer's memory"):
+        build_decoder(tiny_llama_dir, box_refinement=dict(type="BoxRefinement"))
+    decoder = build_decoder(tiny_llama_dir, box_refinement=dict(type="BoxRefinement", num_layers=1),
+                            image_dims=16, image_levels=2)
+    assert decoder.box_refinement.attns[0].embed_dims == 16 and decoder.box_refinement.attns[0].num_levels == 2
+    assert decoder.polygon_refinement is None  # None leaves a part out

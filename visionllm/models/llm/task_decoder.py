@@ -142,7 +142,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
         if cfg is None:
             return None
         known = {k: v for k, v in dict(embed_dims=image_dims, num_levels=image_levels).items() if v is not None}
-        if not {"embed_dims", "num_levels"} <= set(cfg) | set(known):
+        if isinstance(cfg, dict) and not {"embed_dims", "num_levels"} <= set(cfg) | set(known):
             raise ValueError(f"{name} reads the image tokenizer's memory: give image_dims and image_levels "
                              f"(VisionLLM passes them) or set {name}=None")
         return build_optional(cfg, **known)
