@@ -70,6 +70,7 @@ def test_learns_which_candidate_a_relative_name_means():
     torch.manual_seed(1)
     generator = torch.Generator().manual_seed(2)
     module = RelationalAlignment(EMBED, num_layers=2, num_heads=4, ffn_dims=64)
+    module.init_weights()
     # "the square on the left" / "... on the right": the same pooled vector, one word apart
     pooled = torch.randn(1, EMBED)
     words = torch.stack([torch.stack([pooled[0], torch.randn(EMBED)]) for _ in range(2)])  # [2 names, 2 words, C]
@@ -101,6 +102,7 @@ def test_learns_which_candidate_a_relative_name_means():
 def test_candidate_mass_on_each_side_matches_a_loop_reference():
     torch.manual_seed(4)
     module = RelationalAlignment(EMBED, num_layers=1, side_temperature=0.05)
+    module.init_weights()
     points, logits = torch.rand(6, 2), torch.randn(6, 3) * 3
     around = module.candidates_around(points, logits)
     expected = torch.zeros(3, 6, 5, dtype=torch.float64)
