@@ -26,7 +26,7 @@ optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.01),
                      paramwise_cfg=dict(custom_keys={"image_tokenizer.backbone.body": dict(lr_mult=0.1),
                                                      "image_tokenizer.token_appearance": dict(lr_mult=10.0),
                                                      "task_decoder.image_readout": dict(lr_mult=10.0),
-                                                     "relevance_embedding": dict(lr_mult=10.0),
+                                                     "instruction_relevance": dict(lr_mult=10.0),
                                                      "image_tokenizer.relational_alignment": dict(lr_mult=10.0),
                                                      # its direct side weights: at 10x "left" and
                                                      # "right" were still 0.1 apart after 500 iterations

@@ -93,11 +93,25 @@ def transformer_params(c=256, levels=4, heads=8, points=4, ffn=1024, enc=6, dec=
     return total
 
 
+def relational_alignment_params(c=256, layers=2, ffn=256, point_feats=16) -> int:
+    token_proj = 2 * c + c * c + c              # LayerNorm + Linear
+    name_proj = c * c + c
+    point_proj = 2 * point_feats * c + c
+    logit_proj = 2 * c + c                      # (probability, squashed margin) → c
+    side_proj = 5 * c + c
+    name_sides = 5 * c + 5
+    word_sides = c * c + c + 5 * c + 5
+    layer = (3 * c * c + 3 * c) + (c * c + c) + (c * ffn + ffn) + (ffn * c + c) + 4 * c  # pre-norm encoder layer
+    out = 2 * c + c + 1
+    return token_proj + name_proj + point_proj + logit_proj + side_proj + name_sides + word_sides + layers * layer + out
+
+
 def tokenizer_params(backbone_params, c=256, levels=4, text_hidden=768) -> int:
     fusion = levels * (4 * c * c + 4 * c + 2 * c)
     text = bert_params() + text_hidden * c + c + 2 * c
     objectness = c + 1
     name_alignment = c * c + c + 1  # name query projection + logit bias
     token_position = 64 * c + c     # sine features of (cx, cy), 32 frequencies each → c
+    token_appearance = 27 * c + c   # RGB on a 3x3 grid around each point → c
     return (backbone_params + text + fusion + transformer_params(c, levels) + objectness + name_alignment
-            + token_position)
+            + token_position + token_appearance + relational_alignment_params(c))

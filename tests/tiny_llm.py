@@ -30,9 +30,11 @@ def save_tiny_llama(directory, tokenizer_dir, tie: bool = True, seed: int = 0) -
 
 
 def tiny_decoder_cfg(llm_dir: str, **overrides) -> dict:
+    """A decoder alone: without the image tokenizer there is no memory for the refinements to read."""
     cfg = dict(type="LLMTaskDecoder", llm=dict(source=llm_dir),
                special_tokens=dict(num_bins=65, num_classes=16, max_points=16),
-               lora=dict(rank=4, alpha=8, dropout=0.0), generate_format=False)
+               lora=dict(rank=4, alpha=8, dropout=0.0), generate_format=False,
+               box_refinement=None, polygon_refinement=None)
     cfg.update(overrides)
     return cfg
 
@@ -41,7 +43,9 @@ def build_decoder(llm_dir: str, **overrides):
     from visionllm.models.llm.task_decoder import LLMTaskDecoder  # noqa: F401  (registers)
     from visionllm.registry import MODELS
     torch.manual_seed(0)
-    return MODELS.build(tiny_decoder_cfg(llm_dir, **overrides))
+    decoder = MODELS.build(tiny_decoder_cfg(llm_dir, **overrides))
+    decoder.init_weights()  # the starting values the runner gives a model before training
+    return decoder
 
 
 def make_sample(task: str, instruction: str, *, categories=(), output_format=None, bboxes=None,

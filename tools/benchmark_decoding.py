@@ -49,7 +49,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    decoder = LLMTaskDecoder(llm=dict(source="smollm2", num_layers=args.layers), generate_format=False).eval()
+    # The decoder alone: no image tokenizer, so no memory for the refinements to read.
+    decoder = LLMTaskDecoder(llm=dict(source="smollm2", num_layers=args.layers), generate_format=False,
+                             box_refinement=None, polygon_refinement=None).eval()
     instruction = (f"Detect every object of the categories {format_category_set(CATEGORIES)} in <image>. "
                    f"Answer as a list of (c, x1, y1, x2, y2).")
     image_embeds = torch.randn(1, args.image_tokens, decoder.hidden_size) * 0.05

@@ -34,7 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--task", choices=("caption", "vqa"), default="caption")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config keys, e.g. model.image_tokenizer.token_appearance=False")
+                        help="override config keys, e.g. model.image_tokenizer.token_appearance=None")
     return parser.parse_args(argv)
 
 

@@ -33,8 +33,10 @@ def main(argv=None):
     from visionllm.engine.checkpoint import AtomicLocalBackend, compress_state_dict, read_checkpoint, safetensors_bytes
     from visionllm.registry import MODELS
 
+    from visionllm.engine.checkpoint_conversion import convert_checkpoint
+
     try:
-        source = read_checkpoint(args.checkpoint)
+        source = convert_checkpoint(read_checkpoint(args.checkpoint))
     except InputError as error:
         raise SystemExit(f"error: {error}") from None
     DefaultScope.get_instance("publish", scope_name="visionllm")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from parameter_counts import BERT_BASE, bert_params, internimage_params, projection_params, resnet_params, tokenizer_params
+from parameter_counts import (BERT_BASE, bert_params, internimage_params, ms_deform_attn_params, projection_params,
+                              resnet_params, tokenizer_params)
 from repo_paths import REPO
 
 from visionllm.models.llm.llm_loader import ALPACA_7B_CONFIG, lora_parameter_count
@@ -68,6 +69,22 @@ def backbone_sizes(backbone: str):
     return total, total
 
 
+def refinement_params(c=256, levels=4, heads=4, points=4, ffn=512, layers=2, feats=16) -> dict:
+    """The box and polygon refinements on the tokenizer memory (their default sizes)."""
+    def step(out):  # deformable attention + LayerNorm + FFN + LayerNorm + 2-layer correction
+        return (ms_deform_attn_params(c, levels, heads, points) + 2 * c + (c * ffn + ffn + ffn * c + c) + 2 * c
+                + (c * c + c) + (c * out + out))
+    box = layers * step(4) + 4 * feats * c + c                            # + box position encoding
+    polygon = (layers * (step(2) + 4 * c * c + 4 * c + 2 * c)             # + vertex self-attention, LayerNorm
+               + 2 * feats * c + c + 4 * feats * c + c)                    # + vertex and extent encodings
+    return dict(box=box, polygon=polygon)
+
+
+def image_readout_params(hidden: int, layers: int, dims=128) -> int:
+    # per LLM layer: two RMSNorms, query / key / value / out maps, learned null key and value
+    return layers * (2 * hidden + 4 * hidden * dims + 2 * dims)
+
+
 def expected_trainable(cfg: Config, backbone: str, stage: int) -> int:
     decoder = cfg.model.task_decoder
     hidden, layers = ALPACA_7B_CONFIG["hidden_size"], ALPACA_7B_CONFIG["num_hidden_layers"]
@@ -76,8 +93,10 @@ def expected_trainable(cfg: Config, backbone: str, stage: int) -> int:
     llm = (lora_parameter_count(hidden, layers, decoder.lora.rank)
            + 2 * num_new * hidden                   # new input rows + new output rows (untied)
            + hidden * hidden + 2 * hidden           # slot projection (+ its RMS gain)
-           + 2 * 64 * hidden)                       # class pointer (query + key, rank 64)
+           + 2 * 64 * hidden                        # class pointer (query + key, rank 64)
+           + image_readout_params(hidden, layers) + sum(refinement_params().values()))
     projection = 256 * hidden + 2 * hidden         # image tokens → LLM width (+ its RMS gain)
+    projection += hidden                            # the instruction-relevance vector
     backbone_total, backbone_trainable = backbone_sizes(backbone)
     # the tokenizer with a frozen BERT (its projection + LayerNorm train)
     tokenizer = tokenizer_params(backbone_total) - bert_params() - backbone_total
@@ -133,10 +152,12 @@ def test_paper_models_build_on_meta_with_expected_trainable_parameters(backbone)
               f"(backbone {backbone_trainable / 1e6:.2f} M)")
         counts[stage] = (total, trainable, backbone_trainable)
         assert trainable == expected_trainable(cfg, backbone, stage)
-        # The base LLM is frozen: only LoRA, the new token rows, the slot projection and the class-context map train.
+        # The base LLM is frozen: only LoRA, the new token rows and the parts built on it train.
         llm_trainable = [n for n, p in model.task_decoder.named_parameters() if p.requires_grad]
         assert llm_trainable
-        assert all("lora_" in n or "new_weight" in n or n.startswith(("slot_proj", "class_pointer"))
+        assert all("lora_" in n or "new_weight" in n
+                   or n.startswith(("slot_proj", "class_pointer", "image_readout", "box_refinement",
+                                    "polygon_refinement"))
                    for n in llm_trainable)
         # The tokenizer's transformer and fusion train in both stages; BERT in neither.
         assert all(p.requires_grad for p in model.image_tokenizer.transformer.parameters())

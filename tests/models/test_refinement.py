@@ -46,6 +46,7 @@ def test_starts_as_the_identity(kind):
     module_class, make = KINDS[kind]
     torch.manual_seed(0)
     module = module_class(EMBED, num_levels=1, num_layers=2, ffn_dims=64)
+    module.init_weights()  # the starting values the model's init_weights gives
     geometry = make(torch.Generator().manual_seed(1), (2, 5))
     steps = module(torch.randn(2, 5, EMBED), geometry, memory_of(torch.randn(2, EMBED, 12, 16)))
     assert len(steps) == 2
@@ -59,6 +60,7 @@ def test_a_padded_image_gets_the_geometry_it_gets_alone(kind):
     module_class, make = KINDS[kind]
     torch.manual_seed(0)
     module = module_class(EMBED, num_levels=1, num_layers=2, ffn_dims=64)
+    module.init_weights()  # the starting values the model's init_weights gives
     for delta in module.deltas:
         torch.nn.init.normal_(delta[-1].weight, std=0.5)
     maps = torch.randn(1, EMBED, 10, 14)
@@ -77,6 +79,7 @@ def test_each_polygon_is_refined_on_its_own():
     """A polygon's vertices attend to each other, never to another slot's polygon."""
     torch.manual_seed(0)
     module = PolygonRefinement(EMBED, num_levels=1, num_layers=2, ffn_dims=64)
+    module.init_weights()  # the starting values the model's init_weights gives
     for delta in module.deltas:
         torch.nn.init.normal_(delta[-1].weight, std=0.5)
     memory = memory_of(torch.randn(1, EMBED, 12, 12))
@@ -117,6 +120,7 @@ def _train_and_measure(kind, maps_scale=1.0):
     torch.manual_seed(3)
     generator = torch.Generator().manual_seed(4)
     module = KINDS[kind][0](EMBED, num_levels=1, num_layers=2, ffn_dims=64)
+    module.init_weights()  # the starting values the model's init_weights gives
     optimizer = torch.optim.Adam(module.parameters(), lr=2e-3)
     query = torch.zeros(1, 1, EMBED)
     for _ in range(ITERATIONS[kind]):

@@ -1,4 +1,6 @@
 """The whole model on tiny parts: losses, gradients, predictions for every task, checkpoints."""
+import re
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -48,9 +50,14 @@ def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_di
     assert not disconnected, f"parameters outside the loss graph: {disconnected[:5]}"
     # Zero at initialisation by design: LoRA's A (B starts at 0) and what only reaches the output
     # through the zero-initialised sampling offsets / attention weights of deformable attention,
-    # and the class pointer's query (its key starts at zero so that the pointer starts silent).
-    zero_by_design = ("lora_A", "level_embed", "class_pointer.query")
-    dead = [n for n, p in trainable.items() if not torch.any(p.grad != 0) and not any(z in n for z in zero_by_design)]
+    # the class pointer's query (its key starts at zero so that the pointer starts silent), and
+    # what lies upstream of the zero-initialised output layers of the optional parts (those
+    # output layers themselves must get a gradient).
+    zero_by_design = re.compile(r"lora_A|level_embed|class_pointer\.query"
+                                r"|image_readout\.blocks\.\d+\.(?!out\.)"
+                                r"|relational_alignment\.(?!out\.1\.|name_sides|word_sides|side_proj)"
+                                r"|_refinement\.(?!deltas\.\d+\.2\.)")
+    dead = [n for n, p in trainable.items() if not torch.any(p.grad != 0) and not zero_by_design.search(n)]
     assert not dead, f"parameters with an all-zero gradient: {dead[:5]}"
     for part in ("image_tokenizer.backbone", "image_tokenizer.text_encoder", "image_tokenizer.fusion",
                  "image_tokenizer.transformer", "token_projection", "lora_B"):
@@ -109,7 +116,7 @@ def test_checkpoint_holds_only_trained_weights_and_restores_predictions(tmp_path
 
 def test_token_class_prior_reaches_the_decoder(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):  # noqa: F811
     """The tokenizer's token-to-name logits are computed once per forward (and reused by
-    loss_tok_cls) and change the decoder's class scores; the flag turns them off."""
+    loss_tok_cls) and change the decoder's class scores."""
     cfg, model, _, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
     model.eval()
     model.task_decoder.generate_format = False
@@ -124,9 +131,12 @@ def test_token_class_prior_reaches_the_decoder(tmp_path, monkeypatch, tiny_llm_d
         num_names = len(data["data_samples"][0].categories)
         assert priors is not None and priors[0].shape == (outputs["embeds"].shape[1], num_names)
         with_prior = model(**data, mode="predict")[0].pred_instances.scores.clone()
-        model.token_class_prior = False
-        assert model(**data, mode="tensor")["class_priors"] is None
-        without = model(**data, mode="predict")[0].pred_instances.scores
+        tokenizer = model.image_tokenizer
+        tokenizer.token_name_logits = lambda outputs, samples: [None] * len(samples)
+        try:
+            without = model(**data, mode="predict")[0].pred_instances.scores
+        finally:
+            del tokenizer.token_name_logits
     assert len(with_prior) != len(without) or not torch.allclose(with_prior.sort().values, without.sort().values)
 
 
@@ -135,7 +145,8 @@ def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, mo
     """Text tasks: each token's LLM input gains the relevance vector weighted by the sigmoid of
     the token's alignment with the instruction (checked against a hand-pooled reference); box
     tasks are left alone; the vector starts at zero; the answer loss trains the alignment."""
-    cfg, model, train_set, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch, instruction_relevance=True)
+    cfg, model, train_set, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    vector = model.instruction_relevance.embedding
     by_task = {}
     for i in range(len(train_set)):
         item = train_set[i]
@@ -151,14 +162,14 @@ def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, mo
         plain = model.token_projection(outputs["embeds"])
         torch.testing.assert_close(outputs["llm_embeds"], plain, rtol=0, atol=0)  # zero vector: no change
 
-        model.relevance_embedding.normal_(0, 1.0)
+        vector.normal_(0, 1.0)
         shifted = model(**data, mode="tensor")["llm_embeds"] - plain
         # Reference: the text encoder's features of the question text, averaged by hand.
         question = data["data_samples"][0].instruction.replace("<image>", " ")
         feats, padding = tokenizer.text_encoder([question])
         pooled = feats[0][~padding[0]].mean(0)
         logits = tokenizer.name_query(outputs["embeds"][0]) @ pooled / outputs["embeds"].shape[-1] ** 0.5
-        expected = logits.sigmoid()[:, None] * model.relevance_embedding
+        expected = logits.sigmoid()[:, None] * vector
     torch.testing.assert_close(shifted[0], expected, rtol=1e-5, atol=1e-5)
     assert logits.std() > 0.1  # the weights differ from token to token
     assert shifted[1].abs().max() == 0  # the detection sample is untouched
@@ -166,14 +177,14 @@ def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, mo
     def alignment_grad(vector_scale):
         model.zero_grad()
         with torch.no_grad():
-            model.relevance_embedding.mul_(vector_scale)
+            vector.mul_(vector_scale)
         question_only = model.data_preprocessor(pseudo_collate([by_task["vqa"]]), True)
         losses = model(**question_only, mode="loss")
         losses["loss_text"].backward()
         grad = tokenizer.name_query.weight.grad
         return 0.0 if grad is None else float(grad.abs().max())
 
-    assert alignment_grad(1.0) > 0  # the answer's loss reaches the alignment through the flag
+    assert alignment_grad(1.0) > 0  # the answer's loss reaches the alignment through the vector
     assert alignment_grad(0.0) == 0  # and only through it
 
 
@@ -193,9 +204,11 @@ def test_refinements_and_relational_alignment_in_the_whole_model(tmp_path, monke
     (their width and levels filled in by VisionLLM); the box refinement moves decoded boxes and
     never polygons, the polygon refinement polygons and never boxes."""
     cfg, model, train_set, test_set = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
-                                             tokenizer_options=dict(relational_alignment=dict(num_layers=1)),
-                                             decoder_options=dict(box_refinement=dict(num_layers=1),
-                                                                  polygon_refinement=dict(num_layers=1)))
+                                             tokenizer_options=dict(relational_alignment=dict(
+                                                 type="RelationalAlignment", num_layers=1)),
+                                             decoder_options=dict(
+                                                 box_refinement=dict(type="BoxRefinement", num_layers=1),
+                                                 polygon_refinement=dict(type="PolygonRefinement", num_layers=1)))
     boxes_refinement = model.task_decoder.box_refinement
     polygons_refinement = model.task_decoder.polygon_refinement
     for refinement in (boxes_refinement, polygons_refinement):

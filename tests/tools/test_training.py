@@ -133,7 +133,7 @@ def test_tiny_default_optimizer_slows_the_pretrained_body_and_freezes_its_norms(
     assert set(trainable) <= set(grouped)
     # most specific prefix first
     multipliers = {"image_tokenizer.backbone.body.": 0.1, "image_tokenizer.token_appearance.": 10.0,
-                   "task_decoder.image_readout.": 10.0, "relevance_embedding": 10.0,
+                   "task_decoder.image_readout.": 10.0, "instruction_relevance.": 10.0,
                    "image_tokenizer.relational_alignment.name_sides.": 50.0,
                    "image_tokenizer.relational_alignment.word_sides.": 50.0,
                    "image_tokenizer.relational_alignment.": 10.0, "task_decoder.box_refinement.": 5.0,

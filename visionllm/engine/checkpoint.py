@@ -16,6 +16,7 @@ from mmengine.hooks import Hook
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from visionllm.apis.inputs import InputError
+from visionllm.engine.checkpoint_conversion import CHECKPOINT_VERSION, VERSION_KEY, convert_checkpoint
 from visionllm.registry import HOOKS
 
 
@@ -74,6 +75,9 @@ class TrainableStateCheckpointHook(Hook):
     so storing them again would make the shipped checkpoint hundreds of MB. The model lists the
     keys to drop through ``frozen_pretrained_keys()``; loading then restores them from the
     packages (checkpoints are loaded with ``strict=False`` for those keys only).
+
+    It also stamps saved checkpoints with their layout version and converts loaded ones of an
+    older version (``visionllm.engine.checkpoint_conversion``).
     """
 
     priority = "VERY_LOW"
@@ -81,10 +85,15 @@ class TrainableStateCheckpointHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Published checkpoints may hold int8 weights (see compress_state_dict).
         checkpoint["state_dict"] = decompress_state_dict(checkpoint["state_dict"])
+        # in place: the runner goes on with this dict
+        converted = convert_checkpoint(checkpoint)
+        checkpoint.clear()
+        checkpoint.update(converted)
         if "message_hub" in checkpoint:
             checkpoint["message_hub"] = message_hub_from_plain(checkpoint["message_hub"])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault("meta", {})[VERSION_KEY] = CHECKPOINT_VERSION
         if "message_hub" in checkpoint:
             checkpoint["message_hub"] = message_hub_to_plain(checkpoint["message_hub"])
         model = unwrapped_model(runner.model)
@@ -183,10 +192,12 @@ def load_trained_checkpoint(model: torch.nn.Module, path: str) -> None:
 
     Keys restored from pretrained packages at build time may be absent; any other missing or
     unexpected key is an error, so a checkpoint of another model is not silently half-loaded.
-    The file is read by :func:`read_checkpoint`, which runs no code from it.
+    The file is read by :func:`read_checkpoint`, which runs no code from it, and an older key
+    layout is converted to the current one (:func:`convert_checkpoint`).
     """
     checkpoint = read_checkpoint(path)
     state = decompress_state_dict(checkpoint.get("state_dict", checkpoint))
+    state = convert_checkpoint(dict(state_dict=state, meta=checkpoint.get("meta") or {}))["state_dict"]
     allowed_missing = set(model.frozen_pretrained_keys()) if hasattr(model, "frozen_pretrained_keys") else set()
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in allowed_missing]

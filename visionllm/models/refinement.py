@@ -6,6 +6,7 @@ from torch import nn
 
 from visionllm.models.image_tokenizer.deformable_transformer import FFN, _ms_deform_attn, inverse_sigmoid
 from visionllm.models.image_tokenizer.positional_encoding import sine_point_features
+from visionllm.registry import MODELS
 
 
 def extent_boxes(points: torch.Tensor) -> torch.Tensor:
@@ -69,10 +70,10 @@ class _DeformableRefinementSteps(nn.Module):
         self.deltas = nn.ModuleList(
             nn.Sequential(nn.Linear(embed_dims, embed_dims), nn.ReLU(), nn.Linear(embed_dims, out_dims))
             for _ in range(num_layers))
-        self.init_weights()
 
     def init_weights(self) -> None:
-        """The last layer of every correction starts at zero (meta tensors are left alone)."""
+        """The last layer of every correction starts at zero (meta tensors are left alone); the
+        model's ``init_weights`` calls this."""
         for delta in self.deltas:
             if not delta[-1].weight.is_meta:
                 nn.init.zeros_(delta[-1].weight)
@@ -95,6 +96,7 @@ class _DeformableRefinementSteps(nn.Module):
         return x, self.deltas[layer](x)
 
 
+@MODELS.register_module()
 class BoxRefinement(_DeformableRefinementSteps):
     """Deformable-DETR box refinement steps applied to the boxes the LLM decoded.
 
@@ -138,6 +140,7 @@ class BoxRefinement(_DeformableRefinementSteps):
         return steps
 
 
+@MODELS.register_module()
 class PolygonRefinement(_DeformableRefinementSteps):
     """Refinement steps of the vertices of the polygons the LLM decoded.
 

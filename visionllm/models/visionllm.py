@@ -4,8 +4,9 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModel
-from torch import nn
-from visionllm.instructions import TEXT_TASKS
+
+from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
+from visionllm.models.components import build_optional
 from visionllm.models.llm.embedding_scale import ScaledProjection
 from visionllm.registry import MODELS
 
@@ -24,16 +25,9 @@ class VisionLLM(BaseModel):
         task_decoder: config of the ``LLMTaskDecoder``.
         tokenizer_loss_weight: weight of the tokenizer's auxiliary loss L_tok.
         freeze_image_tokenizer: stage 2 of the paper schedule trains the decoder only.
-        token_class_prior: add each image token's name logits (the tokenizer's name alignment,
-            trained by ``loss_tok_cls``) to the class logits of the slot bound to that token. The
-            tokenizer sees which object a token covers; the LLM then only has to confirm it,
-            instead of re-learning through LoRA which of the prompt's names the token's features
-            match.
-        instruction_relevance: for captions and questions, add to each image token's LLM input
-            a learned vector (zero at the start) weighted by the sigmoid of the tokenizer's
-            alignment of that token with the whole instruction (``instruction_relevance``). The
-            tokenizer already finds the object a question names; without this flag the LLM has
-            to re-find it by matching words to tokens through LoRA.
+        instruction_relevance: registry config of the part that tells the LLM, for captions
+            and questions, how well each image token matches the instruction
+            (``InstructionRelevance``), or None.
         pretrained_prefixes: module prefixes whose weights come from installed pretrained
             packages or local pretrained directories at build time (base LLM, text encoder);
             their frozen parameters and buffers are left out of checkpoints.
@@ -43,33 +37,32 @@ class VisionLLM(BaseModel):
             trainable tensor (LoRA, new token rows, tokenizer, heads) keeps float32 master
             weights, and the forward then runs under ``torch.autocast`` of that dtype (unless an
             autocast is already active), which casts at each matmul. None keeps float32.
+
+    The token class prior is part of the architecture: each image token's name logits (the
+    tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
+    slot bound to that token. The tokenizer sees which object a token covers; the LLM then only
+    has to confirm it, instead of re-learning through LoRA which of the prompt's names the
+    token's features match.
     """
 
     def __init__(self, image_tokenizer: dict, task_decoder: dict,
                  data_preprocessor: Optional[dict] = None, tokenizer_loss_weight: float = 1.0,
-                 freeze_image_tokenizer: bool = False, token_class_prior: bool = True,
-                 instruction_relevance: bool = False,
+                 freeze_image_tokenizer: bool = False,
+                 instruction_relevance: Optional[dict] = dict(type="InstructionRelevance"),  # noqa: B006
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
         self.image_tokenizer = MODELS.build(image_tokenizer)
-        task_decoder = dict(task_decoder)
-        for refinement in ("box_refinement", "polygon_refinement"):
-            if task_decoder.get(refinement) is not None:
-                # the refinements read the tokenizer's memory: its width and levels come from there
-                task_decoder[refinement] = dict(embed_dims=self.image_tokenizer.embed_dims,
-                                                num_levels=self.image_tokenizer.backbone.num_levels,
-                                                **task_decoder[refinement])
-        self.task_decoder = MODELS.build(task_decoder)
+        # the decoder's refinements read the tokenizer's memory: its width and levels come from there
+        self.task_decoder = MODELS.build(task_decoder, default_args=dict(
+            image_dims=self.image_tokenizer.embed_dims, image_levels=self.image_tokenizer.backbone.num_levels))
         # Image tokens live in the tokenizer's width; the LLM reads them as input embeddings, so
         # they enter at the scale of its word embeddings.
         self.token_projection = ScaledProjection(self.image_tokenizer.embed_dims, self.task_decoder.hidden_size,
                                                  self.task_decoder.input_rms)
-        self.relevance_embedding = (nn.Parameter(torch.zeros(self.task_decoder.hidden_size))
-                                    if instruction_relevance else None)
+        self.instruction_relevance = build_optional(instruction_relevance, hidden_size=self.task_decoder.hidden_size)
         self.tokenizer_loss_weight = tokenizer_loss_weight
-        self.token_class_prior = token_class_prior
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:
             for param in self.image_tokenizer.parameters():
@@ -99,21 +92,11 @@ class VisionLLM(BaseModel):
         texts = [sample.instruction for sample in data_samples]
         outputs = self.image_tokenizer(images, image_masks, texts)
         outputs["llm_embeds"] = self.token_projection(outputs["embeds"])
-        if self.relevance_embedding is not None:
-            outputs["llm_embeds"] = outputs["llm_embeds"] + self._relevance_inputs(outputs["embeds"], data_samples)
-        outputs["class_priors"] = (self.image_tokenizer.token_name_logits(outputs, data_samples)
-                                   if self.token_class_prior else None)
+        if self.instruction_relevance is not None:
+            outputs["llm_embeds"] = outputs["llm_embeds"] + self.instruction_relevance(
+                self.image_tokenizer, outputs["embeds"], data_samples)
+        outputs["class_priors"] = self.image_tokenizer.token_name_logits(outputs, data_samples)
         return outputs
-
-    def _relevance_inputs(self, embeds: torch.Tensor, data_samples: List) -> torch.Tensor:
-        """``[B, M, C_llm]``: the relevance vector weighted per token (zero for box tasks, whose
-        class logits already get the token-to-name alignment)."""
-        rows = [i for i, sample in enumerate(data_samples) if sample.metainfo.get("task") in TEXT_TASKS]
-        weights = embeds.new_zeros(embeds.shape[:2])
-        if rows:
-            logits = self.image_tokenizer.instruction_relevance(embeds[rows], [data_samples[i].instruction for i in rows])
-            weights = weights.index_put((torch.tensor(rows, device=embeds.device),), logits.sigmoid())
-        return weights.unsqueeze(-1) * self.relevance_embedding
 
     @staticmethod
     def _image_features(outputs: dict) -> dict:

@@ -1,7 +1,10 @@
 # The paper-size VisionLLM without its backbone: BERT-base text encoder, language fusion, a 6+6
 # layer deformable transformer with M=100 image tokens, and Alpaca-7B with LoRA as the task
 # decoder (1025 location bins, 512 class tokens). visionllm_r50_alpaca7b.py and
-# visionllm_internimage_h_alpaca7b.py add the backbone.
+# visionllm_internimage_h_alpaca7b.py add the backbone. The architecture is the shipped tiny
+# model's at paper size: the optional parts (pixels under each token, relational name alignment,
+# image read-out in the LLM layers, box and polygon refinement, instruction relevance) keep their
+# defaults.
 #
 # Local pretrained directories (there are no hub downloads at run time):
 llm_path = "checkpoints/alpaca-7b"        # Hugging Face LLaMA directory of Alpaca-7B (weights + tokenizer)

@@ -21,6 +21,13 @@ def tiny_config(**overrides):
     return cfg
 
 
+def build(cfg):
+    """A tokenizer with its starting values (``init_weights``, as the runner gives them)."""
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     torch.manual_seed(0)
@@ -134,18 +141,6 @@ def test_padded_batch_matches_each_image_alone(tokenizer, sizes):
                                        atol=2e-6, rtol=1e-5)
             torch.testing.assert_close(together["objectness_logits"][i:i + 1], alone["objectness_logits"],
                                        atol=2e-5, rtol=1e-4)
-
-
-def test_inexact_padding_mode_still_runs(tokenizer):
-    tokenizer.exact_padding = False
-    try:
-        masks = torch.zeros(2, 64, 64, dtype=torch.bool)
-        masks[0, :, 40:] = True
-        with torch.no_grad():
-            out = tokenizer(torch.randn(2, 3, 64, 64), masks, ["a <image>", "b <image>"])
-        assert out["embeds"].shape == (2, NUM_QUERIES, EMBED)
-    finally:
-        tokenizer.exact_padding = True
 
 
 def test_token_loss_matches_tokens_to_object_centres():
@@ -285,13 +280,10 @@ def test_captions_and_questions_supervise_tokens_only_where_boxes_are_known(toke
 
 def test_token_position_starts_at_zero_then_tells_tokens_where_they_are():
     torch.manual_seed(4)
-    with_position = MODELS.build(tiny_config()).eval()
-    without = MODELS.build(tiny_config(token_position=False)).eval()
-    assert without.load_state_dict(with_position.state_dict(), strict=False).unexpected_keys == [
-        "token_position.proj.weight", "token_position.proj.bias"]
+    with_position = build(tiny_config()).eval()
     images, texts = torch.randn(1, 3, 64, 64), ["Find the cat on the left in <image>."]
     with torch.no_grad():
-        assert torch.equal(with_position(images, None, texts)["embeds"], without(images, None, texts)["embeds"])
+        assert not with_position.token_position(torch.rand(5, 2)).any()
     # once trained, the embedding separates positions, and it reads the points without pulling on them
     torch.nn.init.normal_(with_position.token_position.proj.weight)
     points = torch.rand(5, 2)
@@ -306,8 +298,9 @@ def test_token_position_starts_at_zero_then_tells_tokens_where_they_are():
 
 def test_token_appearance_starts_at_zero_then_reads_the_pixels_under_each_token():
     torch.manual_seed(5)
-    with_pixels = MODELS.build(tiny_config(token_appearance=True)).eval()
-    without = MODELS.build(tiny_config()).eval()
+    with_pixels = build(tiny_config()).eval()
+    without = build(tiny_config(token_appearance=None)).eval()
+    assert without.token_appearance is None
     assert without.load_state_dict(with_pixels.state_dict(), strict=False).unexpected_keys == [
         "token_appearance.proj.weight", "token_appearance.proj.bias"]
     images, texts = torch.randn(1, 3, 64, 64), ["What colour is the cat in <image>?"]

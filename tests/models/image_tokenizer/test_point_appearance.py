@@ -62,6 +62,7 @@ def test_gradient_reaches_the_pixels_and_the_map():
 
 def test_starts_at_zero_and_separates_colours_once_trained():
     embed = PointAppearanceEmbedding(6)
+    embed.init_weights()
     image = torch.zeros(1, 3, 40, 40)
     image[0, 0, :, :20] = 1.0  # red left half
     image[0, 2, :, 20:] = 1.0  # blue right half

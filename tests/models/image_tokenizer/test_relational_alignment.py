@@ -5,15 +5,16 @@ import torch
 from visionllm.models.image_tokenizer.relational_alignment import RelationalAlignment
 from visionllm.registry import MODELS
 
-from test_image_tokenizer import make_sample, tiny_config
+from test_image_tokenizer import build, make_sample, tiny_config
 
 EMBED = 32
 
 
 def test_starts_as_the_plain_alignment_and_only_refines_it():
     torch.manual_seed(0)
-    relational = MODELS.build(tiny_config(relational_alignment=dict(num_layers=1))).eval()
-    plain = MODELS.build(tiny_config()).eval()
+    relational = build(tiny_config(relational_alignment=dict(type="RelationalAlignment", num_layers=1))).eval()
+    plain = build(tiny_config(relational_alignment=None)).eval()
+    assert plain.relational_alignment is None
     missing = plain.load_state_dict(relational.state_dict(), strict=False).unexpected_keys
     assert missing and all(key.startswith("relational_alignment.") for key in missing)
     images = torch.randn(2, 3, 64, 64)
@@ -37,9 +38,11 @@ def test_starts_as_the_plain_alignment_and_only_refines_it():
         assert torch.equal(relational.name_logits(tokens, names), plain.name_logits(tokens, names))
 
 
-def test_needs_the_name_alignment_it_refines():
-    with pytest.raises(ValueError, match="name_alignment"):
-        MODELS.build(tiny_config(name_alignment=False, relational_alignment=dict()))
+def test_optional_parts_are_registry_components():
+    with pytest.raises(KeyError, match="unknown model component type 'NoSuchAlignment'"):
+        MODELS.build(tiny_config(relational_alignment=dict(type="NoSuchAlignment")))
+    with pytest.raises(ValueError, match=r"dict\(type=...\) or None"):
+        MODELS.build(tiny_config(token_appearance=True))
 
 
 def _relational_batch(generator, num_images, num_tokens=8):
@@ -67,6 +70,7 @@ def test_learns_which_candidate_a_relative_name_means():
     torch.manual_seed(1)
     generator = torch.Generator().manual_seed(2)
     module = RelationalAlignment(EMBED, num_layers=2, num_heads=4, ffn_dims=64)
+    module.init_weights()
     # "the square on the left" / "... on the right": the same pooled vector, one word apart
     pooled = torch.randn(1, EMBED)
     words = torch.stack([torch.stack([pooled[0], torch.randn(EMBED)]) for _ in range(2)])  # [2 names, 2 words, C]
@@ -98,6 +102,7 @@ def test_learns_which_candidate_a_relative_name_means():
 def test_candidate_mass_on_each_side_matches_a_loop_reference():
     torch.manual_seed(4)
     module = RelationalAlignment(EMBED, num_layers=1, side_temperature=0.05)
+    module.init_weights()
     points, logits = torch.rand(6, 2), torch.randn(6, 3) * 3
     around = module.candidates_around(points, logits)
     expected = torch.zeros(3, 6, 5, dtype=torch.float64)

@@ -6,7 +6,7 @@ from tiny_llm import build_decoder, make_sample
 from visionllm.models.llm.image_readout import ImageCrossAttention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-READOUT = dict(dims=16, num_heads=2)
+READOUT = dict(type="ImageReadout", dims=16, num_heads=2)
 
 
 def fresh_generator():
@@ -78,7 +78,8 @@ def text_batch(g):
 
 
 def test_zero_initialised_readout_leaves_the_decoder_unchanged(tiny_llama_dir):
-    plain = build_decoder(tiny_llama_dir).eval()
+    plain = build_decoder(tiny_llama_dir, image_readout=None).eval()
+    assert plain.image_readout is None
     reading = build_decoder(tiny_llama_dir, image_readout=READOUT).eval()
     missing, unexpected = reading.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and missing and all(key.startswith("image_readout.") for key in missing)

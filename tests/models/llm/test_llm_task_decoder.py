@@ -378,7 +378,7 @@ def _giou_reference(a, b):
 
 def test_giou_loss_is_one_minus_giou_of_the_expected_box(tiny_llama_dir, monkeypatch):
     import visionllm.models.llm.criterion as criterion_module
-    decoder = build_decoder(tiny_llama_dir, num_slots=1, coord_decode="expectation", generate_format=False,
+    decoder = build_decoder(tiny_llama_dir, num_slots=1, generate_format=False,
                             loss_weights=dict(giou=1.0)).eval()
     box = torch.tensor([[20.0, 16.0, 40.0, 48.0]])
     sample = make_sample("detection", 'Detect {"a": <c0>} in <image>. Answer as (c, x1, y1, x2, y2).',
@@ -410,24 +410,27 @@ def test_giou_loss_is_one_minus_giou_of_the_expected_box(tiny_llama_dir, monkeyp
 
 
 def test_grounding_can_pick_its_box_by_the_alignment_alone(tiny_llama_dir):
-    decoder = build_decoder(tiny_llama_dir, num_slots=3, generate_format=False, grounding_score="alignment").eval()
+    decoder = build_decoder(tiny_llama_dir, num_slots=3, generate_format=False).eval()
     sample = make_sample("grounding", 'Find "the big square" in <image> and give (c, x1, y1, x2, y2).',
                          categories=["the big square"], output_format=("cls", "x1", "y1", "x2", "y2"))
     embeds, refs = torch.randn(1, 3, 64), torch.rand(1, 3, 2)
 
-    def answer(prior, mode):
-        decoder.grounding_score = mode
-        pred = decoder.predict(embeds, refs, [sample], [torch.tensor(prior).view(3, 1)])[0].pred_instances
+    def answer(prior):
+        priors = None if prior is None else [torch.tensor(prior).view(3, 1)]
+        pred = decoder.predict(embeds, refs, [sample], priors)[0].pred_instances
         return pred.bboxes[0], pred.scores[0]
 
-    first, score = answer([5.0, -5.0, -5.0], "alignment")
+    first, score = answer([5.0, -5.0, -5.0])
     assert len(first) == 4 and score == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
-    last, _ = answer([-5.0, -5.0, 5.0], "alignment")
+    last, _ = answer([-5.0, -5.0, 5.0])
     assert not torch.allclose(first, last)  # another slot, another box
-    # the box is the one that slot decodes: an overwhelming prior makes the model pick it too
-    assert torch.equal(answer([50.0, -50.0, -50.0], "model")[0], first)
-    with pytest.raises(ValueError, match="grounding_score"):
-        build_decoder(tiny_llama_dir, grounding_score="prior")
+    # the box is the one that slot decodes: whatever the LLM's class logits, the prior alone decides
+    with torch.no_grad():
+        decoder.class_pointer.key.weight.normal_(0, 3.0)
+    assert torch.equal(answer([5.0, -5.0, -5.0])[0], first)
+    # without a prior the class probability decides (a softmax probability, not the prior's sigmoid)
+    _, plain_score = answer(None)
+    assert 0 < plain_score <= 1 and plain_score != pytest.approx(score)
 
 
 def test_polygon_refinement_loss_is_the_outline_distance(tiny_llama_dir, monkeypatch):
@@ -438,8 +441,8 @@ def test_polygon_refinement_loss_is_the_outline_distance(tiny_llama_dir, monkeyp
 
     g = torch.Generator().manual_seed(11)
     width, levels = 16, 1
-    decoder = build_decoder(tiny_llama_dir, num_slots=1, coord_decode="expectation", generate_format=False,
-                            polygon_refinement=dict(embed_dims=width, num_levels=levels, num_layers=2,
+    decoder = build_decoder(tiny_llama_dir, num_slots=1, generate_format=False,
+                            polygon_refinement=dict(type="PolygonRefinement", embed_dims=width, num_levels=levels, num_layers=2,
                                                     ffn_dims=32)).eval()
     h, w = IMG_SHAPE
     polygon = random_polygon(g, w, h, NUM_POINTS)
@@ -475,7 +478,7 @@ def test_slot_pass_continuing_the_prompt_cache_equals_reading_the_prompt_again(t
     reading prompt and format again (prompts of different lengths, generated and parsed formats, a
     category set in passes) while the LLM reads fewer positions."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
-    decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2, coord_decode="expectation",
+    decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2,
                             generate_format=True).eval()
     with torch.no_grad():  # random new-token rows and pointer: formats and class contexts matter
         decoder.head.new_weight.normal_(0, 3.0, generator=g)
@@ -517,3 +520,12 @@ def test_slot_pass_continuing_the_prompt_cache_equals_reading_the_prompt_again(t
         prefix = decoder._structured_prefix(embeds[1:], texts, fields)
         _, plain = decoder._run_groups(prefix, decoder._group_embeds(embeds[1:], fields), "parallel")
     assert torch.allclose(cached, plain, atol=1e-5)
+
+
+def test_a_refinement_needs_the_width_and_levels_of_the_tokenizer_memory(tiny_llama_dir):
+    with pytest.raises(ValueError, match="box_refinement reads the image tokenizer's memory"):
+        build_decoder(tiny_llama_dir, box_refinement=dict(type="BoxRefinement"))
+    decoder = build_decoder(tiny_llama_dir, box_refinement=dict(type="BoxRefinement", num_layers=1),
+                            image_dims=16, image_levels=2)
+    assert decoder.box_refinement.attns[0].embed_dims == 16 and decoder.box_refinement.attns[0].num_levels == 2
+    assert decoder.polygon_refinement is None  # None leaves a part out

@@ -7,12 +7,15 @@ from torch import nn
 
 from visionllm.instructions import TEXT_TASKS
 from visionllm.instructions.category_set import IMAGE_PLACEHOLDER
+from visionllm.models.components import build_optional
 from visionllm.registry import MODELS
 
-from .point_appearance import PointAppearanceEmbedding
+from . import point_appearance, relational_alignment  # noqa: F401  (register the optional parts)
 from .positional_encoding import PointPositionEmbedding
-from .relational_alignment import RelationalAlignment
 from .token_loss import TokenLoss
+
+# prior probability 0.01 that a token is an object / scores a name, as in focal-loss detectors
+_PRIOR_LOGIT = -4.595
 
 
 @MODELS.register_module()
@@ -26,37 +29,40 @@ class ImageTokenizer(nn.Module):
             the fusion off (an ablation: the image tokens then ignore the instruction).
         transformer: config of the ``DeformableTransformer``.
         embed_dims: width shared by all parts and of the output tokens.
-        exact_padding: run the backbone of a padded image on its valid area only, so that a
-            padded batch gives every image exactly the tokens it gets alone (convolutions
-            would otherwise see the padding near the border). Same-size batches without padding
-            run batched either way. (Batch-norm statistics, when trained, then come from
-            single images; the paper configs keep the ResNet norms frozen.)
         loss: keyword arguments of :class:`TokenLoss` (L_tok).
         aux_loss: apply L_tok to every decoder layer's tokens too (keys ``d{i}.loss_tok_*``).
-        name_alignment: add ``loss_tok_cls`` to L_tok: each token scores the instruction's
-            category names (or the referring expression), embedded by the text encoder, and a
-            matched token must score its object's name. It teaches the visual features what the
-            objects are directly, not only through the long path of the LLM's class readout.
         freeze_backbone: stage 2 of the paper schedule freezes the backbone.
-        token_position: add an embedding of each token's reference point to its features
-            (``PointPositionEmbedding``, zero at the start): the decoder's tokens otherwise carry
-            their position only implicitly, and referring expressions and questions ask "left",
-            "bottom" (measured on shapes: 35 of 57 grounding errors picked the wrong object for
-            a positional expression).
-        token_appearance: add an embedding of the input pixels around each token's reference
-            point (``PointAppearanceEmbedding``, zero at the start): the kind-trained deep
-            features lose colour, which text and referring expressions ask for.
-        relational_alignment: refine the name alignment by letting the tokens compare with each
-            other (``RelationalAlignment``, a correction that starts at zero): relative
-            expressions ("the square on the left") are about the other objects. ``None`` (the
-            default) keeps the plain per-token alignment; a dict gives the module's arguments.
+        token_appearance: registry config of a module adding features of the input pixels around
+            each token's reference point (``PointAppearanceEmbedding``; deep features trained on
+            object kinds lose colour, which text and referring expressions ask for), or None.
+        relational_alignment: registry config of a module refining the name alignment by
+            letting the tokens compare with each other (``RelationalAlignment``; relative
+            expressions such as "the square on the left" are about the other objects), or None
+            for the plain per-token alignment.
+
+    Always part of the architecture:
+
+    - the backbone of a padded image runs on its valid area only, so a padded batch gives every
+      image exactly the tokens it gets alone (convolutions would otherwise see the padding near
+      the border); same-size batches without padding run batched. (Batch-norm statistics, when
+      trained, then come from single images; the paper configs keep the ResNet norms frozen.)
+    - each token gets an embedding of its reference point (``PointPositionEmbedding``): the
+      decoder's tokens otherwise carry their position only implicitly, and referring
+      expressions and questions ask "left", "bottom".
+    - the name alignment (``loss_tok_cls`` in L_tok): each token scores the instruction's
+      category names (or the referring expression), embedded by the text encoder, and a
+      matched token must score its object's name. It teaches the visual features what the
+      objects are directly, not only through the long path of the LLM's class readout.
+
+    The position and appearance embeddings and the relational correction start at zero
+    (:meth:`init_weights`).
     """
 
     def __init__(self, backbone: Dict, text_encoder: Dict, transformer: Dict, fusion: Optional[Dict] = dict(),  # noqa: B006 (never mutated)
-                 embed_dims: int = 256, exact_padding: bool = True, loss: Optional[Dict] = None,
-                 aux_loss: bool = True, freeze_backbone: bool = False, name_alignment: bool = True,
-                 token_position: bool = True, token_appearance: bool = False,
-                 relational_alignment: Optional[Dict] = None):
+                 embed_dims: int = 256, loss: Optional[Dict] = None, aux_loss: bool = True,
+                 freeze_backbone: bool = False,
+                 token_appearance: Optional[Dict] = dict(type="PointAppearanceEmbedding"),  # noqa: B006
+                 relational_alignment: Optional[Dict] = dict(type="RelationalAlignment")):  # noqa: B006
         super().__init__()
         self.embed_dims = embed_dims
         self.backbone = MODELS.build(dict(embed_dims=embed_dims, **backbone))
@@ -67,24 +73,27 @@ class ImageTokenizer(nn.Module):
         self.transformer = MODELS.build(
             dict(type="DeformableTransformer", embed_dims=embed_dims, num_levels=num_levels, **transformer))
         self.objectness = nn.Linear(embed_dims, 1)
-        self.token_position = PointPositionEmbedding(embed_dims) if token_position else None
-        self.token_appearance = PointAppearanceEmbedding(embed_dims) if token_appearance else None
-        self.name_query = nn.Linear(embed_dims, embed_dims) if name_alignment else None
-        # prior probability 0.01 that a token scores a name, as for objectness
-        self.name_bias = nn.Parameter(torch.full((), -4.595)) if name_alignment else None
-        if relational_alignment is not None and not name_alignment:
-            raise ValueError("relational_alignment refines the name alignment; it needs name_alignment=True")
-        self.relational_alignment = (RelationalAlignment(embed_dims, **relational_alignment)
-                                     if relational_alignment is not None else None)
+        self.token_position = PointPositionEmbedding(embed_dims)
+        self.token_appearance = build_optional(token_appearance, embed_dims=embed_dims)
+        self.name_query = nn.Linear(embed_dims, embed_dims)
+        self.name_bias = nn.Parameter(torch.full((), _PRIOR_LOGIT))
+        self.relational_alignment = build_optional(relational_alignment, embed_dims=embed_dims)
         self.token_loss = TokenLoss(**(loss or {}))
-        self.exact_padding = exact_padding
         self.aux_loss = aux_loss
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+
+    def init_weights(self) -> None:
+        """The new parts' starting values: objectness and name biases at the prior logit, the
+        position / appearance embeddings and the relational correction at zero. The backbone,
+        text encoder and transformer keep what their builds gave them (pretrained weights)."""
         if not self.objectness.weight.is_meta:
-            # prior probability 0.01 of objectness, as in focal-loss detectors
-            nn.init.constant_(self.objectness.bias, -4.595)
+            nn.init.constant_(self.objectness.bias, _PRIOR_LOGIT)
+            nn.init.constant_(self.name_bias, _PRIOR_LOGIT)
+        for part in (self.token_position, self.token_appearance, self.relational_alignment):
+            if part is not None:
+                part.init_weights()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -97,7 +106,7 @@ class ImageTokenizer(nn.Module):
         valid_h = (~image_masks[:, :, 0]).sum(1).tolist()
         valid_w = (~image_masks[:, 0, :]).sum(1).tolist()
         height, width = images.shape[-2:]
-        if not self.exact_padding or all(h == height and w == width for h, w in zip(valid_h, valid_w)):
+        if all(h == height and w == width for h, w in zip(valid_h, valid_w)):
             feats = self.backbone(images)
             masks = [F.interpolate(image_masks[:, None].float(), size=f.shape[-2:]).bool()[:, 0] for f in feats]
             return feats, masks
@@ -133,9 +142,7 @@ class ImageTokenizer(nn.Module):
         layer_embeds = out["layer_embeds"]
         # Reference points detached: position and pixels are read, not pulled on (the points
         # have their own loss).
-        if self.token_position is not None:
-            layer_embeds = [e + self.token_position(p.detach())
-                            for e, p in zip(layer_embeds, out["layer_reference_points"])]
+        layer_embeds = [e + self.token_position(p.detach()) for e, p in zip(layer_embeds, out["layer_reference_points"])]
         if self.token_appearance is not None:
             layer_embeds = [e + self.token_appearance(images, image_masks, p.detach())
                             for e, p in zip(layer_embeds, out["layer_reference_points"])]
@@ -175,14 +182,13 @@ class ImageTokenizer(nn.Module):
     def instruction_relevance(self, embeds: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """``[B, M]`` logits of how well each token ``embeds [B, M, C]`` matches its whole
         instruction: the name alignment with the instruction text as the name. For a question
-        ("what color is the triangle?") the top token lies on the object asked about (measured
-        on the step-7 shapes model before any training of this use: 57 of 60 val colour questions)."""
+        ("what color is the triangle?") the top tokens are those on the object asked about."""
         names = self.name_embeddings([text.replace(IMAGE_PLACEHOLDER, " ") for text in texts])
         return torch.stack([self.name_logits(tokens, name[None])[:, 0] for tokens, name in zip(embeds, names)])
 
     def loss(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Dict[str, torch.Tensor]:
         """L_tok: objectness focal loss + L1 of matched reference points to gt box centres
-        (+ token-to-name alignment, see ``name_alignment``)."""
+        + token-to-name alignment (``loss_tok_cls``)."""
         centres, labels, supervised = [], [], []
         for sample in data_samples:
             h, w = sample.metainfo["img_shape"][:2]
@@ -213,23 +219,19 @@ class ImageTokenizer(nn.Module):
                 losses[prefix + name] = value
         return losses
 
-    def token_name_logits(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> Optional[List]:
+    def token_name_logits(self, outputs: Dict[str, torch.Tensor], data_samples: List) -> List:
         """Per sample the logits ``[M, n]`` of every image token for each of the instruction's
-        names (None for a sample without names; None overall without name alignment). The name
+        names (None for a sample without names). The name
         embeddings are kept in ``outputs['name_table']`` so that :meth:`loss` reuses them."""
         outputs["name_table"] = self.names_of(data_samples, outputs["embeds"].device)
-        if outputs["name_table"] is None:
-            return None
         return [None if names is None else self.name_logits(outputs["embeds"][b], names[0],
                                                             outputs["reference_points"][b], names[1])
                 for b, names in enumerate(outputs["name_table"])]
 
-    def names_of(self, data_samples: List, device) -> Optional[List[Optional[tuple]]]:
+    def names_of(self, data_samples: List, device) -> List[Optional[tuple]]:
         """Per sample the embeddings ``[n, C]`` of its instruction's names and their side weights
-        ``[n, 5]`` (None without the relational alignment), or None without names; each distinct
-        name of the batch is encoded once."""
-        if self.name_query is None:
-            return None
+        ``[n, 5]`` (None without the relational alignment); each distinct name of the batch is
+        encoded once."""
         per_sample = [list(sample.metainfo.get("categories") or []) for sample in data_samples]
         distinct = list(dict.fromkeys(name for names in per_sample for name in names))
         if not distinct:

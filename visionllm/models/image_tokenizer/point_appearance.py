@@ -1,9 +1,8 @@
 """What the image looks like where a token sits: its pixels, as features of the token.
 
-The backbone's deep levels are trained to tell objects apart by kind, which makes them colour-
-blind: on the shipped shapes model of 2026-11-30 a linear probe read an image token's object kind
-right 90 % of the time but its colour only 50 % (chance 14 %), while captions, answers and referring
-expressions name colours all the time. ``PointAppearanceEmbedding`` samples the input image on a
+Deep backbone levels trained to tell objects apart by kind tend to lose colour, while captions,
+answers and referring expressions name colours all the time (docs/experiments.md has the probe
+measurements). ``PointAppearanceEmbedding`` samples the input image on a
 small grid around each token's reference point and maps those pixels to the token width with a
 linear map that starts at zero (trained tokens are unchanged until it learns).
 """
@@ -11,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionllm.registry import MODELS
 
+
+@MODELS.register_module()
 class PointAppearanceEmbedding(nn.Module):
     """Args:
         embed_dims: token width.
@@ -25,6 +27,9 @@ class PointAppearanceEmbedding(nn.Module):
         dy, dx = torch.meshgrid(steps, steps, indexing="ij")
         self.register_buffer("offsets", torch.stack([dx.flatten(), dy.flatten()], -1), persistent=False)
         self.proj = nn.Linear(in_channels * grid * grid, embed_dims)
+
+    def init_weights(self) -> None:
+        """The map starts at zero: trained tokens are unchanged until it learns."""
         if not self.proj.weight.is_meta:
             nn.init.zeros_(self.proj.weight)
             nn.init.zeros_(self.proj.bias)

@@ -61,6 +61,9 @@ class PointPositionEmbedding(nn.Module):
         self.num_feats = num_feats
         self.temperature = temperature
         self.proj = nn.Linear(2 * num_feats, embed_dims)
+
+    def init_weights(self) -> None:
+        """The map starts at zero: trained tokens are unchanged until it learns."""
         if not self.proj.weight.is_meta:
             nn.init.zeros_(self.proj.weight)
             nn.init.zeros_(self.proj.bias)

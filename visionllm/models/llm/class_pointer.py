@@ -33,10 +33,9 @@ class ClassPointer(nn.Module):
         self.query = nn.Linear(width, rank, bias=False, device=device)
         self.key = nn.Linear(width, rank, bias=False, device=device)
         self.scale = 1.0 / math.sqrt(rank)
-        self.init_weights()
 
     def init_weights(self) -> None:
-        """``B`` starts at zero (meta tensors are left alone)."""
+        """``B`` starts at zero (meta tensors are left alone); the model's ``init_weights`` calls this."""
         if not self.key.weight.is_meta:
             nn.init.zeros_(self.key.weight)
 

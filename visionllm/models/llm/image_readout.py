@@ -9,7 +9,7 @@ positions get little of its attention (docs/experiments.md has the measurements)
 tokens: ``h <- h + W_out attn(q(h), k(T), v(T))`` with fresh (not LoRA) projections and a learned
 null key/value, so a position can also read "nothing here" and the share of attention left on
 the real tokens grows with how many match (counting). ``W_out`` starts at zero: the model is
-unchanged until the read-out learns something, and older checkpoints load with it.
+unchanged until the read-out learns something (``init_weights``).
 """
 from contextlib import contextmanager
 from functools import partial
@@ -18,6 +18,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from visionllm.registry import MODELS
 
 
 class ImageCrossAttention(nn.Module):
@@ -37,7 +39,6 @@ class ImageCrossAttention(nn.Module):
         self.null_key = nn.Parameter(torch.zeros(dims, device=device))
         self.null_value = nn.Parameter(torch.zeros(dims, device=device))
         self.out = nn.Linear(dims, hidden_size, bias=False, device=device)
-        self.init_weights()
 
     def init_weights(self) -> None:
         """The output map starts at zero: the layer adds nothing until it is trained."""
@@ -58,6 +59,7 @@ class ImageCrossAttention(nn.Module):
         return self.out(read.transpose(1, 2).reshape(batch, length, -1))
 
 
+@MODELS.register_module()
 class ImageReadout(nn.Module):
     """One :class:`ImageCrossAttention` per decoder layer, applied by forward hooks on the layers
     while image tokens are attached (:meth:`attached`); outside that the layers are untouched.
@@ -76,6 +78,11 @@ class ImageReadout(nn.Module):
         self._tokens: Optional[torch.Tensor] = None
         for layer, block in zip(layers, self.blocks):
             layer.register_forward_hook(partial(self._after_layer, block))
+
+    def init_weights(self) -> None:
+        """Every read-out starts at zero: the decoder layers are unchanged until it is trained."""
+        for block in self.blocks:
+            block.init_weights()
 
     def _after_layer(self, block: ImageCrossAttention, module, args, output):
         if self._tokens is None:

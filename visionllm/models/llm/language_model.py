@@ -40,7 +40,9 @@ class LanguageModelDecoder(BaseModule):
             (only the new vocabulary rows and the parts built on top train).
         vocab_init_noise / seed: initialisation of the new vocabulary rows.
         generate_format: at inference emit the format tokens greedily (the parser of the
-            instruction is the fallback); False uses the parser directly.
+            instruction is the fallback). False uses the parser directly: for decoders that were
+            never trained to emit format tokens (the untrained decoders of the tests and of
+            ``tools/benchmark_decoding.py``).
         max_new_tokens / num_beams: caption and answer generation.
     """
 
@@ -83,11 +85,13 @@ class LanguageModelDecoder(BaseModule):
         self.image_readout: Optional[ImageReadout] = None
 
     def build_image_readout(self, config: Optional[dict]) -> None:
-        """Give every decoder layer a zero-initialised cross-attention read-out of the image
-        tokens (``ImageReadout`` with ``dict(dims, num_heads)``), or none when ``config`` is None."""
+        """Give every decoder layer a cross-attention read-out of the image tokens (a registry
+        config such as ``dict(type='ImageReadout', dims, num_heads)``), or none when ``config``
+        is None."""
+        from visionllm.models.components import build_optional
         device = "meta" if self.on_meta else None
-        self.image_readout = (ImageReadout(self.backbone.layers, self.hidden_size, device=device, **config)
-                              if config is not None else None)
+        self.image_readout = build_optional(config, layers=self.backbone.layers, hidden_size=self.hidden_size,
+                                            device=device)
 
     # ------------------------------------------------------------------ parameters / checkpoints
     @property

@@ -41,22 +41,20 @@ class StructuredPostProcessor:
 
     Args:
         codec: the ``LocationCodec`` of the location bins.
-        coord_decode: ``'argmax'`` or ``'expectation'`` of each location distribution.
         max_per_img / score_thr: predictions kept per image.
-        grounding_score: how the one box of a grounding answer is chosen (see ``LLMTaskDecoder``).
+
+    Each coordinate is the mean of its location distribution (not its mode): the mean moves by
+    less than a bin, the mode only in whole bins. The one box of a grounding answer is the slot
+    whose image token the token class prior (the tokenizer's alignment of tokens with the
+    expression) ranks first, when there is a prior: each slot's LLM logit is computed without
+    seeing the other slots, so it cannot compare them ("the left one" of two objects), while the
+    tokenizer's tokens see each other. Without a prior the class probability decides.
     """
 
-    def __init__(self, codec, coord_decode: str = "argmax", max_per_img: int = 100, score_thr: float = 0.0,
-                 grounding_score: str = "model"):
-        if coord_decode not in ("argmax", "expectation"):
-            raise ValueError(f"coord_decode must be 'argmax' or 'expectation', got {coord_decode!r}")
-        if grounding_score not in ("model", "alignment"):
-            raise ValueError(f"grounding_score must be 'model' or 'alignment', got {grounding_score!r}")
+    def __init__(self, codec, max_per_img: int = 100, score_thr: float = 0.0):
         self.codec = codec
-        self.coord_decode = coord_decode
         self.max_per_img = max_per_img
         self.score_thr = score_thr
-        self.grounding_score = grounding_score
 
     def decode(self, logits: SlotLogits, refs: torch.Tensor, sample, num_categories: int, offset: int,
                class_prior: Optional[torch.Tensor] = None) -> SlotPredictions:
@@ -68,16 +66,12 @@ class StructuredPostProcessor:
             scores, labels = probs.max(-1)
         else:
             scores, labels = probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long)
-        if (self.grounding_score == "alignment" and sample.metainfo.get("task") == "grounding"
-                and class_prior is not None and num_categories):
+        if sample.metainfo.get("task") == "grounding" and class_prior is not None and num_categories:
             scores, labels = class_prior[:num_slots, :num_categories].sigmoid().max(-1)
         h, w = sample.metainfo.get("img_shape")[:2]
         img_wh = (float(w), float(h))
         loc = logits.loc.view(num_slots, -1, 2, self.codec.num_bins)
-        if self.coord_decode == "argmax":
-            points = self.codec.decode(loc.argmax(-1), refs.unsqueeze(1), img_wh)
-        else:
-            points = self.codec.decode_expectation(loc.softmax(-1), refs.unsqueeze(1), img_wh)
+        points = self.codec.decode_expectation(loc.softmax(-1), refs.unsqueeze(1), img_wh)
         return SlotPredictions(scores, labels + offset, points.float())
 
     def merge(self, parts: List[SlotPredictions], sample) -> InstanceData:

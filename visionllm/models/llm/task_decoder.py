@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
-from visionllm.models.refinement import BoxRefinement, PolygonRefinement, extent_boxes
+from visionllm.models import refinement  # noqa: F401  (registers BoxRefinement, PolygonRefinement)
+from visionllm.models.components import build_optional
+from visionllm.models.refinement import extent_boxes
 from visionllm.registry import MODELS
 
 from .class_pointer import ClassPointer
@@ -48,14 +50,14 @@ class LLMTaskDecoder(LanguageModelDecoder):
     Args:
         llm, prompt_style, system_prompt, special_tokens, lora, vocab_init_noise, seed,
             generate_format, max_new_tokens, num_beams: see ``LanguageModelDecoder``.
-        num_slots: slot groups per image (None: one per image token).
-        groups_see_each_other: let slot groups attend to each other (de-duplication) instead of
-            being isolated.
-        decode_mode: ``'parallel'`` or ``'autoregressive'`` (baseline, same outputs token by token).
+        num_slots: slot groups per image (None: one per image token). The slot groups are
+            isolated from each other.
+        decode_mode: ``'parallel'``, or ``'autoregressive'``: the token-by-token baseline with the
+            same outputs, which the tests compare parallel decoding with.
         reuse_prompt_cache: at inference the slot pass continues the key/value cache of the pass
             that read the prompt and generated the format, instead of reading the prompt again
-            (parallel mode with ``generate_format``; the outputs are the same up to float rounding).
-        coord_decode: ``'argmax'`` or ``'expectation'`` of the location distribution.
+            (parallel mode with ``generate_format``; the outputs are the same up to float
+            rounding). False is the reference that ``tools/benchmark_inference.py`` times it against.
         matcher: ``TASK_UTILS`` config of the slot ↔ ground-truth matcher (coordinate cost
             ``'l1'`` on image-size-normalised expected coordinates).
         no_object_weight: class-loss weight of unmatched slots (target: no-object).
@@ -70,35 +72,34 @@ class LLMTaskDecoder(LanguageModelDecoder):
             outline and the true one, image-size normalised; see ``outline_distance``).
         max_classes_per_pass: category sets larger than this run in several passes (default: the
             class-token budget).
-        contextual_class_logits: add to each class logit a learned score between the slot and
-            the prompt's hidden state at that class token (``ClassPointer``).
-        image_readout: ``dict(dims, num_heads)`` to give every decoder layer a zero-initialised
-            cross-attention read-out of the image tokens (``ImageReadout``), or None.
-        box_refinement: arguments of ``BoxRefinement`` (``embed_dims`` and ``num_levels`` of the
-            image tokenizer's memory, which ``VisionLLM`` fills in) to refine decoded boxes on
-            the image features, or None. Box formats only.
+        image_readout: registry config of a cross-attention read-out of the image tokens in every
+            decoder layer (``ImageReadout``), or None.
+        box_refinement: registry config of the refinement of decoded boxes on the image
+            tokenizer's memory (``BoxRefinement``), or None. Box formats only.
         polygon_refinement: the same for the vertices of decoded polygons
             (``PolygonRefinement``), or None (polygons are decoded as written).
-        max_per_img / score_thr: structured predictions kept per image.
-        grounding_score: how the one box of a grounding answer is chosen among the slots:
-            ``'model'`` (the class probability, LLM logit + token class prior) or
-            ``'alignment'`` (the sigmoid of the token class prior alone, when there is one). Each
-            slot's LLM logit is computed without seeing the other slots, so it cannot compare
-            them ("the left one" of two objects); a prior from tokens that see each other can.
+        image_dims / image_levels: width and levels of the image tokenizer's memory, which the
+            refinements read (``VisionLLM`` passes them); needed only with a refinement.
+        max_per_img / score_thr: structured predictions kept per image (see
+            ``StructuredPostProcessor`` for how coordinates and grounding answers are decoded).
+
+    Each class logit also gets a learned score between the slot and the prompt's hidden state at
+    that class token (``ClassPointer``). The read-out, the refinements' corrections and the class
+    pointer's score start at zero (``init_weights``).
     """
 
     def __init__(self, llm: Optional[dict] = None, prompt_style: str = "chat",
                  system_prompt: Optional[str] = None, special_tokens: Optional[dict] = None,
                  lora: Optional[dict] = dict(rank=8, alpha=16, dropout=0.05, include_mlp=False),
-                 num_slots: Optional[int] = None, groups_see_each_other: bool = False,
-                 decode_mode: str = "parallel", generate_format: bool = True,
-                 coord_decode: str = "argmax",
+                 num_slots: Optional[int] = None, decode_mode: str = "parallel", generate_format: bool = True,
                  matcher: Optional[dict] = None, no_object_weight: float = 0.1,
                  loss_weights: Optional[dict] = None, max_classes_per_pass: Optional[int] = None,
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
-                 score_thr: float = 0.0, grounding_score: str = "model", vocab_init_noise: float = 1.0, seed: int = 0,
-                 contextual_class_logits: bool = True, image_readout: Optional[dict] = None,
-                 box_refinement: Optional[dict] = None, polygon_refinement: Optional[dict] = None,
+                 score_thr: float = 0.0, vocab_init_noise: float = 1.0, seed: int = 0,
+                 image_readout: Optional[dict] = dict(type="ImageReadout", dims=128, num_heads=4),  # noqa: B006
+                 box_refinement: Optional[dict] = dict(type="BoxRefinement", num_layers=2),  # noqa: B006
+                 polygon_refinement: Optional[dict] = dict(type="PolygonRefinement", num_layers=2),  # noqa: B006
+                 image_dims: Optional[int] = None, image_levels: Optional[int] = None,
                  reuse_prompt_cache: bool = True, init_cfg: Optional[dict] = None):
         if decode_mode not in ("parallel", "autoregressive"):
             raise ValueError(f"decode_mode must be 'parallel' or 'autoregressive', got {decode_mode!r}")
@@ -113,19 +114,17 @@ class LLMTaskDecoder(LanguageModelDecoder):
         self.slot_proj = ScaledProjection(self.hidden_size, self.hidden_size, self.input_rms, device=device)
         # <ci> means "the i-th category named in this instruction": slots point at it (see
         # ClassPointer), starting from the plain token readout.
-        self.class_pointer = ClassPointer(self.hidden_size, device=device) if contextual_class_logits else None
+        self.class_pointer = ClassPointer(self.hidden_size, device=device)
         self.build_image_readout(image_readout)
-        self.box_refinement = BoxRefinement(**box_refinement) if box_refinement is not None else None
-        self.polygon_refinement = (PolygonRefinement(**polygon_refinement)
-                                   if polygon_refinement is not None else None)
+        self.box_refinement = self._build_refinement("box_refinement", box_refinement, image_dims, image_levels)
+        self.polygon_refinement = self._build_refinement("polygon_refinement", polygon_refinement,
+                                                         image_dims, image_levels)
 
         self.num_slots = num_slots
-        self.groups_see_each_other = groups_see_each_other
         self.decode_mode = decode_mode
         self.reuse_prompt_cache = reuse_prompt_cache
         self.criterion = StructuredCriterion(self.codec, matcher, no_object_weight, loss_weights)
-        self.postprocessor = StructuredPostProcessor(self.codec, coord_decode, max_per_img, score_thr,
-                                                     grounding_score)
+        self.postprocessor = StructuredPostProcessor(self.codec, max_per_img, score_thr)
         self.max_classes_per_pass = max_classes_per_pass or self.special.num_classes
         if self.max_classes_per_pass > self.special.num_classes:
             raise ValueError("max_classes_per_pass exceeds the number of class tokens")
@@ -133,10 +132,20 @@ class LLMTaskDecoder(LanguageModelDecoder):
     loss_weights = _forwarded("criterion", "loss_weights")
     no_object_weight = _forwarded("criterion", "no_object_weight")
     matcher = _forwarded("criterion", "matcher")
-    coord_decode = _forwarded("postprocessor", "coord_decode")
     max_per_img = _forwarded("postprocessor", "max_per_img")
     score_thr = _forwarded("postprocessor", "score_thr")
-    grounding_score = _forwarded("postprocessor", "grounding_score")
+
+    @staticmethod
+    def _build_refinement(name: str, cfg: Optional[dict], image_dims: Optional[int],
+                          image_levels: Optional[int]) -> Optional[nn.Module]:
+        """A refinement reading the image tokenizer's memory (its width and levels filled in)."""
+        if cfg is None:
+            return None
+        known = {k: v for k, v in dict(embed_dims=image_dims, num_levels=image_levels).items() if v is not None}
+        if isinstance(cfg, dict) and not {"embed_dims", "num_levels"} <= set(cfg) | set(known):
+            raise ValueError(f"{name} reads the image tokenizer's memory: give image_dims and image_levels "
+                             f"(VisionLLM passes them) or set {name}=None")
+        return build_optional(cfg, **known)
 
     # ------------------------------------------------------------------ the head
     def _slot_count(self, num_image_tokens: int) -> int:
@@ -160,17 +169,16 @@ class LLMTaskDecoder(LanguageModelDecoder):
 
     def _class_context(self, prefix_hidden: Optional[torch.Tensor], prefix: SequenceBatch, row: int,
                        num_categories: int) -> Optional[torch.Tensor]:
-        """The prompt's hidden states at the class tokens of row ``row``; None when unused."""
-        if self.class_pointer is None or prefix_hidden is None or prefix.input_ids is None:
+        """The prompt's hidden states at the class tokens of row ``row``; None without them."""
+        if prefix_hidden is None or prefix.input_ids is None:
             return None
         return class_context(prefix_hidden, prefix, row, self.class_ids, num_categories)
 
     def _run_groups(self, prefix: SequenceBatch, group_embeds: torch.Tensor,
                     mode: str) -> Tuple[torch.Tensor, torch.Tensor]:
         if mode == "autoregressive":
-            return autoregressive_forward(self.backbone, prefix, group_embeds, self.groups_see_each_other,
-                                          return_prefix=True)
-        return parallel_forward(self.backbone, prefix, group_embeds, self.groups_see_each_other)
+            return autoregressive_forward(self.backbone, prefix, group_embeds, return_prefix=True)
+        return parallel_forward(self.backbone, prefix, group_embeds)
 
     def _structured_prefix(self, image_embeds, instructions: List[str], fields: Sequence[str]) -> SequenceBatch:
         format_ids = self._format_ids(fields) + [self.prompt.end_of_response_id]
@@ -242,8 +250,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
         """Yield ``(name, loss, weight)`` for one sub-batch sharing an output format."""
         prefix = self._structured_prefix(image_embeds, [sample_meta(s, "instruction") for s in samples], fields)
         with self._reading(image_embeds):
-            prefix_hidden, group_hidden = parallel_forward(
-                self.backbone, prefix, self._group_embeds(image_embeds, fields), self.groups_see_each_other)
+            prefix_hidden, group_hidden = parallel_forward(self.backbone, prefix, self._group_embeds(image_embeds, fields))
         yield "format", self._lm_loss(prefix_hidden, prefix.labels), float(len(samples))
         logits = []
         for b, sample in enumerate(samples):
@@ -307,7 +314,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
         rest_embeds = self.embed_tokens(torch.tensor(rest, dtype=torch.long, device=groups.device)).to(groups.dtype)
         with self._reading(image_embeds):
             group_hidden = cached_parallel_forward(self.backbone, kept, cache, rest_embeds.expand(len(rows), -1, -1),
-                                                   groups, self.groups_see_each_other)
+                                                   groups)
         return kept, prompt.hidden[rows, :kept.embeds.shape[1]], group_hidden
 
     def _predict_structured(self, image_embeds, reference_points, samples, class_priors=None,

@@ -1,0 +1,93 @@
+"""Versioned checkpoint layouts: older key layouts convert to the current one (by the loaders on
+the fly and by tools/convert_checkpoint.py), unknown versions are refused in one line."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from visionllm.apis.inputs import InputError
+from visionllm.engine.checkpoint import TrainableStateCheckpointHook, load_trained_checkpoint, read_checkpoint
+from visionllm.engine.checkpoint_conversion import (CHECKPOINT_VERSION, VERSION_KEY, CheckpointVersionError,
+                                                    checkpoint_version, convert_checkpoint)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
+
+
+def test_version_one_renames_the_instruction_relevance_vector():
+    vector, other = torch.randn(8), torch.randn(3)
+    old = dict(meta=dict(iter=5), state_dict={"relevance_embedding": vector, "module.relevance_embedding": vector,
+                                              "token_projection.gain": other},
+               optimizer=dict(state={}))
+    assert checkpoint_version(old) == 1  # no version in meta: written before versioning
+    new = convert_checkpoint(old)
+    assert set(new["state_dict"]) == {"instruction_relevance.embedding", "module.instruction_relevance.embedding",
+                                      "token_projection.gain"}
+    assert new["state_dict"]["instruction_relevance.embedding"] is vector
+    assert new["meta"] == {"iter": 5, VERSION_KEY: CHECKPOINT_VERSION}
+    assert "optimizer" not in new  # indexed by parameter order, which the layout change moves
+    assert "relevance_embedding" in old["state_dict"] and VERSION_KEY not in old["meta"]  # input untouched
+    # a current checkpoint passes through with the same tensors (and keeps its optimizer state)
+    again = convert_checkpoint(new | dict(optimizer=dict(state={})))
+    assert again["state_dict"] == new["state_dict"] and "optimizer" in again
+
+
+@pytest.mark.parametrize("version, message", [(CHECKPOINT_VERSION + 1, "newer than this code reads"),
+                                              ("2", "not a version number"), (0, "not a version number")])
+def test_unknown_versions_are_refused_in_one_line(version, message):
+    with pytest.raises(CheckpointVersionError, match=message) as error:
+        convert_checkpoint(dict(meta={VERSION_KEY: version}, state_dict={}))
+    assert "\n" not in str(error.value)
+
+
+def test_the_hook_stamps_saved_checkpoints_and_converts_loaded_ones():
+    hook = TrainableStateCheckpointHook()
+    saved = dict(state_dict={}, meta={})
+    runner = type("Runner", (), {"model": torch.nn.Module()})()
+    hook.before_save_checkpoint(runner, saved)
+    assert saved["meta"][VERSION_KEY] == CHECKPOINT_VERSION
+    loaded = dict(state_dict={"relevance_embedding": torch.zeros(2)}, meta={})
+    hook.after_load_checkpoint(runner, loaded)
+    assert list(loaded["state_dict"]) == ["instruction_relevance.embedding"]
+    assert loaded["meta"][VERSION_KEY] == CHECKPOINT_VERSION
+
+
+@pytest.mark.slow  # builds the tiny whole model
+def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
+    from test_visionllm_model import _build
+
+    _, model, _, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    with torch.no_grad():
+        model.instruction_relevance.embedding.normal_()
+    dropped = set(model.frozen_pretrained_keys())
+    state = {k: v for k, v in model.state_dict().items() if k not in dropped}
+    # the layout of version 1, as such files were written
+    state["relevance_embedding"] = state.pop("instruction_relevance.embedding")
+    old = tmp_path / "old.pth"
+    torch.save(dict(meta=dict(iter=1), state_dict=state), old)
+
+    _, fresh, _, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    load_trained_checkpoint(fresh, str(old))  # converted on the fly; any other missing / unexpected key is an error
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+    out = tmp_path / "new.pth"
+    run = subprocess.run([sys.executable, TOOL, str(old), str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    converted = read_checkpoint(out)
+    assert converted["meta"] == {"iter": 1, VERSION_KEY: CHECKPOINT_VERSION}
+    missing, unexpected = fresh.load_state_dict(converted["state_dict"], strict=False)
+    assert not unexpected and set(missing) <= dropped
+
+    newer = tmp_path / "newer.pth"
+    torch.save(dict(meta={VERSION_KEY: CHECKPOINT_VERSION + 1}, state_dict=converted["state_dict"]), newer)
+    with pytest.raises(InputError, match="newer than this code reads"):
+        load_trained_checkpoint(fresh, str(newer))
+    run = subprocess.run([sys.executable, TOOL, str(newer), str(tmp_path / "x.pth")], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode != 0 and run.stderr.strip().count("\n") == 0
+    assert "newer than this code reads" in run.stderr and not (tmp_path / "x.pth").exists()
+    run = subprocess.run([sys.executable, TOOL, str(old), str(old)], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode != 0 and "new file" in run.stderr
