@@ -7,12 +7,14 @@ import sys
 import pytest
 import torch
 
+from repo_paths import REPO
+
 from visionllm.apis.inputs import InputError
 from visionllm.engine.checkpoint import TrainableStateCheckpointHook, load_trained_checkpoint, read_checkpoint
 from visionllm.engine.checkpoint_conversion import (CHECKPOINT_VERSION, VERSION_KEY, CheckpointVersionError,
                                                     checkpoint_version, convert_checkpoint)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
 
 
