@@ -29,8 +29,11 @@ def test_alpaca_7b_with_lora_builds_on_meta_and_counts_trainable_parameters():
     from visionllm.models.llm.task_decoder import LLMTaskDecoder  # noqa: F401
     from visionllm.registry import MODELS
     rank = 8
+    # The decoder's own parts only: the optional image read-out and refinements are counted by
+    # the paper-config tests.
     decoder = MODELS.build(dict(type="LLMTaskDecoder", llm=dict(source="meta"),
-                                lora=dict(rank=rank, alpha=16, dropout=0.05)))
+                                lora=dict(rank=rank, alpha=16, dropout=0.05),
+                                image_readout=None, box_refinement=None, polygon_refinement=None))
     assert decoder.hidden_size == 4096 and all(p.device.type == "meta" for p in decoder.parameters())
     assert len(decoder.llm.model.layers) == 32
     hidden, layers = ALPACA_7B_CONFIG["hidden_size"], ALPACA_7B_CONFIG["num_hidden_layers"]

@@ -11,7 +11,9 @@ pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # the
 def smollm2_decoder(single_thread):
     from visionllm.models.llm.task_decoder import LLMTaskDecoder
     torch.manual_seed(0)
-    return LLMTaskDecoder(llm=dict(source="smollm2"), lora=dict(rank=4, alpha=8, dropout=0.0)).eval()
+    # A standalone decoder: no image tokenizer memory for the refinements to read.
+    return LLMTaskDecoder(llm=dict(source="smollm2"), lora=dict(rank=4, alpha=8, dropout=0.0),
+                          box_refinement=None, polygon_refinement=None).eval()
 
 
 def test_extended_smollm2_still_answers_chat_prompts(smollm2_decoder):
