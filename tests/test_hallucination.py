@@ -34,10 +34,13 @@ def test_mentions_read_kind_colour_and_numeral():
 
 
 def test_multi_word_names_synonyms_and_attribute_words_that_are_also_categories():
-    vocabulary = ObjectVocabulary(["dog", "hot dog", "person", "dining table", "orange", "square"],
-                                  attributes=["orange"], synonyms=COCO_SYNONYMS)
+    vocabulary = ObjectVocabulary(["dog", "hot dog", "person", "dining table", "orange", "square", "sports ball",
+                                   "baseball bat"], attributes=["orange"], synonyms=COCO_SYNONYMS)
     assert described(vocabulary, "Two men eat hot dogs at a table near three dogs") == \
         [("person", None, 2), ("hot dog", None, None), ("dining table", None, None), ("dog", None, 3)]
+    # the longest name wins: "baseball" alone is a sports ball, "baseball bat" is a bat
+    assert described(vocabulary, "a baseball bat and a baseball") == [("baseball bat", None, None),
+                                                                        ("sports ball", None, None)]
     # "orange" before a noun qualifies it; alone it is the fruit
     assert described(vocabulary, "an orange square and an orange") == [("square", "orange", None),
                                                                         ("orange", None, None)]
@@ -49,7 +52,7 @@ def test_chair_and_count_accuracy_from_their_definitions():
     captions = {
         1: "a red square and a green circle",       # 2 mentions, the circle is absent
         2: "two squares and a purple triangle",      # 2 mentions, right count (2 squares)
-        3: "a blue triangle",                        # 1 mention: a triangle, but not a blue one
+        3: "a blue triangle and a star",             # 2 hallucinated mentions: the triangle is purple
         4: "three coloured shapes",                  # no category mention, right count (3 objects)
         5: "a purple triangle, a purple triangle",   # 2 mentions, both right, repeated
         6: "two red squares",                        # 1 mention, present, wrong count (1 red square)
@@ -57,9 +60,9 @@ def test_chair_and_count_accuracy_from_their_definitions():
     }
     objects = {i: image for i in range(1, 7)}
     scores = hallucination_scores(captions, objects, vocabulary)
-    assert scores.num_captions == 6 and scores.num_mentions == 8 and scores.num_counts == 3
-    assert scores.chair_i == pytest.approx(2 / 8)   # circle (1), blue triangle (3)
-    assert scores.chair_s == pytest.approx(2 / 6)   # captions 1 and 3
+    assert scores.num_captions == 6 and scores.num_mentions == 9 and scores.num_counts == 3
+    assert scores.chair_i == pytest.approx(3 / 9)   # circle (1), blue triangle and star (3)
+    assert scores.chair_s == pytest.approx(2 / 6)   # captions 1 and 3, each counted once
     assert scores.count_accuracy == pytest.approx(2 / 3)  # captions 2 and 4 right, 6 wrong
     assert scores.repeat_share == pytest.approx(1 / 6)    # caption 5
 
