@@ -10,16 +10,21 @@ Each setting is ``none``, ``rp=P`` (``repetition_penalty``), ``ngram=N``
 every metric table as tools/test.py does, then one summary row per setting.
 """
 import argparse
+import importlib.util
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from visionllm.engine import unwrapped_model
+from visionllm.evaluation.table import print_table
+from visionllm.models.llm.generation_constraints import build_text_constraints
 
-from test import main as test_main  # noqa: E402  (tools/test.py)
 
-from visionllm.engine import unwrapped_model  # noqa: E402
-from visionllm.evaluation.table import print_table  # noqa: E402
-from visionllm.models.llm.generation_constraints import build_text_constraints  # noqa: E402
+def load_test_tool():
+    """tools/test.py next to this file (by path: the name ``test`` is also a standard package)."""
+    spec = importlib.util.spec_from_file_location("visionllm_tools_test", osp.join(osp.dirname(osp.abspath(__file__)),
+                                                                                   "test.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 KEYS = dict(rp="repetition_penalty", ngram="no_repeat_ngram_size")
 
@@ -60,7 +65,7 @@ def main(argv=None):
     try:
         for index, (text, setting) in enumerate(settings):
             if not built:
-                metrics = test_main([args.config, args.checkpoint, "--work-dir", args.work_dir,
+                metrics = load_test_tool().main([args.config, args.checkpoint, "--work-dir", args.work_dir,
                                      "--cfg-options", *args.cfg_options,
                                      *([f"model.task_decoder.text_constraints.{k}={v}" for k, v in setting.items()])])
             else:
