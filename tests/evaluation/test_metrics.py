@@ -550,3 +550,34 @@ def test_segm_of_box_only_predictions_uses_the_box_rectangle():
     mask = mask_utils.decode(dict(rles[0], counts=rles[0]["counts"].encode()))
     ys, xs = mask.nonzero()
     assert mask.shape == (12, 10) and xs.min() == 2 and xs.max() == 5 and ys.min() == 3 and ys.max() == 8
+
+
+def test_caption_metric_reports_hallucination_and_counts_in_its_table(tmp_path, monkeypatch):
+    """With the instances file of the images: CHAIR, count accuracy and repeat share in the results
+    and as columns of the printed table, whose title still names the scorer."""
+    import visionllm.evaluation.caption_metric as caption_metric
+    instances = dict(images=[dict(id=1), dict(id=2)], categories=[dict(id=1, name="square"), dict(id=2, name="star")],
+                     annotations=[dict(image_id=1, category_id=1, attributes=dict(colour="red")),
+                                  dict(image_id=2, category_id=2, attributes=dict(colour="blue")),
+                                  dict(image_id=2, category_id=2, attributes=dict(colour="blue"))])
+    ann_file = tmp_path / "instances.json"
+    ann_file.write_text(json.dumps(instances))
+    tables = []
+    monkeypatch.setattr(caption_metric, "print_table", lambda *args: tables.append(args))
+    metric = CaptionMetric(scorer="own", ann_file=str(ann_file))
+    # image 1: one mention, a red square (right); image 2: a blue star (right, count 2 right) and a
+    # red star (absent colour), then the blue stars again (a repeat)
+    metric.process({}, [dict(task="caption", img_id=1, pred_text="a red square", gt_texts=["a red square"]),
+                        dict(task="caption", img_id=2, pred_text="two blue stars, a red star and two blue stars",
+                             gt_texts=["two blue stars"])])
+    result = metric.compute_metrics(metric.results)
+    assert result["CHAIR_i"] == pytest.approx(100 / 4) and result["CHAIR_s"] == pytest.approx(50.0)
+    assert result["CountAcc"] == pytest.approx(100.0) and result["Repeat_s"] == pytest.approx(50.0)
+    (title, header, rows), = tables
+    assert header[-4:] == ["CHAIR_i", "CHAIR_s", "CountAcc", "Repeat_s"] and "CIDEr" in header
+    assert rows[0][-4:] == [result[name] for name in header[-4:]]
+    assert metric.scorer_used in title and "4 object mentions" in title
+    # without the instances file the table keeps its caption scores only
+    plain = CaptionMetric(scorer="own")
+    plain.process({}, [dict(task="caption", img_id=1, pred_text="a red square", gt_texts=["a red square"])])
+    assert "CHAIR_i" not in plain.compute_metrics(plain.results)

@@ -82,7 +82,8 @@ val_evaluator = dict(
         segmentation=dict(type="VisionLLMCocoMetric", ann_file=data_root + "annotations/instances_val.json",
                           metric=["bbox", "segm"], task="segmentation"),
         grounding=dict(type="RefCocoMetric"),
-        caption=dict(type="CaptionMetric"),
+        # The instances of the same images: object hallucination (CHAIR) and count accuracy.
+        caption=dict(type="CaptionMetric", ann_file=data_root + "annotations/instances_val.json"),
         vqa=dict(type="VQAAccuracy"),
     ),
 )

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
 
+from .generation_constraints import build_text_constraints
 from .image_readout import ImageReadout
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import additive_mask, prefix_allowed
@@ -44,13 +45,16 @@ class LanguageModelDecoder(BaseModule):
             never trained to emit format tokens (the untrained decoders of the tests and of
             ``tools/benchmark_decoding.py``).
         max_new_tokens / num_beams: caption and answer generation.
+        text_constraints: ``dict(no_repeat_ngram_size, repetition_penalty)`` applied to caption
+            and answer generation against repetition (``build_text_constraints``), or None.
     """
 
     def __init__(self, llm: Optional[dict] = None, prompt_style: str = "chat",
                  system_prompt: Optional[str] = None, special_tokens: Optional[dict] = None,
                  lora: Optional[dict] = dict(rank=8, alpha=16, dropout=0.05, include_mlp=False),
                  vocab_init_noise: float = 1.0, seed: int = 0, generate_format: bool = True,
-                 max_new_tokens: int = 30, num_beams: int = 1, init_cfg: Optional[dict] = None):
+                 max_new_tokens: int = 30, num_beams: int = 1, text_constraints: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from visionllm.instructions import LocationCodec
         llm = dict(llm or dict(source="smollm2"))
@@ -82,6 +86,7 @@ class LanguageModelDecoder(BaseModule):
         self.generate_format = generate_format
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
+        self.text_constraints = build_text_constraints(text_constraints)
         self.image_readout: Optional[ImageReadout] = None
 
     def build_image_readout(self, config: Optional[dict]) -> None:
@@ -176,7 +181,7 @@ class LanguageModelDecoder(BaseModule):
                 inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
                 max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
                 do_sample=False, eos_token_id=eos, pad_token_id=eos,
-                suppress_tokens=self.new_token_ids)
+                suppress_tokens=self.new_token_ids, logits_processor=self.text_constraints)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
 
     @torch.no_grad()
