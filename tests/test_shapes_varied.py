@@ -81,12 +81,18 @@ def test_masks_match_the_colours_in_the_saved_image(varied, split):
             rgb = np.asarray(ann["attributes"]["rgb"], dtype=np.float64)
             nearest = list(COLOUR_NAMES)[int(np.linalg.norm(palette - rgb, axis=1).argmin())]
             assert nearest == ann["attributes"]["colour"]
-            inner = _erode(mask, 2)
+            # JPEG blurs colour over 2x2 chroma samples and 8x8 blocks (small saturated objects
+            # lose up to ~30 levels): its pixels are held to the colour's name, PNG's to the RGB.
+            inner = _erode(mask, 3 if jpeg else 2)
             if inner.sum() < 6:
                 continue
             distance = np.linalg.norm(pixels[inner] - rgb, axis=1)
-            assert np.median(distance) < (20 if jpeg else 10), (img["file_name"], ann["id"])
-            assert (distance < (45 if jpeg else 20)).mean() > 0.9, (img["file_name"], ann["id"])
+            if jpeg:
+                typical = np.median(pixels[inner], axis=0)
+                seen = list(COLOUR_NAMES)[int(np.linalg.norm(palette - typical, axis=1).argmin())]
+                assert seen == nearest and np.median(distance) < 35, (img["file_name"], ann["id"])
+            else:
+                assert np.median(distance) < 10 and (distance < 20).mean() > 0.9, (img["file_name"], ann["id"])
             band = _dilate(mask, 4) & ~_dilate(mask, 2) & ~_dilate(union & ~mask, 2)
             if band.sum() >= 6:
                 outside = np.linalg.norm(pixels[band] - rgb, axis=1)
