@@ -26,7 +26,6 @@ import json
 import math
 import multiprocessing
 import os
-import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -318,7 +317,8 @@ def _image_job(args) -> dict:
     the same dataset."""
     split, index, seed, img_dir, image_size, max_objects, write_images, style, settings = args
     if style == "varied":
-        return _varied_image_job(split, index, seed, img_dir, write_images, settings)
+        from .shapes_varied import varied_image_record  # it imports this module
+        return varied_image_record(split, index, seed, img_dir, write_images, settings)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, index])
     width = int(rng.integers(image_size[0], image_size[1] + 1))
     height = int(rng.integers(image_size[0], image_size[1] + 1))
@@ -331,34 +331,6 @@ def _image_job(args) -> dict:
                for i, (o, seg) in enumerate(zip(drawn.objects, segmentations))]
     return dict(file_name=file_name, width=width, height=height, objects=objects,
                 captions=captions(drawn.objects, width), qa=questions(drawn.objects, width, rng))
-
-
-def _varied_image_job(split: str, index: int, seed: int, img_dir: str, write_images: bool, settings: str) -> dict:
-    """The varied style's image (see ``shapes_varied``); PNG or JPEG, with the background kind
-    recorded on the image and each object's drawn RGB and radius in its attributes."""
-    from .shapes_varied import describe, generate_varied_image, settings_of  # imports this module
-
-    chosen = settings_of(settings)
-    rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index, 1])
-    pixels, background, objects, segmentations = generate_varied_image(rng, chosen)
-    height, width = pixels.shape[:2]
-    expressions, caption_texts, qa = describe(objects, width, height, rng)
-    jpeg = rng.random() < chosen.jpeg_prob
-    quality = int(rng.integers(chosen.jpeg_quality[0], chosen.jpeg_quality[1] + 1))
-    file_name = f"{split}_{index + 1:06d}.{'jpg' if jpeg else 'png'}"
-    if write_images:
-        path = os.path.join(img_dir, file_name)
-        if jpeg:
-            Image.fromarray(pixels).save(path, quality=quality)
-        else:
-            Image.fromarray(pixels).save(path, compress_level=1)
-    short = min(width, height)
-    records = [dict(category_id=o.category_id, colour=o.colour, size=o.size, segmentation=seg, mask=o.mask,
-                    expressions=expressions[i],
-                    extra=dict(rgb=list(o.rgb), radius=round(o.radius / short, 4)))
-               for i, (o, seg) in enumerate(zip(objects, segmentations))]
-    return dict(file_name=file_name, width=width, height=height, objects=records, captions=caption_texts, qa=qa,
-                image_extra=dict(background=background, settings=settings))
 
 
 def build_split(split: str, num_images: int, seed: int, out_dir: str, image_size: Tuple[int, int] = (128, 192),

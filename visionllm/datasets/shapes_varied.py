@@ -16,10 +16,13 @@ little noise and, in JPEG files, compression error).
 range or aspect-ratio range: a split drawn with ``heldout`` shows settings training never saw.
 """
 import math
+import os
+import zlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 from .shape_backgrounds import HELDOUT_BACKGROUNDS, MIN_OBJECT_DIAMETER, TRAIN_BACKGROUNDS, draw_background
 from .shape_colours import COLOUR_NAMES, draw_colour
@@ -156,3 +159,30 @@ def settings_of(name: Optional[str]) -> VariedSettings:
     if name not in SETTINGS:
         raise ValueError(f"unknown varied settings {name!r}; choose from {sorted(SETTINGS)}")
     return SETTINGS[name]
+
+
+def varied_image_record(split: str, index: int, seed: int, img_dir: str, write_images: bool, settings: str) -> dict:
+    """Draw, describe and save image ``index`` of ``split`` (PNG or JPEG) and return the record
+    ``shapes.build_split`` writes: the background kind and settings go on the image, each
+    object's drawn RGB and radius into its attributes. Seeded by (seed, split, index)."""
+    chosen = settings_of(settings)
+    rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index, 1])
+    pixels, background, objects, segmentations = generate_varied_image(rng, chosen)
+    height, width = pixels.shape[:2]
+    expressions, caption_texts, qa = describe(objects, width, height, rng)
+    jpeg = rng.random() < chosen.jpeg_prob
+    quality = int(rng.integers(chosen.jpeg_quality[0], chosen.jpeg_quality[1] + 1))
+    file_name = f"{split}_{index + 1:06d}.{'jpg' if jpeg else 'png'}"
+    if write_images:
+        path = os.path.join(img_dir, file_name)
+        if jpeg:
+            Image.fromarray(pixels).save(path, quality=quality)
+        else:
+            Image.fromarray(pixels).save(path, compress_level=1)
+    short = min(width, height)
+    records = [dict(category_id=o.category_id, colour=o.colour, size=o.size, segmentation=seg, mask=o.mask,
+                    expressions=expressions[i],
+                    extra=dict(rgb=list(o.rgb), radius=round(o.radius / short, 4)))
+               for i, (o, seg) in enumerate(zip(objects, segmentations))]
+    return dict(file_name=file_name, width=width, height=height, objects=records, captions=caption_texts, qa=qa,
+                image_extra=dict(background=background, settings=settings))
