@@ -1,7 +1,7 @@
 """Backgrounds of the *varied* shapes style, one function per kind.
 
-Every background is built from muted tones (low saturation, mid brightness) so that the named
-object colours stand out; each object's colour is further drawn away from the background under
+Every background is built from muted tones (low saturation, mid brightness, at least
+``BACKGROUND_NAME_DISTANCE`` from every named colour) so that the named object colours stand out; each object's colour is further drawn away from the background under
 it (``shape_colours.draw_colour(avoid=...)``).
 
 ``TRAIN_BACKGROUNDS`` and ``HELDOUT_BACKGROUNDS`` share no kind: a held-out split shows
@@ -17,14 +17,21 @@ from typing import Callable, Dict
 
 import numpy as np
 
+from .shape_colours import COLOUR_NAMES
+
 MIN_OBJECT_DIAMETER = 10  # the varied generator never draws a smaller object (pixels)
 MAX_DISTRACTOR_EXTENT = 3  # dots; lines are 1 pixel wide
+BACKGROUND_NAME_DISTANCE = 80.0
+_TABLE = np.asarray(list(COLOUR_NAMES.values()), dtype=np.float64)
 
 
 def _base(rng: np.random.Generator) -> np.ndarray:
-    """A muted RGB tone: grey with a small tint."""
-    grey = rng.uniform(75, 165)
-    return (grey + rng.uniform(-18, 18, size=3)).astype(np.float32)
+    """A muted RGB tone (grey with a small tint) at least ``BACKGROUND_NAME_DISTANCE`` from every
+    table colour, so no background pixel reads as a named object colour."""
+    while True:
+        tone = rng.uniform(75, 175) + rng.uniform(-18, 18, size=3)
+        if np.linalg.norm(_TABLE - tone, axis=1).min() >= BACKGROUND_NAME_DISTANCE:
+            return tone.astype(np.float32)
 
 
 def _grid(height: int, width: int):
