@@ -44,6 +44,24 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=max_iters, eta_min_ratio=0.05),
 ]
 default_hooks = dict(checkpoint=dict(interval=500, max_keep_ckpts=3))
+# Training augmentation (visionllm/datasets/transforms/augment.py): photometric distortion
+# without hue shifts (colour words are answers), random crops that keep every target true
+# (detection / segmentation objects clipped or dropped; caption / VQA crops contain every
+# object; grounding and position-naming text uncropped), flips that swap left and right in
+# the text; the keep-ratio resize then scales each crop to the model's size.
+train_pipeline = [
+    dict(type="LoadImageRGB"),
+    dict(type="LoadVisionLLMAnnotations"),
+    dict(type="PhotometricDistortionRGB", prob=0.5),
+    dict(type="RandomCropWithText", prob=0.5, min_scale=0.6),
+    dict(type="RandomFlipWithText", prob=0.5),
+    dict(type="ResizeKeepRatio", scale={{_base_.img_scale}}),
+    dict(type="ResamplePolygons", num_points={{_base_.polygon_points}}),
+    dict(type="BuildInstruction", max_categories={{_base_.max_categories}}, negative_ratio=1.0,
+         sample_categories=True),
+    dict(type="PackVisionLLMInputs"),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 # The inference API feeds raw images through the same resize as evaluation.
 infer_pipeline = [
     dict(type="ResizeKeepRatio", scale={{_base_.img_scale}}),

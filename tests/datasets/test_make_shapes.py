@@ -244,3 +244,21 @@ def test_tool_writes_layout(tmp_path):
         assert len(os.listdir(tmp_path / "images" / split)) == n
         for key in ("instances", "refs", "captions", "vqa_questions", "vqa_annotations"):
             assert (tmp_path / "annotations" / f"{key}_{split}.json").is_file()
+
+
+def test_tool_varied_style_writes_a_heldout_split_and_statistics(tmp_path, capsys):
+    from tools.make_shapes import main, split_statistics
+    main(["--out", str(tmp_path), "--style", "varied", "--num-train", "3", "--num-val", "2", "--num-heldout", "2",
+          "--workers", "1", "--stats"])
+    for split, n in (("train", 3), ("val", 2), ("val_heldout", 2)):
+        names = os.listdir(tmp_path / "images" / split)
+        assert len(names) == n and all(name.endswith((".png", ".jpg")) for name in names)
+        images = json.load(open(tmp_path / "annotations" / f"instances_{split}.json"))["images"]
+        assert {i["settings"] for i in images} == {"heldout" if split == "val_heldout" else "train"}
+        stats = split_statistics(str(tmp_path), split)
+        assert sum(stats["objects_per_image"].values()) == n
+        assert sum(k * v for k, v in stats["objects_per_image"].items()) == len(
+            json.load(open(tmp_path / "annotations" / f"instances_{split}.json"))["annotations"])
+    assert "val_heldout: objects per image" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the classic style has no held-out settings
+        main(["--out", str(tmp_path / "c"), "--num-heldout", "2"])

@@ -19,10 +19,16 @@ class MultiTaskDataset(Dataset):
 
     Without ``ratios`` (evaluation) it is a plain concatenation: every sample once, in order,
     so a single test loader covers every task and ``MultiTaskMetric`` dispatches by task.
+
+    ``pipeline`` (optional) replaces the pipeline of every dataset given as a config dict, so a
+    config can change the training transforms without repeating its dataset list.
     """
 
     def __init__(self, datasets: Sequence[Union[dict, Dataset]], ratios: Optional[Sequence[float]] = None,
-                 length: Optional[int] = None, seed: int = 0, lazy_init: bool = False):
+                 length: Optional[int] = None, seed: int = 0, lazy_init: bool = False,
+                 pipeline: Optional[Sequence[dict]] = None):
+        if pipeline is not None:
+            datasets = [dict(d, pipeline=list(pipeline)) if isinstance(d, dict) else d for d in datasets]
         self.datasets: List[Dataset] = [DATASETS.build(d) if isinstance(d, dict) else d for d in datasets]
         if not self.datasets:
             raise ValueError("MultiTaskDataset needs at least one dataset")

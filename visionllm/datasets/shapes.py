@@ -8,9 +8,13 @@ its visible part (shapely difference). A placement is rejected when the visible 
 a hole (COCO polygons cannot express holes), become too small, or when the rasterised visible
 parts of two objects would share a pixel.
 
+Two styles: ``classic`` (this module; the README's data) and ``varied`` (``shapes_varied``:
+backgrounds, continuous colours, sizes, aspect ratios, anti-aliasing, JPEG, 0 to 12 objects,
+varied language; train and held-out settings).
+
 Layout written by :func:`write_shapes_dataset` under ``out_dir``::
 
-    images/{train,val}/*.png
+    images/{train,val}/*.png                 (varied: .png or .jpg; + val_heldout)
     annotations/instances_{split}.json       COCO instances (polygon segmentation)
     annotations/refs_{split}.json            [{ref_id, image_id, ann_id, category_id, split,
                                                sentences: [{raw, sent, tokens}]}]
@@ -44,6 +48,7 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
 # Radius ranges as fractions of the shorter image side; the size word is the bucket name.
 SIZES = {"small": (0.06, 0.09), "medium": (0.10, 0.14), "big": (0.16, 0.22)}
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+STYLES = ("classic", "varied")
 PLURALS = {kind: kind + ("es" if kind.endswith("x") else "s") for kind in SHAPE_KINDS}
 
 
@@ -58,6 +63,7 @@ class ShapeObject:
     outline: Polygon
     visible: Polygon | MultiPolygon = None
     mask: Optional[np.ndarray] = None  # visible pixels, recorded while drawing
+    rgb: Optional[Tuple[int, int, int]] = None  # the drawn colour (varied style; classic uses COLOURS)
 
     @property
     def category_id(self) -> int:
@@ -144,6 +150,33 @@ def _check_visible(obj: ShapeObject, height: int, width: int) -> Optional[List[L
     return segmentation
 
 
+def place_on_top(objects: List[ShapeObject], new: ShapeObject, height: int,
+                 width: int) -> Optional[Tuple[List[ShapeObject], List[List[List[float]]]]]:
+    """Put ``new`` on top of ``objects``: the objects' visible parts lose what it covers.
+
+    Returns (objects + [new], COCO segmentation of every visible part) with each object's
+    ``mask`` set to its rasterised visible part, or None (and ``objects`` unchanged) when an
+    annotation could not be exact: a visible part with a hole or too small, or rasterised
+    visible parts that would share a pixel.
+    """
+    candidates = objects + [new]
+    previous = [o.visible for o in objects]
+    for o in objects:
+        o.visible = o.visible.difference(new.outline)
+    new_segs = [_check_visible(o, height, width) for o in candidates]
+    masks = [polygon_mask(s, height, width) if s is not None else None for s in new_segs]
+    ok = all(m is not None and m.any() for m in masks)
+    if ok:  # rasterised visible parts must be pixel-disjoint for the annotation to be exact
+        ok = int(np.sum([m.sum() for m in masks])) == int(np.logical_or.reduce(masks).sum())
+    if not ok:
+        for o, vis in zip(objects, previous):
+            o.visible = vis
+        return None
+    for o, m in zip(candidates, masks):
+        o.mask = m
+    return candidates, new_segs
+
+
 def generate_image(rng: np.random.Generator, width: int, height: int, max_objects: int = 6,
                    overlap_prob: float = 0.3) -> Tuple[ShapesImage, List[List[List[float]]]]:
     """Draw one image; returns it with the COCO segmentation of every object (same order)."""
@@ -166,23 +199,10 @@ def generate_image(rng: np.random.Generator, width: int, height: int, max_object
         if overlaps and rng.random() > overlap_prob:
             continue
         new = ShapeObject(kind, colour, size, (cx, cy), radius, outline, visible=outline)
-        candidates = objects + [new]
-        previous = [o.visible for o in objects]
-        for o in objects:
-            o.visible = o.visible.difference(outline)
-        new_segs = [_check_visible(o, height, width) for o in candidates]
-        masks = [polygon_mask(s, height, width) if s is not None else None for s in new_segs]
-        ok = all(m is not None and m.any() for m in masks)
-        if ok:  # rasterised visible parts must be pixel-disjoint for the annotation to be exact
-            ok = int(np.sum([m.sum() for m in masks])) == int(np.logical_or.reduce(masks).sum())
-        if not ok:
-            for o, vis in zip(objects, previous):
-                o.visible = vis
+        placed = place_on_top(objects, new, height, width)
+        if placed is None:
             continue
-        objects = candidates
-        segmentations = new_segs
-        for o, m in zip(objects, masks):
-            o.mask = m
+        objects, segmentations = placed
     for o in objects:
         colour = np.asarray(COLOURS[o.colour], dtype=np.float32)
         shade = colour[None, :] + 6 * rng.standard_normal((int(o.mask.sum()), 3), dtype=np.float32)
@@ -295,7 +315,10 @@ def _bbox_of(mask: np.ndarray) -> List[float]:
 def _image_job(args) -> dict:
     """Generate (and save) one image; seeded by (seed, split, index) so any worker order gives
     the same dataset."""
-    split, index, seed, img_dir, image_size, max_objects, write_images = args
+    split, index, seed, img_dir, image_size, max_objects, write_images, style, settings = args
+    if style == "varied":
+        from .shapes_varied import varied_image_record  # it imports this module
+        return varied_image_record(split, index, seed, img_dir, write_images, settings)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, index])
     width = int(rng.integers(image_size[0], image_size[1] + 1))
     height = int(rng.integers(image_size[0], image_size[1] + 1))
@@ -312,11 +335,18 @@ def _image_job(args) -> dict:
 
 def build_split(split: str, num_images: int, seed: int, out_dir: str, image_size: Tuple[int, int] = (128, 192),
                 max_objects: int = 6, write_images: bool = True, record_masks: bool = False,
-                workers: int = 1) -> dict:
-    """Generate and write one split; returns the five annotation dicts (and masks if asked)."""
+                workers: int = 1, style: str = "classic", settings: str = "train") -> dict:
+    """Generate and write one split; returns the five annotation dicts (and masks if asked).
+
+    ``style="classic"`` is the original generator (``image_size`` and ``max_objects`` apply);
+    ``style="varied"`` draws from ``shapes_varied.SETTINGS[settings]`` ("train" or "heldout").
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown shapes style {style!r}; choose from {STYLES}")
     img_dir = os.path.join(out_dir, "images", split)
     os.makedirs(img_dir, exist_ok=True)
-    jobs = [(split, i, seed, img_dir, tuple(image_size), max_objects, write_images) for i in range(num_images)]
+    jobs = [(split, i, seed, img_dir, tuple(image_size), max_objects, write_images, style, settings)
+            for i in range(num_images)]
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             records = pool.map(_image_job, jobs, chunksize=16)
@@ -327,13 +357,14 @@ def build_split(split: str, num_images: int, seed: int, out_dir: str, image_size
     recorded_masks: Dict[int, np.ndarray] = {}
     for image_id, record in enumerate(records, start=1):
         file_name = record["file_name"]
-        images.append(dict(id=image_id, file_name=file_name, width=record["width"], height=record["height"]))
+        images.append(dict(id=image_id, file_name=file_name, width=record["width"], height=record["height"],
+                           **record.get("image_extra", {})))
         for obj in record["objects"]:
             ann_id = len(annotations) + 1
             annotations.append(dict(id=ann_id, image_id=image_id, category_id=obj["category_id"],
                                     segmentation=obj["segmentation"], area=float(obj["mask"].sum()),
                                     bbox=_bbox_of(obj["mask"]), iscrowd=0,
-                                    attributes=dict(colour=obj["colour"], size=obj["size"])))
+                                    attributes=dict(colour=obj["colour"], size=obj["size"], **obj.get("extra", {}))))
             if record_masks:
                 recorded_masks[ann_id] = obj["mask"]
             if obj["expressions"]:
@@ -350,6 +381,8 @@ def build_split(split: str, num_images: int, seed: int, out_dir: str, image_size
                                  answers=[dict(answer=answer, answer_confidence="yes", answer_id=i + 1)
                                           for i in range(10)]))
     info = dict(description=f"VisionLLM shapes ({split}, seed {seed})", version="1.0")
+    if style != "classic":
+        info["description"] = f"VisionLLM shapes ({split}, seed {seed}, {style} style, {settings} settings)"
     result = dict(
         instances=dict(info=info, images=images, annotations=annotations, categories=categories),
         refs=refs,
@@ -368,7 +401,18 @@ def build_split(split: str, num_images: int, seed: int, out_dir: str, image_size
 
 def write_shapes_dataset(out_dir: str = "data/shapes", num_train: int = 2000, num_val: int = 200, seed: int = 0,
                          image_size: Tuple[int, int] = (128, 192), max_objects: int = 6,
-                         workers: int = 1) -> Dict[str, dict]:
-    """Write the train and val splits; deterministic by ``seed`` (independent of ``workers``)."""
-    return {split: build_split(split, n, seed, out_dir, image_size, max_objects, workers=workers)
-            for split, n in (("train", num_train), ("val", num_val))}
+                         workers: int = 1, style: str = "classic", val_settings: str = "train",
+                         num_heldout: int = 0) -> Dict[str, dict]:
+    """Write the train and val splits; deterministic by ``seed`` (independent of ``workers``).
+
+    Varied style: train uses the "train" settings, val ``val_settings``; ``num_heldout > 0``
+    adds a ``val_heldout`` split drawn with the "heldout" settings (nothing training saw).
+    """
+    splits = [("train", num_train, "train"), ("val", num_val, val_settings)]
+    if num_heldout:
+        if style != "varied":
+            raise ValueError("a held-out split needs style='varied'")
+        splits.append(("val_heldout", num_heldout, "heldout"))
+    return {split: build_split(split, n, seed, out_dir, image_size, max_objects, workers=workers, style=style,
+                               settings=settings)
+            for split, n, settings in splits}
