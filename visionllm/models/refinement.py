@@ -101,9 +101,9 @@ class BoxRefinement(_DeformableRefinementSteps):
     """Deformable-DETR box refinement steps applied to the boxes the LLM decoded.
 
     The LLM reads each object through one image token and writes its corners as location tokens,
-    so it finds the right object more easily than its exact edges (the history of this on the
-    shapes model is in docs/experiments.md). Each step here samples the encoder memory inside the box (deformable attention with the box
-    as reference, so the sampling grid scales with the box) from the slot's image token as
+    so it finds the right object more easily than its exact edges. Each step here samples the
+    encoder memory inside the box (deformable attention with the box as reference, so the
+    sampling grid scales with the box) from the slot's image token as
     query, and predicts a correction of (cx, cy, w, h) in logit space, as Deformable-DETR's
     iterative refinement does.
 

@@ -46,9 +46,9 @@ class RelationalAlignment(nn.Module):
         self.logit_proj = nn.Linear(2, embed_dims)
         self.side_proj = nn.Linear(5, embed_dims)
         # and a direct, name-dependent weighting of them ("on the left": no candidate further
-        # left), from the pooled name and from its words one by one: pooled, "the diamond on the
-        # left" and "... on the right" are nearly the same vector (cosine 0.993 on the shapes
-        # model), the words "left" and "right" are not.
+        # left), from the pooled name and from its words one by one: a pooled sentence embedding
+        # barely tells "the diamond on the left" from "... on the right", the words "left" and
+        # "right" alone differ.
         self.name_sides = nn.Linear(embed_dims, 5)
         self.word_sides = nn.Sequential(nn.Linear(embed_dims, embed_dims), nn.ReLU(), nn.Linear(embed_dims, 5))
         layer = nn.TransformerEncoderLayer(embed_dims, num_heads, dim_feedforward=ffn_dims, dropout=0.0,
