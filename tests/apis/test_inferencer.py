@@ -204,3 +204,21 @@ def test_boxes_and_polygons_come_back_in_pixels_of_the_input(inferencer, fractio
     assert mask.shape == (h, w)
     ys, xs = np.nonzero(mask)
     np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], polygon.boxes[0], atol=1.0)
+
+
+def test_untrained_model_starts_with_its_new_parts_at_identity_and_logs_quietly(tmp_path, tiny_llm_dir, tiny_workspace, capfd):  # noqa: F811
+    """Without a checkpoint the inferencer initialises the model as the runner does (zero-initialised
+    read-outs and refinements start at zero), and without a log file mmengine's per-parameter
+    initialisation report stays off the console."""
+    from visionllm.apis.inferencer import VisionLLMInferencer
+    capfd.readouterr()
+    model = VisionLLMInferencer(write_tiny_config(tmp_path, tiny_llm_dir)).model
+    printed = capfd.readouterr()
+    assert "torch.Size" not in printed.out + printed.err
+    zero_at_start = [name for name in dict(model.named_parameters())
+                     if name.endswith(("instruction_relevance.embedding", "relational_alignment.out.1.weight"))
+                     or ("_refinement.deltas" in name and ".2." in name)]
+    assert len(zero_at_start) >= 4, zero_at_start  # the relevance vector, the alignment output, both refinements
+    params = dict(model.named_parameters())
+    for name in zero_at_start:
+        assert not params[name].detach().any(), f"{name} should start at zero"

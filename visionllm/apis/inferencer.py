@@ -143,6 +143,9 @@ class VisionLLMInferencer:
         # Nested parts (e.g. the data preprocessor) are looked up in the default scope's registry.
         with DefaultScope.overwrite_default_scope("visionllm"):
             self.model = MODELS.build(cfg.model)
+        # As the runner does before loading a checkpoint: the new parts get their starting values
+        # (zero-initialised read-outs and refinements start as identities) when none is given.
+        self.model.init_weights()
         if checkpoint is not None:
             if not os.path.isfile(checkpoint):
                 raise InputError(f"checkpoint not found: {checkpoint}")

@@ -1,8 +1,10 @@
 """The VisionLLM model: language-guided image tokenizer → projection → LLM task decoder."""
+import logging
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 
 from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
@@ -136,6 +138,14 @@ class VisionLLM(BaseModel):
         for prefix in self.pretrained_prefixes:
             self.get_submodule(prefix).is_init = True
         super().init_weights()
+
+    def _dump_init_info(self):
+        # mmengine logs how every parameter was initialised: into the runner's log file, or, when
+        # there is none (the inference API, scripts), as one console line per parameter. Keep
+        # only the former.
+        logger = MMLogger.get_current_instance()
+        if any(isinstance(handler, logging.FileHandler) for handler in logger.handlers):
+            super()._dump_init_info()
 
     def frozen_pretrained_keys(self) -> List[str]:
         """State-dict keys that the build restores from pretrained files (not trained here)."""
