@@ -38,5 +38,5 @@ class InstructionRelevance(nn.Module):
         weights = embeds.new_zeros(embeds.shape[:2])
         if rows:
             logits = image_tokenizer.instruction_relevance(embeds[rows], [data_samples[i].instruction for i in rows])
-            weights = weights.index_put((torch.tensor(rows, device=embeds.device),), logits.sigmoid())
+            weights = weights.index_put((torch.tensor(rows, device=embeds.device),), logits.sigmoid().to(weights.dtype))
         return weights.unsqueeze(-1) * self.embedding
