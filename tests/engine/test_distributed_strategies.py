@@ -186,7 +186,10 @@ def compare_with_reference(tmp_path, workspace, llm_dir, bert_dir, strategy: str
     assert not any(k.endswith("base_weight") or "base_layer" in k for k in dist_state)
     worst = max(float((dist_state[k].float() - single_state[k].float()).abs().max()) for k in dist_state)
     print(f"{strategy}: largest difference of a trained weight {worst:.2e}")
-    assert worst < 50 * rtol * 1e-3 + 1e-5  # lr 1e-3 x 3 steps moves a weight by at most ~3e-3
+    # AdamW moves every weight by up to lr (1e-3) per step whatever its gradient's size, so for the
+    # zero-initialised parts, whose first gradients are rounding-level, summation order alone can
+    # move a weight by a fraction of lr. A rank that never synchronised differs by ~lr per step.
+    assert worst < 0.2 * 1e-3 * STEPS, worst
     results = predicts_from_checkpoint(dist_cfg, str(tmp_path / "dist_run" / last), workspace)
     assert len(results) == 2
     for sample in results:
