@@ -57,3 +57,25 @@ def write_tiny_config(directory, llm_dir: str, max_iters: int = 4, extra: str = 
     with open(path, "w") as handle:
         handle.write(text)
     return path
+
+
+def build_tiny_model(tmp_path, llm_dir, workspace, monkeypatch, tokenizer_options=None, decoder_options=None, **model_options):
+    """(config, model after init_weights, train dataset, test dataset) of the tiny config, built
+    inside ``workspace`` (the data configs use relative paths) in a scope of its own."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import visionllm.datasets  # noqa: F401
+    import visionllm.models  # noqa: F401
+    from visionllm.registry import DATASETS, MODELS
+    DefaultScope.get_instance(f"visionllm-test-{id(tmp_path)}", scope_name="visionllm")
+    monkeypatch.chdir(workspace)
+    cfg = Config.fromfile(write_tiny_config(tmp_path, llm_dir))
+    cfg.model.update(model_options)
+    cfg.model.image_tokenizer.update(tokenizer_options or {})
+    cfg.model.task_decoder.update(decoder_options or {})
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return cfg, model, DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.test_dataloader.dataset)

@@ -10,7 +10,6 @@ Loading an older checkpoint with ``tools/test.py``, the inferencer or a runner c
 way on the fly; this tool writes the converted file once.
 """
 import argparse
-import io
 import os.path as osp
 
 
@@ -20,10 +19,9 @@ def main(argv=None):
     parser.add_argument("out", help="converted checkpoint to write (OUT, a new file)")
     args = parser.parse_args(argv)
 
-    import torch
 
     from visionllm.apis.inputs import InputError
-    from visionllm.engine.checkpoint import AtomicLocalBackend, read_checkpoint, safetensors_bytes
+    from visionllm.engine.checkpoint import read_checkpoint, write_checkpoint
     from visionllm.engine.checkpoint_conversion import VERSION_KEY, checkpoint_version, convert_checkpoint
 
     if osp.abspath(args.out) == osp.abspath(args.checkpoint):
@@ -34,13 +32,7 @@ def main(argv=None):
         converted = convert_checkpoint(source)
     except InputError as error:
         raise SystemExit(f"error: {error}") from None
-    if args.out.endswith(".safetensors"):
-        payload = safetensors_bytes(converted)
-    else:
-        buffer = io.BytesIO()
-        torch.save(converted, buffer)
-        payload = buffer.getvalue()
-    AtomicLocalBackend().put(payload, args.out)
+    write_checkpoint(converted, args.out)
     print(f"wrote {args.out}: version {before} -> {converted['meta'][VERSION_KEY]}, "
           f"{len(converted['state_dict'])} tensors")
 

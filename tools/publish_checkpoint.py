@@ -14,7 +14,6 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 
 
 def main(argv=None):
@@ -30,7 +29,7 @@ def main(argv=None):
 
     import visionllm.models  # noqa: F401
     from visionllm.apis.inputs import InputError
-    from visionllm.engine.checkpoint import AtomicLocalBackend, compress_state_dict, read_checkpoint, safetensors_bytes
+    from visionllm.engine.checkpoint import compress_state_dict, read_checkpoint, write_checkpoint
     from visionllm.registry import MODELS
 
     from visionllm.engine.checkpoint_conversion import convert_checkpoint
@@ -51,14 +50,7 @@ def main(argv=None):
     meta["published_from"] = osp.basename(args.checkpoint)
     packed = dict(meta=meta, state_dict=compress_state_dict(state, args.int8_prefixes))
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    if args.out.endswith(".safetensors"):
-        payload = safetensors_bytes(packed)
-    else:
-        import io
-        buffer = io.BytesIO()
-        torch.save(packed, buffer)
-        payload = buffer.getvalue()
-    AtomicLocalBackend().put(payload, args.out)
+    write_checkpoint(packed, args.out)
     print(f"wrote {args.out}: {len(state)} tensors, {osp.getsize(args.out) / 1e6:.1f} MB "
           f"(dropped {len(drop)} frozen pretrained keys and the optimizer state)")
 

@@ -58,9 +58,9 @@ def test_the_hook_stamps_saved_checkpoints_and_converts_loaded_ones():
 
 @pytest.mark.slow  # builds the tiny whole model
 def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
-    from test_visionllm_model import _build
+    from tiny_model import build_tiny_model
 
-    _, model, _, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    _, model, _, _ = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
     with torch.no_grad():
         model.instruction_relevance.embedding.normal_()
     dropped = set(model.frozen_pretrained_keys())
@@ -70,7 +70,7 @@ def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypa
     old = tmp_path / "old.pth"
     torch.save(dict(meta=dict(iter=1), state_dict=state), old)
 
-    _, fresh, _, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    _, fresh, _, _ = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
     load_trained_checkpoint(fresh, str(old))  # converted on the fly; any other missing / unexpected key is an error
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key

@@ -3,29 +3,11 @@ import re
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import DefaultScope
 
-from tiny_model import write_tiny_config
+from tiny_model import build_tiny_model as _build
 
 pytestmark = pytest.mark.slow  # the whole tiny model
-
-
-def _build(tmp_path, llm_dir, workspace, monkeypatch, tokenizer_options=None, decoder_options=None, **model_options):
-    import visionllm.datasets  # noqa: F401
-    import visionllm.models  # noqa: F401
-    from visionllm.registry import DATASETS, MODELS
-    DefaultScope.get_instance(f"visionllm-test-{id(tmp_path)}", scope_name="visionllm")
-    monkeypatch.chdir(workspace)
-    cfg = Config.fromfile(write_tiny_config(tmp_path, llm_dir))
-    cfg.model.update(model_options)
-    cfg.model.image_tokenizer.update(tokenizer_options or {})
-    cfg.model.task_decoder.update(decoder_options or {})
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return cfg, model, DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.test_dataloader.dataset)
 
 
 def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):  # noqa: F811

@@ -1,5 +1,6 @@
 """Checkpoints that are written atomically, hold only what training changed, and are read
 without running code from the file."""
+import io
 import json
 import os
 import os.path as osp
@@ -282,6 +283,18 @@ def safetensors_bytes(checkpoint: dict) -> bytes:
 
     state = {key: value.detach().cpu().contiguous().clone() for key, value in checkpoint["state_dict"].items()}
     return save(state, metadata=dict(meta=json.dumps(checkpoint.get("meta", {}), default=str)))
+
+
+def write_checkpoint(checkpoint: dict, path: str) -> None:
+    """Write ``checkpoint`` atomically: safetensors when ``path`` ends in ``.safetensors``,
+    otherwise ``torch.save``'s format."""
+    if path.endswith(".safetensors"):
+        payload = safetensors_bytes(checkpoint)
+    else:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        payload = buffer.getvalue()
+    AtomicLocalBackend().put(payload, path)
 
 
 def _load_local_checkpoint(filename: str, map_location=None) -> dict:
