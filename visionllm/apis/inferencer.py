@@ -58,14 +58,23 @@ class VisionLLMResult:
         return [self.categories[i] for i in self.labels.tolist()]
 
 
-def describe_instruction(text: str) -> dict:
+def describe_instruction(text: str, history: Optional[Sequence[dict]] = None) -> dict:
     """Read task, categories and output format from a free-form instruction.
 
-    Raises :class:`InputError` (one line) for an instruction the model cannot follow.
+    ``history``: the earlier turns of a conversation (``[{"user", "assistant"}, ...]``, oldest
+    first), whose first user turn holds ``<image>``; the instruction is then a follow-up without
+    it. Raises :class:`InputError` (one line) for an instruction the model cannot follow.
     """
     if not isinstance(text, str) or not text.strip():
         raise InputError("the instruction is empty")
     count = text.count(IMAGE_PLACEHOLDER)
+    if history:
+        from visionllm.models.llm.prompt import check_turns
+        try:
+            history = check_turns(text, history)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        return dict(describe_instruction(f"{IMAGE_PLACEHOLDER} {text}"), instruction=text, history=history)
     if count != 1:
         raise InputError(f"the instruction must contain {IMAGE_PLACEHOLDER} exactly once (found {count}), "
                          f"e.g. '{IMAGE_PLACEHOLDER} Write a short caption for the image.'")
@@ -167,10 +176,13 @@ class VisionLLMInferencer:
 
     @torch.no_grad()
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], instruction: str,
-                 batch_size: int = 4) -> Union[VisionLLMResult, List[VisionLLMResult]]:
+                 batch_size: int = 4, history: Optional[Sequence[dict]] = None
+                 ) -> Union[VisionLLMResult, List[VisionLLMResult]]:
+        """``history``: earlier turns of a conversation about the image(s) (see
+        ``describe_instruction``; :class:`~visionllm.apis.conversation.Conversation` keeps them)."""
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
-        description = describe_instruction(instruction)
+        description = describe_instruction(instruction, history)
         arrays = [load_image(img) for img in image_list]
         sizes = [original_size(img) for img in image_list]
         results: List[VisionLLMResult] = []

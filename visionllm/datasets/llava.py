@@ -1,4 +1,4 @@
-"""LLaVA-Instruct-150K reader (conversations json) as free-form question answering."""
+"""LLaVA-Instruct-150K reader (conversations json) as question answering with the earlier turns."""
 import os
 import re
 from typing import List
@@ -16,12 +16,16 @@ _IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 class LlavaInstructDataset(BaseDataset):
     """``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}, ...]}]``.
 
-    Each human turn followed by a gpt turn becomes one sample of task ``'vqa'`` (question = the
-    human text without its ``<image>`` marker, target = the gpt reply); ``first_turn_only``
-    keeps one sample per conversation.
+    Each human turn followed by a gpt turn becomes one sample of task ``'vqa'``: the question is
+    the human text without its ``<image>`` marker, the target the gpt reply, and ``history`` the
+    conversation's earlier (human, gpt) pairs in order, so only the current reply is a target.
+    In the history the first human turn is written as LLaVA feeds it, ``"<image>\n" + text``
+    (the image once, in the first turn); the later ones as they are. A first turn has an empty
+    history and gets an instruction template around its question (``BuildInstruction``); a
+    follow-up is asked as written. ``first_turn_only`` keeps one sample per conversation.
 
     data_info: ``img_path, img_id, task='vqa', question, target_text, gt_texts=[target_text],
-    question_id ("<id>_<turn>")``.
+    question_id ("<id>_<turn>"), history=[{"user", "assistant"}, ...]``.
     """
 
     METAINFO = dict(task="vqa")
@@ -47,14 +51,18 @@ class LlavaInstructDataset(BaseDataset):
             if not pairs:
                 bad.skip("conversation without a human/gpt pair", example=record.get("id"))
                 continue
+            history = []
             for turn, (question, answer) in enumerate(pairs[:1] if self.first_turn_only else pairs):
-                question = _IMAGE_TOKEN.sub(" ", question).strip()
-                if not question or not answer.strip():
+                question, answer = _IMAGE_TOKEN.sub(" ", question).strip(), answer.strip()
+                if question and answer:
+                    data_list.append(dict(img_path=path, img_id=record.get("id"), task="vqa", question=question,
+                                          target_text=answer, gt_texts=[answer],
+                                          question_id=f"{record.get('id')}_{turn}", history=list(history)))
+                else:
                     bad.skip("empty turn", example=record.get("id"))
-                    continue
-                data_list.append(dict(img_path=path, img_id=record.get("id"), task="vqa", question=question,
-                                      target_text=answer.strip(), gt_texts=[answer.strip()],
-                                      question_id=f"{record.get('id')}_{turn}"))
+                # The turn was said either way: later turns may refer to it.
+                user = f"<image>\n{question}" if turn == 0 else question
+                history.append(dict(user=user, assistant=answer))
         bad.report()
         self.num_bad_annotations = bad.total
         self.bad_annotations = bad  # counts and examples by reason (tools/check_data.py)

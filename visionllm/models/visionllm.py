@@ -19,7 +19,9 @@ class VisionLLM(BaseModel):
 
     The instruction of each sample (``data_sample.instruction``) conditions the image tokenizer
     (through the text encoder) and is the prompt of the LLM decoder, so the same weights serve
-    every task; the task and its output format come from the instruction alone.
+    every task; the task and its output format come from the instruction alone. A sample of a
+    conversation also carries its earlier turns (metainfo ``history``): the LLM reads them in its
+    prompt, the tokenizer their user turns (``conditioning_text``).
 
     Args:
         image_tokenizer: config of the ``ImageTokenizer`` (backbone, text encoder, fusion,
@@ -91,7 +93,7 @@ class VisionLLM(BaseModel):
         return torch.autocast(images.device.type, dtype=self.frozen_dtype)
 
     def _tokenize(self, images: torch.Tensor, image_masks: torch.Tensor, data_samples: List) -> dict:
-        texts = [sample.instruction for sample in data_samples]
+        texts = [conditioning_text(sample) for sample in data_samples]
         outputs = self.image_tokenizer(images, image_masks, texts)
         outputs["llm_embeds"] = self.token_projection(outputs["embeds"])
         if self.instruction_relevance is not None:
@@ -158,6 +160,19 @@ class VisionLLM(BaseModel):
                 if under_prefix(name) and not param.requires_grad]
         keys += [name for name, _ in self.named_buffers(remove_duplicate=False) if under_prefix(name)]
         return keys
+
+
+def conditioning_text(sample) -> str:
+    """What the image tokenizer reads for a sample: its instruction, then the user turns of its
+    conversation (metainfo ``history``) from the newest back.
+
+    A follow-up ("and how many of them are red?") names its objects only through earlier turns;
+    the tokenizer places its tokens by the text, so it reads those turns too. Assistant answers
+    are left out (coordinates and the model's own words, not a request). The current turn comes
+    first, so the text encoder's truncation drops the oldest turns.
+    """
+    history = sample.metainfo.get("history") or []
+    return " ".join([sample.instruction] + [turn["user"] for turn in reversed(history)])
 
 
 def _in_float32(sample):

@@ -20,7 +20,8 @@ class BuildInstruction(BaseTransform):
     - grounding: ``categories = [expression]``, every box has label 0.
     - caption: ``target_text`` is one reference caption (random in training, the first in
       evaluation); ``gt_texts`` keeps them all.
-    - vqa: the question goes into the instruction; ``target_text`` is the dataset's answer.
+    - vqa: the question goes into the instruction; ``target_text`` is the dataset's answer. A
+      follow-up turn of a conversation (``history`` set) keeps the question as the instruction.
     - caption / vqa boxes (readers with ``boxes_file``) keep label -1: they name no category and
       only supervise where the image tokens sit.
 
@@ -74,6 +75,10 @@ class BuildInstruction(BaseTransform):
                 results["target_text"] = rng.choice(texts) if self.template_index is None else texts[0]
             instruction = build_instruction(task, rng, **kwargs)
             category_ids = []
+        elif task == "vqa" and results.get("history"):
+            # A follow-up turn is asked as written: <image> stands in the history's first turn.
+            results.update(instruction=results["question"], categories=[], category_ids=[], output_format=None)
+            return results
         elif task == "vqa":
             instruction = build_instruction(task, rng, question=results["question"], **kwargs)
             category_ids = []

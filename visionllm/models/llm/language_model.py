@@ -135,8 +135,10 @@ class LanguageModelDecoder(BaseModule):
         return self.image_readout.attached(image_embeds) if self.image_readout is not None else nullcontext()
 
     # ------------------------------------------------------------------ sequences
-    def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor) -> list:
-        before, after = self.prompt.encode(instruction)
+    def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor, history=None) -> list:
+        """Segments of the prompt of ``instruction`` after the earlier turns of ``history``
+        (``[{"user", "assistant"}, ...]`` or None); none of it is a target."""
+        before, after = self.prompt.encode(instruction, history)
         return [(before, False), (image_embeds, False), (after, False)]
 
     def _format_ids(self, fields: Sequence[str]) -> List[int]:
@@ -166,15 +168,20 @@ class LanguageModelDecoder(BaseModule):
         rows = []
         for embeds, sample in zip(image_embeds, samples):
             target = self.prompt.text_ids(sample_meta(sample, "target_text")) + [self.prompt.end_of_response_id]
-            rows.append(self._prompt_segments(sample_meta(sample, "instruction"), embeds) + [(target, True)])
+            rows.append(self._prompt_segments(sample_meta(sample, "instruction"), embeds, sample_meta(sample, "history"))
+                        + [(target, True)])
         batch = self._assemble(rows)
         return self._lm_loss(self._causal_hidden(batch, image_embeds), batch.labels)
 
     # ------------------------------------------------------------------ generation
     def generate_text(self, image_embeds: torch.Tensor, instructions: List[str],
-                      max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None) -> List[str]:
-        """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam)."""
-        batch = self._assemble([self._prompt_segments(t, e) for t, e in zip(instructions, image_embeds)])
+                      max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None,
+                      histories: Optional[List] = None) -> List[str]:
+        """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam);
+        ``histories``: per instruction the earlier turns of its conversation (or None)."""
+        histories = histories or [None] * len(instructions)
+        batch = self._assemble([self._prompt_segments(t, e, h)
+                                for t, e, h in zip(instructions, image_embeds, histories)])
         eos = self.prompt.end_of_response_id
         with self._reading(image_embeds):
             output = self.llm.generate(
@@ -186,7 +193,7 @@ class LanguageModelDecoder(BaseModule):
 
     @torch.no_grad()
     def _generate_format(self, image_embeds: torch.Tensor, instructions: List[str],
-                         state: Optional[dict] = None) -> List[Optional[List[int]]]:
+                         state: Optional[dict] = None, histories: Optional[List] = None) -> List[Optional[List[int]]]:
         """Greedy generation of the format tokens under the format grammar, in ONE forward pass.
 
         A format is ``<cls> <x1> <y1> ... <xK> <yK>``, so the only choice at each step is "next
@@ -196,12 +203,14 @@ class LanguageModelDecoder(BaseModule):
         result as step-by-step decoding without its per-token forward passes. ``None`` where the
         model never chooses to stop (the caller falls back to the parser).
 
-        ``state``: a dict that receives the pass (``PromptCache``) for reuse by the slot pass.
+        ``state``: a dict that receives the pass (``PromptCache``) for reuse by the slot pass;
+        ``histories``: per instruction the earlier turns of its conversation (or None).
         """
         from visionllm.instructions import OutputFormat
         ids = self._format_ids(OutputFormat.polygon(self.special.max_points).fields)
-        batch = self._assemble([self._prompt_segments(t, e) + [(ids, False)]
-                                for t, e in zip(instructions, image_embeds)])
+        histories = histories or [None] * len(instructions)
+        batch = self._assemble([self._prompt_segments(t, e, h) + [(ids, False)]
+                                for t, e, h in zip(instructions, image_embeds, histories)])
         cache = None
         if state is not None:
             from transformers import DynamicCache
@@ -227,13 +236,13 @@ class LanguageModelDecoder(BaseModule):
         return results
 
     def _decode_format(self, image_embeds: torch.Tensor, instructions: List[str],
-                       state: Optional[dict] = None) -> List[Tuple[str, ...]]:
+                       state: Optional[dict] = None, histories: Optional[List] = None) -> List[Tuple[str, ...]]:
         """The output format of each instruction: the generated format tokens when they form a
         valid format, else the parser's reading of the instruction."""
         from visionllm.instructions import OutputFormat, parse_output_format
         generated = [None] * len(instructions)
         if self.generate_format:
-            generated = self._generate_format(image_embeds, instructions, state)
+            generated = self._generate_format(image_embeds, instructions, state, histories)
         formats = []
         for text, ids in zip(instructions, generated):
             fields = None

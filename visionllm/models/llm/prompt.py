@@ -1,19 +1,46 @@
 """Prompt assembly: the LLM's own chat template with ``<image>`` replaced by image-token embeddings.
 
+A conversation is rendered in the LLaVA-Instruct layout: the earlier (user, assistant) turns in
+order, then the current user turn; ``<image>`` stands exactly once, in the user turn that first
+showed the image, so the image tokens enter the prompt once.
+
 Batches are LEFT padded: every sequence ends at the same index, so the response / slot groups
 appended after the prompt line up across the batch, and generation continues all rows at once.
 Position ids count only real tokens (``cumsum(valid) - 1``), so padding never shifts positions.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ...instructions import IMAGE_PLACEHOLDER
 
-ALPACA_TEMPLATE = ("Below is an instruction that describes a task. Write a response that "
-                   "appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
-                   "### Response:\n")
+ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
+                   "appropriately completes the request.\n\n")
+ALPACA_TURN = "### Instruction:\n{instruction}\n\n### Response:\n"
+
+# One earlier turn of a conversation: {"user": text, "assistant": text}.
+Turn = Dict[str, str]
+
+
+def check_turns(instruction: str, history: Optional[Sequence[Turn]] = None) -> List[Turn]:
+    """The history as a list of turns, after checking that ``<image>`` appears exactly once over
+    the user turns: in the first user turn that has it, so never in a later one, nor in an
+    assistant answer. Raises ``ValueError`` with a one-line message otherwise."""
+    turns = list(history or [])
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("user"), str) \
+                or not isinstance(turn.get("assistant"), str):
+            raise ValueError(f"history turn {i} must be a dict with str 'user' and 'assistant', got {turn!r}")
+        if IMAGE_PLACEHOLDER in turn["assistant"]:
+            raise ValueError(f"the assistant answer of history turn {i} contains {IMAGE_PLACEHOLDER}")
+    users = [turn["user"] for turn in turns] + [instruction]
+    counts = [text.count(IMAGE_PLACEHOLDER) for text in users]
+    if sum(counts) != 1:
+        where = "the instruction" if not turns else "the user turns of the conversation"
+        raise ValueError(f"{where} must contain exactly one {IMAGE_PLACEHOLDER} (found {sum(counts)}); "
+                         f"in a conversation it stands in the first turn only")
+    return turns
 
 
 class PromptBuilder:
@@ -35,20 +62,29 @@ class PromptBuilder:
         self.style = style
         self.system_prompt = system_prompt
 
-    def render(self, instruction: str) -> str:
+    def render(self, instruction: str, history: Optional[Sequence[Turn]] = None) -> str:
+        """The prompt text: the earlier turns of ``history`` (oldest first), then ``instruction``
+        as the user turn to answer, ending where the response starts."""
+        turns = list(history or [])
         if self.style == "alpaca":
-            bos = self.tokenizer.bos_token or ""
-            return bos + ALPACA_TEMPLATE.format(instruction=instruction)
-        messages = [{"role": "user", "content": instruction}]
-        if self.system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+            # Vicuna / LLaVA-v1 keep each earlier answer closed by the end-of-sequence token, as
+            # the model's own answers end in training; the preamble is said once.
+            eos = self.tokenizer.eos_token or ""
+            past = "".join(ALPACA_TURN.format(instruction=t["user"]) + t["assistant"] + eos + "\n\n"
+                           for t in turns)
+            return (self.tokenizer.bos_token or "") + ALPACA_PREAMBLE + past + ALPACA_TURN.format(
+                instruction=instruction)
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
+        for turn in turns:
+            messages += [{"role": "user", "content": turn["user"]}, {"role": "assistant", "content": turn["assistant"]}]
+        messages.append({"role": "user", "content": instruction})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, instruction: str) -> Tuple[List[int], List[int]]:
-        """Return (ids before ``<image>``, ids after ``<image>``) of the rendered prompt."""
-        if instruction.count(IMAGE_PLACEHOLDER) != 1:
-            raise ValueError(f"an instruction must contain exactly one {IMAGE_PLACEHOLDER}: {instruction!r}")
-        before, after = self.render(instruction).split(IMAGE_PLACEHOLDER)
+    def encode(self, instruction: str, history: Optional[Sequence[Turn]] = None) -> Tuple[List[int], List[int]]:
+        """Return (ids before ``<image>``, ids after ``<image>``) of the rendered prompt; with a
+        ``history`` the image stands in the user turn that has it (``check_turns``)."""
+        turns = check_turns(instruction, history)
+        before, after = self.render(instruction, turns).split(IMAGE_PLACEHOLDER)
         return self.text_ids(before), self.text_ids(after)
 
     def text_ids(self, text: str) -> List[int]:
