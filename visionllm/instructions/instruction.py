@@ -5,18 +5,13 @@ from typing import Any, Dict, List, Optional
 from .category_set import IMAGE_PLACEHOLDER
 from .output_format import OutputFormat
 
-# Box tasks answer with boxes / polygons (decoded in parallel slots); text tasks answer in words.
-STRUCTURED_TASKS = ("detection", "segmentation", "grounding")
-TEXT_TASKS = ("caption", "vqa")
-TASKS = STRUCTURED_TASKS + TEXT_TASKS
-
 
 @dataclass
 class Instruction:
     """One instruction.
 
     Attributes:
-        task: ``'detection' | 'segmentation' | 'grounding' | 'caption' | 'vqa'``.
+        task: a registered task's name (``visionllm.tasks.task_names()``).
         text: the prompt, with exactly one ``<image>`` where the image tokens go.
         categories: class token ``<ci>`` means ``categories[i]``; grounding ``[expression]``;
             caption / vqa ``[]``.
@@ -29,8 +24,9 @@ class Instruction:
     output_format: Optional[OutputFormat] = None
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        from visionllm.tasks import get_task  # the tasks build instructions: imported when used
+
+        get_task(self.task)  # raises for an unknown task
         count = self.text.count(IMAGE_PLACEHOLDER)
         if count != 1:
             raise ValueError(f"an instruction holds exactly one {IMAGE_PLACEHOLDER}, found {count}")
