@@ -31,7 +31,7 @@ def peak_rss_mb() -> float:
 
 def task_instructions(num_images: int):
     """The first ``num_images`` val image paths and one instruction per task."""
-    from visionllm.instructions import build_instruction
+    from visionllm.tasks import build_instruction
 
     with open(osp.join(DATA, "annotations", "instances_val.json")) as handle:
         coco = json.load(handle)

@@ -48,7 +48,7 @@ def evaluate(samples_per_task: int) -> None:
 
 def infer(num_images: int) -> None:
     from visionllm.apis.inferencer import VisionLLMInferencer
-    from visionllm.instructions import build_instruction
+    from visionllm.tasks import build_instruction
     import random
 
     with open(osp.join(DATA, "annotations", "instances_val.json")) as handle:

@@ -92,7 +92,7 @@ def probe_accuracy(train_x, train_y, val_x, val_y, seed: int, steps: int = 500) 
 def main(argv=None):
     args = parse_args(argv)
     from visionllm.apis.inferencer import VisionLLMInferencer
-    from visionllm.instructions import build_instruction
+    from visionllm.tasks import build_instruction
     question = "what color is the square?" if args.task == "vqa" else None
     instruction = build_instruction(args.task, random.Random(args.seed), question=question, template_index=0).text
     cfg = Config.fromfile(args.config)

@@ -21,6 +21,8 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry("optimizer wrapper constructor",
                                       parent=mmengine_registry.OPTIM_WRAPPER_CONSTRUCTORS,
                                       locations=["visionllm.engine"])
 VISUALIZERS = Registry("visualizer", parent=mmengine_registry.VISUALIZERS, locations=["visionllm.visualization"])
+# The tasks the model follows (``visionllm.tasks``: one ``TaskSpec`` per task); mmengine has none.
+TASKS = Registry("task", locations=["visionllm.tasks"])
 
 # mmengine's own components, looked up through the visionllm scope.
 RUNNERS = Registry("runner", parent=mmengine_registry.RUNNERS)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionllm.apis.inputs import InputError, load_image, parse_category_set, quoted_phrase, MAX_DECODE_SIDE
+from visionllm.apis.inputs import InputError, load_image, MAX_DECODE_SIDE
 
 
 def test_missing_and_corrupt_files(tmp_path):
@@ -59,12 +59,3 @@ def test_huge_image_is_reduced_while_decoding(tmp_path):
     out = load_image(path)
     assert max(out.shape[:2]) <= MAX_DECODE_SIDE
     assert abs(out.shape[1] / out.shape[0] - 2.0) < 0.05
-
-
-def test_category_set_parsing():
-    text = 'Detect {"red \\"big\\" dog": <c0>, "cat": <c1>} in <image>.'
-    assert parse_category_set(text) == ['red "big" dog', "cat"]
-    assert parse_category_set("no set here <image>") == []
-    with pytest.raises(InputError, match="<c0>") as err:
-        parse_category_set('{"a": <c0>, "b": <c5>}')
-    assert quoted_phrase('Find "the man in red" in <image>') == "the man in red"

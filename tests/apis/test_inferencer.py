@@ -10,7 +10,8 @@ from PIL import Image
 
 from tiny_model import write_tiny_config
 from visionllm.apis.inputs import InputError
-from visionllm.instructions import build_instruction, format_category_set
+from visionllm.instructions import format_category_set
+from visionllm.tasks import build_instruction
 import random
 from repo_paths import REPO
 

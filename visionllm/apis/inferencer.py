@@ -1,7 +1,6 @@
 """Inference API: ``VisionLLMInferencer(config, checkpoint)(image, instruction)``."""
 import copy
 import os
-import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
 
@@ -10,27 +9,10 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
 
-from visionllm.apis.inputs import (ImageInput, InputError, load_image, original_size, parse_category_set,
-                                   quoted_phrase)
+from visionllm.apis.inputs import ImageInput, InputError, load_image, original_size
 from visionllm.engine.checkpoint import load_trained_checkpoint
-from visionllm.instructions import IMAGE_PLACEHOLDER, UnsupportedOutputFormat, find_output_format
-
-_CAPTION_WORDS = re.compile(r"\b(caption|describe|description|summari[sz]e)\b", re.IGNORECASE)
-_QUESTION_MARKERS = re.compile(r"\b(question|Q:)|\banswer\s*:", re.IGNORECASE)
-_EMPTY_SET = re.compile(r"\{\s*\}")
-# A detection / segmentation request without an output format would otherwise be answered as a
-# caption, silently.
-_STRUCTURED_VERBS = re.compile(r"\b(detect|segment)\w*", re.IGNORECASE)
-
-
-def _free_text_task(text: str) -> str:
-    """Caption or VQA: both are generated the same way; the task only names the result."""
-    if _QUESTION_MARKERS.search(text):
-        return "vqa"
-    if _CAPTION_WORDS.search(text) or "?" not in text:
-        return "caption"
-    return "vqa"
-
+from visionllm.instructions import IMAGE_PLACEHOLDER
+from visionllm.tasks import InstructionError, read_instruction
 
 @dataclass
 class VisionLLMResult:
@@ -59,15 +41,13 @@ class VisionLLMResult:
 
 
 def describe_instruction(text: str, history: Optional[Sequence[dict]] = None) -> dict:
-    """Read task, categories and output format from a free-form instruction.
+    """Task, categories and output format of a free-form instruction (``read_instruction``),
+    as the data-sample metainfo keys.
 
     ``history``: the earlier turns of a conversation (``[{"user", "assistant"}, ...]``, oldest
     first), whose first user turn holds ``<image>``; the instruction is then a follow-up without
     it. Raises :class:`InputError` (one line) for an instruction the model cannot follow.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("the instruction is empty")
-    count = text.count(IMAGE_PLACEHOLDER)
     if history:
         from visionllm.models.llm.prompt import check_turns
         try:
@@ -75,33 +55,12 @@ def describe_instruction(text: str, history: Optional[Sequence[dict]] = None) ->
         except ValueError as err:
             raise InputError(str(err)) from None
         return dict(describe_instruction(f"{IMAGE_PLACEHOLDER} {text}"), instruction=text, history=history)
-    if count != 1:
-        raise InputError(f"the instruction must contain {IMAGE_PLACEHOLDER} exactly once (found {count}), "
-                         f"e.g. '{IMAGE_PLACEHOLDER} Write a short caption for the image.'")
     try:
-        output_format = find_output_format(text)
-    except UnsupportedOutputFormat as err:
-        raise InputError(f"the model cannot produce this output format: {err}") from None
-    if output_format is None:
-        if _STRUCTURED_VERBS.search(text):
-            raise InputError("the instruction asks to detect / segment but gives no output format; end it with "
-                             "e.g. 'Answer as a list of (c, x1, y1, x2, y2).' or 'as (c, x1, y1, ..., x16, y16)'")
-        return dict(task=_free_text_task(text), instruction=text, categories=[], output_format=None)
-    categories = parse_category_set(text)
-    if categories:
-        task = "segmentation" if output_format.kind == "polygon" else "detection"
-    elif _EMPTY_SET.search(text):
-        raise InputError('the category set is empty: name at least one category, e.g. {"cat": <c0>}')
-    else:
-        expression = quoted_phrase(text)
-        if not expression:
-            raise InputError('a structured output needs a category set {"name": <c0>, ...} '
-                             'or a quoted referring expression')
-        task, categories = "grounding", [expression]
-        if output_format.kind != "box":
-            raise InputError("grounding answers with one box: use the format (c, x1, y1, x2, y2)")
-    return dict(task=task, instruction=text, categories=categories,
-                output_format=tuple(output_format.fields))
+        instruction = read_instruction(text)
+    except InstructionError as err:
+        raise InputError(str(err)) from None
+    return dict(task=instruction.task, instruction=instruction.text, categories=list(instruction.categories),
+                output_format=tuple(instruction.output_format.fields) if instruction.output_format else None)
 
 
 # Test-pipeline steps that read files or build targets from annotations: an image given to the

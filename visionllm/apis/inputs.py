@@ -1,12 +1,10 @@
 """User inputs of the inference API: images of any common kind and free-form instructions."""
 import os
-import re
-from typing import List, Union
+from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from visionllm.instructions import read_category_set
 
 ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
 
@@ -85,20 +83,3 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise InputError("empty image array")
         return _to_rgb_uint8(image)
     raise InputError(f"unsupported image type {type(image).__name__}; give a path, a numpy array or a PIL image")
-
-
-_QUOTED = re.compile(r'"((?:[^"\\]|\\.)+)"')
-
-
-def parse_category_set(text: str) -> List[str]:
-    """Names of the ``{"cat": <c0>, "dog": <c1>}`` category set of an instruction, in token order."""
-    try:
-        return read_category_set(text)
-    except ValueError as err:
-        raise InputError(str(err)) from None
-
-
-def quoted_phrase(text: str) -> str:
-    """The first quoted phrase of an instruction (the referring expression of grounding)."""
-    match = _QUOTED.search(text)
-    return match.group(1) if match else ""

@@ -18,7 +18,7 @@ from PIL import Image
 from visionllm.apis.inputs import InputError
 from visionllm.apis.server import DEFAULT_SCORE_THRESHOLD, ModelService, open_upload
 from visionllm.datasets.shapes import SHAPE_KINDS, build_split
-from visionllm.instructions import build_instruction
+from visionllm.tasks import build_instruction
 from visionllm.visualization import VisionLLMVisualizer
 
 # Preset label → (task of build_instruction, what the preset fills in).

@@ -12,7 +12,8 @@ from .utils import to_dict
 @METRICS.register_module()
 class MultiTaskMetric(BaseMetric):
     """``task_metrics={task: metric config}``; each sample is routed by its ``task`` metainfo, each
-    sub-metric prints its own table, and the returned keys are ``<task>/<name>``.
+    sub-metric prints its own table, and the returned keys are ``<task>/<name>``. A config without
+    ``type`` is the task's default metric (``TaskSpec.metric``) with the config's arguments.
 
     ``outfile_prefix`` (optional) is handed to every sub-metric as ``<outfile_prefix>_<task>``
     unless it sets its own.
@@ -29,6 +30,9 @@ class MultiTaskMetric(BaseMetric):
         self.metrics = {}
         for task, cfg in task_metrics.items():
             cfg = dict(cfg)
+            if "type" not in cfg:
+                from visionllm.tasks import get_task
+                cfg = {**get_task(task).metric, **cfg}
             if outfile_prefix and cfg.get("outfile_prefix") is None:
                 cfg["outfile_prefix"] = f"{outfile_prefix}_{task}"
             cfg.setdefault("prefix", task)

@@ -1,15 +1,14 @@
-"""Instructions: phrasings, output formats, category sets and the location-token codec."""
+"""Instructions: output formats, category sets, the location-token codec and the ``Instruction``
+record. The tasks' phrasings and readers live in ``visionllm.tasks``."""
 from .category_set import (IMAGE_PLACEHOLDER, format_category_set, read_category_set, sample_category_set,
                            split_category_set)
-from .instruction import STRUCTURED_TASKS, TASKS, TEXT_TASKS, Instruction
+from .instruction import Instruction
 from .location_codec import LocationCodec
-from .output_format import (MAX_POINTS, OutputFormat, UnsupportedOutputFormat, find_output_format,
-                            parse_output_format)
-from .templates import (DEFAULT_NUM_POINTS, SEGMENTATION_NUM_POINTS, TEMPLATES, build_instruction)
+from .output_format import (MAX_POINTS, MIN_POLYGON_POINTS, OutputFormat, UnsupportedOutputFormat,
+                            find_output_format, parse_output_format)
 
 __all__ = [
-    "IMAGE_PLACEHOLDER", "TASKS", "STRUCTURED_TASKS", "TEXT_TASKS", "Instruction", "build_instruction", "TEMPLATES",
-    "SEGMENTATION_NUM_POINTS",
-    "DEFAULT_NUM_POINTS", "format_category_set", "read_category_set", "sample_category_set", "split_category_set",
-    "OutputFormat", "UnsupportedOutputFormat", "parse_output_format", "find_output_format", "MAX_POINTS", "LocationCodec",
+    "IMAGE_PLACEHOLDER", "Instruction", "format_category_set", "read_category_set", "sample_category_set",
+    "split_category_set", "OutputFormat", "UnsupportedOutputFormat", "parse_output_format", "find_output_format",
+    "MAX_POINTS", "MIN_POLYGON_POINTS", "LocationCodec",
 ]

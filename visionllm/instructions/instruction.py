@@ -5,19 +5,15 @@ from typing import Any, Dict, List, Optional
 from .category_set import IMAGE_PLACEHOLDER
 from .output_format import OutputFormat
 
-# Box tasks answer with boxes / polygons (decoded in parallel slots); text tasks answer in words.
-STRUCTURED_TASKS = ("detection", "segmentation", "grounding")
-TEXT_TASKS = ("caption", "vqa")
-TASKS = STRUCTURED_TASKS + TEXT_TASKS
-
 
 @dataclass
 class Instruction:
     """One instruction.
 
     Attributes:
-        task: ``'detection' | 'segmentation' | 'grounding' | 'caption' | 'vqa'``.
-        text: the prompt, with exactly one ``<image>`` where the image tokens go.
+        task: a registered task's name (``visionllm.tasks.task_names()``).
+        text: the prompt, with exactly one ``<image>`` where the image tokens go (none in a
+            ``follow_up``: a later turn of a conversation whose first turn holds the image).
         categories: class token ``<ci>`` means ``categories[i]``; grounding ``[expression]``;
             caption / vqa ``[]``.
         output_format: the structured output asked for, ``None`` for free text.
@@ -27,13 +23,17 @@ class Instruction:
     text: str
     categories: List[str] = field(default_factory=list)
     output_format: Optional[OutputFormat] = None
+    follow_up: bool = False
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        from visionllm.tasks import get_task  # the tasks build instructions: imported when used
+
+        get_task(self.task)  # raises for an unknown task
         count = self.text.count(IMAGE_PLACEHOLDER)
-        if count != 1:
-            raise ValueError(f"an instruction holds exactly one {IMAGE_PLACEHOLDER}, found {count}")
+        if count != (0 if self.follow_up else 1):
+            expected = "no" if self.follow_up else "exactly one"
+            raise ValueError(f"{'a follow-up' if self.follow_up else 'an'} instruction holds {expected} "
+                             f"{IMAGE_PLACEHOLDER}, found {count}")
 
     def metainfo(self) -> Dict[str, Any]:
         """The data-sample metainfo keys this instruction fills (see docs/interfaces.md)."""

@@ -4,7 +4,7 @@ from typing import List
 import torch
 from torch import nn
 
-from visionllm.instructions import TEXT_TASKS
+from visionllm.tasks import task_of_instruction
 from visionllm.registry import MODELS
 
 
@@ -34,7 +34,7 @@ class InstructionRelevance(nn.Module):
     def forward(self, image_tokenizer: nn.Module, embeds: torch.Tensor, data_samples: List) -> torch.Tensor:
         """``[B, M, hidden_size]`` to add to the LLM inputs of the image tokens ``embeds [B, M, C]``
         (in the tokenizer's width): zero for samples of structured tasks."""
-        rows = [i for i, sample in enumerate(data_samples) if sample.metainfo.get("task") in TEXT_TASKS]
+        rows = [i for i, sample in enumerate(data_samples) if not task_of_instruction(sample.instruction).structured]
         weights = embeds.new_zeros(embeds.shape[:2])
         if rows:
             logits = image_tokenizer.instruction_relevance(embeds[rows], [data_samples[i].instruction for i in rows])

@@ -89,7 +89,7 @@ class VisionLLMVisualizer(Visualizer):
         picture = draw_instances(image, result.boxes, result.scores, result.labels, result.categories,
                                  polygons=result.polygons, masks=result.masks, text=result.text,
                                  score_thr=self.score_thr if score_thr is None else score_thr,
-                                 keep_all=result.task == "grounding")
+                                 keep_all=_single_instance(result.task))
         self.set_image(picture)
         return picture
 
@@ -117,7 +117,7 @@ class VisionLLMVisualizer(Visualizer):
         picture = draw_instances(image, boxes, scores, labels, names, polygons=polygons, masks=masks,
                                  text=sample.get("pred_text"),
                                  score_thr=self.score_thr if score_thr is None else score_thr,
-                                 keep_all=sample.get("task") == "grounding")
+                                 keep_all=_single_instance(sample.get("task")))
         self.set_image(picture)
         return picture
 
@@ -142,3 +142,10 @@ def draw_result(image: np.ndarray, result, out_file: str, score_threshold: float
     (:meth:`VisionLLMVisualizer.draw_result`, for callers without a visualizer instance)."""
     visualizer = VisionLLMVisualizer.get_instance("visionllm_draw_result")
     return _save(visualizer.draw_result(image, result, score_threshold), out_file)
+
+
+def _single_instance(task) -> bool:
+    """Whether a task's answer is one object, drawn whatever its score (its spec says)."""
+    from visionllm.tasks import get_task, task_names
+
+    return task in task_names() and get_task(task).single_instance

@@ -1,4 +1,6 @@
 """The language-guided image tokenizer: shapes, gradients, language conditioning, padding, L_tok."""
+import random
+
 import pytest
 import torch
 from mmdet.structures import DetDataSample
@@ -6,6 +8,7 @@ from mmengine.structures import InstanceData
 
 from visionllm.models.image_tokenizer import ImageTokenizer, TokenLoss
 from visionllm.registry import MODELS
+from visionllm.tasks import build_instruction
 
 EMBED = 32
 NUM_QUERIES = 8
@@ -43,8 +46,11 @@ def tokenizer():
     return model.eval()
 
 
-def make_sample(h, w, boxes, categories=None, labels=None, task=None):
-    metainfo = dict(img_shape=(h, w), task=task)
+def make_sample(h, w, boxes, categories=None, labels=None, task="detection"):
+    # The tokenizer reads the task from the instruction, as the model does.
+    instruction = build_instruction(task, random.Random(0), categories=categories or ["object"],
+                                    expression="the object", question="how many are there?", template_index=0)
+    metainfo = dict(img_shape=(h, w), task=task, instruction=instruction.text)
     if categories is not None:
         metainfo["categories"] = categories
     sample = DetDataSample(metainfo=metainfo)

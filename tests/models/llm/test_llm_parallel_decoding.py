@@ -109,7 +109,7 @@ def _shapes_instructions(tmp_path, num_images=1):
     import random
 
     from visionllm.datasets.shapes import build_split
-    from visionllm.instructions import build_instruction
+    from visionllm.tasks import build_instruction
     root = tmp_path / "shapes"
     build_split("val", num_images, 11, str(root))
     coco = json.load(open(root / "annotations" / "instances_val.json"))

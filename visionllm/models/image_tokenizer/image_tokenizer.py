@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionllm.instructions import TEXT_TASKS
 from visionllm.instructions.category_set import IMAGE_PLACEHOLDER
 from visionllm.models.components import build_optional
 from visionllm.registry import MODELS
+from visionllm.tasks import task_of_instruction
 
 from . import point_appearance, relational_alignment  # noqa: F401  (register the optional parts)
 from .positional_encoding import PointPositionEmbedding
@@ -201,7 +201,7 @@ class ImageTokenizer(nn.Module):
             labels.append(torch.as_tensor(gt_labels, dtype=torch.long, device=gt.device).reshape(-1))
             # Box tasks annotate every object asked for (none = none there); a caption or question
             # only tells where objects are when its reader was given their boxes.
-            supervised.append(sample.metainfo.get("task") not in TEXT_TASKS or len(gt) > 0)
+            supervised.append(task_of_instruction(sample.instruction).structured or len(gt) > 0)
         layers = [(outputs["objectness_logits"], outputs["reference_points"], outputs.get("embeds"))]
         layers += list(zip(outputs.get("aux_objectness_logits", []), outputs.get("aux_reference_points", []),
                            outputs.get("aux_embeds", [])))

@@ -12,6 +12,7 @@ import torch
 from mmengine.structures import InstanceData
 
 from visionllm.models.refinement import extent_boxes
+from visionllm.tasks import task_of_instruction
 from visionllm.utils.polygon_masks import polygon_mask
 
 from .structured_head import SlotLogits
@@ -44,7 +45,7 @@ class StructuredPostProcessor:
         max_per_img / score_thr: predictions kept per image.
 
     Each coordinate is the mean of its location distribution (not its mode): the mean moves by
-    less than a bin, the mode only in whole bins. The one box of a grounding answer is the slot
+    less than a bin, the mode only in whole bins. The one box of a single-instance answer (grounding) is the slot
     whose image token the token class prior (the tokenizer's alignment of tokens with the
     expression) ranks first, when there is a prior: each slot's LLM logit is computed without
     seeing the other slots, so it cannot compare them ("the left one" of two objects), while the
@@ -66,7 +67,8 @@ class StructuredPostProcessor:
             scores, labels = probs.max(-1)
         else:
             scores, labels = probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long)
-        if sample.metainfo.get("task") == "grounding" and class_prior is not None and num_categories:
+        single = task_of_instruction(sample.metainfo["instruction"]).single_instance
+        if single and class_prior is not None and num_categories:
             scores, labels = class_prior[:num_slots, :num_categories].sigmoid().max(-1)
         h, w = sample.metainfo.get("img_shape")[:2]
         img_wh = (float(w), float(h))
@@ -81,7 +83,7 @@ class StructuredPostProcessor:
         labels = torch.cat([p.labels for p in parts])
         points = torch.cat([p.points for p in parts])
         order = scores.argsort(descending=True)
-        if meta.get("task") == "grounding":
+        if task_of_instruction(meta["instruction"]).single_instance:
             order = order[:1]
         else:
             order = order[scores[order] >= self.score_thr][:self.max_per_img]

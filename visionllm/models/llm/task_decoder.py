@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from visionllm.instructions import STRUCTURED_TASKS, TEXT_TASKS
 from visionllm.models import refinement  # noqa: F401  (registers BoxRefinement, PolygonRefinement)
 from visionllm.models.components import build_optional
 from visionllm.models.refinement import extent_boxes
 from visionllm.registry import MODELS
+from visionllm.tasks import task_of_instruction
 
 from .class_pointer import ClassPointer
 from .criterion import StructuredCriterion, combine_terms
@@ -222,13 +222,10 @@ class LLMTaskDecoder(LanguageModelDecoder):
         structured: Dict[Tuple[str, ...], List[int]] = {}
         text: List[int] = []
         for i, sample in enumerate(data_samples):
-            task = sample_meta(sample, "task")
-            if task in STRUCTURED_TASKS:
+            if task_of_instruction(sample_meta(sample, "instruction")).structured:
                 structured.setdefault(self._fields_of(sample), []).append(i)
-            elif task in TEXT_TASKS:
-                text.append(i)
             else:
-                raise ValueError(f"unknown task {task!r}")
+                text.append(i)
         terms: Dict[str, List[Tuple[torch.Tensor, float]]] = {}
         for fields, indices in structured.items():
             priors = [class_priors[i] for i in indices] if class_priors is not None else None
@@ -277,7 +274,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
                 image_features: Optional[Dict[str, torch.Tensor]] = None) -> List:
         structured, text = [], []
         for i, sample in enumerate(data_samples):
-            (structured if sample_meta(sample, "task") in STRUCTURED_TASKS else text).append(i)
+            (structured if task_of_instruction(sample_meta(sample, "instruction")).structured else text).append(i)
         if structured:
             self._predict_structured(image_embeds[structured], reference_points[structured],
                                      [data_samples[i] for i in structured],

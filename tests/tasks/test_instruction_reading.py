@@ -1,10 +1,13 @@
 """Reading the task, categories and output format from free-form user instructions."""
+import random
+
 import pytest
 
 from visionllm.apis.inferencer import describe_instruction
 from visionllm.apis.inputs import InputError
-from visionllm.instructions import build_instruction, format_category_set
-import random
+from visionllm.instructions import format_category_set
+from visionllm.tasks import build_instruction, read_instruction, task_names, templates_of
+from visionllm.tasks.reading import quoted_phrase
 
 
 @pytest.mark.parametrize("task", ["detection", "segmentation", "grounding", "caption", "vqa"])
@@ -58,3 +61,24 @@ def test_many_categories_are_kept_in_order():
     text = f"Detect {format_category_set(names)} in <image>. Answer as (c, x1, y1, x2, y2)."
     read = describe_instruction(text)
     assert read["categories"] == names
+
+
+def test_category_set_and_quoted_phrase_of_user_text():
+    text = 'Detect {"red \\"big\\" dog": <c0>, "cat": <c1>} in <image> as (c, x1, y1, x2, y2).'
+    assert describe_instruction(text)["categories"] == ['red "big" dog', "cat"]
+    with pytest.raises(InputError, match="<c0>") as err:
+        describe_instruction('Detect {"a": <c0>, "b": <c5>} in <image> as (c, x1, y1, x2, y2).')
+    assert "\n" not in str(err.value)
+    assert quoted_phrase('Find "the man in red" in <image>') == "the man in red"
+    assert describe_instruction('Find "the man in red" in <image> as (c, x1, y1, x2, y2).')["categories"] == \
+        ["the man in red"]
+
+
+def test_every_registered_task_recognises_its_own_evaluation_phrasing_and_only_it():
+    """Exactly one spec claims each task's phrasings (a new task that overlaps another fails here)."""
+    rng = random.Random(0)
+    values = dict(categories=["cat"], expression="the cat", question="how many cats are there?")
+    for name in task_names():
+        for index in range(len(templates_of(name))):
+            text = build_instruction(name, rng, template_index=index, **values).text
+            assert read_instruction(text).task == name, text
