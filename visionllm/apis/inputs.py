@@ -6,7 +6,7 @@ from typing import List, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from visionllm.instructions import read_category_set
+from visionllm.instructions import RegionError, check_regions, read_category_set
 
 ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
 
@@ -102,3 +102,14 @@ def quoted_phrase(text: str) -> str:
     """The first quoted phrase of an instruction (the referring expression of grounding)."""
     match = _QUOTED.search(text)
     return match.group(1) if match else ""
+
+
+def parse_regions(instruction: str, regions, image_size: tuple) -> np.ndarray:
+    """The ``regions`` of the API (``[[x1, y1, x2, y2], ...]`` in pixels of the input image, one per
+    ``<region>`` of ``instruction``, or None) as float32 ``[R, 4]``, checked against the image's
+    ``(height, width)``. Raises :class:`InputError` (one line) for malformed boxes, boxes outside
+    the image or without area, and counts that differ from the placeholders."""
+    try:
+        return check_regions(instruction, regions, (image_size[1], image_size[0]))
+    except RegionError as err:
+        raise InputError(str(err)) from None

@@ -5,6 +5,7 @@ from .instruction import STRUCTURED_TASKS, TASKS, TEXT_TASKS, Instruction
 from .location_codec import LocationCodec
 from .output_format import (MAX_POINTS, OutputFormat, UnsupportedOutputFormat, find_output_format,
                             parse_output_format)
+from .regions import REGION_PLACEHOLDER, RegionError, check_regions, count_regions
 from .templates import (DEFAULT_NUM_POINTS, SEGMENTATION_NUM_POINTS, TEMPLATES, build_instruction)
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "SEGMENTATION_NUM_POINTS",
     "DEFAULT_NUM_POINTS", "format_category_set", "read_category_set", "sample_category_set", "split_category_set",
     "OutputFormat", "UnsupportedOutputFormat", "parse_output_format", "find_output_format", "MAX_POINTS", "LocationCodec",
+    "REGION_PLACEHOLDER", "RegionError", "check_regions", "count_regions",
 ]

@@ -181,10 +181,12 @@ class LLMTaskDecoder(LanguageModelDecoder):
             return autoregressive_forward(self.backbone, prefix, group_embeds, return_prefix=True)
         return parallel_forward(self.backbone, prefix, group_embeds)
 
-    def _structured_prefix(self, image_embeds, instructions: List[str], fields: Sequence[str]) -> SequenceBatch:
+    def _structured_prefix(self, image_embeds, instructions: List[str], fields: Sequence[str],
+                           regions: Optional[List] = None) -> SequenceBatch:
         format_ids = self._format_ids(fields) + [self.prompt.end_of_response_id]
-        return self._assemble([self._prompt_segments(text, embeds) + [(format_ids, True)]
-                               for text, embeds in zip(instructions, image_embeds)])
+        regions = regions or [None] * len(instructions)
+        return self._assemble([self._prompt_segments(text, embeds, region) + [(format_ids, True)]
+                               for text, embeds, region in zip(instructions, image_embeds, regions)])
 
     def _features_of(self, image_features: Optional[Dict[str, torch.Tensor]], rows: List[int]):
         """The refinements' image features of some batch rows (None without refinement)."""
@@ -249,7 +251,8 @@ class LLMTaskDecoder(LanguageModelDecoder):
     def _structured_loss(self, image_embeds, reference_points, samples, fields, class_priors=None,
                          image_features=None):
         """Yield ``(name, loss, weight)`` for one sub-batch sharing an output format."""
-        prefix = self._structured_prefix(image_embeds, [sample_meta(s, "instruction") for s in samples], fields)
+        prefix = self._structured_prefix(image_embeds, [sample_meta(s, "instruction") for s in samples], fields,
+                                         [self._region_prompt(s) for s in samples])
         with self._reading(image_embeds):
             prefix_hidden, group_hidden = parallel_forward(self.backbone, prefix, self._group_embeds(image_embeds, fields))
         yield "format", self._lm_loss(prefix_hidden, prefix.labels), float(len(samples))
@@ -281,7 +284,8 @@ class LLMTaskDecoder(LanguageModelDecoder):
                                      [class_priors[i] for i in structured] if class_priors is not None else None,
                                      self._features_of(image_features, structured))
         if text:
-            texts = self.generate_text(image_embeds[text], [sample_meta(data_samples[i], "instruction") for i in text])
+            texts = self.generate_text(image_embeds[text], [sample_meta(data_samples[i], "instruction") for i in text],
+                                       regions=[self._region_prompt(data_samples[i]) for i in text])
             for i, value in zip(text, texts):
                 data_samples[i].pred_text = value
         return data_samples
@@ -323,7 +327,8 @@ class LLMTaskDecoder(LanguageModelDecoder):
         passes = self._category_passes(samples)
         pass_embeds, instructions = image_embeds[[p[0] for p in passes]], [p[1] for p in passes]
         state = {} if self.reuse_prompt_cache and self.decode_mode == "parallel" else None
-        formats = self._decode_format(pass_embeds, instructions, state)
+        pass_regions = [self._region_prompt(samples[p[0]]) for p in passes]
+        formats = self._decode_format(pass_embeds, instructions, state, pass_regions)
         # The format pass read every prompt: the slot passes continue it (without a format pass
         # each prompt is read once anyway, by the slot pass of its format).
         prompt = state.get("cache") if state is not None else None
@@ -336,7 +341,8 @@ class LLMTaskDecoder(LanguageModelDecoder):
             if prompt is not None:
                 prefix, prefix_hidden, group_hidden = self._cached_groups(prompt, members, image_embeds[idx], fields)
             else:
-                prefix = self._structured_prefix(image_embeds[idx], [passes[k][1] for k in members], fields)
+                prefix = self._structured_prefix(image_embeds[idx], [passes[k][1] for k in members], fields,
+                                                 [pass_regions[k] for k in members])
                 with self._reading(image_embeds[idx]):
                     prefix_hidden, group_hidden = self._run_groups(
                         prefix, self._group_embeds(image_embeds[idx], fields), self.decode_mode)
