@@ -14,6 +14,8 @@ Which crops keep the text true (the rule of ``RandomCropWithText``):
   cropped.
 - grounding: not cropped: an expression such as "the leftmost star" depends on objects the
   sample does not carry (only the referred box), which a crop could cut away.
+- any task: a sample's ``regions`` (boxes its instruction points at) stay whole inside the window
+  and move with it.
 """
 import re
 from typing import Optional, Sequence, Tuple
