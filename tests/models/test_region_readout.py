@@ -123,3 +123,29 @@ def test_placeholder_and_region_counts_must_agree_in_the_model(decoder):
         decoder._region_prompt(region_sample("<image> Describe the image.", [[0, 0, 5, 5]]))
     with pytest.raises(ValueError, match="came with it"):
         decoder._prompt_segments("<image> Describe <region>.", image, None)
+
+
+def test_prompts_without_regions_are_cut_as_before(decoder):
+    text = "<image> Write a short caption for the image."
+    before, after = decoder.prompt.encode(text)
+    assert decoder.prompt.encode_pieces(text) == [before, "<image>", after]
+    segments = decoder._prompt_segments(text, torch.zeros(6, decoder.hidden_size))
+    assert [s for s, _ in segments][0] == before and [s for s, _ in segments][2] == after
+
+
+def test_structured_instructions_carry_regions_too(decoder):
+    from tiny_llm import make_sample
+    from visionllm.instructions import format_category_set
+    instruction = ("Detect every object of the categories " + format_category_set(["cat", "dog"])
+                   + " that looks like <region> in <image>. Answer as a list of (c, x1, y1, x2, y2).")
+    sample = make_sample("detection", instruction, categories=["cat", "dog"], output_format=("cls", "x1", "y1", "x2", "y2"),
+                         bboxes=[[5.0, 5.0, 30.0, 40.0]], labels=[1], img_shape=(60, 100))
+    sample.set_metainfo(dict(regions=[[5.0, 5.0, 30.0, 40.0]]))
+    image, refs = torch.randn(1, 6, decoder.hidden_size), torch.rand(1, 6, 2)
+    prefix = decoder._structured_prefix(image, [instruction], ("cls", "x1", "y1", "x2", "y2"),
+                                        [decoder._region_prompt(sample)])
+    assert sum(int(t) in set(decoder.location_ids.tolist()) for t in prefix.input_ids[0]) == 4
+    with torch.no_grad():
+        losses = decoder.loss(image, refs, [sample])
+        assert all(torch.isfinite(v) for v in losses.values())
+        assert "pred_instances" in decoder.predict(image, refs, [sample])[0]

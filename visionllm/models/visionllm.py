@@ -106,6 +106,9 @@ class VisionLLM(BaseModel):
             outputs["llm_embeds"] = outputs["llm_embeds"] + self.instruction_relevance(
                 self.image_tokenizer, outputs["embeds"], data_samples)
         outputs["class_priors"] = self.image_tokenizer.token_name_logits(outputs, data_samples)
+        for sample in data_samples:  # vectors of an earlier pass over the same samples are stale
+            if "region_embeds" in sample:
+                del sample.region_embeds
         if self.region_readout is not None:
             self._read_regions(outputs["memory_features"], data_samples)
         return outputs
