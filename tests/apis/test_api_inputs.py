@@ -68,3 +68,16 @@ def test_category_set_parsing():
     with pytest.raises(InputError, match="<c0>") as err:
         parse_category_set('{"a": <c0>, "b": <c5>}')
     assert quoted_phrase('Find "the man in red" in <image>') == "the man in red"
+
+
+def test_region_errors_reach_the_api_as_one_input_error_line():
+    from visionllm.apis.inputs import parse_regions
+    size = (100, 300)  # (height, width) of the image as given
+    assert parse_regions("<image> What is <region>?", [[0, 0, 300, 100]], size).tolist() == [[0, 0, 300, 100]]
+    for regions, message in (([[0, 0, 301, 10]], "outside the 300x100 image"), ([[0, 0, 0, 10]], "zero or negative"),
+                             (None, "but 0 region"), ([[1, 2, 3]], "not four finite numbers")):
+        with pytest.raises(InputError, match=message) as error:
+            parse_regions("<image> What is <region>?", regions, size)
+        assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="no <region> placeholder"):
+        parse_regions("<image> Write a short caption for the image.", [[0, 0, 5, 5]], size)
