@@ -2,6 +2,11 @@
 
     python tools/infer.py configs/visionllm_tiny_shapes.py checkpoints/visionllm_tiny_shapes.pth \
         img1.png img2.png --instruction '<image> Write a short caption for the image.' --out-dir outputs
+    python tools/infer.py CONFIG CHECKPOINT img.png --instruction '<image> What colour is <region>?' \
+        --region 10,20,60,80
+
+``--region x1,y1,x2,y2`` (pixels of the input image) fills the instruction's ``<region>``
+placeholders in order, one flag per placeholder.
 
 Any config with a checkpoint works: without an ``infer_pipeline`` the config's test pipeline is
 used minus its loading and annotation steps (docs/datasets.md). Missing pretrained directories are
@@ -26,6 +31,18 @@ def missing_pretrained(config: str) -> list:
     return [p.text for p in missing_inputs(cfg, data=False)]
 
 
+def parse_region(text: str) -> list:
+    """``'x1,y1,x2,y2'`` → four floats; anything else is an ``InputError``."""
+    from visionllm.apis.inputs import InputError
+    parts = text.replace(" ", "").split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        return [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--region takes four comma-separated numbers x1,y1,x2,y2, got {text!r}") from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="VisionLLM inference")
     parser.add_argument("config")
@@ -35,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", default="outputs", help="where the pictures go")
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--region", action="append", default=[], metavar="x1,y1,x2,y2",
+                        help="a box in pixels of the input image for the next <region> of the instruction (repeatable)")
     args = parser.parse_args(argv)
 
     from visionllm.apis.inferencer import VisionLLMInferencer
@@ -46,8 +65,9 @@ def main(argv=None) -> int:
             print(f"error: missing {line}", file=sys.stderr)
         return 2
     try:
+        regions = [parse_region(text) for text in args.region]
         inferencer = VisionLLMInferencer(args.config, args.checkpoint, device=args.device)
-        results = inferencer(list(args.images), args.instruction)
+        results = inferencer(list(args.images), args.instruction, regions=regions)
         for path, result in zip(args.images, results):
             out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + f"_{result.task}.png")
             inferencer.visualize(path, result, out_file)

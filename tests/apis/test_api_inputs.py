@@ -59,3 +59,16 @@ def test_huge_image_is_reduced_while_decoding(tmp_path):
     out = load_image(path)
     assert max(out.shape[:2]) <= MAX_DECODE_SIDE
     assert abs(out.shape[1] / out.shape[0] - 2.0) < 0.05
+
+
+def test_region_errors_reach_the_api_as_one_input_error_line():
+    from visionllm.apis.inputs import parse_regions
+    size = (100, 300)  # (height, width) of the image as given
+    assert parse_regions("<image> What is <region>?", [[0, 0, 300, 100]], size).tolist() == [[0, 0, 300, 100]]
+    for regions, message in (([[0, 0, 301, 10]], "outside the 300x100 image"), ([[0, 0, 0, 10]], "zero or negative"),
+                             (None, "but 0 region"), ([[1, 2, 3]], "not four finite numbers")):
+        with pytest.raises(InputError, match=message) as error:
+            parse_regions("<image> What is <region>?", regions, size)
+        assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="no <region> placeholder"):
+        parse_regions("<image> Write a short caption for the image.", [[0, 0, 5, 5]], size)

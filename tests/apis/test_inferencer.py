@@ -217,9 +217,11 @@ def test_untrained_model_starts_with_its_new_parts_at_identity_and_logs_quietly(
     printed = capfd.readouterr()
     assert "torch.Size" not in printed.out + printed.err
     zero_at_start = [name for name in dict(model.named_parameters())
-                     if name.endswith(("instruction_relevance.embedding", "relational_alignment.out.1.weight"))
+                     if name.endswith(("instruction_relevance.embedding", "relational_alignment.out.1.weight",
+                                       "region_readout.projection.weight"))
                      or ("_refinement.deltas" in name and ".2." in name)]
-    assert len(zero_at_start) >= 4, zero_at_start  # the relevance vector, the alignment output, both refinements
+    # the relevance vector, the alignment output, the region read-out, both refinements
+    assert len(zero_at_start) >= 5, zero_at_start
     params = dict(model.named_parameters())
     for name in zero_at_start:
         assert not params[name].detach().any(), f"{name} should start at zero"

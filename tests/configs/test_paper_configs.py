@@ -97,6 +97,7 @@ def expected_trainable(cfg: Config, backbone: str, stage: int) -> int:
            + image_readout_params(hidden, layers) + sum(refinement_params().values()))
     projection = 256 * hidden + 2 * hidden         # image tokens → LLM width (+ its RMS gain)
     projection += hidden                            # the instruction-relevance vector
+    projection += 256 * hidden + hidden             # the region read-out (memory width → LLM width)
     backbone_total, backbone_trainable = backbone_sizes(backbone)
     # the tokenizer with a frozen BERT (its projection + LayerNorm train)
     tokenizer = tokenizer_params(backbone_total) - bert_params() - backbone_total

@@ -36,6 +36,28 @@ def test_version_one_renames_the_instruction_relevance_vector():
     assert again["state_dict"] == new["state_dict"] and "optimizer" in again
 
 
+def test_version_two_gains_the_region_readout_at_zero():
+    """Version 3 added the region read-out; older files get it at its starting value (zero), shaped
+    like the image-token projection (same two widths), next to it under any wrapper prefix and
+    for published float16 / int8 weights alike."""
+    from visionllm.engine.checkpoint import compress_state_dict, decompress_state_dict
+    weight = torch.randn(96, 4096)  # [LLM width, memory width], large enough to be stored as int8
+    for prefix in ("", "module."):
+        state = {f"{prefix}token_projection.linear.weight": weight, f"{prefix}token_projection.gain": torch.ones(96)}
+        for stored in (state, compress_state_dict(state, int8_prefixes=(prefix,))):
+            new = decompress_state_dict(convert_checkpoint(dict(meta={VERSION_KEY: 2}, state_dict=stored))["state_dict"])
+            readout_weight = new[f"{prefix}region_readout.projection.weight"]
+            assert readout_weight.shape == (96, 4096) and readout_weight.dtype == torch.float32
+            assert new[f"{prefix}region_readout.projection.bias"].shape == (96,)
+            assert not readout_weight.any() and not new[f"{prefix}region_readout.projection.bias"].any()
+    # a file that has the read-out keeps it
+    trained = {"token_projection.linear.weight": weight, "region_readout.projection.weight": torch.ones(96, 4096),
+               "region_readout.projection.bias": torch.ones(96)}
+    kept = convert_checkpoint(dict(meta={VERSION_KEY: 2}, state_dict=trained))["state_dict"]
+    assert kept["region_readout.projection.weight"] is trained["region_readout.projection.weight"]
+    assert CHECKPOINT_VERSION == 3
+
+
 @pytest.mark.parametrize("version, message", [(CHECKPOINT_VERSION + 1, "newer than this code reads"),
                                               ("2", "not a version number"), (0, "not a version number")])
 def test_unknown_versions_are_refused_in_one_line(version, message):

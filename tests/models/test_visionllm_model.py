@@ -19,6 +19,11 @@ def test_loss_backward_and_predict_every_task(tmp_path, monkeypatch, tiny_llm_di
         if len(by_task) == 5:
             break
     assert set(by_task) == {"detection", "segmentation", "grounding", "caption", "vqa"}
+    # the question points at a region (an input any text task may carry: the region read-out trains)
+    question = by_task["vqa"]["data_samples"]
+    h, w = question.img_shape
+    question.set_metainfo(dict(instruction=question.instruction.replace("<image>", "<image> Look at <region>."),
+                               regions=[[0.0, 0.0, w / 2, h / 2]]))
     model.train()
     data = model.data_preprocessor(pseudo_collate(list(by_task.values())), True)
     losses = model(**data, mode="loss")

@@ -9,9 +9,10 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
 
-from visionllm.apis.inputs import ImageInput, InputError, load_image, original_size
+from visionllm.apis.inputs import ImageInput, InputError, load_image, original_size, parse_regions
 from visionllm.engine.checkpoint import load_trained_checkpoint
 from visionllm.instructions import IMAGE_PLACEHOLDER
+from visionllm.instructions.regions import scale_regions
 from visionllm.tasks import InstructionError, read_instruction
 
 @dataclass
@@ -124,36 +125,47 @@ class VisionLLMInferencer:
         with DefaultScope.overwrite_default_scope("visionllm"):
             self.pipeline = Compose(steps)
 
-    def _prepare(self, image: np.ndarray, size: tuple, description: dict) -> dict:
+    def _prepare(self, image: np.ndarray, size: tuple, description: dict, regions: Optional[np.ndarray] = None) -> dict:
         h, w = image.shape[:2]
         n = len(description["categories"])
         # A huge file is reduced while decoding; the scale factor maps predictions back to the
-        # size of the image as given.
+        # size of the image as given, and the regions (pixels of the image as given) forward.
+        sx, sy = w / size[1], h / size[0]
         results = dict(img=image, img_id=0, img_path=None, ori_shape=tuple(size), img_shape=(h, w),
-                       scale_factor=(w / size[1], h / size[0]), category_ids=list(range(n)), **description)
+                       scale_factor=(sx, sy), category_ids=list(range(n)), **description)
+        if regions is not None and len(regions):
+            results["regions"] = scale_regions(regions, sx, sy)  # the pipeline's resize moves them on
         return self.pipeline(results)
 
     @torch.no_grad()
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], instruction: str,
-                 batch_size: int = 4, history: Optional[Sequence[dict]] = None
-                 ) -> Union[VisionLLMResult, List[VisionLLMResult]]:
-        """``history``: earlier turns of a conversation about the image(s) (see
-        ``describe_instruction``; :class:`~visionllm.apis.conversation.Conversation` keeps them)."""
+                 batch_size: int = 4, regions: Optional[Sequence[Sequence[float]]] = None,
+                 history: Optional[Sequence[dict]] = None) -> Union[VisionLLMResult, List[VisionLLMResult]]:
+        """Answer ``instruction`` on one image (→ a result) or a list of them (→ a list).
+
+        ``regions``: one box ``[x1, y1, x2, y2]`` in pixels of the input image per ``<region>``
+        placeholder of the instruction, in order (the same boxes for every image of a list);
+        they must lie inside each image and have positive area. ``history``: earlier turns of a
+        conversation about the image(s) (see ``describe_instruction``;
+        :class:`~visionllm.apis.conversation.Conversation` keeps them).
+        """
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
         description = describe_instruction(instruction, history)
         arrays = [load_image(img) for img in image_list]
         sizes = [original_size(img) for img in image_list]
+        boxes = [parse_regions(instruction, regions, size) for size in sizes]
         results: List[VisionLLMResult] = []
         for start in range(0, len(arrays), batch_size):
-            chunk = list(zip(arrays[start:start + batch_size], sizes[start:start + batch_size]))
+            stop = start + batch_size
+            chunk = list(zip(arrays[start:stop], sizes[start:stop], boxes[start:stop]))
             samples = self.model(**self._model_inputs(chunk, description), mode="predict")
-            results.extend(self._to_result(s, description, size) for s, (_, size) in zip(samples, chunk))
+            results.extend(self._to_result(s, description, item[1]) for s, item in zip(samples, chunk))
         return results[0] if single else results
 
     def _model_inputs(self, chunk: Sequence[tuple], description: dict) -> dict:
-        """``(image array, original size)`` pairs → the model's preprocessed batch."""
-        packed = [self._prepare(img, size, description) for img, size in chunk]
+        """``(image array, original size[, regions])`` tuples → the model's preprocessed batch."""
+        packed = [self._prepare(*item[:2], description, *item[2:]) for item in chunk]
         data = dict(inputs=[p["inputs"] for p in packed], data_samples=[p["data_samples"] for p in packed])
         return self.model.data_preprocessor(data, False)
 

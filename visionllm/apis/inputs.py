@@ -5,6 +5,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from visionllm.instructions import RegionError, check_regions
 
 ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
 
@@ -83,3 +84,14 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise InputError("empty image array")
         return _to_rgb_uint8(image)
     raise InputError(f"unsupported image type {type(image).__name__}; give a path, a numpy array or a PIL image")
+
+
+def parse_regions(instruction: str, regions, image_size: tuple) -> np.ndarray:
+    """The ``regions`` of the API (``[[x1, y1, x2, y2], ...]`` in pixels of the input image, one per
+    ``<region>`` of ``instruction``, or None) as float32 ``[R, 4]``, checked against the image's
+    ``(height, width)``. Raises :class:`InputError` (one line) for malformed boxes, boxes outside
+    the image or without area, and counts that differ from the placeholders."""
+    try:
+        return check_regions(instruction, regions, (image_size[1], image_size[0]))
+    except RegionError as err:
+        raise InputError(str(err)) from None

@@ -10,13 +10,21 @@ Versions:
 
 1. before versioning: the instruction-relevance vector is ``relevance_embedding``.
 2. optional parts are registry components: that vector is ``instruction_relevance.embedding``.
+3. the region read-out (``region_readout.projection.weight [hidden, C]`` / ``.bias [hidden]``,
+   ``visionllm.models.region_readout``) exists. It starts at zero, where it adds nothing to the
+   prompt, so the conversion adds it at that value (shapes from ``token_projection.linear.weight``,
+   the same two widths): a converted model behaves exactly as the old one did. A model built
+   without the read-out (``region_readout=None``) then refuses the added keys as unexpected, as it
+   refuses a trained read-out.
 """
 import re
 from typing import Callable, Dict
 
+import torch
+
 from visionllm.apis.inputs import InputError
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 VERSION_KEY = "visionllm_checkpoint_version"
 
 
@@ -30,8 +38,21 @@ def _v1_to_v2(state: Dict) -> Dict:
             for key, value in state.items()}
 
 
+def _v2_to_v3(state: Dict) -> Dict:
+    state = dict(state)
+    for key, weight in list(state.items()):
+        # (a DDP / FSDP prefix is kept; a published file may hold the weight as int8)
+        match = re.fullmatch(r"(|.*\.)token_projection\.linear\.weight(#int8)?", key)
+        if match is None or f"{match.group(1)}region_readout.projection.weight" in state:
+            continue
+        dtype = weight.dtype if weight.is_floating_point() else torch.float32
+        state[f"{match.group(1)}region_readout.projection.weight"] = torch.zeros(weight.shape, dtype=dtype)
+        state[f"{match.group(1)}region_readout.projection.bias"] = torch.zeros(weight.shape[0], dtype=dtype)
+    return state
+
+
 # _STEPS[v] turns a state dict of version v into one of version v + 1.
-_STEPS: Dict[int, Callable[[Dict], Dict]] = {1: _v1_to_v2}
+_STEPS: Dict[int, Callable[[Dict], Dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def checkpoint_version(checkpoint: Dict) -> int:

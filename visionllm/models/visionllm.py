@@ -7,7 +7,9 @@ import torch
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 
+from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
+from visionllm.models import region_readout  # noqa: F401  (registers RegionReadout)
 from visionllm.models.components import build_optional
 from visionllm.models.llm.embedding_scale import ScaledProjection
 from visionllm.registry import MODELS
@@ -32,6 +34,9 @@ class VisionLLM(BaseModel):
         instruction_relevance: registry config of the part that tells the LLM, for captions
             and questions, how well each image token matches the instruction
             (``InstructionRelevance``), or None.
+        region_readout: registry config of the part that reads the tokenizer's memory inside each
+            ``<region>`` box of an instruction (``RegionReadout``), or None: the regions are then
+            written by their location tokens alone.
         pretrained_prefixes: module prefixes whose weights come from installed pretrained
             packages or local pretrained directories at build time (base LLM, text encoder);
             their frozen parameters and buffers are left out of checkpoints.
@@ -53,6 +58,7 @@ class VisionLLM(BaseModel):
                  data_preprocessor: Optional[dict] = None, tokenizer_loss_weight: float = 1.0,
                  freeze_image_tokenizer: bool = False,
                  instruction_relevance: Optional[dict] = dict(type="InstructionRelevance"),  # noqa: B006
+                 region_readout: Optional[dict] = dict(type="RegionReadout"),  # noqa: B006
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
@@ -66,6 +72,8 @@ class VisionLLM(BaseModel):
         self.token_projection = ScaledProjection(self.image_tokenizer.embed_dims, self.task_decoder.hidden_size,
                                                  self.task_decoder.input_rms)
         self.instruction_relevance = build_optional(instruction_relevance, hidden_size=self.task_decoder.hidden_size)
+        self.region_readout = build_optional(region_readout, embed_dims=self.image_tokenizer.embed_dims,
+                                             hidden_size=self.task_decoder.hidden_size)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:
@@ -100,7 +108,27 @@ class VisionLLM(BaseModel):
             outputs["llm_embeds"] = outputs["llm_embeds"] + self.instruction_relevance(
                 self.image_tokenizer, outputs["embeds"], data_samples)
         outputs["class_priors"] = self.image_tokenizer.token_name_logits(outputs, data_samples)
+        for sample in data_samples:  # vectors of an earlier pass over the same samples are stale
+            if "region_embeds" in sample:
+                del sample.region_embeds
+        if self.region_readout is not None:
+            self._read_regions(outputs["memory_features"], data_samples)
         return outputs
+
+    def _read_regions(self, memory_features: dict, data_samples: List) -> None:
+        """Put on each sample with ``<region>`` placeholders the read-out vectors of its regions
+        (``region_embeds [R, hidden]``), which the task decoder adds to the regions' location
+        tokens in the prompt."""
+        boxes = []
+        for sample in data_samples:
+            regions = regions_of(sample.metainfo.get("regions"), count_regions(sample.instruction))
+            h, w = sample.metainfo["img_shape"][:2]
+            boxes.append(regions / regions.new_tensor([w, h, w, h]))
+        if not any(len(b) for b in boxes):
+            return
+        for sample, vectors in zip(data_samples, self.region_readout(memory_features, boxes)):
+            if len(vectors):
+                sample.region_embeds = vectors
 
     @staticmethod
     def _image_features(outputs: dict) -> dict:
@@ -130,6 +158,9 @@ class VisionLLM(BaseModel):
         if mode == "predict":
             samples = self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
                                                 outputs["class_priors"], self._image_features(outputs))
+            for sample in samples:  # an input of the decoder, not a prediction
+                if "region_embeds" in sample:
+                    del sample.region_embeds
             return [_in_float32(sample) for sample in samples]
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 

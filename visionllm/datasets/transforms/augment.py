@@ -14,6 +14,8 @@ Which crops keep the text true (the rule of ``RandomCropWithText``):
   cropped.
 - grounding: not cropped: an expression such as "the leftmost star" depends on objects the
   sample does not carry (only the referred box), which a crop could cut away.
+- any task: a sample's ``regions`` (boxes its instruction points at) stay whole inside the window
+  and move with it.
 """
 import re
 from typing import Optional, Sequence, Tuple
@@ -153,6 +155,12 @@ class RandomCropWithText(BaseTransform):
                 return results
             if len(boxes):
                 keep_all = np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])
+        if results.get("regions") is not None and len(results["regions"]):
+            # the window keeps every region of the instruction whole
+            regions = np.asarray(results["regions"], np.float32).reshape(-1, 4)
+            extent = np.concatenate([regions[:, :2].min(0), regions[:, 2:].max(0)])
+            keep_all = extent if keep_all is None else np.concatenate(
+                [np.minimum(keep_all[:2], extent[:2]), np.maximum(keep_all[2:], extent[2:])])
         for _ in range(self.max_tries):
             x0, y0, cw, ch = self._window(h, w, keep_all)
             cropped = self._crop_targets(results, boxes, x0, y0, cw, ch)
@@ -165,6 +173,10 @@ class RandomCropWithText(BaseTransform):
         results["img_shape"] = (ch, cw)
         results["crop_box"] = (x0, y0, x0 + cw, y0 + ch)  # in the pixels of the image before the crop
         results["gt_bboxes"] = new_boxes
+        if results.get("regions") is not None:
+            shift = np.asarray([x0, y0, x0, y0], np.float32)
+            results["regions"] = (np.asarray(results["regions"], np.float32).reshape(-1, 4) - shift).clip(
+                0, np.asarray([cw, ch, cw, ch], np.float32))
         if "gt_labels" in results:
             results["gt_labels"] = np.asarray(results["gt_labels"])[kept]
         if polygons is not None:

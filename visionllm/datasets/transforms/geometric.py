@@ -1,4 +1,4 @@
-"""Resizing and flipping that keep boxes, polygons and text consistent with the image."""
+"""Resizing and flipping that keep boxes, polygons, regions and text consistent with the image."""
 import re
 from typing import Optional, Sequence, Tuple
 
@@ -6,6 +6,7 @@ import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform
 
+from visionllm.instructions.regions import scale_regions
 from visionllm.registry import TRANSFORMS
 
 _MIRROR_WORDS = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
@@ -68,6 +69,8 @@ class ResizeKeepRatio(BaseTransform):
             boxes[:, 0::2] = boxes[:, 0::2].clip(0, new_w)
             boxes[:, 1::2] = boxes[:, 1::2].clip(0, new_h)
             results["gt_bboxes"] = boxes
+        if results.get("regions") is not None:  # inside the image before, inside it after: no clipping
+            results["regions"] = scale_regions(results["regions"], sx, sy)
         if "gt_polygons" in results:
             scale = np.asarray([sx, sy], dtype=np.float32)
             results["gt_polygons"] = _map_polygons(results["gt_polygons"], lambda p: p * scale)
@@ -87,7 +90,7 @@ def _map_polygons(polygons, fn):
 
 @TRANSFORMS.register_module()
 class RandomFlipWithText(BaseTransform):
-    """Horizontal flip of image, boxes and polygons, with "left"/"right" swapped in the
+    """Horizontal flip of image, boxes, polygons and ``regions``, with "left"/"right" swapped in the
     expression, question, answers and captions so the text still describes the picture.
 
     Put it before ``ResamplePolygons`` (mirroring reverses a polygon's orientation, which the
@@ -117,6 +120,9 @@ class RandomFlipWithText(BaseTransform):
                 out[:, 0] = w - part[:, 0]
                 return out
             results["gt_polygons"] = _map_polygons(results["gt_polygons"], mirror)
+        if results.get("regions") is not None:
+            regions = np.asarray(results["regions"], np.float32).reshape(-1, 4)
+            results["regions"] = np.stack([w - regions[:, 2], regions[:, 1], w - regions[:, 0], regions[:, 3]], -1)
         for key in self.text_keys:
             if results.get(key) is not None:
                 results[key] = _swap_any(results[key])

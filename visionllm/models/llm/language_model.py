@@ -8,23 +8,33 @@ output formats. ``LLMTaskDecoder`` builds the structured head on top of it.
 import copy
 from collections import OrderedDict
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
 
+from visionllm.instructions import IMAGE_PLACEHOLDER
+from visionllm.instructions.regions import REGION_PLACEHOLDER, count_regions, region_bins, regions_of
+
 from .generation_constraints import build_text_constraints
 from .image_readout import ImageReadout
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import additive_mask, prefix_allowed
-from .prompt import PromptBuilder, SequenceBatch, assemble_batch
+from .prompt import PromptBuilder, SequenceBatch, TokensPlusVector, assemble_batch
 from .vocabulary import SpecialTokens, extend_vocabulary
 
 
 def sample_meta(sample, key, default=None):
     return sample.metainfo.get(key, default)
+
+
+class RegionPrompt(NamedTuple):
+    """The regions of one prompt: location-token ids ``[R, 4]`` and read-out vectors
+    ``[R, hidden]`` added to their embeddings (None: the tokens alone)."""
+    ids: torch.Tensor
+    vectors: Optional[torch.Tensor] = None
 
 
 class LanguageModelDecoder(BaseModule):
@@ -135,11 +145,46 @@ class LanguageModelDecoder(BaseModule):
         return self.image_readout.attached(image_embeds) if self.image_readout is not None else nullcontext()
 
     # ------------------------------------------------------------------ sequences
-    def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor, history=None) -> list:
-        """Segments of the prompt of ``instruction`` after the earlier turns of ``history``
-        (``[{"user", "assistant"}, ...]`` or None); none of it is a target."""
-        before, after = self.prompt.encode(instruction, history)
-        return [(before, False), (image_embeds, False), (after, False)]
+    def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor, history=None,
+                         regions: Optional[RegionPrompt] = None) -> list:
+        """The prompt of one instruction, after the earlier turns of ``history`` (``[{"user",
+        "assistant"}, ...]`` or None), as ``assemble_batch`` segments, none of them a target:
+        ``<image>`` becomes the image-token embeddings, the k-th ``<region>`` of the instruction
+        the location tokens of region k (with its read-out vector added to their embeddings when
+        there is one)."""
+        segments, region = [], 0
+        count = len(regions.ids) if regions is not None else 0
+        if count_regions(instruction) != count:
+            raise ValueError(f"the instruction has {count_regions(instruction)} <region> placeholder(s) but "
+                             f"{count} region(s) came with it")
+        for piece in self.prompt.encode_pieces(instruction, history):
+            if piece == IMAGE_PLACEHOLDER:
+                segments.append((image_embeds, False))
+            elif piece == REGION_PLACEHOLDER:
+                ids = regions.ids[region].tolist()
+                vector = regions.vectors[region] if regions.vectors is not None else None
+                segments.append((TokensPlusVector(ids, vector) if vector is not None else ids, False))
+                region += 1
+            else:
+                segments.append((piece, False))
+        return segments
+
+    def _region_prompt(self, sample) -> Optional[RegionPrompt]:
+        """The regions of a sample as the prompt writes them: location-token ids ``[R, 4]`` of
+        its ``regions`` metainfo (pixels of ``img_shape``) and the read-out vectors the model put
+        on the sample as ``region_embeds`` (None without a read-out); None without regions."""
+        count = count_regions(sample_meta(sample, "instruction"))
+        boxes = regions_of(sample_meta(sample, "regions"), count)
+        if count == 0:
+            return None
+        h, w = sample_meta(sample, "img_shape")[:2]
+        bins = region_bins(self.codec, boxes, (w, h))
+        return RegionPrompt(self.location_ids[bins.to(self.location_ids.device)], sample.get("region_embeds"))
+
+    def _prompt_context(self, sample) -> dict:
+        """What a sample's prompt holds besides its instruction: the conversation's earlier
+        turns and the regions (``_prompt_segments`` keywords)."""
+        return dict(history=sample_meta(sample, "history"), regions=self._region_prompt(sample))
 
     def _format_ids(self, fields: Sequence[str]) -> List[int]:
         return [self.field_ids[name] for name in fields]
@@ -168,7 +213,7 @@ class LanguageModelDecoder(BaseModule):
         rows = []
         for embeds, sample in zip(image_embeds, samples):
             target = self.prompt.text_ids(sample_meta(sample, "target_text")) + [self.prompt.end_of_response_id]
-            rows.append(self._prompt_segments(sample_meta(sample, "instruction"), embeds, sample_meta(sample, "history"))
+            rows.append(self._prompt_segments(sample_meta(sample, "instruction"), embeds, **self._prompt_context(sample))
                         + [(target, True)])
         batch = self._assemble(rows)
         return self._lm_loss(self._causal_hidden(batch, image_embeds), batch.labels)
@@ -176,12 +221,11 @@ class LanguageModelDecoder(BaseModule):
     # ------------------------------------------------------------------ generation
     def generate_text(self, image_embeds: torch.Tensor, instructions: List[str],
                       max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None,
-                      histories: Optional[List] = None) -> List[str]:
+                      contexts: Optional[List[dict]] = None) -> List[str]:
         """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam);
-        ``histories``: per instruction the earlier turns of its conversation (or None)."""
-        histories = histories or [None] * len(instructions)
-        batch = self._assemble([self._prompt_segments(t, e, h)
-                                for t, e, h in zip(instructions, image_embeds, histories)])
+        ``contexts``: per instruction its ``_prompt_context`` (or None)."""
+        contexts = contexts or [{}] * len(instructions)
+        batch = self._assemble([self._prompt_segments(t, e, **c) for t, e, c in zip(instructions, image_embeds, contexts)])
         eos = self.prompt.end_of_response_id
         with self._reading(image_embeds):
             output = self.llm.generate(
@@ -193,7 +237,8 @@ class LanguageModelDecoder(BaseModule):
 
     @torch.no_grad()
     def _generate_format(self, image_embeds: torch.Tensor, instructions: List[str],
-                         state: Optional[dict] = None, histories: Optional[List] = None) -> List[Optional[List[int]]]:
+                         state: Optional[dict] = None,
+                         contexts: Optional[List[dict]] = None) -> List[Optional[List[int]]]:
         """Greedy generation of the format tokens under the format grammar, in ONE forward pass.
 
         A format is ``<cls> <x1> <y1> ... <xK> <yK>``, so the only choice at each step is "next
@@ -204,13 +249,13 @@ class LanguageModelDecoder(BaseModule):
         model never chooses to stop (the caller falls back to the parser).
 
         ``state``: a dict that receives the pass (``PromptCache``) for reuse by the slot pass;
-        ``histories``: per instruction the earlier turns of its conversation (or None).
+        ``contexts``: per instruction its ``_prompt_context`` (earlier turns, regions) or None.
         """
         from visionllm.instructions import OutputFormat
         ids = self._format_ids(OutputFormat.polygon(self.special.max_points).fields)
-        histories = histories or [None] * len(instructions)
-        batch = self._assemble([self._prompt_segments(t, e, h) + [(ids, False)]
-                                for t, e, h in zip(instructions, image_embeds, histories)])
+        contexts = contexts or [{}] * len(instructions)
+        batch = self._assemble([self._prompt_segments(t, e, **c) + [(ids, False)]
+                                for t, e, c in zip(instructions, image_embeds, contexts)])
         cache = None
         if state is not None:
             from transformers import DynamicCache
@@ -236,13 +281,14 @@ class LanguageModelDecoder(BaseModule):
         return results
 
     def _decode_format(self, image_embeds: torch.Tensor, instructions: List[str],
-                       state: Optional[dict] = None, histories: Optional[List] = None) -> List[Tuple[str, ...]]:
+                       state: Optional[dict] = None,
+                       contexts: Optional[List[dict]] = None) -> List[Tuple[str, ...]]:
         """The output format of each instruction: the generated format tokens when they form a
         valid format, else the parser's reading of the instruction."""
         from visionllm.instructions import OutputFormat, parse_output_format
         generated = [None] * len(instructions)
         if self.generate_format:
-            generated = self._generate_format(image_embeds, instructions, state, histories)
+            generated = self._generate_format(image_embeds, instructions, state, contexts)
         formats = []
         for text, ids in zip(instructions, generated):
             fields = None

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ...instructions import IMAGE_PLACEHOLDER
+from ...instructions.regions import REGION_PLACEHOLDER, split_placeholders
 
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
                    "appropriately completes the request.\n\n")
@@ -87,6 +88,15 @@ class PromptBuilder:
         before, after = self.render(instruction, turns).split(IMAGE_PLACEHOLDER)
         return self.text_ids(before), self.text_ids(after)
 
+    def encode_pieces(self, instruction: str, history: Optional[Sequence[Turn]] = None
+                      ) -> List[Union[List[int], str]]:
+        """The rendered prompt (after ``history``'s turns, ``check_turns``) cut at ``<image>`` and
+        every ``<region>``: token ids of each text piece, with the placeholders in between as the
+        strings ``'<image>'`` / ``'<region>'``."""
+        turns = check_turns(instruction, history)
+        return [piece if piece in (IMAGE_PLACEHOLDER, REGION_PLACEHOLDER) else self.text_ids(piece)
+                for piece in split_placeholders(self.render(instruction, turns))]
+
     def text_ids(self, text: str) -> List[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
@@ -95,8 +105,17 @@ class PromptBuilder:
         return self.tokenizer.eos_token_id
 
 
-# A segment of a sequence: token ids (embedded by the LLM's embedding) or ready embeddings.
-Segment = Union[Sequence[int], torch.Tensor]
+@dataclass
+class TokensPlusVector:
+    """Token ids whose embeddings get ``vector [C]`` added (a region: its location tokens plus
+    what the image holds there). Never a target."""
+    ids: Sequence[int]
+    vector: torch.Tensor
+
+
+# A segment of a sequence: token ids (embedded by the LLM's embedding), ready embeddings, or
+# token ids with a vector added to their embeddings.
+Segment = Union[Sequence[int], torch.Tensor, TokensPlusVector]
 
 
 @dataclass
@@ -133,7 +152,12 @@ def assemble_batch(samples: List[List[Tuple[Segment, bool]]], embed_tokens,
     for segments in samples:
         pieces, targets, input_ids = [], [], []
         for segment, is_target in segments:
-            if isinstance(segment, torch.Tensor) and segment.is_floating_point():
+            if isinstance(segment, TokensPlusVector):
+                ids = torch.as_tensor(list(segment.ids), dtype=torch.long, device=device)
+                pieces.append(embed_tokens(ids).to(dtype) + segment.vector.to(device=ids.device, dtype=dtype))
+                targets.append(torch.full((len(ids),), -100, dtype=torch.long))
+                input_ids.append(ids.cpu())
+            elif isinstance(segment, torch.Tensor) and segment.is_floating_point():
                 pieces.append(segment.to(dtype))
                 targets.append(torch.full((segment.shape[0],), -100, dtype=torch.long))
                 input_ids.append(torch.full((segment.shape[0],), -1, dtype=torch.long))

@@ -182,11 +182,11 @@ class LLMTaskDecoder(LanguageModelDecoder):
         return parallel_forward(self.backbone, prefix, group_embeds)
 
     def _structured_prefix(self, image_embeds, instructions: List[str], fields: Sequence[str],
-                           histories: Optional[List] = None) -> SequenceBatch:
+                           contexts: Optional[List[dict]] = None) -> SequenceBatch:
         format_ids = self._format_ids(fields) + [self.prompt.end_of_response_id]
-        histories = histories or [None] * len(instructions)
-        return self._assemble([self._prompt_segments(text, embeds, history) + [(format_ids, True)]
-                               for text, embeds, history in zip(instructions, image_embeds, histories)])
+        contexts = contexts or [{}] * len(instructions)
+        return self._assemble([self._prompt_segments(text, embeds, **context) + [(format_ids, True)]
+                               for text, embeds, context in zip(instructions, image_embeds, contexts)])
 
     def _features_of(self, image_features: Optional[Dict[str, torch.Tensor]], rows: List[int]):
         """The refinements' image features of some batch rows (None without refinement)."""
@@ -249,7 +249,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
                          image_features=None):
         """Yield ``(name, loss, weight)`` for one sub-batch sharing an output format."""
         prefix = self._structured_prefix(image_embeds, [sample_meta(s, "instruction") for s in samples], fields,
-                                         [sample_meta(s, "history") for s in samples])
+                                         [self._prompt_context(s) for s in samples])
         with self._reading(image_embeds):
             prefix_hidden, group_hidden = parallel_forward(self.backbone, prefix, self._group_embeds(image_embeds, fields))
         yield "format", self._lm_loss(prefix_hidden, prefix.labels), float(len(samples))
@@ -282,7 +282,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
                                      self._features_of(image_features, structured))
         if text:
             texts = self.generate_text(image_embeds[text], [sample_meta(data_samples[i], "instruction") for i in text],
-                                       histories=[sample_meta(data_samples[i], "history") for i in text])
+                                       contexts=[self._prompt_context(data_samples[i]) for i in text])
             for i, value in zip(text, texts):
                 data_samples[i].pred_text = value
         return data_samples
@@ -323,9 +323,9 @@ class LLMTaskDecoder(LanguageModelDecoder):
                             image_features=None) -> None:
         passes = self._category_passes(samples)
         pass_embeds, instructions = image_embeds[[p[0] for p in passes]], [p[1] for p in passes]
-        histories = [sample_meta(samples[p[0]], "history") for p in passes]
+        contexts = [self._prompt_context(samples[p[0]]) for p in passes]
         state = {} if self.reuse_prompt_cache and self.decode_mode == "parallel" else None
-        formats = self._decode_format(pass_embeds, instructions, state, histories)
+        formats = self._decode_format(pass_embeds, instructions, state, contexts)
         # The format pass read every prompt: the slot passes continue it (without a format pass
         # each prompt is read once anyway, by the slot pass of its format).
         prompt = state.get("cache") if state is not None else None
@@ -339,7 +339,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
                 prefix, prefix_hidden, group_hidden = self._cached_groups(prompt, members, image_embeds[idx], fields)
             else:
                 prefix = self._structured_prefix(image_embeds[idx], [passes[k][1] for k in members], fields,
-                                                 [histories[k] for k in members])
+                                                 [contexts[k] for k in members])
                 with self._reading(image_embeds[idx]):
                     prefix_hidden, group_hidden = self._run_groups(
                         prefix, self._group_embeds(image_embeds[idx], fields), self.decode_mode)
