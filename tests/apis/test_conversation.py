@@ -47,8 +47,8 @@ def _spy(inferencer, monkeypatch):
     """Record what the LLM prompt and the image tokenizer read on each call."""
     prompts, tokenizer_texts = [], []
     prompt, tokenizer = inferencer.model.task_decoder.prompt, inferencer.model.image_tokenizer
-    encode, forward = prompt.encode, tokenizer.forward
-    monkeypatch.setattr(prompt, "encode", lambda text, history=None: prompts.append((text, history)) or encode(text, history))
+    encode, forward = prompt.encode_pieces, tokenizer.forward
+    monkeypatch.setattr(prompt, "encode_pieces", lambda text, history=None: prompts.append((text, history)) or encode(text, history))
     monkeypatch.setattr(tokenizer, "forward",
                         lambda images, masks, texts: tokenizer_texts.append(list(texts)) or forward(images, masks, texts))
     return prompts, tokenizer_texts

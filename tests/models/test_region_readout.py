@@ -75,7 +75,7 @@ def test_the_region_reaches_the_llm_at_its_placeholder(decoder):
     image = torch.randn(6, decoder.hidden_size)
     vectors = torch.randn(2, decoder.hidden_size)
     sample.region_embeds = vectors
-    batch = decoder._assemble([decoder._prompt_segments(instruction, image, decoder._region_prompt(sample))])
+    batch = decoder._assemble([decoder._prompt_segments(instruction, image, regions=decoder._region_prompt(sample))])
     ids = batch.input_ids[0].tolist()
 
     codec = LocationCodec(decoder.special.num_bins)
@@ -99,7 +99,7 @@ def test_the_region_reaches_the_llm_at_its_placeholder(decoder):
 
     # without a read-out the same positions hold the tokens alone
     del sample.region_embeds
-    plain = decoder._assemble([decoder._prompt_segments(instruction, image, decoder._region_prompt(sample))])
+    plain = decoder._assemble([decoder._prompt_segments(instruction, image, regions=decoder._region_prompt(sample))])
     assert plain.input_ids.tolist() == batch.input_ids.tolist()
     assert torch.allclose(plain.embeds[0, where], table, atol=1e-6)
 
@@ -122,7 +122,7 @@ def test_placeholder_and_region_counts_must_agree_in_the_model(decoder):
     with pytest.raises(RegionError, match="0 <region> placeholder"):
         decoder._region_prompt(region_sample("<image> Describe the image.", [[0, 0, 5, 5]]))
     with pytest.raises(ValueError, match="came with it"):
-        decoder._prompt_segments("<image> Describe <region>.", image, None)
+        decoder._prompt_segments("<image> Describe <region>.", image, regions=None)
 
 
 def test_prompts_without_regions_are_cut_as_before(decoder):
@@ -143,7 +143,7 @@ def test_structured_instructions_carry_regions_too(decoder):
     sample.set_metainfo(dict(regions=[[5.0, 5.0, 30.0, 40.0]]))
     image, refs = torch.randn(1, 6, decoder.hidden_size), torch.rand(1, 6, 2)
     prefix = decoder._structured_prefix(image, [instruction], ("cls", "x1", "y1", "x2", "y2"),
-                                        [decoder._region_prompt(sample)])
+                                        [decoder._prompt_context(sample)])
     assert sum(int(t) in set(decoder.location_ids.tolist()) for t in prefix.input_ids[0]) == 4
     with torch.no_grad():
         losses = decoder.loss(image, refs, [sample])

@@ -80,9 +80,9 @@ def test_bad_conversations_are_one_line_errors(decoders, instruction, history, m
 def _spy(decoder, monkeypatch):
     """Record every assembled batch and every prompt encoded."""
     batches, prompts = [], []
-    assemble, encode = decoder._assemble, decoder.prompt.encode
+    assemble, encode = decoder._assemble, decoder.prompt.encode_pieces
     monkeypatch.setattr(decoder, "_assemble", lambda rows: batches.append(assemble(rows)) or batches[-1])
-    monkeypatch.setattr(decoder.prompt, "encode",
+    monkeypatch.setattr(decoder.prompt, "encode_pieces",
                         lambda text, history=None: prompts.append((text, history)) or encode(text, history))
     return batches, prompts
 
