@@ -53,7 +53,8 @@ train_pipeline = [
     dict(type="LoadImageRGB"),
     dict(type="LoadVisionLLMAnnotations"),
     dict(type="PhotometricDistortionRGB", prob=0.5),
-    dict(type="RandomCropWithText", prob=0.5, min_scale=0.6),
+    # A region description may name a position among the image's objects: cropped like a caption.
+    dict(type="RandomCropWithText", prob=0.5, min_scale=0.6, text_tasks=("caption", "vqa", "region_caption")),
     dict(type="RandomFlipWithText", prob=0.5),
     dict(type="ResizeKeepRatio", scale={{_base_.img_scale}}),
     dict(type="ResamplePolygons", num_points={{_base_.polygon_points}}),

@@ -35,6 +35,8 @@ def test_every_template_builds_with_one_image_and_parses(task):
     for k in ks:
         for index in range(len(templates_of(task))):
             categories, expression, question = _random_inputs(rng)
+            if task == "region_vqa":
+                question = question.replace("the (x, y) cube", "<region>").replace("dogs", "dogs in <region>")
             ins = build_instruction(task, rng, categories=categories, expression=expression,
                                     question=question, num_points=k, template_index=index)
             assert isinstance(ins, Instruction) and ins.task == task
@@ -53,7 +55,7 @@ def test_every_template_builds_with_one_image_and_parses(task):
                 assert parse_output_format(ins.text) == OutputFormat.box()
             else:
                 assert ins.categories == [] and ins.output_format is None
-                if task == "vqa":
+                if task in ("vqa", "region_vqa"):
                     assert question in ins.text
                 with pytest.raises(UnsupportedOutputFormat):
                     parse_output_format(ins.text)

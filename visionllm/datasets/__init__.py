@@ -7,7 +7,9 @@ Every reader yields ``data_info`` dicts with ``img_path``, ``img_id``, ``task`` 
   ``classes`` (added by ``get_data_info``);
 - grounding: ``expression``, ``ref_id``, ``ann_id``, one instance with ``bbox_label=0``;
 - caption: ``gt_texts`` (all reference captions);
-- vqa: ``question``, ``question_id``, ``gt_texts`` (human answers), ``target_text``.
+- vqa: ``question``, ``question_id``, ``gt_texts`` (human answers), ``target_text``;
+- region tasks (``ShapesRegionDataset``): ``regions`` (boxes the ``<region>`` placeholders point
+  at), ``gt_texts`` and the question or candidate names.
 The transforms in ``visionllm.datasets.transforms`` turn them into the data samples described in
 docs/interfaces.md. Bad annotations are skipped and reported in one warning per dataset; a
 missing annotation file raises ``FileNotFoundError`` naming the path.
@@ -17,8 +19,9 @@ from .coco_instances import CocoInstancesDataset
 from .llava import LlavaInstructDataset
 from .multi_task import MultiTaskDataset
 from .refcoco import RefCocoDataset
+from .shapes_regions import ShapesRegionDataset
 from .vqa import VQAv2Dataset
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
 
 __all__ = ["CocoInstancesDataset", "RefCocoDataset", "CocoCaptionDataset", "VQAv2Dataset",
-           "LlavaInstructDataset", "MultiTaskDataset"]
+           "LlavaInstructDataset", "MultiTaskDataset", "ShapesRegionDataset"]

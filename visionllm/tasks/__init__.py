@@ -8,6 +8,7 @@ the spec; adding a task is a new module registered here (docs/customising.md).
 """
 from .spec import InstructionParts, TaskSpec, all_tasks, get_task, task_names
 from . import detection, segmentation, grounding, caption, vqa  # noqa: E402,F401  (registration)
+from . import region_caption, region_vqa, region_classification  # noqa: E402,F401  (registration)
 from .building import build_instruction, templates_of  # noqa: E402
 from .reading import InstructionError, read_instruction, task_of_instruction  # noqa: E402
 from .segmentation import DEFAULT_NUM_POINTS, SEGMENTATION_NUM_POINTS  # noqa: E402

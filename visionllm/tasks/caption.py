@@ -3,6 +3,7 @@ import random
 from typing import List, Optional, Tuple
 
 from visionllm.instructions.instruction import Instruction
+from visionllm.instructions.regions import REGION_PLACEHOLDER
 from visionllm.registry import TASKS
 
 from .reading import asks_question
@@ -46,4 +47,4 @@ class CaptionTask(TaskSpec):
         return self.instruction(rng, template_index), []
 
     def recognises(self, parts: InstructionParts) -> bool:
-        return parts.output_format is None and not asks_question(parts.text)
+        return parts.output_format is None and REGION_PLACEHOLDER not in parts.text and not asks_question(parts.text)

@@ -3,6 +3,7 @@ import random
 from typing import List, Optional, Tuple
 
 from visionllm.instructions.instruction import Instruction
+from visionllm.instructions.regions import REGION_PLACEHOLDER
 from visionllm.registry import TASKS
 
 from .reading import asks_question
@@ -48,4 +49,4 @@ class VqaTask(TaskSpec):
         return self.instruction(rng, template_index, question=results["question"]), []
 
     def recognises(self, parts: InstructionParts) -> bool:
-        return parts.output_format is None and asks_question(parts.text)
+        return parts.output_format is None and REGION_PLACEHOLDER not in parts.text and asks_question(parts.text)

@@ -1,8 +1,10 @@
-# The embedded shapes data (tools/make_shapes.py) for all five tasks.
+# The embedded shapes data (tools/make_shapes.py) for all tasks: the five of VisionLLM and three
+# about regions (region captioning, region question answering, region classification).
 #
-# Training: one MultiTaskDataset samples detection, segmentation, grounding, caption and VQA
-# with the ratios below (deterministic per index and seed).
-# Validation / test: ONE loader over the concatenation of the five task datasets (a
+# Training: one MultiTaskDataset samples detection, segmentation, grounding, caption, VQA and the
+# region tasks with the ratios below (deterministic per index and seed).
+# Validation / test: ONE loader over the concatenation of the task datasets, the five first
+# (indices 0-4, as the README's commands use them) and the region tasks after them (a
 # MultiTaskDataset without ratios); MultiTaskMetric routes every prediction to the metric of its
 # task, and each metric prints its own table. (mmengine's Runner takes a single val/test loader,
 # so the combined dataset is the simplest multi-task evaluation that still uses ValLoop/TestLoop.)
@@ -49,6 +51,9 @@ def _task_datasets(split, pipeline, test_mode):
              **common),
         dict(type="VQAv2Dataset", ann_file=ann.format("vqa_questions"), answers_file=ann.format("vqa_annotations"),
              image_info_file=ann.format("instances"), boxes_file=ann.format("instances"), **common),
+        # Region samples of the same objects: a box of the instruction's <region> (ShapesRegionDataset).
+        *[dict(type="ShapesRegionDataset", task=task, ann_file=ann.format("instances"), refs_file=ann.format("refs"),
+               **common) for task in ("region_caption", "region_vqa", "region_classification")],
     ]
 
 
@@ -61,7 +66,7 @@ train_dataloader = dict(
     # Each index maps to a fixed (dataset, sample) draw, so the epoch length is set to about the
     # number of samples a run consumes: every draw is then fresh instead of a repeated subset.
     dataset=dict(type="MultiTaskDataset", datasets=_task_datasets("train", train_pipeline, False),
-                 ratios=[0.3, 0.2, 0.2, 0.15, 0.15], length=200000, seed=0),
+                 ratios=[0.3, 0.2, 0.2, 0.15, 0.15, 0.05, 0.05, 0.05], length=200000, seed=0),
 )
 val_dataloader = dict(
     batch_size=1,
@@ -85,6 +90,9 @@ val_evaluator = dict(
         # The instances of the same images: object hallucination (CHAIR) and count accuracy.
         caption=dict(type="CaptionMetric", ann_file=data_root + "annotations/instances_val.json"),
         vqa=dict(type="VQAAccuracy"),
+        region_caption=dict(type="RegionCaptionMetric"),
+        region_vqa=dict(type="RegionVQAAccuracy"),
+        region_classification=dict(type="RegionClassificationAccuracy"),
     ),
 )
 test_evaluator = val_evaluator
