@@ -73,7 +73,6 @@ class ShapesRegionDataset(BaseDataset):
         self.max_candidates = max_candidates
         self.relation_margin = relation_margin
         self.check_image_files = check_image_files
-        kwargs["metainfo"] = dict(kwargs.get("metainfo") or {}, task=task)
         super().__init__(*args, **kwargs)
 
     def _expressions(self) -> Dict[int, List[str]]:
