@@ -40,7 +40,7 @@ class _OracleVisionLLM(BaseModel):
             if "polygons" in gt:
                 pred.polygons = gt.polygons / torch.tensor([sx, sy])
             sample.pred_instances = pred
-            if sample.task in ("caption", "vqa"):
+            if sample.task in ("caption", "vqa", "region_caption", "region_vqa", "region_classification"):
                 sample.pred_text = sample.gt_texts[0]
         return data_samples
 
@@ -82,6 +82,9 @@ def test_tools_test_prints_tables_and_writes_standard_results(shapes_workspace):
     assert metrics["grounding/precision@0.5"] > 90
     assert metrics["vqa/accuracy"] == pytest.approx(100.0)
     assert metrics["caption/CIDEr"] > 100
+    # the region tasks' tables come after the five (answers and descriptions of the oracle are right)
+    assert metrics["region_vqa/accuracy"] == metrics["region_classification/accuracy"] == pytest.approx(100.0)
+    assert metrics["region_caption/ShapeColour"] == pytest.approx(100.0) and metrics["region_caption/CIDEr"] > 100
     refexp = json.load(open(out / "grounding.refexp.json"))
     assert refexp and all(len(r["bbox"]) == 4 for r in refexp)
     assert {r["image_id"] for r in json.load(open(out / "caption.caption.json"))} == set(gt.getImgIds())
