@@ -71,7 +71,7 @@ def test_regions_reach_the_model_in_resized_pixels(inferencer, large_image):
 
 def test_a_region_question_is_answered(inferencer, large_image):
     result = inferencer(large_image, QUESTION, regions=REGIONS[:1])
-    assert result.task == "vqa" and isinstance(result.text, str)
+    assert result.task == "region_vqa" and isinstance(result.text, str)
     results = inferencer([large_image, large_image], QUESTION, regions=[REGIONS[1]])
     assert len(results) == 2 and all(isinstance(r.text, str) for r in results)
 
@@ -102,7 +102,7 @@ def test_cli_region_flags(config, inferencer, large_image, tiny_workspace, tmp_p
                          cwd=tiny_workspace, timeout=300)
     assert run.returncode == 0, run.stderr
     record = json.loads(run.stdout.strip().splitlines()[-1])
-    assert record["task"] == "vqa" and isinstance(record["text"], str)
+    assert record["task"] == "region_vqa" and isinstance(record["text"], str)
     for flags, message in ((["--region", "1,2,3"], "--region takes four comma-separated numbers"),
                            ([], r"1 <region> placeholder(s) but 0 region(s)")):
         run = subprocess.run(base + ["--instruction", QUESTION] + flags, capture_output=True, text=True,
