@@ -115,9 +115,8 @@ def test_caption_references_are_the_description_then_the_expressions(shapes):
 
 def test_samples_are_deterministic_and_follow_the_seed(shapes):
     root = shapes[0]
-    a = [_dataset(root, "region_vqa").get_data_info(i) for i in range(30)]
-    b = [_dataset(root, "region_vqa").get_data_info(i) for i in range(30)]
-    c = [_dataset(root, "region_vqa", seed=1).get_data_info(i) for i in range(30)]
+    a, b, c = (_dataset(root, "region_vqa", seed=seed) for seed in (0, 0, 1))
+    a, b, c = ([data.get_data_info(i) for i in range(30)] for data in (a, b, c))
     key = lambda infos: [(x["question"], x["target_text"], np.asarray(x["regions"]).tolist()) for x in infos]  # noqa: E731
     assert key(a) == key(b) and key(a) != key(c)
 
