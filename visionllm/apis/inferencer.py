@@ -22,7 +22,8 @@ class VisionLLMResult:
     ``boxes`` are ``[n, 4]`` (x1, y1, x2, y2) in pixels of the input image; ``labels`` index
     ``categories`` (the instruction's own category list) and ``names`` spell them out.
     ``polygons`` ``[n, K, 2]`` and ``masks`` ``[n, H, W]`` are filled for segmentation,
-    ``text`` for captioning and VQA.
+    ``text`` for captioning and VQA; ``regions`` ``[R, 4]`` are the instruction's input regions
+    (pixels of the input image, placeholder order) or None.
     """
 
     task: str
@@ -35,6 +36,7 @@ class VisionLLMResult:
     polygons: Optional[np.ndarray] = None
     masks: Optional[np.ndarray] = None
     text: Optional[str] = None
+    regions: Optional[np.ndarray] = None
 
     @property
     def names(self) -> List[str]:
@@ -160,7 +162,7 @@ class VisionLLMInferencer:
             stop = start + batch_size
             chunk = list(zip(arrays[start:stop], sizes[start:stop], boxes[start:stop]))
             samples = self.model(**self._model_inputs(chunk, description), mode="predict")
-            results.extend(self._to_result(s, description, item[1]) for s, item in zip(samples, chunk))
+            results.extend(self._to_result(s, description, size, regions) for s, (_, size, regions) in zip(samples, chunk))
         return results[0] if single else results
 
     def _model_inputs(self, chunk: Sequence[tuple], description: dict) -> dict:
@@ -179,9 +181,11 @@ class VisionLLMInferencer:
         return {key: outputs[key][0] for key in ("embeds", "llm_embeds", "reference_points")}
 
     @staticmethod
-    def _to_result(sample, description: dict, image_size: tuple) -> VisionLLMResult:
+    def _to_result(sample, description: dict, image_size: tuple,
+                   regions: Optional[np.ndarray] = None) -> VisionLLMResult:
         result = VisionLLMResult(task=description["task"], instruction=description["instruction"],
-                                 image_size=tuple(image_size), categories=list(description["categories"]))
+                                 image_size=tuple(image_size), categories=list(description["categories"]),
+                                 regions=regions if regions is not None and len(regions) else None)
         if "pred_instances" in sample:
             pred = sample.pred_instances
             result.boxes = pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)
