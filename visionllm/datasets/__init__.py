@@ -17,8 +17,10 @@ from .coco_instances import CocoInstancesDataset
 from .llava import LlavaInstructDataset
 from .multi_task import MultiTaskDataset
 from .refcoco import RefCocoDataset
+from .shape_conversations import ShapesConversationDataset
 from .vqa import VQAv2Dataset
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
 
 __all__ = ["CocoInstancesDataset", "RefCocoDataset", "CocoCaptionDataset", "VQAv2Dataset",
-           "LlavaInstructDataset", "MultiTaskDataset"]
+           "LlavaInstructDataset", "MultiTaskDataset",
+           "ShapesConversationDataset"]
