@@ -362,7 +362,7 @@ class LLMTaskDecoder(LanguageModelDecoder):
             stops, prefix, prefix_hidden, group_hidden, prompt = self._drafted_pass(
                 embeds[members], [instructions[k] for k in members], list(draft),
                 self._group_embeds(embeds[members], fields))
-            ends = {}  # rows that stopped before the draft's end: format length -> rows
+            ends = {}  # format length where generation stops (the draft's or shorter) -> rows
             for row, stop in enumerate(stops.tolist()):
                 if stop == len(draft) - 1:
                     ends.setdefault(len(draft), []).append(row)
