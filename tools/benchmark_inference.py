@@ -110,7 +110,8 @@ def bench_prompt_cache(num_images: int, repeats: int):
     inferencer(paths[0], instructions["detection"])  # warm-up
     rows = []
     for task in ("detection", "segmentation", "grounding", "caption"):
-        totals, decoding, same, score_diff, box_diff = {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}, True, 0.0, 0.0
+        totals, decoding = {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}
+        same, score_diff, box_diff = True, 0.0, 0.0
         for path in paths:
             outputs = {}
             for reuse in (False, True):
@@ -126,7 +127,8 @@ def bench_prompt_cache(num_images: int, repeats: int):
                 outputs[reuse] = _outputs(result)
             equal, scores, boxes = _difference(outputs[False], outputs[True])
             same, score_diff, box_diff = same and equal, max(score_diff, scores), max(box_diff, boxes)
-        per_image = [value / len(paths) * 1000 for value in (totals[False], totals[True], decoding[False], decoding[True])]
+        per_image = [value / len(paths) * 1000
+                     for value in (totals[False], totals[True], decoding[False], decoding[True])]
         rows.append((task, *per_image, same, score_diff, box_diff))
     decoder.reuse_prompt_cache = True
     del decoder.predict
@@ -170,7 +172,8 @@ def main():
     if args.prompt_cache:
         rows = bench_prompt_cache(args.images, args.repeats)
         print(f"\nstructured inference, old path (prompt read twice) vs new (prompt read once), embedded default "
-              f"model, CPU, {args.threads} threads, {args.images} val images, batch 1, best of {args.repeats} per image")
+              f"model, CPU, {args.threads} threads, {args.images} val images, batch 1, "
+              f"best of {args.repeats} per image")
         print("| task | old (ms / image) | new (ms / image) | new / old | decoder old / new (ms) | decoder new / old "
               "| same labels (text) | max score diff | max box diff (px) |")
         print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
