@@ -46,4 +46,4 @@ class CaptionTask(TaskSpec):
         return self.instruction(rng, template_index), []
 
     def recognises(self, parts: InstructionParts) -> bool:
-        return parts.output_format is None and not asks_question(parts.text)
+        return parts.output_format is None and not parts.categories and not asks_question(parts.text)

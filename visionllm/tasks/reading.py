@@ -39,7 +39,8 @@ def read_instruction(text: str, strict: bool = True) -> Instruction:
 
     ``strict`` (user input) also refuses a request to detect / segment that names no output
     format, which would otherwise be answered in words; the model reads its training and
-    evaluation prompts with ``strict=False`` (a question may mention detecting).
+    evaluation prompts with ``strict=False`` (a question may mention detecting), and a category
+    set without an output format as detection whose format the model generates.
     """
     from .spec import InstructionParts, all_tasks
 
@@ -51,11 +52,13 @@ def read_instruction(text: str, strict: bool = True) -> Instruction:
                                f"e.g. '{IMAGE_PLACEHOLDER} Write a short caption for the image.'")
     try:
         output_format = find_output_format(text)
-        categories = tuple(read_category_set(text)) if output_format is not None else ()
+        categories = tuple(read_category_set(text))
     except UnsupportedOutputFormat as err:
         raise InstructionError(f"the model cannot produce this output format: {err}") from None
     except ValueError as err:
-        raise InstructionError(str(err)) from None
+        if output_format is not None:
+            raise InstructionError(str(err)) from None
+        categories = ()  # braces in a request for text are not a category set
     if strict and output_format is None and _STRUCTURED_VERBS.search(text):
         raise InstructionError("the instruction asks to detect / segment but gives no output format; end it with "
                                "e.g. 'Answer as a list of (c, x1, y1, x2, y2).' or 'as (c, x1, y1, ..., x16, y16)'")

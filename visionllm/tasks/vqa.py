@@ -48,4 +48,4 @@ class VqaTask(TaskSpec):
         return self.instruction(rng, template_index, question=results["question"]), []
 
     def recognises(self, parts: InstructionParts) -> bool:
-        return parts.output_format is None and asks_question(parts.text)
+        return parts.output_format is None and not parts.categories and asks_question(parts.text)
