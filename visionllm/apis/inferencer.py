@@ -13,6 +13,7 @@ from visionllm.apis.inputs import ImageInput, InputError, load_image, original_s
 from visionllm.engine.checkpoint import load_trained_checkpoint
 from visionllm.instructions import IMAGE_PLACEHOLDER
 from visionllm.tasks import InstructionError, read_instruction
+from visionllm.apis.understanding import understand_instruction
 
 @dataclass
 class VisionLLMResult:
@@ -34,6 +35,12 @@ class VisionLLMResult:
     polygons: Optional[np.ndarray] = None
     masks: Optional[np.ndarray] = None
     text: Optional[str] = None
+    # How the instruction was understood (visionllm/apis/understanding.py): "explicit" (template
+    # syntax), "model" (the model's canonical form ``canonical`` of the user's ``request``) or
+    # "fallback" (canonical form unreadable: rule-based reading).
+    understanding: str = "explicit"
+    request: Optional[str] = None
+    canonical: Optional[str] = None
 
     @property
     def names(self) -> List[str]:
@@ -138,10 +145,13 @@ class VisionLLMInferencer:
                  batch_size: int = 4, history: Optional[Sequence[dict]] = None
                  ) -> Union[VisionLLMResult, List[VisionLLMResult]]:
         """``history``: earlier turns of a conversation about the image(s) (see
-        ``describe_instruction``; :class:`~visionllm.apis.conversation.Conversation` keeps them)."""
+        ``describe_instruction``; :class:`~visionllm.apis.conversation.Conversation` keeps them).
+        A plain request (not in template syntax) is first rewritten by the model as a canonical
+        form, read on the first image (``understand_instruction``)."""
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
-        description = describe_instruction(instruction, history)
+        understood = understand_instruction(self, image_list[0] if image_list else None, instruction, history)
+        description = understood.description
         arrays = [load_image(img) for img in image_list]
         sizes = [original_size(img) for img in image_list]
         results: List[VisionLLMResult] = []
@@ -149,6 +159,8 @@ class VisionLLMInferencer:
             chunk = list(zip(arrays[start:start + batch_size], sizes[start:start + batch_size]))
             samples = self.model(**self._model_inputs(chunk, description), mode="predict")
             results.extend(self._to_result(s, description, size) for s, (_, size) in zip(samples, chunk))
+        for result in results:
+            understood.report(result)
         return results[0] if single else results
 
     def _model_inputs(self, chunk: Sequence[tuple], description: dict) -> dict:
