@@ -23,7 +23,7 @@ from visionllm.instructions.category_set import IMAGE_PLACEHOLDER
 from visionllm.instructions.instruction import Instruction
 from visionllm.registry import TASKS
 
-from .spec import InstructionParts, TaskSpec, check_text, get_task
+from .spec import InstructionParts, TaskSpec, check_text, get_task, task_names
 
 REQUEST_TASK = "request"
 REQUEST_WRAPPER = "<image> Rewrite this request as a task: {request}"
@@ -88,10 +88,9 @@ def read_canonical(text: str, num_points: Optional[int] = None) -> Optional[Inst
         return None
     task, colon, argument = text.partition(":")
     task, argument = task.strip(), argument.strip()
-    try:
-        spec = get_task(task)
-    except ValueError:
-        raise CanonicalFormError(f"the canonical form {text!r} names no task") from None
+    if task not in task_names():
+        raise CanonicalFormError(f"the canonical form {text!r} names no task")
+    spec = get_task(task)
     if spec.wraps_text:
         raise CanonicalFormError(f"the canonical form {text!r} names the request task itself")
     kind = _argument_kind(task)
