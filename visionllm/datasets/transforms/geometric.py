@@ -12,7 +12,7 @@ _MIRROR_WORDS = {"left": "right", "right": "left", "leftmost": "rightmost", "rig
                  "lefthand": "righthand", "righthand": "lefthand"}
 _MIRROR_PATTERN = re.compile(r"\b(" + "|".join(_MIRROR_WORDS) + r")\b", re.IGNORECASE)
 # Text fields of the data_info that describe the image and so mirror with it.
-TEXT_KEYS = ("expression", "question", "target_text", "gt_texts")
+TEXT_KEYS = ("expression", "question", "target_text", "gt_texts", "request")
 
 
 def swap_left_right(text: str) -> str:
