@@ -112,3 +112,16 @@ def test_conversation_follow_ups_are_read_as_written():
     result = inferencer(IMAGE, "and what colour is it?", history=history)
     assert result.task == "vqa" and result.understanding == "explicit"
     assert [c["task"] for c in inferencer.calls] == ["vqa"]
+
+
+@pytest.mark.parametrize("instruction, message", [
+    ('Segment {"a": <c0>} in <image> as (c, x1, y1, ..., x40, y40).', "cannot produce"),
+    ("Detect {} in <image> as (c, x1, y1, x2, y2).", "category set is empty"),
+    ('Detect {"a": <c1>} in <image> as (c, x1, y1, x2, y2).', "in order"),
+    ("", "empty"),
+])
+def test_mistakes_in_the_template_syntax_are_reported_not_guessed(instruction, message):
+    inferencer = StubInferencer("segmentation: a")
+    with pytest.raises(InputError, match=message):
+        inferencer(IMAGE, instruction)
+    assert inferencer.calls == []

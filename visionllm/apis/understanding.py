@@ -2,7 +2,8 @@
 by the model, which rewrites a plain request as a canonical form (``visionllm.tasks.request``).
 
 1. Explicit: the instruction names a structured output format that ``read_instruction``
-   accepts, or matches one of a task's phrasings: it is followed as written.
+   accepts, or matches one of a task's phrasings: it is followed as written. Template syntax
+   that ``read_instruction`` refuses (a bad category set or output format) raises its error.
 2. Otherwise the model writes the request's canonical form (the ``request`` task on the first
    image), which is expanded into the evaluation phrasing (template 0) of the task it names and
    followed as if the user had written that.
@@ -18,6 +19,7 @@ from typing import Optional, Sequence
 
 from visionllm.apis.inputs import ImageInput, InputError, load_image, original_size
 from visionllm.instructions import IMAGE_PLACEHOLDER
+from visionllm.instructions.output_format import UnsupportedOutputFormat, find_output_format
 from visionllm.tasks import (CanonicalFormError, InstructionError, all_tasks, read_canonical, read_instruction,
                              wrap_request)
 
@@ -37,13 +39,23 @@ def _template_patterns() -> tuple:
     return tuple(patterns)
 
 
+# Template syntax with a mistake in it: its own error is clearer than any guess.
+_SYNTAX = re.compile(r"<c\d+>|\{\s*\}")
+
+
 def is_explicit(instruction: str) -> bool:
     """An instruction in the template syntax: a structured output ``read_instruction`` accepts,
-    a phrasing of a task, or the request task's own wrapper."""
+    a phrasing of a task, the request task's own wrapper, or template syntax that
+    ``read_instruction`` refuses (a category set, an empty one, an output format the model
+    cannot produce), whose error is then reported as it is."""
     try:
         parsed = read_instruction(instruction)
     except InstructionError:
-        return False
+        try:
+            find_output_format(instruction)
+        except UnsupportedOutputFormat:
+            return True
+        return bool(_SYNTAX.search(instruction))
     if parsed.output_format is not None or parsed.task == "request":
         return True
     return any(pattern.fullmatch(instruction) for pattern in _template_patterns())
@@ -91,12 +103,8 @@ def understand_instruction(inferencer, image: ImageInput, instruction: str,
 
     if history or not isinstance(instruction, str) or is_explicit(instruction):
         return Understanding(describe_instruction(instruction, history), EXPLICIT, instruction)
-    if instruction.count(IMAGE_PLACEHOLDER) > 1:
-        describe_instruction(instruction)  # raises the one-line InputError about <image>
-    try:
-        wrap_request(instruction)
-    except ValueError as err:
-        raise InputError(str(err)) from None
+    if not instruction.strip() or instruction.count(IMAGE_PLACEHOLDER) > 1:
+        describe_instruction(instruction)  # raises the one-line InputError (empty, <image> twice)
     canonical = generate_canonical(inferencer, image, instruction)
     polygon_points = inferencer.cfg.get("eval_polygon_points")
     try:
