@@ -14,6 +14,7 @@ from visionllm.engine.checkpoint import load_trained_checkpoint
 from visionllm.instructions import IMAGE_PLACEHOLDER
 from visionllm.instructions.regions import scale_regions
 from visionllm.tasks import InstructionError, read_instruction
+from visionllm.apis.understanding import understand_instruction
 
 @dataclass
 class VisionLLMResult:
@@ -37,6 +38,12 @@ class VisionLLMResult:
     masks: Optional[np.ndarray] = None
     text: Optional[str] = None
     regions: Optional[np.ndarray] = None
+    # How the instruction was understood (visionllm/apis/understanding.py): "explicit" (template
+    # syntax), "model" (the model's canonical form ``canonical`` of the user's ``request``) or
+    # "fallback" (canonical form unreadable: rule-based reading).
+    understanding: str = "explicit"
+    request: Optional[str] = None
+    canonical: Optional[str] = None
 
     @property
     def names(self) -> List[str]:
@@ -149,11 +156,14 @@ class VisionLLMInferencer:
         placeholder of the instruction, in order (the same boxes for every image of a list);
         they must lie inside each image and have positive area. ``history``: earlier turns of a
         conversation about the image(s) (see ``describe_instruction``;
-        :class:`~visionllm.apis.conversation.Conversation` keeps them).
+        :class:`~visionllm.apis.conversation.Conversation` keeps them). A plain request (not in
+        template syntax) is first rewritten by the model as a canonical form, read on the first
+        image (``understand_instruction``).
         """
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
-        description = describe_instruction(instruction, history)
+        understood = understand_instruction(self, image_list[0] if image_list else None, instruction, history)
+        description = understood.description
         arrays = [load_image(img) for img in image_list]
         sizes = [original_size(img) for img in image_list]
         boxes = [parse_regions(instruction, regions, size) for size in sizes]
@@ -163,6 +173,8 @@ class VisionLLMInferencer:
             chunk = list(zip(arrays[start:stop], sizes[start:stop], boxes[start:stop]))
             samples = self.model(**self._model_inputs(chunk, description), mode="predict")
             results.extend(self._to_result(s, description, size, regions) for s, (_, size, regions) in zip(samples, chunk))
+        for result in results:
+            understood.report(result)
         return results[0] if single else results
 
     def _model_inputs(self, chunk: Sequence[tuple], description: dict) -> dict:

@@ -7,7 +7,8 @@ Every reader yields ``data_info`` dicts with ``img_path``, ``img_id``, ``task`` 
   ``classes`` (added by ``get_data_info``);
 - grounding: ``expression``, ``ref_id``, ``ann_id``, one instance with ``bbox_label=0``;
 - caption: ``gt_texts`` (all reference captions);
-- vqa: ``question``, ``question_id``, ``gt_texts`` (human answers), ``target_text``.
+- vqa: ``question``, ``question_id``, ``gt_texts`` (human answers), ``target_text``;
+- request: ``request`` (a plain-language request), ``target_text`` (its canonical form).
 The transforms in ``visionllm.datasets.transforms`` turn them into the data samples described in
 docs/interfaces.md. Bad annotations are skipped and reported in one warning per dataset; a
 missing annotation file raises ``FileNotFoundError`` naming the path.
@@ -16,6 +17,7 @@ from .captions import CocoCaptionDataset
 from .coco_instances import CocoInstancesDataset
 from .llava import LlavaInstructDataset
 from .multi_task import MultiTaskDataset
+from .plain_requests import PlainRequestDataset
 from .refcoco import RefCocoDataset
 from .shape_conversations import ShapesConversationDataset
 from .vqa import VQAv2Dataset
@@ -23,4 +25,4 @@ from .transforms import *  # noqa: F401,F403  (registers the transforms)
 
 __all__ = ["CocoInstancesDataset", "RefCocoDataset", "CocoCaptionDataset", "VQAv2Dataset",
            "LlavaInstructDataset", "MultiTaskDataset",
-           "ShapesConversationDataset"]
+           "ShapesConversationDataset", "PlainRequestDataset"]

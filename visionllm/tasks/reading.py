@@ -50,6 +50,11 @@ def read_instruction(text: str, strict: bool = True) -> Instruction:
     if count != 1:
         raise InstructionError(f"the instruction must contain {IMAGE_PLACEHOLDER} exactly once (found {count}), "
                                f"e.g. '{IMAGE_PLACEHOLDER} Write a short caption for the image.'")
+    # A wrapper (the plain-request task) is recognised by its own words: what it wraps may read
+    # as any task, or as none.
+    for spec in all_tasks():
+        if spec.wraps_text and spec.recognises(InstructionParts(text=text, output_format=None, categories=(), quoted="")):
+            return Instruction(task=spec.name, text=text)
     try:
         output_format = find_output_format(text)
         categories = tuple(read_category_set(text))

@@ -13,8 +13,9 @@ _MIRROR_WORDS = {"left": "right", "right": "left", "leftmost": "rightmost", "rig
                  "lefthand": "righthand", "righthand": "lefthand"}
 _MIRROR_PATTERN = re.compile(r"\b(" + "|".join(_MIRROR_WORDS) + r")\b", re.IGNORECASE)
 # Text fields of the data_info that describe the image and so mirror with it.
-# Sample keys holding text about the image (``history``: a conversation's earlier turns).
-TEXT_KEYS = ("expression", "question", "target_text", "gt_texts", "history")
+# Sample keys holding text about the image (``history``: a conversation's earlier turns;
+# ``request``: a plain-language request).
+TEXT_KEYS = ("expression", "question", "target_text", "gt_texts", "history", "request")
 
 
 def swap_left_right(text: str) -> str:
