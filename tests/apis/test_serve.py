@@ -373,6 +373,7 @@ def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
     that region; a follow-up in the chat answers as the Python API does with the history."""
     from selenium.webdriver.common.by import By
 
+    wait = _PageWait(wait)
     corners = [(int(box[0]) + 1, int(box[1]) + 1), (int(box[2]) - 1, int(box[3]) - 1)]
     clicked = [_click_image_pixel(driver, "#input-image img", *corners[0])]
     # The second click reads the first's corner from the page state: wait until it is there.
@@ -409,6 +410,26 @@ def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
     driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_conversation.png"))
     driver.find_element(By.CSS_SELECTOR, "#new-conversation").click()
     wait.until(lambda d: len(d.find_elements(*bots)) == 0)
+
+
+class _PageWait:
+    """``WebDriverWait.until`` that stops at once, failing with its text, when the page shows an
+    error toast (a handler's ``gr.Error``) instead of waiting for a view that will not change."""
+
+    def __init__(self, wait):
+        self.wait = wait
+
+    def until(self, condition):
+        from selenium.webdriver.common.by import By
+
+        def met_or_error(driver):
+            errors = driver.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']")
+            return ("error", " ".join(errors[0].get_attribute("textContent").split())) if errors else condition(driver)
+
+        outcome = self.wait.until(met_or_error)
+        if isinstance(outcome, tuple) and outcome[:1] == ("error",):
+            pytest.fail(f"the page showed an error: {outcome[1]}")
+        return outcome
 
 
 def _click_image_pixel(driver, selector: str, x: int, y: int) -> tuple:
