@@ -407,6 +407,8 @@ def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
     assert driver.find_elements(*bots)[1].text.strip() == follow_up.text
     assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == follow_up.text
     _assert_same(_page_json(driver), follow_up, size, threshold=0.3)
+    driver.set_window_size(1400, 1750)  # the whole page: the region drawn and the chat below
+    driver.execute_script("window.scrollTo(0, 0);")
     driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_conversation.png"))
     driver.find_element(By.CSS_SELECTOR, "#new-conversation").click()
     wait.until(lambda d: len(d.find_elements(*bots)) == 0)
