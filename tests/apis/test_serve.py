@@ -7,10 +7,8 @@ Browser: headless Debian Chromium (selenium + the system chromedriver) uses the 
 a region clicked on the image, a follow-up in the chat.
 The server and the Python API each load the model once for the whole module.
 """
-import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +23,7 @@ from visionllm.apis.conversation import answer_text
 from visionllm.apis.inputs import InputError, load_image
 from visionllm.apis.web_page import PRESETS, REGION_INSTRUCTION, REGION_PRESET, preset_instruction, region_words
 from visionllm.datasets.shapes import build_split
+from browser_page import PageWait, chromium_or_skip, click_image_pixel, fetch_picture, page_json
 from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
@@ -327,7 +326,7 @@ def test_page_in_headless_chromium(python_api, server, val_images, object_boxes)
     region clicked on the image (two corners) and the region preset; a follow-up in the chat.
     Screenshots: outputs/serve_page_detection.png, outputs/serve_page.png (the caption), then
     outputs/serve_page_conversation.png (the region question and its follow-up)."""
-    driver = _chromium_or_skip()
+    driver = chromium_or_skip()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -345,9 +344,9 @@ def test_page_in_headless_chromium(python_api, server, val_images, object_boxes)
         driver.find_element(By.CSS_SELECTOR, "#run").click()
         wait.until(lambda d: "detection" in d.find_element(By.ID, "result-json").text)
         detection = python_api(path, instruction)
-        _assert_same(_page_json(driver), detection, Image.open(path).size, threshold=0.3)
+        _assert_same(page_json(driver), detection, Image.open(path).size, threshold=0.3)
         picture = driver.find_element(By.CSS_SELECTOR, "#result-image img")
-        _assert_drawn(_fetch_picture(picture.get_attribute("src")), path, detection)
+        _assert_drawn(fetch_picture(picture.get_attribute("src")), path, detection)
         assert "detection" in driver.find_element(By.ID, "elapsed").text
         os.makedirs(os.path.join(REPO, "outputs"), exist_ok=True)
         driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_detection.png"))
@@ -360,7 +359,7 @@ def test_page_in_headless_chromium(python_api, server, val_images, object_boxes)
         caption = python_api(path, preset_instruction("caption"))
         assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == caption.text
         wait.until(lambda d: "caption" in d.find_element(By.ID, "result-json").text)
-        _assert_same(_page_json(driver), caption, Image.open(path).size, threshold=0.3)
+        _assert_same(page_json(driver), caption, Image.open(path).size, threshold=0.3)
         driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page.png"))
         _region_and_follow_up(driver, wait, python_api, path, object_boxes[path][0])
     finally:
@@ -373,12 +372,12 @@ def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
     that region; a follow-up in the chat answers as the Python API does with the history."""
     from selenium.webdriver.common.by import By
 
-    wait = _PageWait(wait)
+    wait = PageWait(wait)
     corners = [(int(box[0]) + 1, int(box[1]) + 1), (int(box[2]) - 1, int(box[3]) - 1)]
-    clicked = [_click_image_pixel(driver, "#input-image img", *corners[0])]
+    clicked = [click_image_pixel(driver, "#input-image img", *corners[0])]
     # The second click reads the first's corner from the page state: wait until it is there.
     wait.until(lambda d: "first corner" in d.find_element(By.ID, "corner-note").text)
-    clicked.append(_click_image_pixel(driver, "#input-image img", *corners[1]))
+    clicked.append(click_image_pixel(driver, "#input-image img", *corners[1]))
     regions_box = (By.CSS_SELECTOR, "#regions textarea, #regions input")
     wait.until(lambda d: d.find_element(*regions_box).get_attribute("value").count(",") == 3)
     shown = [float(v) for v in driver.find_element(*regions_box).get_attribute("value").split(",")]
@@ -393,7 +392,7 @@ def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
     wait.until(lambda d: '"vqa"' in d.find_element(By.ID, "result-json").text)
     size = Image.open(path).size
     region = python_api(path, REGION_INSTRUCTION, regions=[shown])
-    _assert_same(_page_json(driver), region, size, threshold=0.3)
+    _assert_same(page_json(driver), region, size, threshold=0.3)
     assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == region.text
     # The follow-up: the region turn is in the history with its box as words.
     question = "How many shapes are there?"
@@ -406,88 +405,12 @@ def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
     wait.until(lambda d: len(d.find_elements(*bots)) == 2)
     assert driver.find_elements(*bots)[1].text.strip() == follow_up.text
     assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == follow_up.text
-    _assert_same(_page_json(driver), follow_up, size, threshold=0.3)
+    _assert_same(page_json(driver), follow_up, size, threshold=0.3)
     driver.set_window_size(1400, 1750)  # the whole page: the region drawn and the chat below
     driver.execute_script("window.scrollTo(0, 0);")
     driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_conversation.png"))
     driver.find_element(By.CSS_SELECTOR, "#new-conversation").click()
     wait.until(lambda d: len(d.find_elements(*bots)) == 0)
-
-
-class _PageWait:
-    """``WebDriverWait.until`` that stops at once, failing with its text, when the page shows an
-    error toast (a handler's ``gr.Error``) instead of waiting for a view that will not change."""
-
-    def __init__(self, wait):
-        self.wait = wait
-
-    def until(self, condition):
-        from selenium.webdriver.common.by import By
-
-        def met_or_error(driver):
-            errors = driver.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']")
-            return ("error", " ".join(errors[0].get_attribute("textContent").split())) if errors else condition(driver)
-
-        outcome = self.wait.until(met_or_error)
-        if isinstance(outcome, tuple) and outcome[:1] == ("error",):
-            pytest.fail(f"the page showed an error: {outcome[1]}")
-        return outcome
-
-
-def _click_image_pixel(driver, selector: str, x: int, y: int) -> tuple:
-    """Click the displayed image near pixel (x, y) of its file (the image is shown scaled to fit,
-    centred); returns the pixel under the click, as the test computes it."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
-    element = driver.find_element(By.CSS_SELECTOR, selector)
-    geometry = driver.execute_script(
-        "const r = arguments[0].getBoundingClientRect();"
-        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];", element)
-    width, height, natural_w, natural_h = geometry
-    scale = min(width / natural_w, height / natural_h)
-    pad_x, pad_y = (width - natural_w * scale) / 2, (height - natural_h * scale) / 2
-    # Offsets from the element's centre, in whole CSS pixels, aimed at the middle of the pixel.
-    dx, dy = round(pad_x + (x + 0.5) * scale - width / 2), round(pad_y + (y + 0.5) * scale - height / 2)
-    ActionChains(driver).move_to_element_with_offset(element, dx, dy).click().perform()
-    return (int((dx + width / 2 - pad_x) / scale), int((dy + height / 2 - pad_y) / scale))
-
-
-def _chromium_or_skip():
-    """A headless Chromium session, or a skip (a failure when VISIONLLM_REQUIRE_BROWSER=1)."""
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    problem = None
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        problem = "selenium is not installed"
-    if problem is None and not (chromium and chromedriver):
-        problem = "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-    if problem is not None:
-        if os.environ.get("VISIONLLM_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"VISIONLLM_REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(problem)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1100"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-
-
-def _page_json(driver) -> dict:
-    """The answer shown by the page's JSON view (one token per line there)."""
-    from selenium.webdriver.common.by import By
-
-    text = driver.find_element(By.ID, "result-json").text
-    return json.loads("".join(text[text.index("{"):].splitlines()))
-
-
-def _fetch_picture(src: str) -> np.ndarray:
-    response = httpx.get(src, timeout=60)
-    assert response.status_code == 200
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
 def _assert_drawn(shown: np.ndarray, path: str, result) -> None:
