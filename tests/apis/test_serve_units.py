@@ -130,6 +130,12 @@ def test_check_request_checks_regions_against_the_upload_and_history_against_the
         check_request(image, "<image> Describe it.", [[1, 2, 3, 4]])
     with pytest.raises(InputError, match="exactly one <image>"):  # the follow-up shows the image again
         check_request(image, "<image> How many?", None, [{"user": "<image> Describe it.", "assistant": "a star"}])
+    with pytest.raises(InputError, match="history turn 0 contains <region>"):
+        check_request(image, "Why?", None, [{"user": "<image> What colour is <region>?", "assistant": "red"}])
+    # A plain request is left to the model (it decides the task), template syntax is read in full.
+    check_request(image, "Detect the stars in <image>.")
+    with pytest.raises(InputError, match="category set is empty"):
+        check_request(image, "Detect {} in <image> as (c, x1, y1, x2, y2).")
 
 
 def test_page_region_box_from_two_clicks_and_typed_text():

@@ -18,8 +18,9 @@ from typing import List, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from visionllm.apis.inferencer import VisionLLMResult, describe_instruction
+from visionllm.apis.inferencer import VisionLLMResult
 from visionllm.apis.inputs import InputError, load_image, original_size, parse_regions
+from visionllm.apis.understanding import check_instruction
 from visionllm.instructions import REGION_PLACEHOLDER
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
@@ -129,7 +130,7 @@ def check_request(image: Image.Image, instruction: str, regions: Optional[list] 
                   history: Optional[List[dict]] = None) -> None:
     """Everything the model call would refuse, checked before the queue: the instruction (with
     its history) and the regions against the image as uploaded. Raises :class:`InputError`."""
-    describe_instruction(instruction, history)
+    check_instruction(instruction, history)
     parse_regions(instruction, regions, original_size(image))
 
 
@@ -275,7 +276,7 @@ def create_app(service: ModelService, max_upload_mb: float = DEFAULT_MAX_UPLOAD_
                 raise InputError("missing form field 'instruction' (text containing <image>)")
             threshold = check_score_threshold(score_threshold)
             boxes, turns = parse_regions_field(regions), parse_history_field(history)
-            describe_instruction(instruction, turns)
+            check_instruction(instruction, turns)
             data = await image.read()
             picture = await run_in_threadpool(open_upload, data, image.filename or "upload")
             check_request(picture, instruction, boxes, turns)

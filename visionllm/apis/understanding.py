@@ -98,16 +98,29 @@ def generate_canonical(inferencer, image: ImageInput, instruction: str) -> str:
     return (sample.get("pred_text") or "").strip()
 
 
+def check_instruction(instruction: str, history: Optional[Sequence[dict]] = None) -> bool:
+    """What can be refused before the model reads an instruction (one-line :class:`InputError`):
+    template syntax and conversation follow-ups in full (``describe_instruction``), a plain
+    request only for being empty or showing ``<image>`` twice. Returns whether the instruction is
+    followed as written (True) or is a plain request for the model to rewrite."""
+    from visionllm.apis.inferencer import describe_instruction
+
+    if history or not isinstance(instruction, str) or is_explicit(instruction):
+        describe_instruction(instruction, history)
+        return True
+    if not instruction.strip() or instruction.count(IMAGE_PLACEHOLDER) > 1:
+        describe_instruction(instruction)  # raises the one-line InputError (empty, <image> twice)
+    return False
+
+
 def understand_instruction(inferencer, image: ImageInput, instruction: str,
                            history: Optional[Sequence[dict]] = None) -> Understanding:
     """Decide what ``instruction`` asks for (module docstring); ``image`` is the one the model
     reads a plain request with. Follow-up turns of a conversation are read as written."""
     from visionllm.apis.inferencer import describe_instruction
 
-    if history or not isinstance(instruction, str) or is_explicit(instruction):
+    if check_instruction(instruction, history):
         return Understanding(describe_instruction(instruction, history), EXPLICIT, instruction)
-    if not instruction.strip() or instruction.count(IMAGE_PLACEHOLDER) > 1:
-        describe_instruction(instruction)  # raises the one-line InputError (empty, <image> twice)
     canonical = generate_canonical(inferencer, image, instruction)
     polygon_points = inferencer.cfg.get("eval_polygon_points")
     try:
