@@ -1,7 +1,8 @@
 """Speed of the embedded default model on CPU: latency per task, images/s, peak memory, and
-training iterations/s; with ``--prompt-cache`` instead the time per image of structured inference
-reading the prompt twice (cache off) against continuing the format pass's key/value cache (on),
-side by side on the same images.
+training iterations/s; with ``--prompt-cache`` instead the time per image of the old path of
+structured inference (the format generated in its own pass, then prompt and format read again by
+the slot pass) against the new one (the prompt read once: the instruction's format verified as a
+draft in the slot pass), side by side on the same images, with how far their predictions differ.
 
     python tools/benchmark_inference.py [--threads 2] [--images 8] [--train-iters 10]
     python tools/benchmark_inference.py --prompt-cache [--images 8] [--repeats 3]
@@ -66,34 +67,71 @@ def bench_inference(num_images: int):
     return rows
 
 
+def _outputs(result) -> dict:
+    """Labels, scores and boxes of a structured result (sorted by score), or the text."""
+    if getattr(result, "text", None) is not None:
+        return dict(text=result.text)
+    return dict(labels=torch.as_tensor(result.labels), scores=torch.as_tensor(result.scores, dtype=torch.float64),
+                boxes=torch.as_tensor(result.boxes, dtype=torch.float64).reshape(-1, 4))
+
+
+def _difference(old: dict, new: dict) -> tuple:
+    """``(same labels or text, max |score difference|, max |box difference| in pixels)``."""
+    if "text" in old:
+        return old["text"] == new["text"], 0.0, 0.0
+    if not torch.equal(old["labels"], new["labels"]):
+        return False, float("inf"), float("inf")
+    if not len(old["labels"]):
+        return True, 0.0, 0.0
+    return True, float((old["scores"] - new["scores"]).abs().max()), float((old["boxes"] - new["boxes"]).abs().max())
+
+
 def bench_prompt_cache(num_images: int, repeats: int):
-    """Rows ``(task, ms off, ms on, max |score difference|)``: batch-1 time per image with the
-    decoder's ``reuse_prompt_cache`` off and on, alternating on every image (the best of
-    ``repeats`` runs each), so both settings see the same images and the same machine load."""
+    """Rows ``(task, ms old, ms new, decoder ms old, decoder ms new, all labels equal, max score
+    difference, max box difference)``:
+    batch-1 time per image with the decoder's ``reuse_prompt_cache`` off (the old path: the
+    format pass, then prompt, format and slots read again) and on (the prompt read once),
+    alternating on every image (the best of ``repeats`` runs each), so both paths see the same
+    images and the same machine load; and how far their predictions on those images differ."""
     from visionllm.apis.inferencer import VisionLLMInferencer
 
     paths, instructions = task_instructions(num_images)
     inferencer = VisionLLMInferencer(CONFIG, CHECKPOINT if osp.isfile(CHECKPOINT) else None)
     decoder = inferencer.model.task_decoder
+    predict, decoder_time = decoder.predict, [0.0]
+
+    def timed_predict(*args, **kwargs):  # the task decoder's share (the LLM and what follows it)
+        start = time.perf_counter()
+        result = predict(*args, **kwargs)
+        decoder_time[0] = time.perf_counter() - start
+        return result
+
+    decoder.predict = timed_predict
     inferencer(paths[0], instructions["detection"])  # warm-up
     rows = []
-    for task in ("detection", "segmentation", "caption"):
-        totals, differences = {False: 0.0, True: 0.0}, [0.0]
+    for task in ("detection", "segmentation", "grounding", "caption"):
+        totals, decoding = {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}
+        same, score_diff, box_diff = True, 0.0, 0.0
         for path in paths:
-            scores = {}
+            outputs = {}
             for reuse in (False, True):
                 decoder.reuse_prompt_cache = reuse
-                best = float("inf")
+                best, best_decoder = float("inf"), float("inf")
                 for _ in range(repeats):
                     start = time.perf_counter()
                     result = inferencer(path, instructions[task])
                     best = min(best, time.perf_counter() - start)
+                    best_decoder = min(best_decoder, decoder_time[0])
                 totals[reuse] += best
-                scores[reuse] = torch.as_tensor(result.scores).sort().values
-            if len(scores[False]):
-                differences.append(float((scores[False] - scores[True]).abs().max()))
-        rows.append((task, totals[False] / len(paths) * 1000, totals[True] / len(paths) * 1000, max(differences)))
+                decoding[reuse] += best_decoder
+                outputs[reuse] = _outputs(result)
+            equal, scores, boxes = _difference(outputs[False], outputs[True])
+            same, score_diff, box_diff = same and equal, max(score_diff, scores), max(box_diff, boxes)
+        per_image = [value / len(paths) * 1000
+                     for value in (totals[False], totals[True], decoding[False], decoding[True])]
+        rows.append((task, *per_image, same, score_diff, box_diff))
     decoder.reuse_prompt_cache = True
+    del decoder.predict
     return rows
 
 
@@ -127,18 +165,21 @@ def main():
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--train-iters", type=int, default=10)
     parser.add_argument("--prompt-cache", action="store_true",
-                        help="compare structured inference with the prompt cache off and on")
+                        help="compare the old and new path of structured inference (reuse_prompt_cache off / on)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per image and setting (--prompt-cache)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.prompt_cache:
         rows = bench_prompt_cache(args.images, args.repeats)
-        print(f"\nprompt key/value cache, embedded default model, CPU, {args.threads} threads, {args.images} val "
-              f"images, batch 1, best of {args.repeats} per image")
-        print("| task | cache off (ms / image) | cache on (ms / image) | change | max score difference |")
-        print("|---|---:|---:|---:|---:|")
-        for task, off, on, difference in rows:
-            print(f"| {task} | {off:.0f} | {on:.0f} | {(on - off) / off * 100:+.0f} % | {difference:.1e} |")
+        print(f"\nstructured inference, old path (prompt read twice) vs new (prompt read once), embedded default "
+              f"model, CPU, {args.threads} threads, {args.images} val images, batch 1, "
+              f"best of {args.repeats} per image")
+        print("| task | old (ms / image) | new (ms / image) | new / old | decoder old / new (ms) | decoder new / old "
+              "| same labels (text) | max score diff | max box diff (px) |")
+        print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
+        for task, old, new, decoder_old, decoder_new, same, scores, boxes in rows:
+            print(f"| {task} | {old:.0f} | {new:.0f} | {new / old:.2f} | {decoder_old:.0f} / {decoder_new:.0f} "
+                  f"| {decoder_new / decoder_old:.2f} | {'yes' if same else 'NO'} | {scores:.1e} | {boxes:.1e} |")
         return
     rows = bench_inference(args.images)
     print(f"\nembedded default model (configs/visionllm_tiny_shapes.py), CPU, {args.threads} threads, "

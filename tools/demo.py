@@ -3,7 +3,8 @@
 1. writes the shapes dataset if it is not there (tools/make_shapes.py);
 2. evaluates the shipped checkpoint with tools/test.py on a slice of the val split of every task
    (the full val split: `python tools/test.py CONFIG CHECKPOINT`);
-3. runs the inference API on a few val images, one instruction per task, pictures in outputs/;
+3. runs the inference API on a few val images, one instruction per task, then a question about a
+   region and a two-turn conversation on the first image, pictures in outputs/;
 4. trains a fresh model for a few dozen iterations to show the loss falling, writing a checkpoint.
 """
 import argparse
@@ -75,12 +76,38 @@ def infer(num_images: int) -> None:
             elapsed = time.perf_counter() - start
             out_file = osp.join(REPO, "outputs", f"{osp.splitext(image['file_name'])[0]}_{task}.png")
             inferencer.visualize(path, result, out_file)
-            if result.text is not None:
-                summary = repr(result.text)
-            else:
-                keep = result.scores >= 0.3
-                summary = ", ".join(f"{n} {s:.2f}" for n, s, k in zip(result.names, result.scores, keep) if k) or "-"
-            print(f"{image['file_name']} {task:<12} {elapsed:5.2f}s  {summary[:90]}  -> {osp.relpath(out_file, REPO)}")
+            print(f"{image['file_name']} {task:<12} {elapsed:5.2f}s  {_summary(result)[:90]}  -> {osp.relpath(out_file, REPO)}")
+    first = coco["images"][0]
+    path = osp.join(DATA, "images", "val", first["file_name"])
+    box = next(a["bbox"] for a in coco["annotations"] if a["image_id"] == first["id"])
+    region_and_conversation(inferencer, path, [box[0], box[1], box[0] + box[2], box[1] + box[3]], names)
+
+
+def _summary(result) -> str:
+    if result.text is not None:
+        return repr(result.text)
+    return ", ".join(f"{n} {s:.2f}" for n, s in zip(result.names, result.scores) if s >= 0.3) or "-"
+
+
+def region_and_conversation(inferencer, path: str, region: list, names: list) -> None:
+    """A question about one object given as a box, and a follow-up conversation, with pictures."""
+    from visionllm.apis.conversation import Conversation
+    from visionllm.instructions import format_category_set
+
+    stem = osp.splitext(osp.basename(path))[0]
+    instruction = "<image> What colour is <region>?"
+    result = inferencer(path, instruction, regions=[region])
+    out_file = inferencer.visualize(path, result, osp.join(REPO, "outputs", f"{stem}_region.png"))
+    print(f"{osp.basename(path)} {result.task:<12} region {[round(v) for v in region]}: {_summary(result)}  "
+          f"-> {osp.relpath(out_file, REPO)}")
+    conversation = Conversation(inferencer, path)
+    turns = [f"Detect {format_category_set(names)} in <image>. Answer as a list of (c, x1, y1, x2, y2).",
+             "How many shapes are there?"]
+    for k, question in enumerate(turns, 1):
+        result = conversation.ask(question)
+        out_file = inferencer.visualize(path, result, osp.join(REPO, "outputs", f"{stem}_conversation_turn{k}.png"))
+        print(f"conversation turn {k} ({result.task}): {question[:60]!r} -> {_summary(result)[:80]}  "
+              f"-> {osp.relpath(out_file, REPO)}")
 
 
 def short_training(iters: int) -> None:
@@ -120,7 +147,7 @@ def main() -> None:
     ensure_data(args.num_train)
     banner(f"2/4 tools/test.py on the shipped checkpoint ({args.samples_per_task} val samples per task)")
     evaluate(args.samples_per_task)
-    banner("3/4 inference API, one instruction per task (pictures in outputs/)")
+    banner("3/4 inference API: one instruction per task, a region, a conversation (pictures in outputs/)")
     infer(args.images)
     banner(f"4/4 a short training run ({args.train_iters} iterations from scratch)")
     short_training(args.train_iters)

@@ -114,5 +114,8 @@ def test_bad_history_and_image_given_to_the_api(inferencer, image_path, tmp_path
         inferencer(image_path, "<image> " + FOLLOW_UP, history=[dict(user=DET, assistant="none")])
     with pytest.raises(InputError, match="must be a dict"):
         inferencer(image_path, FOLLOW_UP, history=[DET])
+    with pytest.raises(InputError, match="history turn 0 contains <region>") as error:
+        inferencer(image_path, FOLLOW_UP, history=[dict(user="<image> What colour is <region>?", assistant="red")])
+    assert "\n" not in str(error.value)
     with pytest.raises(InputError, match="not found"):
         Conversation(inferencer, str(tmp_path / "missing.png"))

@@ -72,6 +72,8 @@ def test_regions_reach_the_model_in_resized_pixels(inferencer, large_image):
 def test_a_region_question_is_answered(inferencer, large_image):
     result = inferencer(large_image, QUESTION, regions=REGIONS[:1])
     assert result.task == "region_vqa" and isinstance(result.text, str)
+    # The result keeps the regions as given (pixels of the input image), for drawing and reading.
+    assert result.regions.tolist() == [[float(v) for v in REGIONS[0]]]
     results = inferencer([large_image, large_image], QUESTION, regions=[REGIONS[1]])
     assert len(results) == 2 and all(isinstance(r.text, str) for r in results)
 

@@ -1,14 +1,14 @@
 """The real server (tools/serve.py on a free port of 127.0.0.1) with the shipped model.
 
-HTTP: every task through POST /v1/infer equals the Python API, 4 concurrent clients, bad input
-answers 400 with the API's message, an upload over the limit answers 413, health afterwards.
-Browser: headless Debian Chromium (selenium + the system chromedriver) uses the page.
+HTTP: every task through POST /v1/infer equals the Python API, so do region questions and
+follow-ups with a history; 4 concurrent clients, bad input answers 400 with the API's message,
+an upload over the limit answers 413, health afterwards.
+Browser: headless Debian Chromium (selenium + the system chromedriver) uses the page: tasks,
+a region clicked on the image, a follow-up in the chat.
 The server and the Python API each load the model once for the whole module.
 """
-import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from visionllm.apis.conversation import answer_text
 from visionllm.apis.inputs import InputError, load_image
-from visionllm.apis.web_page import PRESETS, preset_instruction
+from visionllm.apis.web_page import PRESETS, REGION_INSTRUCTION, REGION_PRESET, preset_instruction, region_words
 from visionllm.datasets.shapes import build_split
+from browser_page import PageWait, chromium_or_skip, click_image_pixel, fetch_picture, page_json
 from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
@@ -41,13 +43,30 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def val_images(tmp_path_factory):
-    """Two shapes val images of the README's split (seed 0), each with one referring expression."""
+def shapes_split(tmp_path_factory):
+    """Two shapes val images of the README's split (seed 0): (folder, annotation dicts)."""
     out = str(tmp_path_factory.mktemp("shapes"))
-    split = build_split("val", 2, 0, out)
+    return out, build_split("val", 2, 0, out)
+
+
+@pytest.fixture(scope="module")
+def val_images(shapes_split):
+    """The two val images, each with one referring expression."""
+    out, split = shapes_split
     expressions = {ref["image_id"]: ref["sentences"][0]["raw"] for ref in reversed(split["refs"])}
     return [(os.path.join(out, "images", "val", image["file_name"]), expressions.get(image["id"], "the shape"))
             for image in split["instances"]["images"]]
+
+
+@pytest.fixture(scope="module")
+def object_boxes(shapes_split, val_images):
+    """Image path → its objects' boxes [x1, y1, x2, y2] (pixels), in annotation order."""
+    _, split = shapes_split
+    boxes = {}
+    for image, (path, _) in zip(split["instances"]["images"], val_images):
+        boxes[path] = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                       for a in split["instances"]["annotations"] if a["image_id"] == image["id"]]
+    return boxes
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +143,10 @@ def _assert_same(answer: dict, result, image_size, threshold: float) -> None:
         else:
             np.testing.assert_allclose(obj["polygon"], result.polygons[i], atol=BOX_TOL)
     assert answer["elapsed_ms"] > 0
+    if result.regions is None:
+        assert answer["regions"] is None
+    else:
+        np.testing.assert_allclose(answer["regions"], result.regions, atol=1e-4)
 
 
 def test_every_task_equals_the_python_api(python_api, server, val_images):
@@ -220,6 +243,61 @@ def test_bad_input_answers_400_with_the_api_message(python_api, server, val_imag
     assert "score_threshold" in _error(_post(server, path, good, score_threshold="high"), 400)
 
 
+def test_regions_and_history_equal_the_python_api(python_api, server, val_images, object_boxes):
+    """A question about one region, one about two, and a follow-up after a detection turn: the
+    answers through POST /v1/infer equal the Python API's with the same regions / history."""
+    path, _ = val_images[0]
+    size = Image.open(path).size
+    boxes = object_boxes[path]
+    assert len(boxes) >= 2
+    response = _post(server, path, REGION_INSTRUCTION, regions=json.dumps(boxes[:1]))
+    assert response.status_code == 200, response.text
+    result = python_api(path, REGION_INSTRUCTION, regions=boxes[:1])
+    assert result.task == "vqa" and result.text
+    _assert_same(response.json(), result, size, threshold=0.3)
+    np.testing.assert_allclose(response.json()["regions"], boxes[:1])
+    two = "<image> Is <region> left of <region>?"
+    response = _post(server, path, two, regions=json.dumps(boxes[1::-1]))
+    assert response.status_code == 200, response.text
+    _assert_same(response.json(), python_api(path, two, regions=boxes[1::-1]), size, threshold=0.3)
+    # A follow-up: the first turn (detection) written by answer_text, the question without <image>.
+    detect = preset_instruction("detect")
+    history = [dict(user=detect, assistant=answer_text(python_api(path, detect)))]
+    question = "How many shapes are there?"
+    response = _post(server, path, question, history=json.dumps(history))
+    assert response.status_code == 200, response.text
+    follow_up = python_api(path, question, history=history)
+    _assert_same(response.json(), follow_up, size, threshold=0.3)
+    # ... and a region question as the follow-up.
+    response = _post(server, path, "What colour is <region>?", regions=json.dumps(boxes[1:2]),
+                     history=json.dumps(history))
+    assert response.status_code == 200, response.text
+    _assert_same(response.json(), python_api(path, "What colour is <region>?", regions=boxes[1:2], history=history),
+                 size, threshold=0.3)
+
+
+def test_bad_regions_and_history_answer_400(python_api, server, val_images):
+    path, _ = val_images[0]
+    width, height = Image.open(path).size
+    assert "'regions' is not valid JSON" in _error(_post(server, path, REGION_INSTRUCTION, regions="[[1, 2, 3"), 400)
+    assert "'history' is not valid JSON" in _error(_post(server, path, "Why?", history="[{user: 1}]"), 400)
+    assert "history turn 0 must be" in _error(_post(server, path, "Why?", history='[{"user": "<image> a"}]'), 400)
+    # Boxes the Python API refuses: exactly its message.
+    history = [dict(user="<image> Describe the image.", assistant="a red circle")]
+    for instruction, regions, turns in (
+            (REGION_INSTRUCTION, [[0, 0, width + 5, 10]], None),  # outside the image
+            (REGION_INSTRUCTION, [[5, 5, 5, 10]], None),  # no area
+            (REGION_INSTRUCTION, None, None),  # a placeholder without its box
+            ("<image> Describe the image.", [[0, 0, 5, 5]], None),  # a box without a placeholder
+            ("<image> And now?", None, history)):  # the image shown twice in a conversation
+        with pytest.raises(InputError) as api_error:
+            python_api(path, instruction, regions=regions, history=turns)
+        fields = dict(regions=json.dumps(regions)) if regions else {}
+        if turns:
+            fields["history"] = json.dumps(turns)
+        assert _error(_post(server, path, instruction, **fields), 400) == str(api_error.value)
+
+
 def test_upload_over_the_limit_answers_413(server):
     """Garbage bytes over the limit: 413 (were they decoded first, the answer would be 400)."""
     big = os.urandom(int(LIMIT_MB * 2 ** 20) + 4096)
@@ -243,10 +321,12 @@ def test_upload_over_the_limit_answers_413(server):
     assert "limit" in _error(streamed, 413)
 
 
-def test_page_in_headless_chromium(python_api, server, val_images):
-    """The page: upload an image, detect, caption; the drawn picture and the JSON appear.
-    Screenshots: outputs/serve_page_detection.png, then outputs/serve_page.png (the caption)."""
-    driver = _chromium_or_skip()
+def test_page_in_headless_chromium(python_api, server, val_images, object_boxes):
+    """The page: upload an image, detect, caption; the drawn picture and the JSON appear. Then a
+    region clicked on the image (two corners) and the region preset; a follow-up in the chat.
+    Screenshots: outputs/serve_page_detection.png, outputs/serve_page.png (the caption), then
+    outputs/serve_page_conversation.png (the region question and its follow-up)."""
+    driver = chromium_or_skip()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -264,9 +344,9 @@ def test_page_in_headless_chromium(python_api, server, val_images):
         driver.find_element(By.CSS_SELECTOR, "#run").click()
         wait.until(lambda d: "detection" in d.find_element(By.ID, "result-json").text)
         detection = python_api(path, instruction)
-        _assert_same(_page_json(driver), detection, Image.open(path).size, threshold=0.3)
+        _assert_same(page_json(driver), detection, Image.open(path).size, threshold=0.3)
         picture = driver.find_element(By.CSS_SELECTOR, "#result-image img")
-        _assert_drawn(_fetch_picture(picture.get_attribute("src")), path, detection)
+        _assert_drawn(fetch_picture(picture.get_attribute("src")), path, detection)
         assert "detection" in driver.find_element(By.ID, "elapsed").text
         os.makedirs(os.path.join(REPO, "outputs"), exist_ok=True)
         driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_detection.png"))
@@ -279,47 +359,58 @@ def test_page_in_headless_chromium(python_api, server, val_images):
         caption = python_api(path, preset_instruction("caption"))
         assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == caption.text
         wait.until(lambda d: "caption" in d.find_element(By.ID, "result-json").text)
-        _assert_same(_page_json(driver), caption, Image.open(path).size, threshold=0.3)
+        _assert_same(page_json(driver), caption, Image.open(path).size, threshold=0.3)
         driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page.png"))
+        _region_and_follow_up(driver, wait, python_api, path, object_boxes[path][0])
     finally:
         driver.quit()
 
 
-def _chromium_or_skip():
-    """A headless Chromium session, or a skip (a failure when VISIONLLM_REQUIRE_BROWSER=1)."""
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    problem = None
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        problem = "selenium is not installed"
-    if problem is None and not (chromium and chromedriver):
-        problem = "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-    if problem is not None:
-        if os.environ.get("VISIONLLM_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"VISIONLLM_REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(problem)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1100"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-
-
-def _page_json(driver) -> dict:
-    """The answer shown by the page's JSON view (one token per line there)."""
+def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
+    """Click two opposite corners of an object's box on the input image: the regions box holds
+    them in pixels of the uploaded image; the region preset answers as the Python API does with
+    that region; a follow-up in the chat answers as the Python API does with the history."""
     from selenium.webdriver.common.by import By
 
-    text = driver.find_element(By.ID, "result-json").text
-    return json.loads("".join(text[text.index("{"):].splitlines()))
-
-
-def _fetch_picture(src: str) -> np.ndarray:
-    response = httpx.get(src, timeout=60)
-    assert response.status_code == 200
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    wait = PageWait(wait)
+    corners = [(int(box[0]) + 1, int(box[1]) + 1), (int(box[2]) - 1, int(box[3]) - 1)]
+    clicked = [click_image_pixel(driver, "#input-image img", *corners[0])]
+    # The second click reads the first's corner from the page state: wait until it is there.
+    wait.until(lambda d: "first corner" in d.find_element(By.ID, "corner-note").text)
+    clicked.append(click_image_pixel(driver, "#input-image img", *corners[1]))
+    regions_box = (By.CSS_SELECTOR, "#regions textarea, #regions input")
+    wait.until(lambda d: d.find_element(*regions_box).get_attribute("value").count(",") == 3)
+    shown = [float(v) for v in driver.find_element(*regions_box).get_attribute("value").split(",")]
+    expected = [min(clicked[0][0], clicked[1][0]), min(clicked[0][1], clicked[1][1]),
+                max(clicked[0][0], clicked[1][0]), max(clicked[0][1], clicked[1][1])]
+    # The page maps the click to the image's pixel grid; the test's own mapping may round the other way.
+    np.testing.assert_allclose(shown, expected, atol=1.0)
+    driver.find_element(By.CSS_SELECTOR, f"[data-testid='{REGION_PRESET}-radio-label']").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#instruction textarea").get_attribute("value")
+               == REGION_INSTRUCTION)
+    driver.find_element(By.CSS_SELECTOR, "#run").click()
+    wait.until(lambda d: '"vqa"' in d.find_element(By.ID, "result-json").text)
+    size = Image.open(path).size
+    region = python_api(path, REGION_INSTRUCTION, regions=[shown])
+    _assert_same(page_json(driver), region, size, threshold=0.3)
+    assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == region.text
+    # The follow-up: the region turn is in the history with its box as words.
+    question = "How many shapes are there?"
+    history = [dict(user=region_words(REGION_INSTRUCTION, [shown], region.image_size), assistant=answer_text(region))]
+    follow_up = python_api(path, question, history=history)
+    bots = (By.CSS_SELECTOR, "#chat [data-testid='bot']")
+    wait.until(lambda d: len(d.find_elements(*bots)) == 1)
+    driver.find_element(By.CSS_SELECTOR, "#follow-up textarea").send_keys(question)
+    driver.find_element(By.CSS_SELECTOR, "#ask").click()
+    wait.until(lambda d: len(d.find_elements(*bots)) == 2)
+    assert driver.find_elements(*bots)[1].text.strip() == follow_up.text
+    assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == follow_up.text
+    _assert_same(page_json(driver), follow_up, size, threshold=0.3)
+    driver.set_window_size(1400, 1750)  # the whole page: the region drawn and the chat below
+    driver.execute_script("window.scrollTo(0, 0);")
+    driver.save_screenshot(os.path.join(REPO, "outputs", "serve_page_conversation.png"))
+    driver.find_element(By.CSS_SELECTOR, "#new-conversation").click()
+    wait.until(lambda d: len(d.find_elements(*bots)) == 0)
 
 
 def _assert_drawn(shown: np.ndarray, path: str, result) -> None:

@@ -343,6 +343,17 @@ def test_vqa_metric_and_dump(tmp_path):
         VQAAccuracy(rule="strict")
 
 
+def test_vqa_accuracy_grouped_by_turn():
+    samples = [dict(task="vqa", question_id=i, turn=turn, pred_text=pred, gt_texts=[gt] * 10)
+               for i, (turn, pred, gt) in enumerate([(1, "2", "2"), (1, "no", "yes"), (2, "red", "red"),
+                                                     (2, "big", "big"), (2, "3", "1"), (3, "left", "left")])]
+    metric = VQAAccuracy(group_by="turn")
+    metric.process({}, samples)
+    result = metric.compute_metrics(metric.results)
+    assert result == pytest.approx(dict(accuracy=400 / 6, accuracy_turn1=50.0, accuracy_turn2=200 / 3,
+                                        accuracy_turn3=100.0))
+
+
 def test_multi_task_metric_routes_by_task():
     metric = MultiTaskMetric(task_metrics=dict(caption=dict(type="CaptionMetric", scorer="own"), vqa=dict(type="VQAAccuracy"),
                                           grounding=dict(type="RefCocoMetric")))

@@ -6,7 +6,8 @@ import pytest
 from visionllm.apis.inferencer import describe_instruction
 from visionllm.apis.inputs import InputError
 from visionllm.instructions import format_category_set
-from visionllm.tasks import build_instruction, read_instruction, task_names, templates_of
+from visionllm.tasks import (InstructionError, build_instruction, get_task, read_instruction, task_names,
+                             task_of_instruction, templates_of)
 from visionllm.tasks.reading import quoted_phrase
 
 
@@ -82,5 +83,17 @@ def test_every_registered_task_recognises_its_own_evaluation_phrasing_and_only_i
         # a region question points at a region
         question = dict(question="what colour is <region>?") if name == "region_vqa" else {}
         for index in range(len(templates_of(name))):
-            text = build_instruction(name, rng, template_index=index, **{**values, **question}).text
+            if get_task(name).wraps_text:  # its one wrapper, around a request any task could read
+                text = get_task(name).instruction(rng, index, request="Find all cats in <image>?").text
+            else:
+                text = build_instruction(name, rng, template_index=index, **{**values, **question}).text
             assert read_instruction(text).task == name, text
+
+
+def test_a_category_set_without_format_is_structured_for_the_model():
+    """The model generates the format of such a request; users are asked to state it."""
+    text = 'Segment {"cat": <c0>, "dog": <c1>} in <image>.'
+    assert read_instruction(text, strict=False).task == "detection"
+    assert task_of_instruction(text).structured
+    with pytest.raises(InstructionError, match="no output format"):
+        read_instruction(text)

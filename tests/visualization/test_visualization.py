@@ -71,3 +71,13 @@ def test_low_scores_are_left_out_except_for_grounding(visualizer):
     assert np.array_equal(low, _image())
     grounding = visualizer.draw_result(_image(), _result(task="grounding", scores=(0.1,)))
     assert tuple(grounding[135, 40]) == PALETTE[2]
+
+
+def test_input_regions_are_drawn_in_white(visualizer):
+    result = _result(task="vqa", scores=())
+    result.text = "red"
+    without = visualizer.draw_result(_image(), result)
+    result.regions = np.array([[100, 120, 300, 260]], np.float32)
+    picture = visualizer.draw_result(_image(), result)
+    # The region's left edge at mid-height, in pixels of the image (400 x 500: not enlarged).
+    assert tuple(picture[190, 100]) == (255, 255, 255) and tuple(without[190, 100]) != (255, 255, 255)

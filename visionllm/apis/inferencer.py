@@ -14,6 +14,7 @@ from visionllm.engine.checkpoint import load_trained_checkpoint
 from visionllm.instructions import IMAGE_PLACEHOLDER
 from visionllm.instructions.regions import scale_regions
 from visionllm.tasks import InstructionError, read_instruction
+from visionllm.apis.understanding import understand_instruction
 
 @dataclass
 class VisionLLMResult:
@@ -22,7 +23,8 @@ class VisionLLMResult:
     ``boxes`` are ``[n, 4]`` (x1, y1, x2, y2) in pixels of the input image; ``labels`` index
     ``categories`` (the instruction's own category list) and ``names`` spell them out.
     ``polygons`` ``[n, K, 2]`` and ``masks`` ``[n, H, W]`` are filled for segmentation,
-    ``text`` for captioning and VQA.
+    ``text`` for captioning and VQA; ``regions`` ``[R, 4]`` are the instruction's input regions
+    (pixels of the input image, placeholder order) or None.
     """
 
     task: str
@@ -35,6 +37,13 @@ class VisionLLMResult:
     polygons: Optional[np.ndarray] = None
     masks: Optional[np.ndarray] = None
     text: Optional[str] = None
+    regions: Optional[np.ndarray] = None
+    # How the instruction was understood (visionllm/apis/understanding.py): "explicit" (template
+    # syntax), "model" (the model's canonical form ``canonical`` of the user's ``request``) or
+    # "fallback" (canonical form unreadable: rule-based reading).
+    understanding: str = "explicit"
+    request: Optional[str] = None
+    canonical: Optional[str] = None
 
     @property
     def names(self) -> List[str]:
@@ -147,11 +156,14 @@ class VisionLLMInferencer:
         placeholder of the instruction, in order (the same boxes for every image of a list);
         they must lie inside each image and have positive area. ``history``: earlier turns of a
         conversation about the image(s) (see ``describe_instruction``;
-        :class:`~visionllm.apis.conversation.Conversation` keeps them).
+        :class:`~visionllm.apis.conversation.Conversation` keeps them). A plain request (not in
+        template syntax) is first rewritten by the model as a canonical form, read on the first
+        image (``understand_instruction``).
         """
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
-        description = describe_instruction(instruction, history)
+        understood = understand_instruction(self, image_list[0] if image_list else None, instruction, history)
+        description = understood.description
         arrays = [load_image(img) for img in image_list]
         sizes = [original_size(img) for img in image_list]
         boxes = [parse_regions(instruction, regions, size) for size in sizes]
@@ -160,7 +172,9 @@ class VisionLLMInferencer:
             stop = start + batch_size
             chunk = list(zip(arrays[start:stop], sizes[start:stop], boxes[start:stop]))
             samples = self.model(**self._model_inputs(chunk, description), mode="predict")
-            results.extend(self._to_result(s, description, item[1]) for s, item in zip(samples, chunk))
+            results.extend(self._to_result(s, description, size, regions) for s, (_, size, regions) in zip(samples, chunk))
+        for result in results:
+            understood.report(result)
         return results[0] if single else results
 
     def _model_inputs(self, chunk: Sequence[tuple], description: dict) -> dict:
@@ -179,9 +193,11 @@ class VisionLLMInferencer:
         return {key: outputs[key][0] for key in ("embeds", "llm_embeds", "reference_points")}
 
     @staticmethod
-    def _to_result(sample, description: dict, image_size: tuple) -> VisionLLMResult:
+    def _to_result(sample, description: dict, image_size: tuple,
+                   regions: Optional[np.ndarray] = None) -> VisionLLMResult:
         result = VisionLLMResult(task=description["task"], instruction=description["instruction"],
-                                 image_size=tuple(image_size), categories=list(description["categories"]))
+                                 image_size=tuple(image_size), categories=list(description["categories"]),
+                                 regions=regions if regions is not None and len(regions) else None)
         if "pred_instances" in sample:
             pred = sample.pred_instances
             result.boxes = pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)

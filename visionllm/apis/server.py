@@ -7,18 +7,21 @@ bad request is answered at once with HTTP 400 and the one-line :class:`InputErro
 """
 import asyncio
 import io
+import json
 import logging
 import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from visionllm.apis.inferencer import VisionLLMResult, describe_instruction
-from visionllm.apis.inputs import InputError, load_image
+from visionllm.apis.inferencer import VisionLLMResult
+from visionllm.apis.inputs import InputError, load_image, original_size, parse_regions
+from visionllm.apis.understanding import check_instruction
+from visionllm.instructions import REGION_PLACEHOLDER
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_SCORE_THRESHOLD = 0.3
@@ -31,7 +34,8 @@ def result_to_dict(result: VisionLLMResult, elapsed_ms: float,
     """The JSON answer for one result, in pixels of the image as uploaded.
 
     ``{"task", "text" (or None), "objects": [{"name", "score", "box": [x1, y1, x2, y2],
-    "polygon": [[x, y], ...] or None}], "image_size": [w, h], "elapsed_ms"}``. Objects scoring
+    "polygon": [[x, y], ...] or None}], "regions": [[x1, y1, x2, y2], ...] (the input regions, in
+    placeholder order) or None, "image_size": [w, h], "elapsed_ms"}``. Objects scoring
     below ``score_threshold`` are left out, except the one box of grounding, which is the answer
     whatever its score (as the pictures draw it).
     """
@@ -44,8 +48,9 @@ def result_to_dict(result: VisionLLMResult, elapsed_ms: float,
             polygon = np.asarray(result.polygons[i], dtype=np.float64).tolist()
         objects.append(dict(name=name, score=float(score), box=[float(v) for v in box], polygon=polygon))
     height, width = result.image_size
-    return dict(task=result.task, text=result.text, objects=objects, image_size=[int(width), int(height)],
-                elapsed_ms=round(float(elapsed_ms), 1))
+    regions = None if result.regions is None else np.asarray(result.regions, dtype=np.float64).tolist()
+    return dict(task=result.task, text=result.text, objects=objects, regions=regions,
+                image_size=[int(width), int(height)], elapsed_ms=round(float(elapsed_ms), 1))
 
 
 def open_upload(data: bytes, name: str = "upload") -> Image.Image:
@@ -79,6 +84,56 @@ def check_score_threshold(value: Optional[float]) -> float:
     return float(value)
 
 
+def _json_field(name: str, text: Optional[str], shape: str):
+    """A form field holding JSON (None or blank: not given) → the decoded value."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"form field {name!r} is not valid JSON ({err.msg} at character {err.pos}); "
+                         f"expected {shape}") from None
+
+
+def parse_regions_field(text: Optional[str]) -> Optional[list]:
+    """The ``regions`` form field: a JSON list of ``[x1, y1, x2, y2]`` boxes (pixels of the
+    uploaded image), or None when absent or blank. Only the JSON and its outer shape are checked
+    here; the boxes are checked against the instruction and the image by ``parse_regions``."""
+    regions = _json_field("regions", text, "a list of [x1, y1, x2, y2] boxes")
+    if regions is not None and not isinstance(regions, list):
+        raise InputError(f"form field 'regions' must be a JSON list of [x1, y1, x2, y2] boxes, "
+                         f"got {type(regions).__name__}")
+    return regions
+
+
+def parse_history_field(text: Optional[str]) -> Optional[List[dict]]:
+    """The ``history`` form field: a JSON list of earlier turns ``{"user": str, "assistant": str}``,
+    oldest first (None when absent, blank or empty). Earlier user turns must not hold
+    ``<region>``: their boxes are not sent again, so a client writes a region there as text."""
+    turns = _json_field("history", text, 'a list of {"user": ..., "assistant": ...} turns')
+    if turns is None:
+        return None
+    if not isinstance(turns, list):
+        raise InputError(f"form field 'history' must be a JSON list of turns, got {type(turns).__name__}")
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or set(turn) != {"user", "assistant"} \
+                or not all(isinstance(turn[key], str) for key in ("user", "assistant")):
+            raise InputError(f"history turn {i} must be an object with the text fields 'user' and 'assistant' "
+                             f"only, got {json.dumps(turn)[:80]}")
+        if REGION_PLACEHOLDER in turn["user"] or REGION_PLACEHOLDER in turn["assistant"]:
+            raise InputError(f"history turn {i} contains {REGION_PLACEHOLDER}: regions are given for the new "
+                             f"instruction only; write an earlier turn's region as text")
+    return turns or None
+
+
+def check_request(image: Image.Image, instruction: str, regions: Optional[list] = None,
+                  history: Optional[List[dict]] = None) -> None:
+    """Everything the model call would refuse, checked before the queue: the instruction (with
+    its history) and the regions against the image as uploaded. Raises :class:`InputError`."""
+    check_instruction(instruction, history)
+    parse_regions(instruction, regions, original_size(image))
+
+
 class ModelService:
     """The loaded inferencer behind a one-thread queue: calls run one at a time, in order.
 
@@ -98,11 +153,13 @@ class ModelService:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, image: Image.Image, instruction: str, score_threshold: float) -> Future:
-        """Queue one call; the future gives ``(VisionLLMResult, answer dict)``."""
+    def submit(self, image: Image.Image, instruction: str, score_threshold: float,
+               regions: Optional[list] = None, history: Optional[List[dict]] = None) -> Future:
+        """Queue one call (``regions`` and ``history`` as the inferencer takes them); the future
+        gives ``(VisionLLMResult, answer dict)``."""
         with self._count_lock:
             self._pending += 1
-        future = self._executor.submit(self._run, image, instruction, score_threshold)
+        future = self._executor.submit(self._run, image, instruction, score_threshold, regions, history)
         future.add_done_callback(self._finished)
         return future
 
@@ -110,15 +167,17 @@ class ModelService:
         with self._count_lock:
             self._pending -= 1
 
-    def _run(self, image: Image.Image, instruction: str, score_threshold: float):
+    def _run(self, image: Image.Image, instruction: str, score_threshold: float,
+             regions: Optional[list] = None, history: Optional[List[dict]] = None):
         start = time.perf_counter()
-        result = self.inferencer(image, instruction)
+        result = self.inferencer(image, instruction, regions=regions, history=history)
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         return result, result_to_dict(result, elapsed_ms, score_threshold)
 
-    def infer(self, image: Image.Image, instruction: str, score_threshold: float = DEFAULT_SCORE_THRESHOLD):
+    def infer(self, image: Image.Image, instruction: str, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+              regions: Optional[list] = None, history: Optional[List[dict]] = None):
         """Blocking call from a worker thread (the web page's handlers)."""
-        return self.submit(image, instruction, score_threshold).result()
+        return self.submit(image, instruction, score_threshold, regions, history).result()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -206,18 +265,22 @@ def create_app(service: ModelService, max_upload_mb: float = DEFAULT_MAX_UPLOAD_
 
     @app.post(INFER_PATH)
     async def infer(image: Optional[UploadFile] = File(None), instruction: Optional[str] = Form(None),
-                    score_threshold: Optional[float] = Form(None)):
-        """Multipart form: ``image`` (file), ``instruction`` (text), optional ``score_threshold``."""
+                    score_threshold: Optional[float] = Form(None), regions: Optional[str] = Form(None),
+                    history: Optional[str] = Form(None)):
+        """Multipart form: ``image`` (file), ``instruction`` (text), optional ``score_threshold``,
+        ``regions`` (JSON list of boxes) and ``history`` (JSON list of earlier turns)."""
         try:
             if image is None:
                 raise InputError("missing form field 'image' (the image file, multipart/form-data)")
             if instruction is None:
                 raise InputError("missing form field 'instruction' (text containing <image>)")
             threshold = check_score_threshold(score_threshold)
-            describe_instruction(instruction)
+            boxes, turns = parse_regions_field(regions), parse_history_field(history)
+            check_instruction(instruction, turns)
             data = await image.read()
             picture = await run_in_threadpool(open_upload, data, image.filename or "upload")
-            _, answer = await asyncio.wrap_future(service.submit(picture, instruction, threshold))
+            check_request(picture, instruction, boxes, turns)
+            _, answer = await asyncio.wrap_future(service.submit(picture, instruction, threshold, boxes, turns))
         except InputError as err:
             return JSONResponse({"error": str(err)}, status_code=400)
         except Exception as err:  # the model failed on valid input: report it, keep serving

@@ -10,6 +10,7 @@ Every reader yields ``data_info`` dicts with ``img_path``, ``img_id``, ``task`` 
 - vqa: ``question``, ``question_id``, ``gt_texts`` (human answers), ``target_text``;
 - region tasks (``ShapesRegionDataset``): ``regions`` (boxes the ``<region>`` placeholders point
   at), ``gt_texts`` and the question or candidate names.
+- request: ``request`` (a plain-language request), ``target_text`` (its canonical form).
 The transforms in ``visionllm.datasets.transforms`` turn them into the data samples described in
 docs/interfaces.md. Bad annotations are skipped and reported in one warning per dataset; a
 missing annotation file raises ``FileNotFoundError`` naming the path.
@@ -18,10 +19,13 @@ from .captions import CocoCaptionDataset
 from .coco_instances import CocoInstancesDataset
 from .llava import LlavaInstructDataset
 from .multi_task import MultiTaskDataset
+from .plain_requests import PlainRequestDataset
 from .refcoco import RefCocoDataset
+from .shape_conversations import ShapesConversationDataset
 from .shapes_regions import ShapesRegionDataset
 from .vqa import VQAv2Dataset
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
 
 __all__ = ["CocoInstancesDataset", "RefCocoDataset", "CocoCaptionDataset", "VQAv2Dataset",
-           "LlavaInstructDataset", "MultiTaskDataset", "ShapesRegionDataset"]
+           "LlavaInstructDataset", "MultiTaskDataset", "ShapesRegionDataset",
+           "ShapesConversationDataset", "PlainRequestDataset"]

@@ -127,25 +127,29 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str], rule: str = "offici
 class VQAAccuracy(BaseMetric):
     """VQAv2 accuracy (percent) of ``pred_text`` against ``gt_texts`` (the human answers) under
     ``rule`` (``"official"`` by default, or ``"lenient"``). Dumps ``<outfile_prefix>.vqa.json``:
-    ``[{question_id, answer}]`` (the answer as predicted)."""
+    ``[{question_id, answer}]`` (the answer as predicted). ``group_by``: a metainfo key (e.g.
+    ``"turn"`` of conversation samples) whose values also get their own accuracy
+    (``accuracy_<key><value>``), one table row each."""
 
     default_prefix = "vqa"
 
     def __init__(self, outfile_prefix: Optional[str] = None, task: Optional[str] = "vqa", rule: str = "official",
-                 collect_device: str = "cpu", prefix: Optional[str] = None):
+                 group_by: Optional[str] = None, collect_device: str = "cpu", prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         self.outfile_prefix = outfile_prefix
         self.task = task
         self.rule = rule
+        self.group_by = group_by
 
     def process(self, data_batch, data_samples) -> None:
         for sample in samples_of_task(data_samples, self.task):
             answer = sample.get("pred_text") or ""
             gts = list(sample.get("gt_texts") or [])
             self.results.append(dict(question_id=sample.get("question_id"), answer=answer,
-                                     accuracy=vqa_accuracy(answer, gts, self.rule) if gts else None))
+                                     accuracy=vqa_accuracy(answer, gts, self.rule) if gts else None,
+                                     group=sample.get(self.group_by) if self.group_by else None))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         if self.outfile_prefix:
@@ -153,6 +157,14 @@ class VQAAccuracy(BaseMetric):
                       f"{self.outfile_prefix}.vqa.json")
         scored = [r["accuracy"] for r in results if r["accuracy"] is not None]
         accuracy = 100.0 * sum(scored) / len(scored) if scored else 0.0
-        print_table(f"VQA ({len(results)} questions, {len(scored)} with answers; {self.rule} rule)", ["accuracy"],
-                    [[accuracy]])
-        return {"accuracy": accuracy}
+        title = f"VQA ({len(results)} questions, {len(scored)} with answers; {self.rule} rule)"
+        if not self.group_by:
+            print_table(title, ["accuracy"], [[accuracy]])
+            return {"accuracy": accuracy}
+        metrics, rows = {"accuracy": accuracy}, []
+        for value in sorted({r["group"] for r in results if r["accuracy"] is not None}, key=str):
+            group = [r["accuracy"] for r in results if r["accuracy"] is not None and r["group"] == value]
+            metrics[f"accuracy_{self.group_by}{value}"] = 100.0 * sum(group) / len(group)
+            rows.append([f"{self.group_by} {value}", len(group), metrics[f"accuracy_{self.group_by}{value}"]])
+        print_table(title, [self.group_by, "questions", "accuracy"], rows + [["all", len(scored), accuracy]])
+        return metrics

@@ -47,4 +47,5 @@ class CaptionTask(TaskSpec):
         return self.instruction(rng, template_index), []
 
     def recognises(self, parts: InstructionParts) -> bool:
-        return parts.output_format is None and REGION_PLACEHOLDER not in parts.text and not asks_question(parts.text)
+        return (parts.output_format is None and not parts.categories and REGION_PLACEHOLDER not in parts.text
+                and not asks_question(parts.text))

@@ -75,8 +75,10 @@ class DetectionTask(TaskSpec):
         return instruction, [classes.index(name) for name in categories]
 
     def recognises(self, parts: InstructionParts) -> bool:
-        return (parts.output_format is not None and parts.output_format.kind == self.output_format().kind
-                and bool(parts.categories))
+        """A category set with a box format, or with none (the model then generates the format)."""
+        if not parts.categories:
+            return False
+        return parts.output_format is None or parts.output_format.kind == self.output_format().kind
 
 
 def _select_objects(results: dict, keep: np.ndarray) -> None:

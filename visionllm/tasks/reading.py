@@ -39,7 +39,8 @@ def read_instruction(text: str, strict: bool = True) -> Instruction:
 
     ``strict`` (user input) also refuses a request to detect / segment that names no output
     format, which would otherwise be answered in words; the model reads its training and
-    evaluation prompts with ``strict=False`` (a question may mention detecting).
+    evaluation prompts with ``strict=False`` (a question may mention detecting), and a category
+    set without an output format as detection whose format the model generates.
     """
     from .spec import InstructionParts, all_tasks
 
@@ -49,13 +50,20 @@ def read_instruction(text: str, strict: bool = True) -> Instruction:
     if count != 1:
         raise InstructionError(f"the instruction must contain {IMAGE_PLACEHOLDER} exactly once (found {count}), "
                                f"e.g. '{IMAGE_PLACEHOLDER} Write a short caption for the image.'")
+    # A wrapper (the plain-request task) is recognised by its own words: what it wraps may read
+    # as any task, or as none.
+    for spec in all_tasks():
+        if spec.wraps_text and spec.recognises(InstructionParts(text=text, output_format=None, categories=(), quoted="")):
+            return Instruction(task=spec.name, text=text)
     try:
         output_format = find_output_format(text)
-        categories = tuple(read_category_set(text)) if output_format is not None else ()
+        categories = tuple(read_category_set(text))
     except UnsupportedOutputFormat as err:
         raise InstructionError(f"the model cannot produce this output format: {err}") from None
     except ValueError as err:
-        raise InstructionError(str(err)) from None
+        if output_format is not None:
+            raise InstructionError(str(err)) from None
+        categories = ()  # braces in a request for text are not a category set
     if strict and output_format is None and _STRUCTURED_VERBS.search(text):
         raise InstructionError("the instruction asks to detect / segment but gives no output format; end it with "
                                "e.g. 'Answer as a list of (c, x1, y1, x2, y2).' or 'as (c, x1, y1, ..., x16, y16)'")

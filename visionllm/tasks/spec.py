@@ -36,6 +36,9 @@ class TaskSpec:
             a task's metric config names none).
         fallback: recognised only when no other task recognises an instruction (a catch-all,
             such as captioning for any request in words that is not a question).
+        wraps_text: the instruction wraps another text (a user's plain request) that other
+            tasks would read as their own: recognised from the raw text before anything in it
+            is parsed, ahead of every other task.
     """
 
     name: str = ""
@@ -44,6 +47,7 @@ class TaskSpec:
     templates: Tuple[str, ...] = ()
     metric: Dict = {}
     fallback: bool = False
+    wraps_text: bool = False
 
     # ------------------------------------------------------------------ instructions
     def fields(self, **values) -> Tuple[dict, List[str], Optional[OutputFormat]]:

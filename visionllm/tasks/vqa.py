@@ -49,4 +49,5 @@ class VqaTask(TaskSpec):
         return self.instruction(rng, template_index, question=results["question"]), []
 
     def recognises(self, parts: InstructionParts) -> bool:
-        return parts.output_format is None and REGION_PLACEHOLDER not in parts.text and asks_question(parts.text)
+        return (parts.output_format is None and not parts.categories and REGION_PLACEHOLDER not in parts.text
+                and asks_question(parts.text))

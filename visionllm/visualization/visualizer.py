@@ -17,6 +17,8 @@ from visionllm.registry import VISUALIZERS
 
 from .palette import colour
 
+# Input regions are drawn in a colour that the category palette does not use.
+_REGION_RGB = (255, 255, 255)
 # Small images are enlarged (nearest neighbour) so that labels stay readable.
 _MIN_LONG_SIDE = 384.0
 
@@ -29,10 +31,12 @@ def _as_numpy(value) -> np.ndarray:
 
 def draw_instances(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                    names: Sequence[str], polygons: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None,
-                   text: Optional[str] = None, score_thr: float = 0.3, keep_all: bool = False) -> np.ndarray:
+                   text: Optional[str] = None, score_thr: float = 0.3, keep_all: bool = False,
+                   regions: Optional[np.ndarray] = None) -> np.ndarray:
     """The RGB ``image`` with the instances (``boxes [n, 4]`` xyxy pixels, ``labels`` indexing
     ``names`` and the palette, optional ``polygons [n, K, 2]`` and ``masks [n, H, W]``) whose score
-    reaches ``score_thr`` (every instance when ``keep_all``) and ``text`` at the bottom."""
+    reaches ``score_thr`` (every instance when ``keep_all``), the input ``regions [R, 4]`` (white,
+    labelled by their placeholder order) and ``text`` at the bottom."""
     canvas = Image.fromarray(image).convert("RGB")
     scale = max(1.0, _MIN_LONG_SIDE / max(canvas.size))
     if scale > 1.0:
@@ -55,6 +59,14 @@ def draw_instances(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, lab
         caption = f"{name} {float(scores[i]):.2f}"
         draw.rectangle([x1, max(0, y1 - 12), x1 + 6 * len(caption) + 4, max(12, y1)], fill=rgb + (200,))
         draw.text((x1 + 2, max(0, y1 - 12)), caption, fill=(255, 255, 255, 255))
+    for k, region in enumerate(np.asarray(regions if regions is not None else np.zeros((0, 4))).reshape(-1, 4)):
+        x1, y1, x2, y2 = (float(v) * scale for v in region)
+        # White inside black: visible on light and dark images alike.
+        draw.rectangle([x1, y1, x2, y2], outline=(0, 0, 0, 255), width=4)
+        draw.rectangle([x1, y1, x2, y2], outline=_REGION_RGB + (255,), width=2)
+        label = f"region {k + 1}"
+        draw.rectangle([x1, y2 + 2, x1 + 6 * len(label) + 4, y2 + 14], fill=(0, 0, 0, 200))
+        draw.text((x1 + 2, y2 + 2), label, fill=_REGION_RGB + (255,))
     if text is not None:
         lines = textwrap.wrap(text, width=max(20, canvas.width // 7)) or [""]
         draw.rectangle([0, canvas.height - 14 * len(lines) - 4, canvas.width, canvas.height], fill=(0, 0, 0, 160))
@@ -89,7 +101,7 @@ class VisionLLMVisualizer(Visualizer):
         picture = draw_instances(image, result.boxes, result.scores, result.labels, result.categories,
                                  polygons=result.polygons, masks=result.masks, text=result.text,
                                  score_thr=self.score_thr if score_thr is None else score_thr,
-                                 keep_all=_single_instance(result.task))
+                                 keep_all=_single_instance(result.task), regions=getattr(result, "regions", None))
         self.set_image(picture)
         return picture
 

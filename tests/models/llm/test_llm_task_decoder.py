@@ -474,9 +474,9 @@ def test_polygon_refinement_loss_is_the_outline_distance(tiny_llama_dir, monkeyp
 
 
 def test_slot_pass_continuing_the_prompt_cache_equals_reading_the_prompt_again(tiny_llama_dir):
-    """Structured inference continuing the format pass's key/value cache gives the outputs of
-    reading prompt and format again (prompts of different lengths, generated and parsed formats, a
-    category set in passes) while the LLM reads fewer positions."""
+    """Structured inference continuing a pass's key/value cache gives the outputs of reading prompt
+    and format again (prompts of different lengths, generated and parsed formats, a category set
+    in passes)."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     decoder = build_decoder(tiny_llama_dir, num_slots=4, max_classes_per_pass=2,
                             generate_format=True).eval()
@@ -494,17 +494,20 @@ def test_slot_pass_continuing_the_prompt_cache_equals_reading_the_prompt_again(t
                     categories=["the big square"]),
     ]
     embeds, refs = torch.randn(3, 4, 64, generator=g), torch.rand(3, 4, 2, generator=g)
-    read = []
-    hook = decoder.backbone.register_forward_pre_hook(
-        lambda module, args, kwargs: read.append(kwargs["inputs_embeds"].shape[:2].numel()), with_kwargs=True)
+    # The cached path continues a pass's key/value cache (a drafted slot pass or a format pass);
+    # whether that reads fewer positions depends on how often the stated formats are confirmed,
+    # which a random decoder decides (tests/models/llm/test_prompt_read_once.py counts passes).
+    continued = []
+    for name in ("_drafted_pass", "_cached_groups"):
+        original = getattr(decoder, name)
+        setattr(decoder, name, lambda *a, _f=original, _n=name, **k: continued.append(_n) or _f(*a, **k))
     outputs = {}
     for reuse in (False, True):
         decoder.reuse_prompt_cache = reuse
-        read.clear()
+        continued.clear()
         outputs[reuse] = [s.pred_instances for s in decoder.predict(embeds, refs, [s.clone() for s in samples])]
-        outputs[reuse, "read"] = sum(read)
-    hook.remove()
-    assert outputs[True, "read"] < outputs[False, "read"]  # the cached path really ran
+        outputs[reuse, "continued"] = list(continued)
+    assert outputs[False, "continued"] == [] and outputs[True, "continued"]  # the cached path really ran
     for plain, cached in zip(outputs[False], outputs[True]):
         assert torch.equal(plain.labels, cached.labels)
         assert torch.allclose(plain.scores, cached.scores, atol=1e-5)

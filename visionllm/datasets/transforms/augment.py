@@ -34,14 +34,16 @@ POSITION_WORDS = re.compile(r"\b(left|right|leftmost|rightmost|top|topmost|botto
 
 
 def _texts(results: dict) -> list:
-    out = []
-    for key in TEXT_KEYS:
-        value = results.get(key)
+    def strings(value):
         if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, (list, tuple)):
-            out.extend(v for v in value if isinstance(v, str))
-    return out
+            return [value]
+        if isinstance(value, (list, tuple)):
+            return [s for v in value for s in strings(v)]
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        return []
+
+    return [text for key in TEXT_KEYS for text in strings(results.get(key))]
 
 
 def mentions_position(results: dict) -> bool:

@@ -13,7 +13,9 @@ _MIRROR_WORDS = {"left": "right", "right": "left", "leftmost": "rightmost", "rig
                  "lefthand": "righthand", "righthand": "lefthand"}
 _MIRROR_PATTERN = re.compile(r"\b(" + "|".join(_MIRROR_WORDS) + r")\b", re.IGNORECASE)
 # Text fields of the data_info that describe the image and so mirror with it.
-TEXT_KEYS = ("expression", "question", "target_text", "gt_texts")
+# Sample keys holding text about the image (``history``: a conversation's earlier turns;
+# ``request``: a plain-language request).
+TEXT_KEYS = ("expression", "question", "target_text", "gt_texts", "history", "request")
 
 
 def swap_left_right(text: str) -> str:
@@ -34,6 +36,8 @@ def _swap_any(value):
         return swap_left_right(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_swap_any(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _swap_any(v) for k, v in value.items()}
     return value
 
 

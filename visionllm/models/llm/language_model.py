@@ -21,7 +21,7 @@ from visionllm.instructions.regions import REGION_PLACEHOLDER, count_regions, re
 from .generation_constraints import build_text_constraints
 from .image_readout import ImageReadout
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
-from .parallel_decoding import additive_mask, prefix_allowed
+from .parallel_decoding import additive_mask, parallel_forward, prefix_allowed
 from .prompt import PromptBuilder, SequenceBatch, TokensPlusVector, assemble_batch
 from .vocabulary import SpecialTokens, extend_vocabulary
 
@@ -235,24 +235,63 @@ class LanguageModelDecoder(BaseModule):
                 suppress_tokens=self.new_token_ids, logits_processor=self.text_constraints)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
 
+    def _longest_format_ids(self) -> List[int]:
+        """The tokens of the longest format the vocabulary writes: ``<cls> <x1> <y1> ... <xK> <yK>``."""
+        from visionllm.instructions import OutputFormat
+        return self._format_ids(OutputFormat.polygon(self.special.max_points).fields)
+
+    def _format_stops(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Where greedy decoding under the format grammar ends the format.
+
+        A format is ``<cls> <x1> <y1> ... <xK> <yK>``, so the only choice at each step is "next
+        field" or "end of response" (allowed after a complete point, K >= 2). ``hidden [B, n, C]``
+        are the hidden states after each of the first ``n`` tokens of the longest format. Returns
+        per row the index j of the first token after which end of response wins (the format is
+        then those j + 1 tokens), or -1 where decoding goes on past the n tokens.
+        """
+        ids = self._longest_format_ids()
+        count = hidden.shape[1]
+        choices = torch.tensor([self.prompt.end_of_response_id] + ids, device=hidden.device)
+        logits = self.head.subset_logits(hidden, choices)  # [B, n, 1 + len(ids)]
+        stop_logit = logits[:, :, 0]
+        next_logit = torch.full_like(stop_logit, float("-inf"))
+        known = min(count, len(ids) - 1)  # positions that have a next field (choice j + 2)
+        next_logit[:, :known] = logits[:, torch.arange(known), torch.arange(2, known + 2)]
+        # Position j has just read ids[j]; stopping is allowed after y_K (j = 2K, K >= 2).
+        position = torch.arange(count, device=hidden.device)
+        may_stop = (position >= 4) & (position % 2 == 0)
+        stops = (stop_logit >= next_logit) & may_stop
+        first = stops.int().argmax(dim=1)  # the first True (argmax returns the first maximum)
+        return torch.where(stops.any(dim=1), first, torch.full_like(first, -1))
+
+    def _format_draft(self, instruction: str) -> Optional[List[int]]:
+        """The format tokens the instruction states (the parser's reading): what greedy format
+        generation usually emits. None when it states none that the vocabulary can write."""
+        from visionllm.instructions import UnsupportedOutputFormat, find_output_format
+        try:
+            stated = find_output_format(instruction)
+        except UnsupportedOutputFormat:
+            return None
+        if stated is None or stated.num_points > self.special.max_points:
+            return None
+        return self._format_ids(stated.fields)
+
     @torch.no_grad()
     def _generate_format(self, image_embeds: torch.Tensor, instructions: List[str],
                          state: Optional[dict] = None,
                          contexts: Optional[List[dict]] = None) -> List[Optional[List[int]]]:
         """Greedy generation of the format tokens under the format grammar, in ONE forward pass.
 
-        A format is ``<cls> <x1> <y1> ... <xK> <yK>``, so the only choice at each step is "next
-        field" or "end of response" (allowed after a complete point, K >= 2). Greedy decoding
-        would feed exactly the tokens of the longest format up to where it stops, so feeding that
-        sequence teacher-forced and comparing the two logits at every position gives the same
-        result as step-by-step decoding without its per-token forward passes. ``None`` where the
-        model never chooses to stop (the caller falls back to the parser).
+        Greedy decoding would feed exactly the tokens of the longest format up to where it stops,
+        so feeding that sequence teacher-forced and reading the choice at every position
+        (``_format_stops``) gives the same result as step-by-step decoding without its per-token
+        forward passes. ``None`` where the model never chooses to stop (the caller falls back to
+        the parser).
 
         ``state``: a dict that receives the pass (``PromptCache``) for reuse by the slot pass;
         ``contexts``: per instruction its ``_prompt_context`` (earlier turns, regions) or None.
         """
-        from visionllm.instructions import OutputFormat
-        ids = self._format_ids(OutputFormat.polygon(self.special.max_points).fields)
+        ids = self._longest_format_ids()
         contexts = contexts or [{}] * len(instructions)
         batch = self._assemble([self._prompt_segments(t, e, **c) + [(ids, False)]
                                 for t, e, c in zip(instructions, image_embeds, contexts)])
@@ -263,22 +302,40 @@ class LanguageModelDecoder(BaseModule):
         hidden = self._causal_hidden(batch, image_embeds, cache)
         if state is not None:
             state["cache"] = PromptCache(batch, hidden, cache, ids)
-        count = len(ids)
-        # Left padding: the format tokens are the last ``count`` positions of every row.
-        choices = torch.tensor([self.prompt.end_of_response_id] + ids, device=hidden.device)
-        logits = self.head.subset_logits(hidden[:, -count:], choices)  # [B, count, 1 + count]
-        stop_logit = logits[:, :, 0]
-        next_logit = torch.full_like(stop_logit, float("-inf"))
-        next_logit[:, :-1] = logits[:, torch.arange(count - 1), torch.arange(2, count + 1)]
-        # Position j has just read ids[j]; stopping is allowed after y_K (j = 2K, K >= 2).
-        position = torch.arange(count, device=hidden.device)
-        may_stop = (position >= 4) & (position % 2 == 0)
-        stops = (stop_logit >= next_logit) & may_stop
-        results: List[Optional[List[int]]] = []
-        for row in stops:
-            where = row.nonzero()
-            results.append(ids[:int(where[0]) + 1] if len(where) else None)
-        return results
+        # Left padding: the format tokens are the last positions of every row.
+        stops = self._format_stops(hidden[:, -len(ids):])
+        return [ids[:int(j) + 1] if j >= 0 else None for j in stops]
+
+    def _structured_prefix(self, image_embeds, instructions: List[str], fields: Sequence[str],
+                           contexts: Optional[List[dict]] = None) -> SequenceBatch:
+        """Prompt + format tokens + end of response of each instruction (the format as LM
+        targets); ``contexts``: per instruction its ``_prompt_context`` or None."""
+        format_ids = self._format_ids(fields) + [self.prompt.end_of_response_id]
+        contexts = contexts or [{}] * len(instructions)
+        return self._assemble([self._prompt_segments(text, embeds, **context) + [(format_ids, True)]
+                               for text, embeds, context in zip(instructions, image_embeds, contexts)])
+
+    @torch.no_grad()
+    def _drafted_pass(self, image_embeds: torch.Tensor, instructions: List[str], draft: List[int],
+                      group_embeds: torch.Tensor, contexts: Optional[List[dict]] = None):
+        """Prompt, a drafted format, end of response and the slot groups in ONE forward pass.
+
+        The hidden states after the draft's tokens tell where greedy format generation would have
+        stopped (``_format_stops``): where it is the draft's end, the draft is what generation
+        emits and the groups saw exactly the prefix they would have seen after it. Returns
+        ``(stops, prefix, prefix hidden, group hidden, PromptCache)``; the cache (prompt + draft +
+        end of response) serves a slot pass for a row that stopped earlier.
+        """
+        from transformers import DynamicCache
+        prefix = self._structured_prefix(image_embeds, instructions, [self.id_to_field[i] for i in draft], contexts)
+        cache = DynamicCache(config=self.backbone.config)
+        with self._reading(image_embeds):
+            prefix_hidden, group_hidden = parallel_forward(self.backbone, prefix, group_embeds, cache=cache)
+        cache.crop(-group_embeds.shape[1] * group_embeds.shape[2])
+        # Left padding: the draft's tokens sit just before the final end of response.
+        stops = self._format_stops(prefix_hidden[:, -len(draft) - 1:-1])
+        fed = list(draft) + [self.prompt.end_of_response_id]
+        return stops, prefix, prefix_hidden, group_hidden, PromptCache(prefix, prefix_hidden, cache, fed)
 
     def _decode_format(self, image_embeds: torch.Tensor, instructions: List[str],
                        state: Optional[dict] = None,

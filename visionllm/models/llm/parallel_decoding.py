@@ -66,13 +66,15 @@ def group_position_ids(prefix: SequenceBatch, num_groups: int, group_len: int) -
 
 
 def parallel_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: torch.Tensor,
-                     groups_see_each_other: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+                     groups_see_each_other: bool = False, cache=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """One forward pass of prefix + all groups.
 
     Args:
         backbone: the decoder stack (HF ``LlamaModel``: accepts inputs_embeds, a 4-D mask and
             position ids; returns final-normed hidden states).
         group_embeds: ``[B, N, F, C]`` query inputs.
+        cache: an empty ``DynamicCache`` that receives the keys and values of prefix and groups
+            (``cache.crop(-N * F)`` keeps the prefix's for a continuation), or None.
     Returns:
         ``(prefix_hidden [B, L, C], group_hidden [B, N, F, C])``.
     """
@@ -83,7 +85,7 @@ def parallel_forward(backbone: nn.Module, prefix: SequenceBatch, group_embeds: t
                                 embeds.dtype)
     positions = torch.cat([prefix.position_ids, group_position_ids(prefix, num_groups, group_len)], dim=1)
     hidden = backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                      use_cache=False).last_hidden_state
+                      past_key_values=cache, use_cache=cache is not None).last_hidden_state
     return hidden[:, :length], hidden[:, length:].reshape(batch, num_groups, group_len, width)
 
 

@@ -27,7 +27,9 @@ Turn = Dict[str, str]
 def check_turns(instruction: str, history: Optional[Sequence[Turn]] = None) -> List[Turn]:
     """The history as a list of turns, after checking that ``<image>`` appears exactly once over
     the user turns: in the first user turn that has it, so never in a later one, nor in an
-    assistant answer. Raises ``ValueError`` with a one-line message otherwise."""
+    assistant answer; and that no earlier turn holds a ``<region>`` (regions come with the
+    current instruction only: write an earlier one out, e.g. as its box). Raises ``ValueError``
+    with a one-line message otherwise."""
     turns = list(history or [])
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or not isinstance(turn.get("user"), str) \
@@ -35,6 +37,9 @@ def check_turns(instruction: str, history: Optional[Sequence[Turn]] = None) -> L
             raise ValueError(f"history turn {i} must be a dict with str 'user' and 'assistant', got {turn!r}")
         if IMAGE_PLACEHOLDER in turn["assistant"]:
             raise ValueError(f"the assistant answer of history turn {i} contains {IMAGE_PLACEHOLDER}")
+        if REGION_PLACEHOLDER in turn["user"] or REGION_PLACEHOLDER in turn["assistant"]:
+            raise ValueError(f"history turn {i} contains {REGION_PLACEHOLDER}: regions come with the current "
+                             f"instruction only (write an earlier region out, e.g. as its box)")
     users = [turn["user"] for turn in turns] + [instruction]
     counts = [text.count(IMAGE_PLACEHOLDER) for text in users]
     if sum(counts) != 1:

@@ -10,7 +10,7 @@ generation), ``structured_head`` (slot queries → field logits), ``StructuredCr
 (matching and loss terms) and ``StructuredPostProcessor`` (decoding, merging, rescaling). This
 module owns the head's parameters and routes samples between the parts.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -37,6 +37,25 @@ def _feature_rows(features: Dict[str, torch.Tensor], rows: List[int]) -> Dict[st
     return {k: v if k in shared else v[rows] for k, v in features.items()}
 
 
+class SlotPass(NamedTuple):
+    """One slot pass: instructions ``members`` (row ``rows[j]`` of the tensors holds
+    ``members[j]``) sharing the output format ``fields``."""
+    members: List[int]
+    fields: Tuple[str, ...]
+    prefix: SequenceBatch
+    prefix_hidden: torch.Tensor
+    group_hidden: torch.Tensor
+    rows: List[int]
+
+
+def _grouped(keys: Sequence) -> Dict:
+    """Indices of equal keys, keyed in order of first appearance."""
+    groups: Dict = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(tuple(key) if key is not None else None, []).append(index)
+    return groups
+
+
 def _forwarded(part: str, name: str) -> property:
     """An attribute of the decoder that lives on one of its parts (read and set through it)."""
     return property(lambda self: getattr(getattr(self, part), name),
@@ -54,10 +73,12 @@ class LLMTaskDecoder(LanguageModelDecoder):
             isolated from each other.
         decode_mode: ``'parallel'``, or ``'autoregressive'``: the token-by-token baseline with the
             same outputs, which the tests compare parallel decoding with.
-        reuse_prompt_cache: at inference the slot pass continues the key/value cache of the pass
-            that read the prompt and generated the format, instead of reading the prompt again
-            (parallel mode with ``generate_format``; the outputs are the same up to float
-            rounding). False is the reference that ``tools/benchmark_inference.py`` times it against.
+        reuse_prompt_cache: at inference read each prompt once (parallel mode with
+            ``generate_format``): the format the instruction states is verified as a draft in the
+            same pass as the slot groups, and where generation differs from it the slot pass
+            continues the cached prompt (``_slot_passes``); the outputs are those of generating
+            the format and reading prompt and format again, up to float rounding. False is that
+            reference, which ``tools/benchmark_inference.py`` times it against.
         matcher: ``TASK_UTILS`` config of the slot ↔ ground-truth matcher (coordinate cost
             ``'l1'`` on image-size-normalised expected coordinates).
         no_object_weight: class-loss weight of unmatched slots (target: no-object).
@@ -180,13 +201,6 @@ class LLMTaskDecoder(LanguageModelDecoder):
         if mode == "autoregressive":
             return autoregressive_forward(self.backbone, prefix, group_embeds, return_prefix=True)
         return parallel_forward(self.backbone, prefix, group_embeds)
-
-    def _structured_prefix(self, image_embeds, instructions: List[str], fields: Sequence[str],
-                           contexts: Optional[List[dict]] = None) -> SequenceBatch:
-        format_ids = self._format_ids(fields) + [self.prompt.end_of_response_id]
-        contexts = contexts or [{}] * len(instructions)
-        return self._assemble([self._prompt_segments(text, embeds, **context) + [(format_ids, True)]
-                               for text, embeds, context in zip(instructions, image_embeds, contexts)])
 
     def _features_of(self, image_features: Optional[Dict[str, torch.Tensor]], rows: List[int]):
         """The refinements' image features of some batch rows (None without refinement)."""
@@ -319,41 +333,83 @@ class LLMTaskDecoder(LanguageModelDecoder):
                                                    groups)
         return kept, prompt.hidden[rows, :kept.embeds.shape[1]], group_hidden
 
+    def _slot_passes(self, embeds: torch.Tensor, instructions: List[str],
+                     contexts: List[dict]) -> Iterator[SlotPass]:
+        """The slot pass of every instruction (``contexts``: each one's ``_prompt_context``),
+        grouped by output format.
+
+        Reading the prompt once (``reuse_prompt_cache``): instructions that state a format are
+        read with it as a draft, end of response and the slot groups in one pass
+        (``_drafted_pass``); a row whose generated format is shorter than the draft continues
+        that pass's cache with its own format; rows whose generation goes past the draft, or that
+        state no format, generate it (``_decode_format``) and continue that pass's cache. The
+        reference reads the prompt twice: the format pass, then prompt + format + groups.
+        """
+        if not (self.reuse_prompt_cache and self.generate_format and self.decode_mode == "parallel"):
+            formats = self._decode_format(embeds, instructions, contexts=contexts)
+            for fields, members in _grouped(formats).items():
+                prefix = self._structured_prefix(embeds[members], [instructions[k] for k in members], fields,
+                                                 [contexts[k] for k in members])
+                with self._reading(embeds[members]):
+                    prefix_hidden, group_hidden = self._run_groups(
+                        prefix, self._group_embeds(embeds[members], fields), self.decode_mode)
+                yield SlotPass(members, fields, prefix, prefix_hidden, group_hidden, list(range(len(members))))
+            return
+        drafts = [self._format_draft(text) for text in instructions]
+        undecided = [k for k, draft in enumerate(drafts) if draft is None]
+        for draft, members in _grouped([tuple(d) if d is not None else None for d in drafts]).items():
+            if draft is None:
+                continue
+            fields = tuple(self.id_to_field[i] for i in draft)
+            stops, prefix, prefix_hidden, group_hidden, prompt = self._drafted_pass(
+                embeds[members], [instructions[k] for k in members], list(draft),
+                self._group_embeds(embeds[members], fields), [contexts[k] for k in members])
+            ends = {}  # format length where generation stops (the draft's or shorter) -> rows
+            for row, stop in enumerate(stops.tolist()):
+                if stop == len(draft) - 1:
+                    ends.setdefault(len(draft), []).append(row)
+                elif stop >= 0:
+                    ends.setdefault(stop + 1, []).append(row)
+                else:
+                    undecided.append(members[row])
+            for length, rows in ends.items():
+                if length == len(draft):
+                    yield SlotPass([members[r] for r in rows], fields, prefix, prefix_hidden, group_hidden, rows)
+                    continue
+                short = fields[:length]
+                own = [members[r] for r in rows]
+                yield SlotPass(own, short, *self._cached_groups(prompt, rows, embeds[own], short),
+                               list(range(len(rows))))
+        if undecided:
+            state = {}
+            formats = self._decode_format(embeds[undecided], [instructions[k] for k in undecided], state,
+                                          [contexts[k] for k in undecided])
+            for fields, rows in _grouped(formats).items():
+                own = [undecided[r] for r in rows]
+                yield SlotPass(own, fields, *self._cached_groups(state["cache"], rows, embeds[own], fields),
+                               list(range(len(rows))))
+
     def _predict_structured(self, image_embeds, reference_points, samples, class_priors=None,
                             image_features=None) -> None:
         passes = self._category_passes(samples)
         pass_embeds, instructions = image_embeds[[p[0] for p in passes]], [p[1] for p in passes]
+        decoded: Dict[int, SlotPredictions] = {}
         contexts = [self._prompt_context(samples[p[0]]) for p in passes]
-        state = {} if self.reuse_prompt_cache and self.decode_mode == "parallel" else None
-        formats = self._decode_format(pass_embeds, instructions, state, contexts)
-        # The format pass read every prompt: the slot passes continue it (without a format pass
-        # each prompt is read once anyway, by the slot pass of its format).
-        prompt = state.get("cache") if state is not None else None
-        results: Dict[int, List[SlotPredictions]] = {}
-        by_format: Dict[Tuple[str, ...], List[int]] = {}
-        for k, fields in enumerate(formats):
-            by_format.setdefault(tuple(fields), []).append(k)
-        for fields, members in by_format.items():
-            idx = [passes[k][0] for k in members]
-            if prompt is not None:
-                prefix, prefix_hidden, group_hidden = self._cached_groups(prompt, members, image_embeds[idx], fields)
-            else:
-                prefix = self._structured_prefix(image_embeds[idx], [passes[k][1] for k in members], fields,
-                                                 [contexts[k] for k in members])
-                with self._reading(image_embeds[idx]):
-                    prefix_hidden, group_hidden = self._run_groups(
-                        prefix, self._group_embeds(image_embeds[idx], fields), self.decode_mode)
-            for row, k in enumerate(members):
+        for slot_pass in self._slot_passes(pass_embeds, instructions, contexts):
+            for k, row in zip(slot_pass.members, slot_pass.rows):
                 i, _, names, offset = passes[k]
-                context = self._class_context(prefix_hidden, prefix, row, len(names))
+                context = self._class_context(slot_pass.prefix_hidden, slot_pass.prefix, row, len(names))
                 prior = None
                 if class_priors is not None and class_priors[i] is not None:
                     prior = class_priors[i][:, offset:offset + len(names)]
-                slots = self._decode_slots(group_hidden[row], reference_points[i], samples[i], len(names), offset,
-                                           fields, context, prior)
+                slots = self._decode_slots(slot_pass.group_hidden[row], reference_points[i], samples[i], len(names),
+                                           offset, slot_pass.fields, context, prior)
                 if image_features is not None and self._refinement_for(slots.points.shape[1]) is not None:
                     slots.points = self._refined_points(image_features, i, slots.points, samples[i])
-                results.setdefault(i, []).append(slots)
+                decoded[k] = slots
+        results: Dict[int, List[SlotPredictions]] = {}
+        for k in sorted(decoded):  # in pass order, whichever slot pass decoded it
+            results.setdefault(passes[k][0], []).append(decoded[k])
         for i, sample in enumerate(samples):
             sample.pred_instances = self.postprocessor.merge(results[i], sample)
 

@@ -1,0 +1,49 @@
+"""The LLM learns to write the canonical forms of a few mixed plain requests exactly."""
+import os
+
+import pytest
+import torch
+from tiny_llm import build_decoder, make_sample
+
+from visionllm.tasks import read_canonical, wrap_request
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
+
+LORA = dict(rank=8, alpha=16, dropout=0.0, include_mlp=True)
+REQUESTS = [  # (request, canonical form, task)
+    ("Find all stars and hexagons in <image>.", "detection: star; hexagon", "detection"),
+    ("Please locate the red square in <image>.", "grounding: the red square", "grounding"),
+    ("How many triangles are in <image>?", "vqa: how many triangles are there?", "vqa"),
+    ("<image> Is there a blue star?", "vqa: is there a blue star?", "vqa"),
+    ("<image> Outline every circle.", "segmentation: circle", "segmentation"),
+    ("<image> Describe this picture.", "caption", "caption"),
+    ("<image> Translate this into French.", "unsupported", None),
+]
+
+
+def test_canonical_forms_of_mixed_requests_are_learnt_exactly(tiny_llama_dir):
+    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
+    g = torch.Generator().manual_seed(seed)
+    samples = [make_sample("request", wrap_request(text), target_text=canonical) for text, canonical, _ in REQUESTS]
+    decoder = build_decoder(tiny_llama_dir, lora=LORA, num_slots=2, max_new_tokens=16)
+    # One image for all: the request's words alone decide the canonical form.
+    embeds = torch.randn(1, 4, decoder.hidden_size, generator=g).expand(len(samples), -1, -1).contiguous()
+    refs = torch.rand(len(samples), 4, 2, generator=g)
+    params = [p for p in decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=5e-3, weight_decay=0.0)
+    steps = 300
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    decoder.train()
+    for _ in range(steps):
+        loss = decoder.loss(embeds, refs, samples)["loss_text"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+    decoder.eval()
+    predicted = [s.pred_text for s in decoder.predict(embeds, refs, samples)]
+    assert predicted == [canonical for _, canonical, _ in REQUESTS], f"seed {seed}: loss {loss.item():.4f}"
+    for text, (_, _, task) in zip(predicted, REQUESTS):
+        expanded = read_canonical(text)
+        assert (expanded.task if expanded is not None else None) == task

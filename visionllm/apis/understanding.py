@@ -1,0 +1,134 @@
+"""What a user's instruction asks for: read from the explicit template syntax, or else decided
+by the model, which rewrites a plain request as a canonical form (``visionllm.tasks.request``).
+
+1. Explicit: the instruction names a structured output format that ``read_instruction``
+   accepts, or matches one of a task's phrasings: it is followed as written. Template syntax
+   that ``read_instruction`` refuses (a bad category set or output format) raises its error.
+2. Otherwise the model writes the request's canonical form (the ``request`` task on the first
+   image), which is expanded into the evaluation phrasing (template 0) of the task it names and
+   followed as if the user had written that.
+3. A canonical form that cannot be read (e.g. a model never trained on requests) falls back to
+   the rule-based reading of the instruction (``read_instruction``), as before plain requests;
+   the result says so (``understanding="fallback"``).
+4. ``unsupported``: no task serves the request; an :class:`InputError` lists the tasks.
+"""
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional, Sequence
+
+from visionllm.apis.inputs import ImageInput, InputError, load_image, original_size
+from visionllm.instructions import IMAGE_PLACEHOLDER, REGION_PLACEHOLDER
+from visionllm.instructions.output_format import UnsupportedOutputFormat, find_output_format
+from visionllm.tasks import (CanonicalFormError, InstructionError, all_tasks, read_canonical, read_instruction,
+                             wrap_request)
+
+EXPLICIT, MODEL, FALLBACK = "explicit", "model", "fallback"
+
+
+@lru_cache(maxsize=1)
+def _template_patterns() -> tuple:
+    """Every phrasing of the user-facing tasks as a regex, placeholders matching any text."""
+    patterns = []
+    for spec in all_tasks():
+        if spec.wraps_text:
+            continue
+        for template in spec.templates:
+            parts = re.split(r"\{\w+\}", template)
+            patterns.append(re.compile(r"\s*" + "(.+)".join(re.escape(p) for p in parts) + r"\s*", re.DOTALL))
+    return tuple(patterns)
+
+
+# Template syntax with a mistake in it: its own error is clearer than any guess.
+_SYNTAX = re.compile(r"<c\d+>|\{\s*\}")
+
+
+def is_explicit(instruction: str) -> bool:
+    """An instruction in the template syntax: a structured output ``read_instruction`` accepts,
+    a phrasing of a task, the request task's own wrapper, or template syntax that
+    ``read_instruction`` refuses (a category set, an empty one, an output format the model
+    cannot produce), whose error is then reported as it is. An instruction with ``<region>``
+    placeholders is followed as written (a canonical form would lose its regions)."""
+    if REGION_PLACEHOLDER in instruction:
+        return True
+    try:
+        parsed = read_instruction(instruction)
+    except InstructionError:
+        try:
+            find_output_format(instruction)
+        except UnsupportedOutputFormat:
+            return True
+        return bool(_SYNTAX.search(instruction))
+    if parsed.output_format is not None or parsed.task == "request":
+        return True
+    return any(pattern.fullmatch(instruction) for pattern in _template_patterns())
+
+
+def user_task_names() -> list:
+    """The tasks a request can ask for (not the request task itself)."""
+    return [spec.name for spec in all_tasks() if not spec.wraps_text]
+
+
+@dataclass
+class Understanding:
+    """What will be run: ``description`` (``describe_instruction`` of the instruction
+    followed), ``how`` (``"explicit"``, ``"model"`` or ``"fallback"``), ``request`` (the user's
+    words) and ``canonical`` (the model's canonical form, when it wrote one)."""
+
+    description: dict
+    how: str
+    request: str
+    canonical: Optional[str] = None
+
+    def report(self, result) -> None:
+        """Note on a result what was understood (``result.task`` / ``result.instruction`` are the
+        description's)."""
+        result.understanding = self.how
+        result.request = self.request
+        result.canonical = self.canonical
+
+
+def generate_canonical(inferencer, image: ImageInput, instruction: str) -> str:
+    """The model's canonical form of a plain request about ``image``."""
+    from visionllm.apis.inferencer import describe_instruction
+
+    description = describe_instruction(wrap_request(instruction))
+    inputs = inferencer._model_inputs([(load_image(image), original_size(image))], description)
+    sample = inferencer.model(**inputs, mode="predict")[0]
+    return (sample.get("pred_text") or "").strip()
+
+
+def check_instruction(instruction: str, history: Optional[Sequence[dict]] = None) -> bool:
+    """What can be refused before the model reads an instruction (one-line :class:`InputError`):
+    template syntax and conversation follow-ups in full (``describe_instruction``), a plain
+    request only for being empty or showing ``<image>`` twice. Returns whether the instruction is
+    followed as written (True) or is a plain request for the model to rewrite."""
+    from visionllm.apis.inferencer import describe_instruction
+
+    if history or not isinstance(instruction, str) or is_explicit(instruction):
+        describe_instruction(instruction, history)
+        return True
+    if not instruction.strip() or instruction.count(IMAGE_PLACEHOLDER) > 1:
+        describe_instruction(instruction)  # raises the one-line InputError (empty, <image> twice)
+    return False
+
+
+def understand_instruction(inferencer, image: ImageInput, instruction: str,
+                           history: Optional[Sequence[dict]] = None) -> Understanding:
+    """Decide what ``instruction`` asks for (module docstring); ``image`` is the one the model
+    reads a plain request with. Follow-up turns of a conversation are read as written."""
+    from visionllm.apis.inferencer import describe_instruction
+
+    if check_instruction(instruction, history):
+        return Understanding(describe_instruction(instruction, history), EXPLICIT, instruction)
+    canonical = generate_canonical(inferencer, image, instruction)
+    polygon_points = inferencer.cfg.get("eval_polygon_points")
+    try:
+        expanded = read_canonical(canonical, num_points=polygon_points if isinstance(polygon_points, int) else None)
+    except CanonicalFormError:
+        # Rule-based reading (raises a one-line InputError for an instruction it cannot follow).
+        return Understanding(describe_instruction(instruction), FALLBACK, instruction, canonical)
+    if expanded is None:
+        raise InputError(f"no task serves this request ({instruction!r}); the model can do: "
+                         f"{', '.join(user_task_names())}")
+    return Understanding(describe_instruction(expanded.text), MODEL, instruction, canonical)
