@@ -5,6 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from visionllm.instructions.category_set import format_category_set, sample_category_set
+from visionllm.instructions.regions import REGION_PLACEHOLDER
 from visionllm.instructions.instruction import Instruction
 from visionllm.instructions.output_format import OutputFormat
 from visionllm.registry import TASKS
@@ -75,10 +76,13 @@ class DetectionTask(TaskSpec):
         return instruction, [classes.index(name) for name in categories]
 
     def recognises(self, parts: InstructionParts) -> bool:
-        """A category set with a box format, or with none (the model then generates the format)."""
+        """A category set with a box format, or with none and no ``<region>`` (the model then
+        generates the format; a region with a set of names asks to classify the region)."""
         if not parts.categories:
             return False
-        return parts.output_format is None or parts.output_format.kind == self.output_format().kind
+        if parts.output_format is None:
+            return REGION_PLACEHOLDER not in parts.text
+        return parts.output_format.kind == self.output_format().kind
 
 
 def _select_objects(results: dict, keep: np.ndarray) -> None:
