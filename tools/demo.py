@@ -21,6 +21,8 @@ CONFIG = osp.join(REPO, "configs", "visionllm_tiny_shapes.py")
 CHECKPOINT = osp.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
 DATA = osp.join(REPO, "data", "shapes")
 TASK_DATASETS = ("detection", "segmentation", "grounding", "caption", "vqa")  # order of the test loader
+REGION_DATASETS = ("region_caption", "region_vqa", "region_classification")  # then these
+REGION_SAMPLES = 10  # the shipped model has not been trained on regions: a glimpse, not a measurement
 
 
 def banner(text: str) -> None:
@@ -41,6 +43,8 @@ def ensure_data(num_train: int) -> None:
 
 def evaluate(samples_per_task: int) -> None:
     options = [f"test_dataloader.dataset.datasets.{i}.indices={samples_per_task}" for i in range(len(TASK_DATASETS))]
+    options += [f"test_dataloader.dataset.datasets.{len(TASK_DATASETS) + i}.indices={REGION_SAMPLES}"
+                for i in range(len(REGION_DATASETS))]
     # Progress every 50 samples (4 lines for the default 200) keeps the step on one screen.
     options.append("default_hooks.logger.interval=50")
     run([sys.executable, "tools/test.py", CONFIG, CHECKPOINT, "--work-dir", "work_dirs/demo_test",
