@@ -63,6 +63,7 @@ def test_every_answer_follows_from_the_annotations(shapes):
     for i in range(len(talk)):
         t, s = talk.get_data_info(i), alone.get_data_info(i)
         assert (t["img_id"], t["turn"], t["target_text"]) == (s["img_id"], s["turn"], s["target_text"])
+        assert t["gt_texts"] == [t["target_text"]] * 10  # ten agreeing answers: full VQA credit
         assert t["target_text"] == _expected(s["question"], objects[t["img_id"]], widths[t["img_id"]]), s["question"]
         assert s["history"] == []
 

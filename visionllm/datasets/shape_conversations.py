@@ -116,7 +116,8 @@ class ShapesConversationDataset(BaseDataset):
         seed: the conversations' seed (the same seed gives the same conversations).
         standalone: single-turn samples of the standalone questions.
 
-    data_info: ``img_path, img_id, task='vqa', question, target_text, gt_texts=[answer],
+    data_info: ``img_path, img_id, task='vqa', question, target_text, gt_texts (the answer ten times,
+    as ten agreeing annotators: the VQAv2 accuracy rule needs three matches for full credit),
     question_id ("<image id>_<turn>"), turn (1-based), history``.
     """
 
@@ -147,7 +148,7 @@ class ShapesConversationDataset(BaseDataset):
             for index, (question, standalone, answer) in enumerate(turns, start=1):
                 asked = standalone if self.standalone else question
                 data_list.append(dict(img_path=os.path.join(prefix, image["file_name"]), img_id=image["id"],
-                                      task="vqa", question=asked, target_text=answer, gt_texts=[answer],
+                                      task="vqa", question=asked, target_text=answer, gt_texts=[answer] * 10,
                                       question_id=f"{image['id']}_{index}", turn=index,
                                       history=[] if self.standalone else list(history)))
                 history.append(dict(user=f"<image> {question}" if index == 1 else question, assistant=answer))
