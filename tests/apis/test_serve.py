@@ -253,7 +253,7 @@ def test_regions_and_history_equal_the_python_api(python_api, server, val_images
     response = _post(server, path, REGION_INSTRUCTION, regions=json.dumps(boxes[:1]))
     assert response.status_code == 200, response.text
     result = python_api(path, REGION_INSTRUCTION, regions=boxes[:1])
-    assert result.task == "vqa" and result.text
+    assert result.task == "region_vqa" and result.text
     _assert_same(response.json(), result, size, threshold=0.3)
     np.testing.assert_allclose(response.json()["regions"], boxes[:1])
     two = "<image> Is <region> left of <region>?"

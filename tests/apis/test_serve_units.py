@@ -170,4 +170,4 @@ def test_region_preset_is_a_region_question():
     from visionllm.instructions import count_regions
 
     text = preset_instruction(REGION_PRESET)
-    assert count_regions(text) == 1 and describe_instruction(text)["task"] == "vqa"
+    assert count_regions(text) == 1 and describe_instruction(text)["task"] == "region_vqa"

@@ -35,7 +35,7 @@ PRESETS = {
     "caption": "caption",
     "answer a question": "vqa",
 }
-# A question about a clicked region (VQA with a <region> placeholder, as `make demo` asks).
+# A question about a clicked region (region VQA: a <region> placeholder, as `make demo` asks).
 REGION_PRESET = "ask about a region"
 REGION_INSTRUCTION = f"<image> What colour is {REGION_PLACEHOLDER}?"
 DEFAULT_EXPRESSION = "the red circle"
