@@ -1,20 +1,19 @@
 """Region question answering: a short answer to a question about one or more ``<region>``s
 ("What colour is <region>?", "Is <region> left of <region>?")."""
-import random
-from typing import List, Optional, Tuple
+from typing import Optional
 
-from visionllm.instructions.instruction import Instruction
 from visionllm.instructions.regions import REGION_PLACEHOLDER
 from visionllm.registry import TASKS
 
 from .region_reading import region_task_of
-from .spec import InstructionParts, TaskSpec, check_text
+from .spec import InstructionParts
+from .vqa import VqaTask
 
 
 @TASKS.register_module(name="region_vqa")
-class RegionVqaTask(TaskSpec):
-    """Free text: the question (holding the ``<region>`` placeholders) goes into the instruction;
-    ``target_text`` is the answer."""
+class RegionVqaTask(VqaTask):
+    """As VQA, with a question that holds ``<region>`` placeholders; its own phrasings, metric
+    and recognition."""
 
     name = "region_vqa"
     metric = dict(type="RegionVQAAccuracy")
@@ -37,17 +36,11 @@ class RegionVqaTask(TaskSpec):
         "<image> Q: {question} A:",
     )
 
-    def fields(self, question: Optional[str] = None, **_):
-        if question is None:
-            raise ValueError("region_vqa instructions need a question")
-        question = check_text(question, "question")
-        if REGION_PLACEHOLDER not in question:
+    def fields(self, question: Optional[str] = None, **values):
+        fill, categories, output_format = super().fields(question=question, **values)
+        if REGION_PLACEHOLDER not in fill["question"]:
             raise ValueError(f"a region question must contain {REGION_PLACEHOLDER}: {question!r}")
-        return dict(question=question), [], None
-
-    def build(self, results: dict, rng: random.Random, template_index: Optional[int] = None,
-              **_) -> Tuple[Instruction, List[int]]:
-        return self.instruction(rng, template_index, question=results["question"]), []
+        return fill, categories, output_format
 
     def recognises(self, parts: InstructionParts) -> bool:
         return region_task_of(parts) == self.name

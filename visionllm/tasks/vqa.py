@@ -37,7 +37,7 @@ class VqaTask(TaskSpec):
 
     def fields(self, question: Optional[str] = None, **_):
         if question is None:
-            raise ValueError("vqa instructions need a question")
+            raise ValueError(f"{self.name} instructions need a question")
         return dict(question=check_text(question, "question")), [], None
 
     def build(self, results: dict, rng: random.Random, template_index: Optional[int] = None,
