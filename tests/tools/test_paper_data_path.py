@@ -132,7 +132,10 @@ def _check_packed(packed: dict, train: bool) -> None:
     # 1333x800 keep-ratio: the long side reaches 1333 or the short side 800 (whichever binds)
     factor = min(max(IMG_SCALE) / max(ori_h, ori_w), min(IMG_SCALE) / min(ori_h, ori_w))
     assert (h, w) == (round(ori_h * factor), round(ori_w * factor))
-    assert sample.instruction.count("<image>") == 1
+    # The image stands once in the prompt: in the instruction, or in the first turn of a
+    # conversation's history (a LLaVA follow-up is asked as written).
+    users = [sample.instruction] + [turn["user"] for turn in sample.metainfo.get("history") or []]
+    assert sum(text.count("<image>") for text in users) == 1
     gt = sample.gt_instances
     task = sample.task
     if task in ("detection", "segmentation", "grounding"):
