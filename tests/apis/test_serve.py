@@ -332,7 +332,7 @@ def test_page_in_headless_chromium(python_api, server, val_images, object_boxes)
     from selenium.webdriver.support.ui import WebDriverWait
 
     path, _ = val_images[1]
-    wait = WebDriverWait(driver, 900)
+    wait = WebDriverWait(driver, 300)  # a wrong wait fails in minutes, not a quarter hour
     try:
         driver.get(server + "/")
         upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#input-image input[type=file]")))
@@ -388,10 +388,11 @@ def _region_and_follow_up(driver, wait, python_api, path: str, box) -> None:
     driver.find_element(By.CSS_SELECTOR, f"[data-testid='{REGION_PRESET}-radio-label']").click()
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#instruction textarea").get_attribute("value")
                == REGION_INSTRUCTION)
-    driver.find_element(By.CSS_SELECTOR, "#run").click()
-    wait.until(lambda d: '"vqa"' in d.find_element(By.ID, "result-json").text)
     size = Image.open(path).size
     region = python_api(path, REGION_INSTRUCTION, regions=[shown])
+    driver.find_element(By.CSS_SELECTOR, "#run").click()
+    # The page's JSON names the task the Python API reads the instruction as.
+    wait.until(lambda d: f'"{region.task}"' in d.find_element(By.ID, "result-json").text)
     _assert_same(page_json(driver), region, size, threshold=0.3)
     assert driver.find_element(By.CSS_SELECTOR, "#result-text textarea").get_attribute("value") == region.text
     # The follow-up: the region turn is in the history with its box as words.
