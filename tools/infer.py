@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     try:
         regions = [parse_region(text) for text in args.region]
         inferencer = VisionLLMInferencer(args.config, args.checkpoint, device=args.device)
-        results = inferencer(list(args.images), args.instruction, regions=regions)
+        results = inferencer(list(args.images), args.instruction, regions=regions,
+                             score_threshold=args.score_threshold)
         for path, result in zip(args.images, results):
             out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + f"_{result.task}.png")
             inferencer.visualize(path, result, out_file)

@@ -100,6 +100,25 @@ def test_many_categories_run_in_passes(inferencer, image_path):
     assert result.labels.max(initial=0) < 40
 
 
+def test_a_score_threshold_returns_the_objects_scoring_above_it(inferencer, image_path, monkeypatch):
+    """With ``score_threshold`` the result is the full result's objects at or above it (the
+    model then decodes only those; forced here for the tiny model's few slots)."""
+    from visionllm.models.llm import parallel_decoding
+    monkeypatch.setattr(parallel_decoding, "PRUNING_MIN_POSITIONS", 1)
+    segment = build_instruction("segmentation", random.Random(0), categories=["circle", "square", "star"],
+                                num_points=8, template_index=0).text
+    full = inferencer(image_path, segment)
+    threshold = float(np.median(full.scores))
+    kept = full.scores >= threshold
+    assert 0 < kept.sum() < len(kept)
+    above = inferencer(image_path, segment, score_threshold=threshold)
+    assert above.names == [n for n, k in zip(full.names, kept) if k]
+    np.testing.assert_allclose(above.scores, full.scores[kept], atol=1e-5)
+    np.testing.assert_allclose(above.boxes, full.boxes[kept], atol=0.05)
+    with pytest.raises(InputError, match="score_threshold"):
+        inferencer(image_path, segment, score_threshold=1.5)
+
+
 @pytest.mark.parametrize("image, text, message", [
     ("missing.png", None, "not found"),
     ("corrupt", None, "cannot read image"),

@@ -100,7 +100,8 @@ class Conversation:
         if self._turns and count:
             raise InputError(f"the image is already in the conversation (first turn): ask a follow-up "
                              f"without {IMAGE_PLACEHOLDER}, or reset() to start over")
-        result = self.inferencer(self.image, instruction, history=self.history or None)
+        result = self.inferencer(self.image, instruction, history=self.history or None,
+                                 score_threshold=self.score_threshold)
         self._turns.append(ConversationTurn(instruction, result, answer_text(result, self.score_threshold)))
         return result
 

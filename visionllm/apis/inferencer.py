@@ -149,7 +149,8 @@ class VisionLLMInferencer:
     @torch.no_grad()
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], instruction: str,
                  batch_size: int = 4, regions: Optional[Sequence[Sequence[float]]] = None,
-                 history: Optional[Sequence[dict]] = None) -> Union[VisionLLMResult, List[VisionLLMResult]]:
+                 history: Optional[Sequence[dict]] = None,
+                 score_threshold: Optional[float] = None) -> Union[VisionLLMResult, List[VisionLLMResult]]:
         """Answer ``instruction`` on one image (→ a result) or a list of them (→ a list).
 
         ``regions``: one box ``[x1, y1, x2, y2]`` in pixels of the input image per ``<region>``
@@ -158,8 +159,12 @@ class VisionLLMInferencer:
         conversation about the image(s) (see ``describe_instruction``;
         :class:`~visionllm.apis.conversation.Conversation` keeps them). A plain request (not in
         template syntax) is first rewritten by the model as a canonical form, read on the first
-        image (``understand_instruction``).
+        image (``understand_instruction``). ``score_threshold``: return only the objects scoring
+        at least this much (grounding keeps its one box); the model then decodes the coordinates
+        of those objects only, which is faster. None keeps every slot's prediction.
         """
+        if score_threshold is not None and not 0.0 <= float(score_threshold) <= 1.0:
+            raise InputError(f"score_threshold must be in [0, 1], got {score_threshold}")
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
         understood = understand_instruction(self, image_list[0] if image_list else None, instruction, history)
@@ -171,7 +176,11 @@ class VisionLLMInferencer:
         for start in range(0, len(arrays), batch_size):
             stop = start + batch_size
             chunk = list(zip(arrays[start:stop], sizes[start:stop], boxes[start:stop]))
-            samples = self.model(**self._model_inputs(chunk, description), mode="predict")
+            inputs = self._model_inputs(chunk, description)
+            if score_threshold is not None:
+                for sample in inputs["data_samples"]:
+                    sample.set_metainfo(dict(score_thr=float(score_threshold)))
+            samples = self.model(**inputs, mode="predict")
             results.extend(self._to_result(s, description, size, regions) for s, (_, size, regions) in zip(samples, chunk))
         for result in results:
             understood.report(result)

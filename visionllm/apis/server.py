@@ -170,7 +170,8 @@ class ModelService:
     def _run(self, image: Image.Image, instruction: str, score_threshold: float,
              regions: Optional[list] = None, history: Optional[List[dict]] = None):
         start = time.perf_counter()
-        result = self.inferencer(image, instruction, regions=regions, history=history)
+        result = self.inferencer(image, instruction, regions=regions, history=history,
+                                 score_threshold=score_threshold)
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         return result, result_to_dict(result, elapsed_ms, score_threshold)
 

@@ -328,3 +328,32 @@ def test_token_appearance_starts_at_zero_then_reads_the_pixels_under_each_token(
         pixel_delta = (with_pixels.token_appearance(recoloured, masks, without(recoloured, None, texts)["reference_points"])
                        - with_pixels.token_appearance(images, masks, without(images, None, texts)["reference_points"]))
     torch.testing.assert_close(delta_with, delta_without + pixel_delta, rtol=1e-4, atol=1e-4)
+
+
+def test_category_names_are_encoded_once_per_set_until_the_weights_change(tokenizer, monkeypatch):
+    """Inference asks the same category set of image after image: the text encoder runs once
+    per set; a new set, a weight update or a gradient-recording call encodes again, and the
+    remembered names are the ones a fresh encoding gives."""
+    calls = []
+    encode = tokenizer._encode_names
+    monkeypatch.setattr(tokenizer, "_encode_names", lambda names: calls.append(tuple(names)) or encode(names))
+    samples = [make_sample(64, 64, [[1, 1, 9, 9]], categories=["circle", "square"]) for _ in range(2)]
+    with torch.no_grad():
+        first = tokenizer.names_of(samples[:1], "cpu")
+        again = tokenizer.names_of(samples[1:], "cpu")
+        assert len(calls) == 1 and torch.equal(first[0][0], again[0][0])
+        tokenizer.names_of([make_sample(64, 64, [[1, 1, 9, 9]], categories=["star"])], "cpu")
+        assert len(calls) == 2
+        tokenizer.names_of(samples[:1], "cpu")
+        assert len(calls) == 3
+        weight = tokenizer.text_encoder.proj.weight
+        saved = weight.clone()
+        weight.add_(torch.randn_like(weight) * 0.05)  # as an optimizer step or load_state_dict would, in place
+        try:
+            changed = tokenizer.names_of(samples[:1], "cpu")
+            assert len(calls) == 4 and not torch.allclose(changed[0][0], first[0][0])
+        finally:
+            weight.copy_(saved)
+    for _ in range(2):  # gradients recorded: always a fresh encoding
+        tokenizer.names_of(samples[:1], "cpu")
+    assert len(calls) == 6

@@ -169,6 +169,21 @@ class ImageTokenizer(nn.Module):
             return pooled, None
         return pooled, self.relational_alignment.side_weights(pooled, feats, padding)
 
+    def _encoded_names(self, names: tuple):
+        """``_encode_names``, remembered for the last set of names while no gradient is recorded:
+        a category set asked of image after image is encoded once. The memo is keyed by the
+        encoders' weights (their storage and in-place version), so loading or training them
+        starts afresh."""
+        if torch.is_grad_enabled():
+            return self._encode_names(names)
+        modules = [self.text_encoder] + ([self.relational_alignment] if self.relational_alignment is not None else [])
+        weights = tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
+        memo = getattr(self, "_names_memo", None)
+        if memo is None or memo[0] != (names, weights):
+            memo = ((names, weights), self._encode_names(names))
+            self._names_memo = memo
+        return memo[1]
+
     def name_logits(self, embeds: torch.Tensor, names: torch.Tensor, points: Optional[torch.Tensor] = None,
                     side_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Token-to-name logits ``[M, n]`` of one image's tokens ``[M, C]``; with the tokens'
@@ -236,7 +251,7 @@ class ImageTokenizer(nn.Module):
         distinct = list(dict.fromkeys(name for names in per_sample for name in names))
         if not distinct:
             return [None] * len(per_sample)
-        table, sides = self._encode_names(distinct)
+        table, sides = self._encoded_names(tuple(distinct))
         row = {name: i for i, name in enumerate(distinct)}
         result = []
         for names in per_sample:

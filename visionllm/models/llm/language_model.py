@@ -21,7 +21,8 @@ from visionllm.instructions.regions import REGION_PLACEHOLDER, count_regions, re
 from .generation_constraints import build_text_constraints
 from .image_readout import ImageReadout
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
-from .parallel_decoding import additive_mask, parallel_forward, prefix_allowed
+from .parallel_decoding import additive_mask, crop_cache, parallel_forward, prefix_allowed, pruned_parallel_forward
+from .slot_group_attention import use_slot_group_attention
 from .prompt import PromptBuilder, SequenceBatch, TokensPlusVector, assemble_batch
 from .vocabulary import SpecialTokens, extend_vocabulary
 
@@ -69,6 +70,8 @@ class LanguageModelDecoder(BaseModule):
         from visionllm.instructions import LocationCodec
         llm = dict(llm or dict(source="smollm2"))
         model, tokenizer = load_causal_lm(**llm)
+        # Slot passes skip the attention their isolated groups cannot see (slot_group_attention).
+        use_slot_group_attention(model)
         self.on_meta = llm.get("source") == "meta"
         model = apply_lora(model, **lora) if lora is not None else freeze_all(model)
         self.special = SpecialTokens(**(special_tokens or {}))
@@ -317,21 +320,27 @@ class LanguageModelDecoder(BaseModule):
 
     @torch.no_grad()
     def _drafted_pass(self, image_embeds: torch.Tensor, instructions: List[str], draft: List[int],
-                      group_embeds: torch.Tensor, contexts: Optional[List[dict]] = None):
+                      group_embeds: torch.Tensor, contexts: Optional[List[dict]] = None, keep=None):
         """Prompt, a drafted format, end of response and the slot groups in ONE forward pass.
 
         The hidden states after the draft's tokens tell where greedy format generation would have
         stopped (``_format_stops``): where it is the draft's end, the draft is what generation
         emits and the groups saw exactly the prefix they would have seen after it. Returns
         ``(stops, prefix, prefix hidden, group hidden, PromptCache)``; the cache (prompt + draft +
-        end of response) serves a slot pass for a row that stopped earlier.
+        end of response) serves a slot pass for a row that stopped earlier. ``keep(prefix,
+        prefix_hidden, first_hidden)``: which groups to finish (``pruned_parallel_forward``);
+        None finishes all.
         """
         from transformers import DynamicCache
         prefix = self._structured_prefix(image_embeds, instructions, [self.id_to_field[i] for i in draft], contexts)
         cache = DynamicCache(config=self.backbone.config)
         with self._reading(image_embeds):
-            prefix_hidden, group_hidden = parallel_forward(self.backbone, prefix, group_embeds, cache=cache)
-        cache.crop(-group_embeds.shape[1] * group_embeds.shape[2])
+            if keep is None:
+                prefix_hidden, group_hidden = parallel_forward(self.backbone, prefix, group_embeds, cache=cache)
+            else:
+                prefix_hidden, group_hidden = pruned_parallel_forward(
+                    self.backbone, prefix, group_embeds, cache, lambda hidden, first: keep(prefix, hidden, first))
+        crop_cache(cache, prefix.embeds.shape[1])
         # Left padding: the draft's tokens sit just before the final end of response.
         stops = self._format_stops(prefix_hidden[:, -len(draft) - 1:-1])
         fed = list(draft) + [self.prompt.end_of_response_id]

@@ -62,19 +62,48 @@ class StructuredPostProcessor:
         """Scores, labels (+ ``offset``, the pass's first category) and points of the slots."""
         num_slots = logits.cls.shape[0]
         refs = refs[:num_slots]
-        probs = logits.cls.softmax(-1)[:, :num_categories]
-        if num_categories:
-            scores, labels = probs.max(-1)
-        else:
-            scores, labels = probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long)
-        single = task_of_instruction(sample.metainfo["instruction"]).single_instance
-        if single and class_prior is not None and num_categories:
-            scores, labels = class_prior[:num_slots, :num_categories].sigmoid().max(-1)
+        scores, labels = self.slot_scores(logits.cls, sample, num_categories, class_prior)
         h, w = sample.metainfo.get("img_shape")[:2]
         img_wh = (float(w), float(h))
         loc = logits.loc.view(num_slots, -1, 2, self.codec.num_bins)
         points = self.codec.decode_expectation(loc.softmax(-1), refs.unsqueeze(1), img_wh)
         return SlotPredictions(scores, labels + offset, points.float())
+
+    @staticmethod
+    def slot_scores(cls_logits: torch.Tensor, sample, num_categories: int,
+                    class_prior: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(scores [N], labels [N])`` of the slots from their class logits ``[N, n+1]`` (the
+        class prior ranks a single-instance answer's slots, when there is one)."""
+        num_slots = cls_logits.shape[0]
+        probs = cls_logits.softmax(-1)[:, :num_categories]
+        if not num_categories:
+            return probs.new_zeros(num_slots), probs.new_zeros(num_slots, dtype=torch.long)
+        if task_of_instruction(sample.metainfo["instruction"]).single_instance and class_prior is not None:
+            return class_prior[:num_slots, :num_categories].sigmoid().max(-1)
+        return probs.max(-1)
+
+    def score_threshold(self, sample) -> float:
+        """The sample's ``score_thr`` (a caller's display threshold), else the configured one."""
+        return float(sample.metainfo.get("score_thr", self.score_thr))
+
+    def can_drop(self, sample, num_slots: int) -> bool:
+        """Whether ``merge`` may drop any of ``num_slots`` slots of this sample's pass."""
+        single = task_of_instruction(sample.metainfo["instruction"]).single_instance
+        return single or self.score_threshold(sample) > 0 or self.max_per_img < num_slots
+
+    def survivors(self, scores: torch.Tensor, sample) -> torch.Tensor:
+        """``[N]`` bool: the slots of one pass that ``merge`` can keep (the best one of a
+        single-instance answer; else the best ``max_per_img`` scoring at least the threshold).
+        Only these need their coordinates decoded."""
+        if not len(scores):
+            return torch.zeros_like(scores, dtype=torch.bool)
+        single = task_of_instruction(sample.metainfo["instruction"]).single_instance
+        budget = 1 if single else self.max_per_img
+        # Ties with the last kept score stay: merge's sort may pick any of them.
+        floor = scores.sort(descending=True).values[budget - 1] if len(scores) > budget else scores.min()
+        if not single:
+            floor = torch.clamp(floor, min=self.score_threshold(sample))
+        return scores >= floor
 
     def merge(self, parts: List[SlotPredictions], sample) -> InstanceData:
         """Concatenate the passes of one image, keep the best, rescale to ``ori_shape``."""
@@ -86,7 +115,7 @@ class StructuredPostProcessor:
         if task_of_instruction(meta["instruction"]).single_instance:
             order = order[:1]
         else:
-            order = order[scores[order] >= self.score_thr][:self.max_per_img]
+            order = order[scores[order] >= self.score_threshold(sample)][:self.max_per_img]
         scores, labels, points = scores[order], labels[order], points[order]
         w_scale, h_scale = meta.get("scale_factor", (1.0, 1.0))[:2]
         ori_h, ori_w = meta.get("ori_shape", meta.get("img_shape"))[:2]

@@ -7,10 +7,13 @@ answers are ordinary generation with a KV cache.
 
 The parts: ``LanguageModelDecoder`` (the LLM, its vocabulary, prompts, hidden states and
 generation), ``structured_head`` (slot queries → field logits), ``StructuredCriterion``
-(matching and loss terms) and ``StructuredPostProcessor`` (decoding, merging, rescaling). This
-module owns the head's parameters and routes samples between the parts.
+(matching and loss terms), ``StructuredPasses`` (which LLM passes inference runs) and
+``StructuredPostProcessor`` (decoding, merging, rescaling). This module owns the head's
+parameters and routes samples between the parts. At inference only the slots that can be kept
+(a caller's score threshold, one box for grounding) get their coordinates decoded
+(``pruned_parallel_forward``).
 """
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,36 +27,18 @@ from visionllm.tasks import task_of_instruction
 from .class_pointer import ClassPointer
 from .criterion import StructuredCriterion, combine_terms
 from .embedding_scale import ScaledProjection, embedding_rms
-from .language_model import LanguageModelDecoder, PromptCache, sample_meta
-from .parallel_decoding import autoregressive_forward, cached_parallel_forward, parallel_forward
+from .language_model import LanguageModelDecoder, sample_meta
+from .parallel_decoding import autoregressive_forward, parallel_forward
 from .postprocess import SlotPredictions, StructuredPostProcessor, rasterize_polygons  # noqa: F401  (re-export)
 from .prompt import SequenceBatch
 from .structured_head import SlotLogits, class_context, field_logits, slot_queries
+from .structured_passes import StructuredPasses
 
 
 def _feature_rows(features: Dict[str, torch.Tensor], rows: List[int]) -> Dict[str, torch.Tensor]:
     """The image features of some batch rows (the level layout is shared by all rows)."""
     shared = ("spatial_shapes", "level_start_index")
     return {k: v if k in shared else v[rows] for k, v in features.items()}
-
-
-class SlotPass(NamedTuple):
-    """One slot pass: instructions ``members`` (row ``rows[j]`` of the tensors holds
-    ``members[j]``) sharing the output format ``fields``."""
-    members: List[int]
-    fields: Tuple[str, ...]
-    prefix: SequenceBatch
-    prefix_hidden: torch.Tensor
-    group_hidden: torch.Tensor
-    rows: List[int]
-
-
-def _grouped(keys: Sequence) -> Dict:
-    """Indices of equal keys, keyed in order of first appearance."""
-    groups: Dict = {}
-    for index, key in enumerate(keys):
-        groups.setdefault(tuple(key) if key is not None else None, []).append(index)
-    return groups
 
 
 def _forwarded(part: str, name: str) -> property:
@@ -63,7 +48,7 @@ def _forwarded(part: str, name: str) -> property:
 
 
 @MODELS.register_module()
-class LLMTaskDecoder(LanguageModelDecoder):
+class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
     """LLaMA-family decoder with an extended vocabulary, LoRA, and parallel structured outputs.
 
     Args:
@@ -301,107 +286,37 @@ class LLMTaskDecoder(LanguageModelDecoder):
                 data_samples[i].pred_text = value
         return data_samples
 
-    def _category_passes(self, samples) -> List[Tuple[int, str, List[str], int]]:
-        """``(sample index, instruction, names, offset)`` per pass: category sets beyond the
-        budget run in several passes, each with a part of the set."""
-        from visionllm.instructions import format_category_set, split_category_set
-        passes = []
-        for i, sample in enumerate(samples):
-            instruction, categories = sample_meta(sample, "instruction"), list(sample_meta(sample, "categories"))
-            if len(categories) <= self.max_classes_per_pass:
-                passes.append((i, instruction, categories, 0))
-                continue
-            full = format_category_set(categories)
-            if full not in instruction:
-                raise ValueError("a category set beyond the class-token budget must appear in the "
-                                 "instruction as format_category_set(categories) to be split")
-            offset = 0
-            for chunk in split_category_set(categories, self.max_classes_per_pass):
-                passes.append((i, instruction.replace(full, format_category_set(chunk)), chunk, offset))
-                offset += len(chunk)
-        return passes
-
-    def _cached_groups(self, prompt: PromptCache, rows: List[int], image_embeds: torch.Tensor,
-                       fields: Sequence[str]) -> Tuple[SequenceBatch, torch.Tensor, torch.Tensor]:
-        """The slot pass of some rows of ``prompt`` continuing its cache: reads the rest of
-        ``format + end of response`` and the slot groups. Returns (prefix, prefix hidden, group hidden)."""
-        cache, kept, rest = prompt.continuation(rows, self._format_ids(fields) + [self.prompt.end_of_response_id])
-        groups = self._group_embeds(image_embeds, fields)
-        rest_embeds = self.embed_tokens(torch.tensor(rest, dtype=torch.long, device=groups.device)).to(groups.dtype)
-        with self._reading(image_embeds):
-            group_hidden = cached_parallel_forward(self.backbone, kept, cache, rest_embeds.expand(len(rows), -1, -1),
-                                                   groups)
-        return kept, prompt.hidden[rows, :kept.embeds.shape[1]], group_hidden
-
-    def _slot_passes(self, embeds: torch.Tensor, instructions: List[str],
-                     contexts: List[dict]) -> Iterator[SlotPass]:
-        """The slot pass of every instruction (``contexts``: each one's ``_prompt_context``),
-        grouped by output format.
-
-        Reading the prompt once (``reuse_prompt_cache``): instructions that state a format are
-        read with it as a draft, end of response and the slot groups in one pass
-        (``_drafted_pass``); a row whose generated format is shorter than the draft continues
-        that pass's cache with its own format; rows whose generation goes past the draft, or that
-        state no format, generate it (``_decode_format``) and continue that pass's cache. The
-        reference reads the prompt twice: the format pass, then prompt + format + groups.
-        """
-        if not (self.reuse_prompt_cache and self.generate_format and self.decode_mode == "parallel"):
-            formats = self._decode_format(embeds, instructions, contexts=contexts)
-            for fields, members in _grouped(formats).items():
-                prefix = self._structured_prefix(embeds[members], [instructions[k] for k in members], fields,
-                                                 [contexts[k] for k in members])
-                with self._reading(embeds[members]):
-                    prefix_hidden, group_hidden = self._run_groups(
-                        prefix, self._group_embeds(embeds[members], fields), self.decode_mode)
-                yield SlotPass(members, fields, prefix, prefix_hidden, group_hidden, list(range(len(members))))
-            return
-        drafts = [self._format_draft(text) for text in instructions]
-        undecided = [k for k, draft in enumerate(drafts) if draft is None]
-        for draft, members in _grouped([tuple(d) if d is not None else None for d in drafts]).items():
-            if draft is None:
-                continue
-            fields = tuple(self.id_to_field[i] for i in draft)
-            stops, prefix, prefix_hidden, group_hidden, prompt = self._drafted_pass(
-                embeds[members], [instructions[k] for k in members], list(draft),
-                self._group_embeds(embeds[members], fields), [contexts[k] for k in members])
-            ends = {}  # format length where generation stops (the draft's or shorter) -> rows
-            for row, stop in enumerate(stops.tolist()):
-                if stop == len(draft) - 1:
-                    ends.setdefault(len(draft), []).append(row)
-                elif stop >= 0:
-                    ends.setdefault(stop + 1, []).append(row)
-                else:
-                    undecided.append(members[row])
-            for length, rows in ends.items():
-                if length == len(draft):
-                    yield SlotPass([members[r] for r in rows], fields, prefix, prefix_hidden, group_hidden, rows)
-                    continue
-                short = fields[:length]
-                own = [members[r] for r in rows]
-                yield SlotPass(own, short, *self._cached_groups(prompt, rows, embeds[own], short),
-                               list(range(len(rows))))
-        if undecided:
-            state = {}
-            formats = self._decode_format(embeds[undecided], [instructions[k] for k in undecided], state,
-                                          [contexts[k] for k in undecided])
-            for fields, rows in _grouped(formats).items():
-                own = [undecided[r] for r in rows]
-                yield SlotPass(own, fields, *self._cached_groups(state["cache"], rows, embeds[own], fields),
-                               list(range(len(rows))))
-
     def _predict_structured(self, image_embeds, reference_points, samples, class_priors=None,
                             image_features=None) -> None:
         passes = self._category_passes(samples)
         pass_embeds, instructions = image_embeds[[p[0] for p in passes]], [p[1] for p in passes]
         decoded: Dict[int, SlotPredictions] = {}
         contexts = [self._prompt_context(samples[p[0]]) for p in passes]
-        for slot_pass in self._slot_passes(pass_embeds, instructions, contexts):
+
+        def prior_of(k: int) -> Optional[torch.Tensor]:
+            i, _, names, offset = passes[k]
+            if class_priors is None or class_priors[i] is None:
+                return None
+            return class_priors[i][:, offset:offset + len(names)]
+
+        def keep(members, prefix, prefix_hidden, first_hidden) -> torch.Tensor:
+            """The slots merge can keep, from their class field alone."""
+            rows = []
+            for row, k in enumerate(members):
+                i, names = passes[k][0], passes[k][2]
+                context = self._class_context(prefix_hidden, prefix, row, len(names))
+                logits = self._field_logits(first_hidden[row, :, None], len(names), context, prior_of(k))
+                scores, _ = self.postprocessor.slot_scores(logits.cls, samples[i], len(names), prior_of(k))
+                rows.append(self.postprocessor.survivors(scores, samples[i]))
+            return torch.stack(rows)
+
+        num_slots = self._slot_count(image_embeds.shape[1])
+        prune = any(self.postprocessor.can_drop(sample, num_slots) for sample in samples)
+        for slot_pass in self._slot_passes(pass_embeds, instructions, contexts, keep if prune else None):
             for k, row in zip(slot_pass.members, slot_pass.rows):
                 i, _, names, offset = passes[k]
                 context = self._class_context(slot_pass.prefix_hidden, slot_pass.prefix, row, len(names))
-                prior = None
-                if class_priors is not None and class_priors[i] is not None:
-                    prior = class_priors[i][:, offset:offset + len(names)]
+                prior = prior_of(k)
                 slots = self._decode_slots(slot_pass.group_hidden[row], reference_points[i], samples[i], len(names),
                                            offset, slot_pass.fields, context, prior)
                 if image_features is not None and self._refinement_for(slots.points.shape[1]) is not None:
