@@ -12,7 +12,10 @@
 _base_ = ["./visionllm_tiny_shapes.py"]
 
 varied_root = "data/shapes_varied/"
-max_iters = 3600
+# Sized for about 3 CPU-hours at the 1-thread speeds measured on 2026-12-02 (docs/experiments.md):
+# the backbone stage ~42 min (2000 iterations of batch 16, 1.25 s each), then 4500 iterations of
+# batch 4 (1.55 s each on this mix, ~116 min).
+max_iters = 4500
 warmup_iters = 200
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
 param_scheduler = [
@@ -69,7 +72,7 @@ _train = dict(data_root=varied_root, data_prefix=dict(img_path="images/train/"),
 # Shares: the chain's later steps found captions and VQA need more than their sample cost
 # suggests (docs/model_card.md, steps 8-11); grounding got 30-40 % there too. The three region
 # tasks, the conversations (VQA turns with history) and the plain requests get small shares.
-train_dataloader = dict(dataset=dict(
+train_dataloader = dict(batch_size=4, dataset=dict(
     datasets=[
         *_shapes_datasets("train", {{_base_.train_pipeline}}, False),
         dict(type="ShapesConversationDataset", ann_file="annotations/instances_train.json", **_train),
