@@ -99,3 +99,26 @@ def test_a_body_of_another_depth_is_an_error(shapes_root, tmp_path):
     torch.save(ResNetBackbone(depth=34, embed_dims=32).body.state_dict(), path)
     with pytest.raises(RuntimeError, match="does not fit"):
         ShapeKindPretrainingHook(shapes_root, **SETTINGS).before_train(_runner(tmp_path))
+
+
+def test_other_processes_wait_for_the_main_process_body(tmp_path, monkeypatch):
+    """Not the main process: no stage of its own; it loads the body once the file appears."""
+    import threading
+    calls = _count_stage_runs(monkeypatch)
+    monkeypatch.setattr(hook_module, "is_main_process", lambda: False)
+    runner = _runner(tmp_path)
+    hook = ShapeKindPretrainingHook("no_data_needed", poll_seconds=0.05, **SETTINGS)
+    path = hook.body_path(runner)
+    torch.manual_seed(7)
+    body = ResNetBackbone(depth=18, embed_dims=32).body.state_dict()
+
+    def write_later():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save(body, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    timer = threading.Timer(0.3, write_later)
+    timer.start()
+    hook.before_train(runner)
+    timer.join()
+    assert calls == [] and _body_equals_file(runner, path)

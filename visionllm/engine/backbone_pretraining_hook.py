@@ -1,8 +1,9 @@
 """The dense shape-kind pretraining of the ResNet body as the first stage of a training run."""
 import os.path as osp
+import time
 from typing import Optional
 
-from mmengine.dist import barrier, is_main_process
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from visionllm.registry import HOOKS
@@ -22,8 +23,10 @@ class ShapeKindPretrainingHook(Hook):
     - The run resumed from a checkpoint (``runner.iter > 0``) or starts from ``load_from``: the
       model's weights come from that checkpoint; nothing is pretrained or loaded.
 
-    The stage runs on the main process only and inside a forked torch RNG, so the rest of the
-    run draws the same random numbers whether the stage ran or was skipped. A body file that
+    The stage runs on the main process only, inside a forked torch RNG, so the rest of the run
+    draws the same random numbers whether the stage ran or was skipped. The other processes
+    wait for the body file by polling every ``poll_seconds`` (a collective barrier would time
+    out: the stage takes longer than the process group's default 30 minutes). A body file that
     does not fit the backbone exactly (other depth) is an error, not a partial load.
     """
 
@@ -31,8 +34,10 @@ class ShapeKindPretrainingHook(Hook):
 
     def __init__(self, data_root: str, out_dir: str = "backbone_pretraining", depth: int = 18, iters: int = 1500,
                  batch_size: int = 16, lr: float = 1e-3, size: int = 192, eval_interval: int = 500,
-                 max_images: Optional[int] = None, seed: int = 0, log_interval: int = 50):
+                 max_images: Optional[int] = None, seed: int = 0, log_interval: int = 50,
+                 poll_seconds: float = 10.0):
         self.data_root = data_root
+        self.poll_seconds = poll_seconds
         self.out_dir = out_dir
         self.settings = dict(depth=depth, iters=iters, batch_size=batch_size, lr=lr, size=size,
                              eval_interval=eval_interval, max_images=max_images, seed=seed,
@@ -62,7 +67,9 @@ class ShapeKindPretrainingHook(Hook):
                 with torch.random.fork_rng(devices=[]):
                     pretrain_shape_kind_body(self.data_root, osp.dirname(path), log=runner.logger.info,
                                              **self.settings)
-            barrier()
+            else:
+                while not osp.isfile(path):
+                    time.sleep(self.poll_seconds)
         backbone = unwrapped_model(runner.model).image_tokenizer.backbone
         missing, unexpected = backbone.load_checkpoint(path)
         if missing or unexpected:
