@@ -12,10 +12,10 @@
 _base_ = ["./visionllm_tiny_shapes.py"]
 
 varied_root = "data/shapes_varied/"
-# Sized for about 3 CPU-hours at the 1-thread speeds measured on 2026-12-02 (docs/experiments.md):
-# the backbone stage ~42 min (2000 iterations of batch 16, 1.25 s each), then 4500 iterations of
-# batch 4 (1.55 s each on this mix, ~116 min).
-max_iters = 4500
+# Sized for under 3 hours on the 2-core machine at the speeds measured on 2026-12-02 with two
+# threads (docs/experiments.md): the backbone stage ~20 min (2000 iterations of batch 16, 0.60 s
+# each), then 8000 iterations of batch 4 (0.92 s each on this mix, ~2 h); ~2.4 h in all.
+max_iters = 8000
 warmup_iters = 200
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
 param_scheduler = [
