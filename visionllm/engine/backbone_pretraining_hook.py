@@ -3,6 +3,7 @@ import os.path as osp
 import time
 from typing import Optional
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
@@ -47,8 +48,6 @@ class ShapeKindPretrainingHook(Hook):
         return osp.join(runner.work_dir, self.out_dir, BODY_FILE)
 
     def before_train(self, runner) -> None:
-        import torch
-
         path = self.body_path(runner)
         if runner.iter > 0:
             runner.logger.info(f"backbone pretraining skipped: resumed at iter {runner.iter}, the body comes "
