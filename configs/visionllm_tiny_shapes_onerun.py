@@ -22,7 +22,7 @@ param_scheduler = [
     dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),
     dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=max_iters, eta_min_ratio=0.05),
 ]
-# The chain's step 1 (tools/pretrain_backbone_shapes.py --iters 2000 --eval-interval 250), on the varied data.
+# The chain's step 1 (tools/pretrain_backbone_shapes.py --iters 2000, batch 16), on the varied data.
 custom_hooks = [
     dict(type="TrainableStateCheckpointHook"),
     dict(type="ShapeKindPretrainingHook", data_root=varied_root, iters=2000, batch_size=16, lr=1e-3, size=192,
