@@ -1,12 +1,17 @@
-"""tools/pretrain_backbone_shapes.py: labels follow the pixels, the accuracy is right, and the
-saved body loads into the model's backbone and carries the trained weights."""
+"""tools/pretrain_backbone_shapes.py (and the package code it runs): labels follow the pixels,
+the accuracy is right, and the saved body loads into the model's backbone and carries the
+trained weights."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from tools.pretrain_backbone_shapes import IGNORE, load_split, main, object_accuracy, random_batch
+from tools.pretrain_backbone_shapes import main
+from visionllm.datasets.shape_kind_maps import IGNORE
+from visionllm.datasets.shape_kind_maps import load_kind_maps as load_split
+from visionllm.datasets.shape_kind_maps import random_kind_batch as random_batch
+from visionllm.engine.shape_kind_pretraining import object_accuracy
 from visionllm.datasets.shapes import write_shapes_dataset
 from visionllm.models.image_tokenizer.backbones.resnet import ResNetBackbone
 
@@ -99,5 +104,7 @@ def test_saved_body_loads_into_the_backbone_with_trained_weights(shapes_root, tm
 
 
 def test_missing_data_is_a_one_line_error(tmp_path):
-    with pytest.raises(SystemExit, match="make_shapes"):
+    with pytest.raises(FileNotFoundError, match="make_shapes"):
         load_split(str(tmp_path), "train", 64)
+    with pytest.raises(SystemExit, match="make_shapes"):
+        main(["--data-root", str(tmp_path), "--out", str(tmp_path / "out")])

@@ -1,3 +1,4 @@
+from .backbone_pretraining_hook import ShapeKindPretrainingHook
 from .checkpoint import (AtomicLocalBackend, TrainableStateCheckpointHook, compress_state_dict,
                          decompress_state_dict, load_trained_checkpoint, unwrapped_model)
 from .optim_constructor import SummarisingOptimWrapperConstructor
@@ -9,4 +10,5 @@ from .visualization_hook import VisionLLMVisualizationHook
 __all__ = ["AtomicLocalBackend", "TrainableStateCheckpointHook", "compress_state_dict", "decompress_state_dict",
            "load_trained_checkpoint", "unwrapped_model", "SummarisingOptimWrapperConstructor", "AutocastOptimWrapper",
            "check_device_dtype", "pick_amp_dtype", "resolve_dtype", "VisionLLMDDPStrategy", "VisionLLMFSDPStrategy",
-           "VisionLLMFullyShardedDataParallel", "layer_wrap_policy", "VisionLLMVisualizationHook"]
+           "VisionLLMFullyShardedDataParallel", "layer_wrap_policy", "VisionLLMVisualizationHook",
+           "ShapeKindPretrainingHook"]

@@ -1,0 +1,94 @@
+# The tiny shapes model from nothing in ONE tools/train.py run (a candidate, not yet run in full):
+# the ResNet body's dense shape-kind pretraining is the run's first stage (ShapeKindPretrainingHook,
+# written to <work_dir>/backbone_pretraining/resnet_body.pth and skipped once that file exists),
+# then one warmup + cosine schedule over the varied shapes data: the eight shapes tasks plus
+# conversations and plain requests.
+#   python tools/make_shapes.py --out data/shapes_varied --style varied \
+#       --num-train 2000 --num-val 200 --num-heldout 200 --seed 0
+#   python tools/train.py configs/visionllm_tiny_shapes_onerun.py
+# Evaluation: this config tests on the classic val split (data/shapes, the README's numbers);
+# visionllm_tiny_shapes_onerun_varied_val.py / _varied_heldout.py test on the varied val and
+# val_heldout splits (the loaders are defined here, as varied_*).
+_base_ = ["./visionllm_tiny_shapes.py"]
+
+varied_root = "data/shapes_varied/"
+# Sized for under 3 hours on the 2-core machine at the speeds measured on 2026-12-02 with two
+# threads (docs/experiments.md): the backbone stage ~20 min (2000 iterations of batch 16, 0.60 s
+# each), then 8000 iterations of batch 4 (0.92 s each on this mix, ~2 h); ~2.4 h in all.
+max_iters = 8000
+warmup_iters = 200
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=max_iters, eta_min_ratio=0.05),
+]
+# The chain's step 1 (tools/pretrain_backbone_shapes.py --iters 2000, batch 16), on the varied data.
+custom_hooks = [
+    dict(type="TrainableStateCheckpointHook"),
+    dict(type="ShapeKindPretrainingHook", data_root=varied_root, iters=2000, batch_size=16, lr=1e-3, size=192,
+         eval_interval=500, seed=0),
+]
+
+
+def _shapes_datasets(split, pipeline, test_mode):
+    ann = f"annotations/{{}}_{split}.json"
+    common = dict(data_root=varied_root, data_prefix=dict(img_path=f"images/{split}/"), pipeline=pipeline,
+                  test_mode=test_mode)
+    return [
+        dict(type="CocoInstancesDataset", ann_file=ann.format("instances"), task="detection",
+             filter_empty_gt=not test_mode, **common),
+        dict(type="CocoInstancesDataset", ann_file=ann.format("instances"), task="segmentation",
+             filter_empty_gt=not test_mode, **common),
+        dict(type="RefCocoDataset", ann_file=ann.format("instances"), refs_file=ann.format("refs"), split=split,
+             **common),
+        dict(type="CocoCaptionDataset", ann_file=ann.format("captions"), boxes_file=ann.format("instances"),
+             **common),
+        dict(type="VQAv2Dataset", ann_file=ann.format("vqa_questions"), answers_file=ann.format("vqa_annotations"),
+             image_info_file=ann.format("instances"), boxes_file=ann.format("instances"), **common),
+        *[dict(type="ShapesRegionDataset", task=task, ann_file=ann.format("instances"), refs_file=ann.format("refs"),
+               **common) for task in ("region_caption", "region_vqa", "region_classification")],
+    ]
+
+
+def _varied_metrics(split):
+    instances = f"{varied_root}annotations/instances_{split}.json"
+    return dict(
+        type="MultiTaskMetric",
+        task_metrics=dict(
+            detection=dict(type="VisionLLMCocoMetric", ann_file=instances, metric="bbox", task="detection"),
+            segmentation=dict(type="VisionLLMCocoMetric", ann_file=instances, metric=["bbox", "segm"],
+                              task="segmentation"),
+            grounding=dict(type="RefCocoMetric"),
+            caption=dict(type="CaptionMetric", ann_file=instances),
+            vqa=dict(type="VQAAccuracy"),
+            region_caption=dict(type="RegionCaptionMetric"),
+            region_vqa=dict(type="RegionVQAAccuracy"),
+            region_classification=dict(type="RegionClassificationAccuracy"),
+        ))
+
+
+_train = dict(data_root=varied_root, data_prefix=dict(img_path="images/train/"),
+              pipeline={{_base_.train_pipeline}}, test_mode=False)
+# Shares: the chain's later steps found captions and VQA need more than their sample cost
+# suggests (docs/model_card.md, steps 8-11); grounding got 30-40 % there too. The three region
+# tasks, the conversations (VQA turns with history) and the plain requests get small shares.
+train_dataloader = dict(batch_size=4, dataset=dict(
+    datasets=[
+        *_shapes_datasets("train", {{_base_.train_pipeline}}, False),
+        dict(type="ShapesConversationDataset", ann_file="annotations/instances_train.json", **_train),
+        dict(type="PlainRequestDataset", ann_file="annotations/instances_train.json",
+             refs_file="annotations/refs_train.json", split="train", requests_per_image=8, **_train),
+    ],
+    #       det   seg   grd  cap   vqa   r-cap r-vqa r-cls conv  req
+    ratios=[0.16, 0.14, 0.2, 0.18, 0.18, 0.03, 0.03, 0.02, 0.03, 0.03]))
+
+# Test on the varied splits: the two small configs named above set test_dataloader / test_evaluator
+# to these.
+_varied_test = dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
+                    sampler=dict(type="DefaultSampler", shuffle=False), collate_fn=dict(type="pseudo_collate"))
+varied_val_dataloader = dict(_delete_=True, **_varied_test, dataset=dict(
+    type="MultiTaskDataset", datasets=_shapes_datasets("val", {{_base_.test_pipeline}}, True)))
+varied_val_evaluator = dict(_delete_=True, **_varied_metrics("val"))
+varied_heldout_dataloader = dict(_delete_=True, **_varied_test, dataset=dict(
+    type="MultiTaskDataset", datasets=_shapes_datasets("val_heldout", {{_base_.test_pipeline}}, True)))
+varied_heldout_evaluator = dict(_delete_=True, **_varied_metrics("val_heldout"))

@@ -1,0 +1,107 @@
+"""configs/visionllm_tiny_shapes_onerun.py on a few generated images: every training dataset of
+its mixture and every test dataset of its varied-split configs yields samples through its
+pipeline, and a real ``runner.train()`` of two iterations runs the backbone stage first and
+trains from the pretrained body it wrote."""
+import os
+
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from repo_paths import REPO
+
+from visionllm.datasets.shapes import write_shapes_dataset
+
+CONFIGS = os.path.join(REPO, "configs")
+ONERUN = os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun.py")
+ITERS = 2
+TRAIN_TASKS = ["detection", "segmentation", "grounding", "caption", "vqa", "region_caption", "region_vqa",
+               "region_classification", "vqa", "request"]
+TEST_TASKS = TRAIN_TASKS[:8]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def varied_workspace(tmp_path_factory):
+    """A folder holding a small ``data/shapes_varied`` (train, val and val_heldout), the relative
+    path the config reads."""
+    root = tmp_path_factory.mktemp("onerun_workspace")
+    write_shapes_dataset(str(root / "data" / "shapes_varied"), num_train=10, num_val=3, seed=4, style="varied",
+                         num_heldout=3)
+    return str(root)
+
+
+@pytest.fixture
+def in_workspace(varied_workspace):
+    cwd = os.getcwd()
+    os.chdir(varied_workspace)
+    try:
+        yield varied_workspace
+    finally:
+        os.chdir(cwd)
+
+
+def _tasks_of_each_dataset(dataset_cfg) -> list:
+    """Build a MultiTaskDataset config and run its first sample of every dataset through the pipeline."""
+    from visionllm.registry import DATASETS
+    init_default_scope("visionllm")
+    dataset = DATASETS.build(dataset_cfg)
+    tasks = []
+    for sub in dataset.datasets:
+        assert len(sub) > 0, f"{type(sub).__name__} is empty"
+        tasks.append(sub[0]["data_samples"].task)
+    return tasks
+
+
+def test_training_mixture_has_every_task(in_workspace):
+    from visionllm.apis.runner import load_config
+    cfg = load_config(ONERUN)
+    assert len(cfg.train_dataloader.dataset.ratios) == len(TRAIN_TASKS)
+    assert _tasks_of_each_dataset(cfg.train_dataloader.dataset) == TRAIN_TASKS
+
+
+@pytest.mark.parametrize("split", ["val", "heldout"])
+def test_varied_test_configs_read_their_split(in_workspace, split):
+    from visionllm.apis.runner import load_config
+    cfg = load_config(os.path.join(CONFIGS, f"visionllm_tiny_shapes_onerun_varied_{split}.py"))
+    folder = {"val": "val", "heldout": "val_heldout"}[split]
+    for dataset in cfg.test_dataloader.dataset.datasets:
+        assert dataset.data_root == "data/shapes_varied/" and dataset.data_prefix.img_path == f"images/{folder}/"
+    assert cfg.test_evaluator.task_metrics.detection.ann_file.endswith(f"instances_{folder}.json")
+    assert _tasks_of_each_dataset(cfg.test_dataloader.dataset) == TEST_TASKS
+
+
+def test_classic_evaluation_stays_the_shipped_configs():
+    from visionllm.apis.runner import load_config
+    onerun, shipped = load_config(ONERUN), load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes.py"))
+    assert onerun.test_dataloader.to_dict() == shipped.test_dataloader.to_dict()
+    assert onerun.test_evaluator.to_dict() == shipped.test_evaluator.to_dict()
+
+
+def test_two_iterations_train_from_the_pretrained_body(in_workspace, tmp_path, single_thread):
+    from visionllm.apis.runner import build_runner, load_config
+    from visionllm.engine import unwrapped_model
+    cfg = load_config(ONERUN, [f"train_cfg.max_iters={ITERS}", f"default_hooks.checkpoint.interval={ITERS}",
+                               "default_hooks.logger.interval=1", "train_dataloader.dataset.length=16",
+                               "custom_hooks.1.iters=2", "custom_hooks.1.batch_size=2", "custom_hooks.1.size=64",
+                               "custom_hooks.1.eval_interval=2"], work_dir=str(tmp_path))
+    runner = build_runner(cfg)
+    body = unwrapped_model(runner.model).image_tokenizer.backbone.body
+    seen = {}
+
+    def record_first_input_body(module, args):
+        """The body as the first training step sees it (after the backbone stage's before_train)."""
+        if "state" not in seen:
+            seen["state"] = {k: v.clone() for k, v in module.state_dict().items()}
+
+    handle = body.register_forward_pre_hook(record_first_input_body)
+    try:
+        runner.train()
+    finally:
+        handle.remove()
+    path = os.path.join(str(tmp_path), "backbone_pretraining", "resnet_body.pth")
+    assert os.path.isfile(path) and os.path.isfile(os.path.join(str(tmp_path), f"iter_{ITERS}.pth"))
+    saved = torch.load(path, weights_only=True)
+    assert set(saved) == set(seen["state"])
+    assert all(torch.equal(seen["state"][k], v) for k, v in saved.items())
+    assert runner.iter == ITERS
