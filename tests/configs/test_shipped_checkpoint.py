@@ -28,7 +28,8 @@ README_SCORES = {"detection/bbox_mAP": 65.2, "segmentation/segm_mAP": 48.6, "gro
                  "caption/CIDEr": 115.4, "vqa/accuracy": 77.3}
 MARGIN = 10.0  # points below the README a 24-sample evaluation may land (a few samples' noise)
 
-pytestmark = pytest.mark.slow
+# One thread: with two, a busy second core stalls every parallel op (OpenMP threads wait on each other).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
 
 @pytest.fixture(scope="module")
