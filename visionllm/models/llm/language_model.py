@@ -394,8 +394,7 @@ class PromptCache:
         keep = self.prompt_length + shared
         cache = copy.deepcopy(self.cache)
         cache.batch_select_indices(torch.tensor(rows, device=self.hidden.device))
-        if keep < self.batch.embeds.shape[1]:
-            cache.crop(keep - self.batch.embeds.shape[1])
+        crop_cache(cache, keep)
         kept = SequenceBatch(self.batch.embeds[rows, :keep], self.batch.valid[rows, :keep],
                              self.batch.labels[rows, :keep],
                              self.batch.input_ids[rows, :keep] if self.batch.input_ids is not None else None)
