@@ -18,6 +18,19 @@ def test_atomic_put_replaces_whole_file(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["latest.pth"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_file_has_the_mode_a_plain_open_gives(tmp_path, umask):
+    backend = AtomicLocalBackend()
+    previous = os.umask(umask)
+    try:
+        backend.put(b"weights", tmp_path / "atomic.pth")
+        (tmp_path / "plain.pth").write_bytes(b"weights")
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / "atomic.pth").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.pth").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_killed_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     backend = AtomicLocalBackend()
     target = tmp_path / "epoch_1.pth"

@@ -21,6 +21,13 @@ from visionllm.engine.checkpoint_conversion import CHECKPOINT_VERSION, VERSION_K
 from visionllm.registry import HOOKS
 
 
+def _current_umask() -> int:
+    # The umask can only be read by setting it; it is restored at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @register_backend("atomic_local")
 class AtomicLocalBackend(LocalBackend):
     """Local files written to a temporary name and renamed into place.
@@ -28,6 +35,8 @@ class AtomicLocalBackend(LocalBackend):
     ``os.replace`` is atomic on POSIX, so a run killed while saving leaves either the previous
     file or the complete new one, never a truncated checkpoint. (mmengine's CheckpointHook
     writes the small ``last_checkpoint`` pointer with a plain ``open``, outside any backend.)
+    The file gets the permissions a plain ``open`` would give it (``0o666`` less the umask), not
+    the owner-only mode of the temporary file, so others who could read the run's files still can.
     """
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
@@ -39,6 +48,7 @@ class AtomicLocalBackend(LocalBackend):
                 handle.write(obj)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp_path, 0o666 & ~_current_umask())
             os.replace(tmp_path, filepath)
         except BaseException:
             if osp.exists(tmp_path):
