@@ -1,8 +1,8 @@
-# The tiny shapes model from nothing in ONE tools/train.py run (a candidate, not yet run in full):
-# the ResNet body's dense shape-kind pretraining is the run's first stage (ShapeKindPretrainingHook,
-# written to <work_dir>/backbone_pretraining/resnet_body.pth and skipped once that file exists),
-# then one warmup + cosine schedule over the varied shapes data: the eight shapes tasks plus
-# conversations and plain requests.
+# The tiny shapes model from nothing in ONE tools/train.py run: the ResNet body's dense shape-kind
+# pretraining is the run's first stage (ShapeKindPretrainingHook, written to
+# <work_dir>/backbone_pretraining/resnet_body.pth and skipped once that file exists), then two
+# cosine cycles over the varied shapes data: the eight shapes tasks plus conversations and plain
+# requests.
 #   python tools/make_shapes.py --out data/shapes_varied --style varied \
 #       --num-train 2000 --num-val 200 --num-heldout 200 --seed 0
 #   python tools/train.py configs/visionllm_tiny_shapes_onerun.py
@@ -12,21 +12,26 @@
 _base_ = ["./visionllm_tiny_shapes.py"]
 
 varied_root = "data/shapes_varied/"
-# Sized for under 3 hours on the 2-core machine at the speeds measured on 2026-12-02 with two
-# threads (docs/experiments.md): the backbone stage ~20 min (2000 iterations of batch 16, 0.60 s
-# each), then 8000 iterations of batch 4 (0.92 s each on this mix, ~2 h); ~2.4 h in all.
-max_iters = 8000
+# Warmup, a first cosine cycle to 8000 iterations, then a second from half the peak rate to
+# 16000: 8000 iterations left every task still improving (docs/experiments.md, the full one-run).
+# ExtendedScheduleHook lets a run that finished the first cycle under an 8000-iteration config
+# resume into this one exactly as a run from nothing would go on.
+first_cycle_iters = 8000
+max_iters = 16000
 warmup_iters = 200
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-2, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=max_iters, eta_min_ratio=0.05),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup_iters, end=first_cycle_iters, eta_min_ratio=0.05),
+    dict(type="CosineRestartLR", by_epoch=False, begin=first_cycle_iters, end=max_iters,
+         periods=[max_iters - first_cycle_iters], restart_weights=[0.5], eta_min_ratio=0.05),
 ]
 # The chain's step 1 (tools/pretrain_backbone_shapes.py --iters 2000, batch 16), on the varied data.
 custom_hooks = [
     dict(type="TrainableStateCheckpointHook"),
     dict(type="ShapeKindPretrainingHook", data_root=varied_root, iters=2000, batch_size=16, lr=1e-3, size=192,
          eval_interval=500, seed=0),
+    dict(type="ExtendedScheduleHook"),
 ]
 
 

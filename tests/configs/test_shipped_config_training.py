@@ -46,9 +46,18 @@ def trained_run(tmp_path_factory, tiny_workspace):  # noqa: F811
         puts.append(str(filepath))
         return original_put(self, obj, filepath)
 
+    from yapf.yapflib import yapf_api
+    yapf_calls = []
+    original_format = yapf_api.FormatCode
+
+    def recording_format(*args, **kwargs):
+        yapf_calls.append(1)
+        return original_format(*args, **kwargs)
+
     cwd = os.getcwd()
     os.chdir(tiny_workspace)  # the config reads ./data/shapes
     AtomicLocalBackend.put = recording_put
+    yapf_api.FormatCode = recording_format
     try:
         cfg = load_config(CONFIG, [f"train_cfg.max_iters={ITERS}", f"default_hooks.checkpoint.interval={ITERS}",
                                    "default_hooks.logger.interval=1", "param_scheduler=[]",
@@ -60,9 +69,20 @@ def trained_run(tmp_path_factory, tiny_workspace):  # noqa: F811
         runner.train()
     finally:
         AtomicLocalBackend.put = original_put
+        yapf_api.FormatCode = original_format
         os.chdir(cwd)
     return dict(runner=runner, model=model, before=before, trainable_before=trainable_before, puts=puts,
-                work_dir=work_dir)
+                work_dir=work_dir, yapf_calls=len(yapf_calls))
+
+
+def test_the_run_writes_its_config_without_yapf_and_the_copy_reloads_the_same(trained_run):
+    """The runner renders the config for its log, the work dir's copy and each checkpoint; the
+    plain layout (no yapf pass, seconds each) must still be the same config."""
+    from mmengine.config import Config
+    runner, work_dir = trained_run["runner"], trained_run["work_dir"]
+    assert trained_run["yapf_calls"] == 0
+    copy = os.path.join(str(work_dir), os.path.basename(CONFIG))
+    assert Config.fromfile(copy).to_dict() == runner.cfg.to_dict()
 
 
 def test_base_llm_and_text_encoder_are_bit_identical_after_training(trained_run):
