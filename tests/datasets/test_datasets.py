@@ -166,7 +166,7 @@ def test_vqa_reader(tmp_path):
     qs = dict(data_subtype="val2014", questions=[dict(image_id=42, question="What color?", question_id=420),
                                                  dict(image_id=43, question="Missing?", question_id=430)])
     answers = ["red"] * 6 + ["dark red"] * 4
-    anns = dict(annotations=[dict(question_id=420, image_id=42, multiple_choice_answer="red",
+    anns = dict(annotations=[dict(question_id=420, image_id=42, multiple_choice_answer="red", answer_type="other",
                                   answers=[dict(answer=a, answer_id=i) for i, a in enumerate(answers)]),
                              dict(question_id=430, image_id=43, multiple_choice_answer="no", answers=[])])
     (tmp_path / "q.json").write_text(json.dumps(qs))
@@ -178,6 +178,10 @@ def test_vqa_reader(tmp_path):
     info = dataset.get_data_info(0)
     assert info["question"] == "What color?" and info["gt_texts"] == answers and info["target_text"] == "red"
     assert info["question_id"] == 420 and info["task"] == "vqa"
+    assert info["answer_type"] == "other"  # VQAAccuracy's per-type rows
+    from visionllm.datasets.transforms.formatting import PackVisionLLMInputs
+    packed = PackVisionLLMInputs()(dict(info, img=np.zeros((4, 4, 3), np.uint8)))["data_samples"]
+    assert packed.answer_type == "other"
 
 
 def test_llava_reader(tmp_path):

@@ -351,7 +351,24 @@ def test_vqa_accuracy_grouped_by_turn():
     metric.process({}, samples)
     result = metric.compute_metrics(metric.results)
     assert result == pytest.approx(dict(accuracy=400 / 6, accuracy_turn1=50.0, accuracy_turn2=200 / 3,
-                                        accuracy_turn3=100.0))
+                                        accuracy_turn3=100.0, accuracy_answer_yes=0.0))
+
+
+def test_vqa_accuracy_splits_yes_and_no_references_and_answer_types():
+    """A model answering "no" to everything scores 100 on the "no" questions and 0 on the "yes"
+    ones; the reference is target_text when given, else the humans' most common answer."""
+    rows = [("yes/no", "no", "yes", None), ("yes/no", "no", "yes", None), ("yes/no", "no", "no", None),
+            ("yes/no", "yes", ["yes"] * 6 + ["no"] * 4, "no"), ("number", "2", "2", None), ("number", "no", "3", None)]
+    samples = [dict(task="vqa", question_id=i, answer_type=kind, pred_text=pred,
+                    gt_texts=gts if isinstance(gts, list) else [gts] * 10,
+                    **({"target_text": target} if target else {}))
+               for i, (kind, pred, gts, target) in enumerate(rows)]
+    metric = VQAAccuracy()
+    metric.process({}, samples)
+    result = metric.compute_metrics(metric.results)
+    # question 3: target "no", prediction "yes" matches 6 of 10 humans (accuracy 1.0)
+    assert result == pytest.approx(dict(accuracy=300 / 6, accuracy_answer_yes=0.0, accuracy_answer_no=100.0,
+                                        accuracy_type_yes_no=50.0, accuracy_type_number=50.0))
 
 
 def test_multi_task_metric_routes_by_task():

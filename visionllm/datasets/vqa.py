@@ -80,6 +80,8 @@ class VQAv2Dataset(BaseDataset):
                 entry["gt_texts"] = texts
                 entry["target_text"] = ann.get("multiple_choice_answer") or (
                     Counter(texts).most_common(1)[0][0] if texts else None)
+                if ann.get("answer_type"):  # VQAv2's "yes/no", "number", "other" (VQAAccuracy reports each)
+                    entry["answer_type"] = ann["answer_type"]
             data_list.append(entry)
         bad.report()
         self.num_bad_annotations = bad.total

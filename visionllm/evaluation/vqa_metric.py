@@ -129,7 +129,13 @@ class VQAAccuracy(BaseMetric):
     ``rule`` (``"official"`` by default, or ``"lenient"``). Dumps ``<outfile_prefix>.vqa.json``:
     ``[{question_id, answer}]`` (the answer as predicted). ``group_by``: a metainfo key (e.g.
     ``"turn"`` of conversation samples) whose values also get their own accuracy
-    (``accuracy_<key><value>``), one table row each."""
+    (``accuracy_<key><value>``), one table row each.
+
+    A second table splits the questions whose reference answer (``target_text``, VQAv2's
+    multiple-choice answer, else the humans' most common answer) is "yes" or "no"
+    (``accuracy_answer_yes`` / ``accuracy_answer_no``: a model that always says "no" scores 100
+    and 0), and by VQAv2's ``answer_type`` where the samples carry it (``accuracy_type_yes_no``,
+    ``accuracy_type_number``, ``accuracy_type_other``)."""
 
     default_prefix = "vqa"
 
@@ -147,9 +153,11 @@ class VQAAccuracy(BaseMetric):
         for sample in samples_of_task(data_samples, self.task):
             answer = sample.get("pred_text") or ""
             gts = list(sample.get("gt_texts") or [])
+            reference = sample.get("target_text") or (max(gts, key=gts.count) if gts else "")
             self.results.append(dict(question_id=sample.get("question_id"), answer=answer,
                                      accuracy=vqa_accuracy(answer, gts, self.rule) if gts else None,
-                                     group=sample.get(self.group_by) if self.group_by else None))
+                                     group=sample.get(self.group_by) if self.group_by else None,
+                                     reference=str(reference).strip().lower(), answer_type=sample.get("answer_type")))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         if self.outfile_prefix:
@@ -158,13 +166,32 @@ class VQAAccuracy(BaseMetric):
         scored = [r["accuracy"] for r in results if r["accuracy"] is not None]
         accuracy = 100.0 * sum(scored) / len(scored) if scored else 0.0
         title = f"VQA ({len(results)} questions, {len(scored)} with answers; {self.rule} rule)"
+        metrics = {"accuracy": accuracy}
         if not self.group_by:
             print_table(title, ["accuracy"], [[accuracy]])
-            return {"accuracy": accuracy}
-        metrics, rows = {"accuracy": accuracy}, []
-        for value in sorted({r["group"] for r in results if r["accuracy"] is not None}, key=str):
-            group = [r["accuracy"] for r in results if r["accuracy"] is not None and r["group"] == value]
-            metrics[f"accuracy_{self.group_by}{value}"] = 100.0 * sum(group) / len(group)
-            rows.append([f"{self.group_by} {value}", len(group), metrics[f"accuracy_{self.group_by}{value}"]])
-        print_table(title, [self.group_by, "questions", "accuracy"], rows + [["all", len(scored), accuracy]])
+        else:
+            rows = []
+            for value in sorted({r["group"] for r in results if r["accuracy"] is not None}, key=str):
+                group = [r["accuracy"] for r in results if r["accuracy"] is not None and r["group"] == value]
+                metrics[f"accuracy_{self.group_by}{value}"] = 100.0 * sum(group) / len(group)
+                rows.append([f"{self.group_by} {value}", len(group), metrics[f"accuracy_{self.group_by}{value}"]])
+            print_table(title, [self.group_by, "questions", "accuracy"], rows + [["all", len(scored), accuracy]])
+        metrics.update(self._breakdown([r for r in results if r["accuracy"] is not None]))
+        return metrics
+
+    @staticmethod
+    def _breakdown(results: List[dict]) -> Dict[str, float]:
+        """Accuracy on the questions answered "yes" and "no" by the reference, and per answer type."""
+        parts = [(f"reference {answer}", f"answer_{answer}", [r for r in results if r["reference"] == answer])
+                 for answer in ("yes", "no")]
+        for kind in sorted({r["answer_type"] for r in results if r["answer_type"]}):
+            parts.append((f"type {kind}", "type_" + re.sub(r"\W+", "_", kind),
+                          [r for r in results if r["answer_type"] == kind]))
+        metrics, rows = {}, []
+        for label, key, part in parts:
+            if part:
+                metrics[f"accuracy_{key}"] = 100.0 * sum(r["accuracy"] for r in part) / len(part)
+                rows.append([label, len(part), metrics[f"accuracy_{key}"]])
+        if rows:
+            print_table("VQA by reference answer and answer type", ["questions", "n", "accuracy"], rows)
         return metrics

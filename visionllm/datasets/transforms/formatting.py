@@ -11,7 +11,7 @@ from visionllm.registry import TRANSFORMS
 
 META_KEYS = ("img_id", "img_path", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip", "task",
              "instruction", "categories", "category_ids", "output_format", "target_text", "gt_texts",
-             "question_id", "history", "regions", "turn")
+             "question_id", "answer_type", "history", "regions", "turn")
 
 
 @TRANSFORMS.register_module()
