@@ -63,9 +63,15 @@ def collect(inferencer, data_root: str, split: str, num_images: int, instruction
         for t, o in zip(token_idx, object_idx):
             for key in feats:
                 feats[key].append(tokens[key][t].float().numpy())
-            labels.append(dict(category=str(objects[o]["category_id"]), **{
-                k: str(v) for k, v in (objects[o].get("attributes") or {}).items()}))
+            labels.append(object_labels(objects[o]))
     return {k: np.stack(v) for k, v in feats.items()}, labels
+
+
+def object_labels(annotation: dict) -> Dict[str, str]:
+    """The classes a probe predicts for one COCO object: its category and every named attribute
+    (string values such as colour and size; numbers and lists, e.g. an RGB value, are not classes)."""
+    return dict(category=str(annotation["category_id"]),
+                **{k: v for k, v in (annotation.get("attributes") or {}).items() if isinstance(v, str)})
 
 
 def probe_accuracy(train_x, train_y, val_x, val_y, seed: int, steps: int = 500) -> float:

@@ -65,3 +65,10 @@ def test_collect_matches_tokens_to_objects_and_reads_their_attributes(tmp_path, 
     val_y = np.array([lab["colour"] for lab in val_labels], dtype=object)
     assert probe.probe_accuracy(train_feats["embeds"], [lab["colour"] for lab in train_labels],
                                 val_feats["embeds"], val_y, seed=0) > 0.9
+
+
+def test_only_named_attributes_become_probe_classes():
+    from tools.probe_tokens import object_labels
+    annotation = dict(category_id=3, attributes=dict(colour="red", size="small", rgb=[200, 30, 41], radius=0.12))
+    assert object_labels(annotation) == dict(category="3", colour="red", size="small")
+    assert object_labels(dict(category_id=1)) == dict(category="1")
