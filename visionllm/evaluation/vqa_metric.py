@@ -167,31 +167,32 @@ class VQAAccuracy(BaseMetric):
         accuracy = 100.0 * sum(scored) / len(scored) if scored else 0.0
         title = f"VQA ({len(results)} questions, {len(scored)} with answers; {self.rule} rule)"
         metrics = {"accuracy": accuracy}
+        answered = [r for r in results if r["accuracy"] is not None]
         if not self.group_by:
             print_table(title, ["accuracy"], [[accuracy]])
         else:
-            rows = []
-            for value in sorted({r["group"] for r in results if r["accuracy"] is not None}, key=str):
-                group = [r["accuracy"] for r in results if r["accuracy"] is not None and r["group"] == value]
-                metrics[f"accuracy_{self.group_by}{value}"] = 100.0 * sum(group) / len(group)
-                rows.append([f"{self.group_by} {value}", len(group), metrics[f"accuracy_{self.group_by}{value}"]])
+            groups = [(f"{self.group_by} {value}", f"{self.group_by}{value}",
+                       [r for r in answered if r["group"] == value])
+                      for value in sorted({r["group"] for r in answered}, key=str)]
+            rows = _subset_accuracies(groups, metrics)
             print_table(title, [self.group_by, "questions", "accuracy"], rows + [["all", len(scored), accuracy]])
-        metrics.update(self._breakdown([r for r in results if r["accuracy"] is not None]))
-        return metrics
-
-    @staticmethod
-    def _breakdown(results: List[dict]) -> Dict[str, float]:
-        """Accuracy on the questions answered "yes" and "no" by the reference, and per answer type."""
-        parts = [(f"reference {answer}", f"answer_{answer}", [r for r in results if r["reference"] == answer])
+        parts = [(f"reference {answer}", f"answer_{answer}", [r for r in answered if r["reference"] == answer])
                  for answer in ("yes", "no")]
-        for kind in sorted({r["answer_type"] for r in results if r["answer_type"]}):
-            parts.append((f"type {kind}", "type_" + re.sub(r"\W+", "_", kind),
-                          [r for r in results if r["answer_type"] == kind]))
-        metrics, rows = {}, []
-        for label, key, part in parts:
-            if part:
-                metrics[f"accuracy_{key}"] = 100.0 * sum(r["accuracy"] for r in part) / len(part)
-                rows.append([label, len(part), metrics[f"accuracy_{key}"]])
+        parts += [(f"type {kind}", "type_" + re.sub(r"\W+", "_", kind),
+                   [r for r in answered if r["answer_type"] == kind])
+                  for kind in sorted({r["answer_type"] for r in answered if r["answer_type"]})]
+        rows = _subset_accuracies(parts, metrics)
         if rows:
             print_table("VQA by reference answer and answer type", ["questions", "n", "accuracy"], rows)
         return metrics
+
+
+def _subset_accuracies(parts, metrics: Dict[str, float]) -> list:
+    """For each non-empty ``(label, key, results)``: ``metrics["accuracy_<key>"]`` (percent) and a
+    table row ``[label, count, accuracy]``."""
+    rows = []
+    for label, key, part in parts:
+        if part:
+            metrics[f"accuracy_{key}"] = 100.0 * sum(r["accuracy"] for r in part) / len(part)
+            rows.append([label, len(part), metrics[f"accuracy_{key}"]])
+    return rows
