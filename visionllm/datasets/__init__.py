@@ -13,7 +13,8 @@ Every reader yields ``data_info`` dicts with ``img_path``, ``img_id``, ``task`` 
 - request: ``request`` (a plain-language request), ``target_text`` (its canonical form).
 The transforms in ``visionllm.datasets.transforms`` turn them into the data samples described in
 docs/interfaces.md. Bad annotations are skipped and reported in one warning per dataset; a
-missing annotation file raises ``FileNotFoundError`` naming the path.
+missing annotation file raises ``FileNotFoundError`` naming the path. ``TaskGroupedBatchSampler``
+batches a ratio-sampled mixture one task per batch.
 """
 from .captions import CocoCaptionDataset
 from .coco_instances import CocoInstancesDataset
@@ -23,9 +24,10 @@ from .plain_requests import PlainRequestDataset
 from .refcoco import RefCocoDataset
 from .shape_conversations import ShapesConversationDataset
 from .shapes_regions import ShapesRegionDataset
+from .task_grouped_batch_sampler import TaskGroupedBatchSampler
 from .vqa import VQAv2Dataset
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
 
 __all__ = ["CocoInstancesDataset", "RefCocoDataset", "CocoCaptionDataset", "VQAv2Dataset",
            "LlavaInstructDataset", "MultiTaskDataset", "ShapesRegionDataset",
-           "ShapesConversationDataset", "PlainRequestDataset"]
+           "ShapesConversationDataset", "PlainRequestDataset", "TaskGroupedBatchSampler"]
