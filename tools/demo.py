@@ -22,7 +22,7 @@ CHECKPOINT = osp.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
 DATA = osp.join(REPO, "data", "shapes")
 TASK_DATASETS = ("detection", "segmentation", "grounding", "caption", "vqa")  # order of the test loader
 REGION_DATASETS = ("region_caption", "region_vqa", "region_classification")  # then these
-REGION_SAMPLES = 10  # the shipped model has not been trained on regions: a glimpse, not a measurement
+REGION_SAMPLES = 10  # a glimpse; the README's region numbers are on 60 samples each
 
 
 def banner(text: str) -> None:
