@@ -206,6 +206,7 @@ def test_captions_mention_exactly_the_objects_present(shapes):
             assert _article_ok([art1, c1]) and _article_ok([art2, c2]), text
             assert any(a[:2] == (c1, k1) and b[:2] == (c2, k2) and a[2][0] < b[2][0]
                        for a in attrs for b in attrs if a is not b), text
+            assert caption["style"] == "relation", caption
             checked["left of"] += 1
             continue
         body = re.sub(r" on a (textured|patterned) background$", "", text)
@@ -218,11 +219,12 @@ def test_captions_mention_exactly_the_objects_present(shapes):
             assert (_count(number) == 1) == (not part.endswith("s")), text  # the plural agrees (no kind ends in s)
             counted[(colour, kind)] += _count(number)
         if body.endswith("coloured shape") or body.endswith("coloured shapes"):
-            expected = Counter({(None, "coloured shape"): len(attrs)})
+            expected, style = Counter({(None, "coloured shape"): len(attrs)}), "count"
         elif text.endswith("textured background"):
-            expected = Counter((None, k) for _, k, _ in attrs)
+            expected, style = Counter((None, k) for _, k, _ in attrs), "kinds"
         else:
-            expected = Counter((c, k) for c, k, _ in attrs)
+            expected, style = Counter((c, k) for c, k, _ in attrs), "objects"
+        assert caption["style"] == style, caption
         assert counted == expected, text
         checked["counts"] += 1
     assert checked["counts"] == 3 * len(coco.dataset["images"]) and checked["left of"] > 0

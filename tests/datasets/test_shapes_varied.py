@@ -297,6 +297,7 @@ def test_captions_mention_only_present_objects_with_true_counts(varied):
         text = caption["caption"]
         if not anns:
             assert re.search(r"\b(no|empty|nothing)\b", text), text
+            assert caption["style"] == "objects", caption
             styles["empty"] += 1
             continue
         assert not re.search(r"\b(no|empty|nothing)\b", text), text
@@ -306,6 +307,7 @@ def test_captions_mention_only_present_objects_with_true_counts(varied):
             a_s = [a for a in anns if (a["attributes"]["colour"], names[a["category_id"]]) == m.group(2, 3)]
             b_s = [a for a in anns if (a["attributes"]["colour"], names[a["category_id"]]) == m.group(6, 7)]
             assert any(sign * (_centre(a)[axis] - _centre(b)[axis]) > 0 for a in a_s for b in b_s if a is not b), text
+            assert caption["style"] == "relation", caption
             styles["relation"] += 1
             continue
         head, _, listed = text.partition(": ")
@@ -325,6 +327,7 @@ def test_captions_mention_only_present_objects_with_true_counts(varied):
             assert (count == 1) == (number in ("a", "an")), phrase
             if noun in HYPER.split("|"):
                 assert colour is None and count == len(anns), caption["caption"]  # "five shapes"
+                assert caption["style"] == ("count_objects" if listed else "count"), caption
                 styles["count"] += 1
                 continue
             total_only = False
@@ -334,9 +337,11 @@ def test_captions_mention_only_present_objects_with_true_counts(varied):
         if all(c is None for c, _ in mentioned):
             expected = Counter(k for _, k in present.elements())
             assert Counter({k: n for (_, k), n in mentioned.items()}) == expected, caption["caption"]
+            assert caption["style"] == "kinds", caption
             styles["kinds"] += 1
         else:
             assert mentioned == present, caption["caption"]
+            assert caption["style"] == ("count_objects" if listed else "objects"), caption
             styles["list"] += 1
     assert styles["list"] > 0 and styles["kinds"] > 0 and styles["count"] > 0 and styles["relation"] > 0
 

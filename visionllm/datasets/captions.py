@@ -17,7 +17,9 @@ class CocoCaptionDataset(BaseDataset):
     - Karpathy ``dataset_coco.json``: ``{"images": [{"filename", "filepath", "split",
       "sentences": [{"raw"}], "cocoid"}]}``; ``split`` selects images (``'train'`` also takes
       ``'restval'`` when ``include_restval``).
-    - COCO captions: ``{"images": [{id, file_name}], "annotations": [{image_id, caption}]}``.
+    - COCO captions: ``{"images": [{id, file_name}], "annotations": [{image_id, caption}]}``; an
+      annotation may name its caption's ``style`` (``tools/make_shapes.py`` writes them), which
+      the caption task ties to instructions asking for that style.
 
     Args:
         boxes_file: optional COCO instances json (or a list of them) of the same images (ids =
@@ -26,7 +28,8 @@ class CocoCaptionDataset(BaseDataset):
             (``load_image_boxes``).
 
     data_info: ``img_path, img_id, task='caption', gt_texts (list[str])`` (+ height, width when
-    known, + ``instances`` with ``boxes_file``).
+    known, + ``instances`` with ``boxes_file``, + ``gt_text_styles`` parallel to ``gt_texts`` when
+    the annotations name styles).
     """
 
     METAINFO = dict(task="caption")
@@ -78,13 +81,18 @@ class CocoCaptionDataset(BaseDataset):
         return entries
 
     def _coco(self, data: dict, prefix: str) -> List[dict]:
-        captions = {}
+        captions, styles = {}, {}
         for ann in data.get("annotations", []):
-            captions.setdefault(ann["image_id"], []).append(str(ann.get("caption", "")).strip())
+            text = str(ann.get("caption", "")).strip()
+            if text:
+                captions.setdefault(ann["image_id"], []).append(text)
+                styles.setdefault(ann["image_id"], []).append(ann.get("style"))
         entries = []
         for img in data.get("images", []):
             entry = dict(img_path=os.path.join(prefix, img["file_name"]), img_id=img["id"], task="caption",
-                         gt_texts=[c for c in captions.get(img["id"], []) if c])
+                         gt_texts=captions.get(img["id"], []))
+            if any(styles.get(img["id"], [])):
+                entry["gt_text_styles"] = styles[img["id"]]
             if "height" in img and "width" in img:
                 entry.update(height=img["height"], width=img["width"])
             entries.append(entry)

@@ -159,21 +159,23 @@ def _relation_caption(things: Sequence[Thing], width: int, height: int, rng) -> 
     return ""
 
 
-def captions(things: Sequence[Thing], width: int, height: int, rng: np.random.Generator) -> List[str]:
-    """Captions in several styles: the full list by colour and kind (always first), the list by
-    kind, a count with a hypernym (with or without the list), a relation of two objects."""
+def captions(things: Sequence[Thing], width: int, height: int, rng: np.random.Generator) -> List[Tuple[str, str]]:
+    """(caption, style) pairs in several styles: the full list by colour and kind (``objects``,
+    always first), the list by kind (``kinds``), a count with a hypernym (``count``), the count
+    followed by the full list (``count_objects``), a relation of two objects (``relation``). An
+    empty image has two ``objects`` captions saying that nothing is there."""
     if not things:
-        return [str(c) for c in rng.choice(_EMPTY_CAPTIONS, 2, replace=False)]
+        return [(str(c), "objects") for c in rng.choice(_EMPTY_CAPTIONS, 2, replace=False)]
     n = len(things)
     full = join(_inventory(things, True))
     hyper = _pick(rng, HYPERNYMS)
-    result = [full,
-              _pick(rng, ("", "an image of ", "a picture with ")) + join(_inventory(things, False)),
-              count_phrase(n, _pick(rng, ("coloured ", "colorful ", "")) + hyper),
-              f"{count_phrase(n, hyper)}: {full}"]
+    result = [(full, "objects"),
+              (_pick(rng, ("", "an image of ", "a picture with ")) + join(_inventory(things, False)), "kinds"),
+              (count_phrase(n, _pick(rng, ("coloured ", "colorful ", "")) + hyper), "count"),
+              (f"{count_phrase(n, hyper)}: {full}", "count_objects")]
     relation = _relation_caption(things, width, height, rng) if n >= 2 else ""
     if relation:
-        result.append(relation)
+        result.append((relation, "relation"))
     return result
 
 

@@ -18,7 +18,7 @@ Layout written by :func:`write_shapes_dataset` under ``out_dir``::
     annotations/instances_{split}.json       COCO instances (polygon segmentation)
     annotations/refs_{split}.json            [{ref_id, image_id, ann_id, category_id, split,
                                                sentences: [{raw, sent, tokens}]}]
-    annotations/captions_{split}.json        COCO caption format
+    annotations/captions_{split}.json        COCO caption format (+ each caption's style)
     annotations/vqa_questions_{split}.json   VQAv2 questions
     annotations/vqa_annotations_{split}.json VQAv2 annotations (10 answers each)
 """
@@ -264,22 +264,24 @@ def _join(phrases: List[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def captions(objects: Sequence[ShapeObject], width: int) -> List[str]:
-    """Several captions of one image, from exact counts and positions."""
+def captions(objects: Sequence[ShapeObject], width: int) -> List[Tuple[str, str]]:
+    """(caption, style) pairs of one image, from exact counts and positions: the full list by
+    colour and kind (``objects``), the kinds (``kinds``), the count (``count``) and, when two
+    objects stand apart, a relation (``relation``)."""
     by_ck: Dict[str, int] = {}
     by_kind: Dict[str, int] = {}
     for o in objects:
         by_ck[f"{o.colour} {o.kind}"] = by_ck.get(f"{o.colour} {o.kind}", 0) + 1
         by_kind[o.kind] = by_kind.get(o.kind, 0) + 1
     result = [
-        _join([_count_phrase(c, n) for n, c in by_ck.items()]),
-        _join([_count_phrase(c, n) for n, c in by_kind.items()]) + " on a textured background",
-        f"{_count_phrase(len(objects), 'coloured shape')} on a patterned background",
+        (_join([_count_phrase(c, n) for n, c in by_ck.items()]), "objects"),
+        (_join([_count_phrase(c, n) for n, c in by_kind.items()]) + " on a textured background", "kinds"),
+        (f"{_count_phrase(len(objects), 'coloured shape')} on a patterned background", "count"),
     ]
     if len(objects) >= 2:
         a, b = sorted(objects[:2], key=lambda o: o.centre[0])
         if b.centre[0] - a.centre[0] > 0.1 * width:
-            result.append(f"{_count_phrase(1, _noun(a))} to the left of {_count_phrase(1, _noun(b))}")
+            result.append((f"{_count_phrase(1, _noun(a))} to the left of {_count_phrase(1, _noun(b))}", "relation"))
     return result
 
 
@@ -371,8 +373,8 @@ def build_split(split: str, num_images: int, seed: int, out_dir: str, image_size
                 refs.append(dict(ref_id=len(refs) + 1, image_id=image_id, ann_id=ann_id,
                                  category_id=obj["category_id"], split=split, file_name=file_name,
                                  sentences=[dict(raw=s, sent=s, tokens=s.split()) for s in obj["expressions"]]))
-        for text in record["captions"]:
-            caption_anns.append(dict(id=len(caption_anns) + 1, image_id=image_id, caption=text))
+        for text, style in record["captions"]:
+            caption_anns.append(dict(id=len(caption_anns) + 1, image_id=image_id, caption=text, style=style))
         for question, answer, answer_type in record["qa"]:
             qid = len(vqa_questions) + 1
             vqa_questions.append(dict(image_id=image_id, question=question, question_id=qid))

@@ -37,14 +37,54 @@ class CaptionTask(TaskSpec):
         "<image> Describe the main objects in the image in one short sentence.",
     )
 
+    # Instructions that ask for one caption style. A caption whose style is named in the data
+    # (``gt_text_styles``) is trained with its style's phrasings, so the target is predictable from
+    # the instruction; the plain phrasings above ask for the ``objects`` style (every object with
+    # its colour), and for any caption of data without styles.
+    style_templates = {
+        "kinds": (
+            "<image> List the kinds of shapes in the image, without their colours.",
+            "Describe <image> by naming only the kinds of the objects.",
+            "<image> Write a caption that names the shapes' kinds but not their colours.",
+            "Name the kinds of objects you see in <image>, leaving out colours.",
+        ),
+        "count": (
+            "<image> Write a caption that only says how many objects there are.",
+            "Describe <image> with just the number of shapes.",
+            "<image> Give a short caption stating only the number of objects.",
+            "Summarise <image> as a count of its shapes.",
+        ),
+        "count_objects": (
+            "<image> Write a caption that gives the number of shapes, then lists each with its colour.",
+            "Describe <image>: first the number of objects, then every object with its colour.",
+            "<image> Caption the image with a count of the shapes followed by the full list.",
+        ),
+        "relation": (
+            "<image> Describe where one shape is relative to another.",
+            "Write a caption for <image> about the position of two objects relative to each other.",
+            "<image> Describe the picture by relating two of the shapes in position.",
+        ),
+    }
+
     def build(self, results: dict, rng: random.Random, template_index: Optional[int] = None,
               **_) -> Tuple[Instruction, List[int]]:
-        """``target_text`` is one reference caption (random in training, the first with a fixed
-        phrasing); ``gt_texts`` keeps them all."""
+        """``target_text`` is one reference caption: in training a random one, asked for with its
+        style's phrasings when the data names its style (``gt_text_styles``); with a fixed
+        phrasing the first ``objects``-style caption (else the first). ``gt_texts`` keeps them
+        all."""
         texts = list(results.get("gt_texts") or [])
-        if texts and results.get("target_text") is None:
-            results["target_text"] = rng.choice(texts) if template_index is None else texts[0]
-        return self.instruction(rng, template_index), []
+        styles = list(results.get("gt_text_styles") or [None] * len(texts))
+        if not texts or results.get("target_text") is not None:
+            return self.instruction(rng, template_index), []
+        if template_index is not None:
+            results["target_text"] = texts[styles.index("objects")] if "objects" in styles else texts[0]
+            return self.instruction(rng, template_index), []
+        index = rng.randrange(len(texts))
+        results["target_text"] = texts[index]
+        phrasings = self.style_templates.get(styles[index])
+        if phrasings is None:
+            return self.instruction(rng), []
+        return Instruction(task=self.name, text=rng.choice(phrasings)), []
 
     def recognises(self, parts: InstructionParts) -> bool:
         return (parts.output_format is None and not parts.categories and REGION_PLACEHOLDER not in parts.text
