@@ -7,7 +7,8 @@ from tiny_llm import build_decoder, make_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
-LORA = dict(rank=8, alpha=16, dropout=0.0, include_mlp=True)
+LORA = dict(rank=16, alpha=32, dropout=0.0, include_mlp=True)
+STEPS = 500
 QUESTION = "Repeat the code word."
 
 
@@ -25,23 +26,19 @@ def code_word_samples(words):
     return samples
 
 
-def test_second_turn_answers_come_from_the_first_turn(tiny_llama_dir):
-    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
+def _overfit(decoder_dir, samples, seed):
+    """Train a fresh LoRA decoder on ``samples`` (one random image for all) and return what it
+    answers and its last loss."""
     g = torch.Generator().manual_seed(seed)
-    words = ["apple", "river", "tiger", "cloud"]
-    samples = code_word_samples(words)
-    decoder = build_decoder(tiny_llama_dir, lora=LORA, num_slots=2)
+    decoder = build_decoder(decoder_dir, lora=LORA, num_slots=2)
     # One image for all: without the history every prompt is the same, so no model could answer.
     embeds = torch.randn(1, 4, decoder.hidden_size, generator=g).expand(len(samples), -1, -1).contiguous()
     assert len({tuple(decoder.prompt.encode("<image> " + s.instruction)[1]) for s in samples}) == 1
     params = [p for p in decoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=5e-3, weight_decay=0.0)
-    # 250 steps left seeds 99 and 11 on a plateau (loss 0.156: the two words said by the
-    # assistant confused); 400 fit all of the 6 seeds tried.
-    steps = 400
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / STEPS)
     decoder.train()
-    for _ in range(steps):
+    for _ in range(STEPS):
         loss = decoder.loss(embeds, torch.rand(len(samples), 4, 2, generator=g), samples)["loss_text"]
         optimizer.zero_grad()
         loss.backward()
@@ -50,4 +47,22 @@ def test_second_turn_answers_come_from_the_first_turn(tiny_llama_dir):
         schedule.step()
     decoder.eval()
     predicted = decoder.predict(embeds, torch.rand(len(samples), 4, 2), samples)
-    assert [s.pred_text for s in predicted] == words, f"seed {seed}: loss {loss.item():.4f}"
+    return [s.pred_text for s in predicted], loss.item()
+
+
+def test_second_turn_answers_come_from_the_first_turn(tiny_llama_dir):
+    """Whether a model CAN answer from the history. Gradient descent on this tiny random LLM
+    sometimes settles with two words of one kind of turn confused (about 1 start in 10: 3 of 24
+    seeds, loss plateau 0.156), so up to three starts (different images and sampling) are
+    allowed. A history that does not reach the LLM makes every start fail: two prompts would be
+    identical with different answers."""
+    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
+    words = ["apple", "river", "tiger", "cloud"]
+    samples = code_word_samples(words)
+    attempts = []
+    for start in range(3):
+        answers, loss = _overfit(tiny_llama_dir, samples, seed + start)
+        attempts.append((seed + start, answers, round(loss, 4)))
+        if answers == words:
+            return
+    pytest.fail(f"no start answered {words}: (seed, answers, last loss) {attempts}")
