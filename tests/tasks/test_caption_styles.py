@@ -47,10 +47,9 @@ def test_fixed_phrasing_targets_the_objects_caption_and_unstyled_data_keeps_the_
 
 
 def test_generated_styles_reach_the_task_through_the_reader(tmp_path):
-    build_split("val", 6, 3, str(tmp_path), write_images=False, style="varied")
-    build_split("train", 6, 3, str(tmp_path / "classic"), write_images=False)
-    for root in (tmp_path, tmp_path / "classic"):
-        ann = root / "annotations" / ("captions_val.json" if root == tmp_path else "captions_train.json")
+    for style in ("varied", "classic"):
+        build_split("val", 6, 3, str(tmp_path / style), write_images=False, style=style)
+        ann = tmp_path / style / "annotations" / "captions_val.json"
         raw = json.load(open(ann))["annotations"]
         data = CocoCaptionDataset(ann_file=str(ann), check_image_files=False, serialize_data=False)
         written = Counter(a["style"] for a in raw)

@@ -74,17 +74,16 @@ class CaptionTask(TaskSpec):
         all."""
         texts = list(results.get("gt_texts") or [])
         styles = list(results.get("gt_text_styles") or [None] * len(texts))
-        if not texts or results.get("target_text") is not None:
-            return self.instruction(rng, template_index), []
-        if template_index is not None:
-            results["target_text"] = texts[styles.index("objects")] if "objects" in styles else texts[0]
-            return self.instruction(rng, template_index), []
-        index = rng.randrange(len(texts))
-        results["target_text"] = texts[index]
-        phrasings = self.style_templates.get(styles[index])
-        if phrasings is None:
-            return self.instruction(rng), []
-        return Instruction(task=self.name, text=rng.choice(phrasings)), []
+        if texts and results.get("target_text") is None:
+            if template_index is not None:
+                results["target_text"] = texts[styles.index("objects")] if "objects" in styles else texts[0]
+            else:
+                index = rng.randrange(len(texts))
+                results["target_text"] = texts[index]
+                phrasings = self.style_templates.get(styles[index])
+                if phrasings is not None:
+                    return Instruction(task=self.name, text=rng.choice(phrasings)), []
+        return self.instruction(rng, template_index), []
 
     def recognises(self, parts: InstructionParts) -> bool:
         return (parts.output_format is None and not parts.categories and REGION_PLACEHOLDER not in parts.text
