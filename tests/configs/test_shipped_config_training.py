@@ -22,10 +22,16 @@ def _digest(tensor: torch.Tensor) -> str:
 
 
 def frozen_digests(model) -> dict:
-    """SHA-256 of every frozen parameter and of every buffer of the pretrained modules (the base
-    LLM and the MiniLM text encoder), by name."""
+    """SHA-256 of every frozen parameter, of every base weight of the pretrained modules (the base
+    LLM and the MiniLM text encoder: all but LoRA and the new vocabulary rows, whether or not they
+    require gradients, so that one trained by mistake is seen) and of their buffers, by name."""
     prefixes = tuple(p + "." for p in model.pretrained_prefixes)
-    digests = {name: _digest(p) for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+    def base_weight(name: str) -> bool:
+        return name.startswith(prefixes) and ".lora_" not in name and not name.endswith(".new_weight")
+
+    digests = {name: _digest(p) for name, p in model.named_parameters(remove_duplicate=False)
+               if not p.requires_grad or base_weight(name)}
     digests.update({name: _digest(b) for name, b in model.named_buffers(remove_duplicate=False)
                     if name.startswith(prefixes)})
     return digests
