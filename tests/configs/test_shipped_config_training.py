@@ -105,7 +105,7 @@ def test_lora_and_new_vocabulary_rows_trained(trained_run):
     model, start = trained_run["model"], trained_run["trainable_before"]
     params = dict(model.named_parameters())
     lora = [n for n in start if n.startswith("task_decoder.llm.") and ".lora_" in n]
-    new_rows = [n for n in start if n.startswith("task_decoder.llm.") and ".lora_" not in n]
+    new_rows = [n for n in start if n.startswith("task_decoder.llm.") and n.endswith(".new_weight")]
     assert lora and new_rows, "the decoder has no LoRA / new-row parameters to train"
     for name in lora + new_rows:
         assert not torch.equal(params[name], start[name]), f"{name} did not train"
