@@ -21,7 +21,7 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()).hexdigest()
 
 
-def frozen_digests(model) -> dict:
+def pretrained_digests(model) -> dict:
     """SHA-256 of every frozen parameter, of every base weight of the pretrained modules (the base
     LLM and the MiniLM text encoder: all but LoRA and the new vocabulary rows, whether or not they
     require gradients, so that one trained by mistake is seen) and of their buffers, by name."""
@@ -70,7 +70,7 @@ def trained_run(tmp_path_factory, tiny_workspace):  # noqa: F811
                                    "train_dataloader.dataset.length=16"], work_dir=str(work_dir))
         runner = build_runner(cfg)
         model = unwrapped_model(runner.model)
-        before = frozen_digests(model)
+        before = pretrained_digests(model)
         trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         runner.train()
     finally:
@@ -95,7 +95,7 @@ def test_base_llm_and_text_encoder_are_bit_identical_after_training(trained_run)
     model, before = trained_run["model"], trained_run["before"]
     assert any(n.startswith("task_decoder.llm.") and "base_layer" in n for n in before)
     assert any(n.startswith("image_tokenizer.text_encoder.bert.") for n in before)
-    after = frozen_digests(model)
+    after = pretrained_digests(model)
     assert set(after) == set(before)
     changed = sorted(name for name in before if after[name] != before[name])
     assert not changed, f"{len(changed)} frozen tensors changed in training, e.g. {changed[:5]}"
