@@ -3,8 +3,8 @@ canonical forms expand into the evaluation phrasing of the task they name."""
 import pytest
 
 from visionllm.instructions import OutputFormat
-from visionllm.tasks import (UNSUPPORTED, CanonicalFormError, canonical_text, read_canonical, read_instruction,
-                             templates_of, wrap_request)
+from visionllm.tasks import (UNSUPPORTED, CanonicalFormError, canonical_text, canonical_vocabulary, category_tasks,
+                             read_canonical, read_instruction, request_in, templates_of, wrap_request)
 from visionllm.tasks.request import request_words
 
 
@@ -64,3 +64,25 @@ def test_unreadable_canonical_forms_raise(bad):
         return
     with pytest.raises(CanonicalFormError):
         read_canonical(bad)
+
+
+def test_request_in_finds_the_users_words_only_inside_the_wrapper():
+    assert request_in(wrap_request("Count every <image> square.")) == "Count every the image square."
+    assert request_in("  " + wrap_request("Find the stars in <image>.").replace(" ", "  ")) == "Find the stars in the image."
+    assert request_in("<image> Describe the image.") is None
+    assert request_in("Rewrite this request as a task: find stars") is None  # no image: not the wrapper
+
+
+def test_canonical_vocabulary_holds_the_request_words_in_both_numbers_and_the_task_names():
+    words = canonical_vocabulary("Find all Stars and boxes in <image>, please!", ["how many are there"])
+    for word in ("star", "stars", "Stars", "box", "boxes", "find", "Find", "please", "how", "many", "there",
+                 "detection", "segmentation", "grounding", "vqa", "caption", UNSUPPORTED):
+        assert word in words, word
+    assert "request" not in words  # the wrapper's own task is never a canonical form
+    assert not {"circle", "hexagon", "red", "<image>", "!"} & set(words)
+    assert {"berry", "berries"} <= set(canonical_vocabulary("any berries?"))
+    assert {"category", "categories"} <= set(canonical_vocabulary("one category"))
+
+
+def test_category_tasks_are_the_structured_tasks_over_many_objects():
+    assert set(category_tasks()) == {"detection", "segmentation"}

@@ -11,10 +11,11 @@ from . import detection, segmentation, grounding, caption, vqa, request  # noqa:
 from . import region_caption, region_vqa, region_classification  # noqa: E402,F401  (registration)
 from .building import build_instruction, templates_of  # noqa: E402
 from .reading import InstructionError, read_instruction, task_of_instruction  # noqa: E402
-from .request import (UNSUPPORTED, CanonicalFormError, canonical_text, read_canonical,  # noqa: E402
-                      wrap_request)
+from .request import (UNSUPPORTED, CanonicalFormError, canonical_text, canonical_vocabulary,  # noqa: E402
+                      category_tasks, read_canonical, request_in, wrap_request)
 from .segmentation import DEFAULT_NUM_POINTS, SEGMENTATION_NUM_POINTS  # noqa: E402
 
 __all__ = ["TaskSpec", "InstructionParts", "get_task", "task_names", "all_tasks", "build_instruction",
            "templates_of", "read_instruction", "task_of_instruction", "InstructionError", "DEFAULT_NUM_POINTS", "SEGMENTATION_NUM_POINTS",
-           "UNSUPPORTED", "CanonicalFormError", "canonical_text", "read_canonical", "wrap_request"]
+           "UNSUPPORTED", "CanonicalFormError", "canonical_text", "canonical_vocabulary", "category_tasks", "read_canonical",
+           "request_in", "wrap_request"]

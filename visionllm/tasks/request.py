@@ -17,6 +17,7 @@ which the model then follows as if the user had written it. Why not have the LLM
 repeats some 20 words of fixed boilerplate the expansion adds for free.
 """
 import random
+import re
 from typing import List, Optional, Sequence, Tuple
 
 from visionllm.instructions.category_set import IMAGE_PLACEHOLDER
@@ -50,6 +51,44 @@ def request_words(text: str) -> str:
 def wrap_request(text: str) -> str:
     """The ``request`` task's instruction for a user's request (with or without ``<image>``)."""
     return REQUEST_WRAPPER.format(request=check_text(request_words(text), "request"))
+
+
+def request_in(instruction: str) -> Optional[str]:
+    """The user's request inside a ``request`` instruction (``REQUEST_WRAPPER``), else None."""
+    text = " ".join(str(instruction).split())
+    return text[len(_PREFIX):].strip() if text.startswith(_PREFIX.strip()) else None
+
+
+def word_forms(word: str) -> set:
+    """``word`` with its regular English singular and plural forms ("stars" -> star, "box" ->
+    boxes): a canonical form may name in the singular what a request says in the plural."""
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    return forms
+
+
+def canonical_vocabulary(request: str, extra_words: Sequence[str] = ()) -> List[str]:
+    """The words a canonical form of ``request`` may be written with: the request's own words
+    (as written and lower-cased, each in its singular and plural forms), the task names,
+    ``UNSUPPORTED`` and ``extra_words`` (those a canonical form adds, such as the fixed words of
+    its question forms)."""
+    tasks = {name for name in task_names() if not get_task(name).wraps_text}
+    words = tasks | {UNSUPPORTED} | {w for extra in extra_words for w in extra.split()}
+    for word in re.findall(r"[^\W\d_]+|\d+", request_words(request)):
+        words |= word_forms(word) | word_forms(word.lower())
+    return sorted(words)
+
+
+def category_tasks() -> List[str]:
+    """The tasks whose canonical form names categories ("detection: star; hexagon")."""
+    return [name for name in task_names() if not get_task(name).wraps_text and _argument_kind(name) == "categories"]
 
 
 def _argument_kind(task: str) -> Optional[str]:

@@ -5,7 +5,8 @@ import pytest
 import torch
 from tiny_llm import build_decoder
 
-from visionllm.models.llm.generation_constraints import NoRepeatNGram, RepetitionPenalty, build_text_constraints
+from visionllm.models.llm.generation_constraints import (AllowedTokens, NoRepeatNGram, RepetitionPenalty,
+                                                       build_text_constraints)
 
 # Stub preferences, best first: without constraints greedy decoding repeats "red" forever.
 WORDS = {" red": 3.0, " blue": 2.5, " green": 2.0, " circle": 1.5, " square": 1.0}
@@ -79,3 +80,49 @@ def test_repetition_penalty_in_generation(stub_decoder):
     # red 3.0 -> 1.5 once generated, below blue 2.5; then blue 2.5 -> 1.25, below green 2.0
     stub_decoder.text_constraints = build_text_constraints(dict(repetition_penalty=2.0))
     assert generate(stub_decoder, max_new_tokens=3) == ["red", "blue", "green"]
+
+
+def test_allowed_tokens_masks_each_row_by_its_own_vocabulary():
+    scores = torch.zeros(3, 6)
+    generated = torch.tensor([[1], [2], [5]])
+    out = AllowedTokens([[0, 2], None, lambda ids: [ids[-1], 4]])(generated, scores)
+    assert torch.isfinite(out[0]).tolist() == [True, False, True, False, False, False]
+    assert torch.isfinite(out[1]).all()
+    assert torch.isfinite(out[2]).tolist() == [False, False, False, False, True, True]
+    # beam search: rows are blocks of beams, each beam with its own generated ids
+    beams = AllowedTokens([lambda ids: ids, [3]])(torch.tensor([[0], [1], [2], [2]]), torch.zeros(4, 6))
+    assert [torch.isfinite(row).nonzero().flatten().tolist() for row in beams] == [[0], [1], [3], [3]]
+    with pytest.raises(ValueError, match="no allowed token"):
+        AllowedTokens([[]])(generated[:1], scores[:1])
+
+
+def test_request_words_config_builds_no_row_independent_processor():
+    assert build_text_constraints(dict(request_words=[], request_categories=["star"])) is None
+
+
+def test_a_plain_requests_canonical_form_uses_only_the_requests_words(stub_decoder):
+    from visionllm.tasks import wrap_request
+    request = wrap_request("Is there a green square in <image>?")
+    caption = "<image> Describe the image."
+    embeds = torch.randn(2, 4, stub_decoder.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    def both():
+        with torch.no_grad():
+            return [text.split() for text in stub_decoder.generate_text(embeds, [request, caption], max_new_tokens=4)]
+    free_request, free_caption = both()
+    assert free_request == free_caption == ["red", "red", "blue", "red"]  # stub order under bigram blocking
+    stub_decoder.request_words = ()
+    constrained_request, caption_words = both()
+    # red and blue are not in the request: its best words are green, then square
+    assert constrained_request == ["green", "green", "square", "green"]
+    assert caption_words == free_caption  # a row that is not a request stays free
+
+
+def test_category_names_are_allowed_only_in_a_category_list(stub_decoder):
+    stub_decoder.request_words, stub_decoder.request_categories = (), ("circle",)
+    allowed = stub_decoder._request_vocabulary("Find all the shapes in the image.")
+    circle = stub_decoder.tokenizer.encode(" circle", add_special_tokens=False)[0]
+    assert circle not in allowed([])
+    assert circle in allowed(stub_decoder.tokenizer.encode("detection:", add_special_tokens=False))
+    assert circle in allowed(stub_decoder.tokenizer.encode("segmentation: star;", add_special_tokens=False))
+    assert circle not in allowed(stub_decoder.tokenizer.encode("vqa: is there a", add_special_tokens=False))

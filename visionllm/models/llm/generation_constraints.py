@@ -10,10 +10,16 @@ for greedy and beam search alike):
 - ``RepetitionPenalty(p)``: the logit of every token generated before is divided by ``p`` when
   positive and multiplied by ``p`` when negative (Keskar et al. 2019, CTRL).
 
+A third constraint is not about repetition: ``AllowedTokens`` keeps a row's generation inside a
+vocabulary. The canonical form of a plain request (``visionllm.tasks.request``) copies its
+categories, expression or question from the request's own words, so its vocabulary is those
+words plus the few the canonical forms add (``canonical_vocabulary``): a name the user did not
+say cannot be written.
+
 Only the generated tokens are seen: the prompt is fed as embeddings, so ``input_ids`` of each
 step holds the generated ids alone.
 """
-from typing import Optional
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -60,14 +66,51 @@ class RepetitionPenalty(LogitsProcessor):
         return scores.scatter(1, input_ids, seen)
 
 
+class AllowedTokens(LogitsProcessor):
+    """Row ``r`` may generate only the token ids ``allowed[r]``: a list of ids, or a function of
+    the row's generated ids giving that list (a vocabulary that depends on what was written so
+    far); a row whose entry is None is free. Beam search: each row's beams in one block."""
+
+    def __init__(self, allowed: Sequence[Union[None, Sequence[int], Callable[[List[int]], Sequence[int]]]]):
+        self.allowed = list(allowed)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        beams = scores.shape[0] // len(self.allowed)
+        mask = torch.zeros_like(scores)
+        for index, generated in enumerate(input_ids.tolist()):
+            allowed = self.allowed[index // beams]
+            if allowed is None:
+                continue
+            ids = sorted(set(allowed(generated) if callable(allowed) else allowed))
+            if not ids:
+                raise ValueError("a constrained row has no allowed token")
+            mask[index].fill_(float("-inf"))
+            mask[index, ids] = 0.0
+        return scores + mask
+
+
+def word_token_ids(tokenizer, words: Sequence[str]) -> List[int]:
+    """Every token id of ``words``, each tokenised alone and after a space (BPE vocabularies
+    spell a word differently at the start of a text and after a space)."""
+    ids = set()
+    for word in words:
+        for spelling in (word, " " + word):
+            ids.update(tokenizer.encode(spelling, add_special_tokens=False))
+    return sorted(ids)
+
+
+TEXT_CONSTRAINT_KEYS = ("no_repeat_ngram_size", "repetition_penalty", "request_words", "request_categories")
+
+
 def build_text_constraints(config: Optional[dict]) -> Optional[LogitsProcessorList]:
     """The processors of ``dict(no_repeat_ngram_size=n, repetition_penalty=p)`` (0 / 1.0 or a
-    missing key: off), or None when nothing is constrained."""
+    missing key: off), or None when nothing is constrained. ``request_words`` and
+    ``request_categories`` (see ``LanguageModelDecoder``) depend on each row's instruction and
+    are applied per call, not here."""
     config = dict(config or {})
-    unknown = set(config) - {"no_repeat_ngram_size", "repetition_penalty"}
+    unknown = set(config) - set(TEXT_CONSTRAINT_KEYS)
     if unknown:
-        raise KeyError(f"unknown text constraint(s) {sorted(unknown)}; "
-                       "known: no_repeat_ngram_size, repetition_penalty")
+        raise KeyError(f"unknown text constraint(s) {sorted(unknown)}; known: {', '.join(TEXT_CONSTRAINT_KEYS)}")
     processors = LogitsProcessorList()
     if config.get("repetition_penalty") not in (None, 1, 1.0):
         processors.append(RepetitionPenalty(config["repetition_penalty"]))

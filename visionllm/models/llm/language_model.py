@@ -14,11 +14,14 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
+from transformers import LogitsProcessorList
 
 from visionllm.instructions import IMAGE_PLACEHOLDER
 from visionllm.instructions.regions import REGION_PLACEHOLDER, count_regions, region_bins, regions_of
+from visionllm.tasks import canonical_vocabulary, category_tasks, request_in
+from visionllm.tasks.request import CATEGORY_SEPARATOR
 
-from .generation_constraints import build_text_constraints
+from .generation_constraints import AllowedTokens, build_text_constraints, word_token_ids
 from .image_readout import ImageReadout
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import additive_mask, crop_cache, parallel_forward, prefix_allowed, pruned_parallel_forward
@@ -57,7 +60,12 @@ class LanguageModelDecoder(BaseModule):
             ``tools/benchmark_decoding.py``).
         max_new_tokens / num_beams: caption and answer generation.
         text_constraints: ``dict(no_repeat_ngram_size, repetition_penalty)`` applied to caption
-            and answer generation against repetition (``build_text_constraints``), or None.
+            and answer generation against repetition (``build_text_constraints``), or None;
+            ``request_words`` (a list of words, possibly empty) restricts the canonical form of a
+            plain request (the ``request`` task) to the request's own words, the task names and
+            these words (``canonical_vocabulary``); absent: unrestricted. ``request_categories``
+            (with ``request_words``): names a category list ("detection: ...") may use besides
+            the request's words, e.g. the classes a request for "every shape" expands to.
     """
 
     def __init__(self, llm: Optional[dict] = None, prompt_style: str = "chat",
@@ -100,6 +108,9 @@ class LanguageModelDecoder(BaseModule):
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
         self.text_constraints = build_text_constraints(text_constraints)
+        words = (text_constraints or {}).get("request_words")
+        self.request_words = None if words is None else tuple(words)
+        self.request_categories = tuple((text_constraints or {}).get("request_categories") or ())
         self.image_readout: Optional[ImageReadout] = None
 
     def build_image_readout(self, config: Optional[dict]) -> None:
@@ -235,8 +246,35 @@ class LanguageModelDecoder(BaseModule):
                 inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
                 max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
                 do_sample=False, eos_token_id=eos, pad_token_id=eos,
-                suppress_tokens=self.new_token_ids, logits_processor=self.text_constraints)
+                suppress_tokens=self.new_token_ids, logits_processor=self._text_processors(instructions))
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
+
+    def _text_processors(self, instructions: List[str]) -> Optional[LogitsProcessorList]:
+        """The configured text constraints, plus ``AllowedTokens`` for the rows that are plain
+        requests when ``request_words`` is set (``_request_vocabulary``)."""
+        requests = [request_in(text) for text in instructions] if self.request_words is not None else []
+        if not any(request is not None for request in requests):
+            return self.text_constraints
+        allowed = [None if request is None else self._request_vocabulary(request) for request in requests]
+        return LogitsProcessorList(list(self.text_constraints or []) + [AllowedTokens(allowed)])
+
+    def _request_vocabulary(self, request: str):
+        """The tokens a canonical form of ``request`` may use, as a function of what was generated:
+        its words (``canonical_vocabulary``), the request's own tokens (its punctuation), the
+        separators and the end of response; after "<category task>:" also ``request_categories``."""
+        words = canonical_vocabulary(request, self.request_words)
+        base = set(word_token_ids(self.tokenizer, words + [":", CATEGORY_SEPARATOR.strip(), "?"]))
+        base |= set(self.tokenizer.encode(request, add_special_tokens=False))
+        base.add(self.prompt.end_of_response_id)
+        if not self.request_categories:
+            return sorted(base)
+        with_categories = sorted(base | set(word_token_ids(self.tokenizer, self.request_categories)))
+        base, prefixes = sorted(base), tuple(f"{name}:" for name in category_tasks())
+
+        def allowed(generated: List[int]) -> List[int]:
+            text = self.tokenizer.decode(generated, skip_special_tokens=True).lstrip()
+            return with_categories if text.startswith(prefixes) else base
+        return allowed
 
     def _longest_format_ids(self) -> List[int]:
         """The tokens of the longest format the vocabulary writes: ``<cls> <x1> <y1> ... <xK> <yK>``."""
