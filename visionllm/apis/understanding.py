@@ -21,7 +21,7 @@ from visionllm.apis.inputs import ImageInput, InputError, load_image, original_s
 from visionllm.instructions import IMAGE_PLACEHOLDER, REGION_PLACEHOLDER
 from visionllm.instructions.output_format import UnsupportedOutputFormat, find_output_format
 from visionllm.tasks import (CanonicalFormError, InstructionError, all_tasks, read_canonical, read_instruction,
-                             wrap_request)
+                             user_task_names, wrap_request)
 
 EXPLICIT, MODEL, FALLBACK = "explicit", "model", "fallback"
 
@@ -62,11 +62,6 @@ def is_explicit(instruction: str) -> bool:
     if parsed.output_format is not None or parsed.task == "request":
         return True
     return any(pattern.fullmatch(instruction) for pattern in _template_patterns())
-
-
-def user_task_names() -> list:
-    """The tasks a request can ask for (not the request task itself)."""
-    return [spec.name for spec in all_tasks() if not spec.wraps_text]
 
 
 @dataclass

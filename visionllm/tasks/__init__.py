@@ -12,10 +12,10 @@ from . import region_caption, region_vqa, region_classification  # noqa: E402,F4
 from .building import build_instruction, templates_of  # noqa: E402
 from .reading import InstructionError, read_instruction, task_of_instruction  # noqa: E402
 from .request import (UNSUPPORTED, CanonicalFormError, canonical_text, canonical_vocabulary,  # noqa: E402
-                      category_tasks, read_canonical, request_in, wrap_request)
+                      category_tasks, read_canonical, request_in, user_task_names, wrap_request)
 from .segmentation import DEFAULT_NUM_POINTS, SEGMENTATION_NUM_POINTS  # noqa: E402
 
 __all__ = ["TaskSpec", "InstructionParts", "get_task", "task_names", "all_tasks", "build_instruction",
            "templates_of", "read_instruction", "task_of_instruction", "InstructionError", "DEFAULT_NUM_POINTS", "SEGMENTATION_NUM_POINTS",
            "UNSUPPORTED", "CanonicalFormError", "canonical_text", "canonical_vocabulary", "category_tasks", "read_canonical",
-           "request_in", "wrap_request"]
+           "request_in", "user_task_names", "wrap_request"]

@@ -74,13 +74,17 @@ def word_forms(word: str) -> set:
     return forms
 
 
+def user_task_names() -> List[str]:
+    """The tasks a request can ask for (every registered task but the request task itself)."""
+    return [name for name in task_names() if not get_task(name).wraps_text]
+
+
 def canonical_vocabulary(request: str, extra_words: Sequence[str] = ()) -> List[str]:
     """The words a canonical form of ``request`` may be written with: the request's own words
     (as written and lower-cased, each in its singular and plural forms), the task names,
     ``UNSUPPORTED`` and ``extra_words`` (those a canonical form adds, such as the fixed words of
     its question forms)."""
-    tasks = {name for name in task_names() if not get_task(name).wraps_text}
-    words = tasks | {UNSUPPORTED} | {w for extra in extra_words for w in extra.split()}
+    words = set(user_task_names()) | {UNSUPPORTED} | {w for extra in extra_words for w in extra.split()}
     for word in re.findall(r"[^\W\d_]+|\d+", request_words(request)):
         words |= word_forms(word) | word_forms(word.lower())
     return sorted(words)
@@ -88,7 +92,7 @@ def canonical_vocabulary(request: str, extra_words: Sequence[str] = ()) -> List[
 
 def category_tasks() -> List[str]:
     """The tasks whose canonical form names categories ("detection: star; hexagon")."""
-    return [name for name in task_names() if not get_task(name).wraps_text and _argument_kind(name) == "categories"]
+    return [name for name in user_task_names() if _argument_kind(name) == "categories"]
 
 
 def _argument_kind(task: str) -> Optional[str]:
