@@ -9,6 +9,7 @@ from mmengine.model import BaseModel
 
 from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
+from visionllm.models.caption_grounding import build_caption_grounding
 from visionllm.models import region_readout  # noqa: F401  (registers RegionReadout)
 from visionllm.models.components import build_optional
 from visionllm.models.llm.embedding_scale import ScaledProjection
@@ -46,6 +47,9 @@ class VisionLLM(BaseModel):
             trainable tensor (LoRA, new token rows, tokenizer, heads) keeps float32 master
             weights, and the forward then runs under ``torch.autocast`` of that dtype (unless an
             autocast is already active), which casts at each matmul. None keeps float32.
+        caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
+            may not name a category the model does not detect in the image
+            (``CaptionGrounding``: one detection pass per caption first), or None.
 
     The token class prior is part of the architecture: each image token's name logits (the
     tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
@@ -60,7 +64,7 @@ class VisionLLM(BaseModel):
                  instruction_relevance: Optional[dict] = dict(type="InstructionRelevance"),  # noqa: B006
                  region_readout: Optional[dict] = dict(type="RegionReadout"),  # noqa: B006
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
+                 caption_grounding: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
         self.image_tokenizer = MODELS.build(image_tokenizer)
@@ -74,6 +78,7 @@ class VisionLLM(BaseModel):
         self.instruction_relevance = build_optional(instruction_relevance, hidden_size=self.task_decoder.hidden_size)
         self.region_readout = build_optional(region_readout, embed_dims=self.image_tokenizer.embed_dims,
                                              hidden_size=self.task_decoder.hidden_size)
+        self.caption_grounding = build_caption_grounding(caption_grounding)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:
@@ -144,6 +149,8 @@ class VisionLLM(BaseModel):
             return self._forward(inputs, data_samples, mode)
 
     def _forward(self, inputs: Dict[str, torch.Tensor], data_samples: List, mode: str):
+        if mode == "predict" and self.caption_grounding is not None:
+            self._ground_captions(inputs, data_samples)
         outputs = self._tokenize(inputs["images"], inputs["image_masks"], data_samples)
         if mode == "tensor":
             return outputs
@@ -163,6 +170,18 @@ class VisionLLM(BaseModel):
                     del sample.region_embeds
             return [_in_float32(sample) for sample in samples]
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
+
+    def _ground_captions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
+        """Detect ``caption_grounding.categories`` in the images of the caption samples and put
+        on each the words its caption may not write (metainfo ``banned_words``)."""
+        rows = self.caption_grounding.rows(data_samples)
+        if not rows:
+            return
+        detections = self._forward({key: value[rows] for key, value in inputs.items()},
+                                   [self.caption_grounding.detection_sample(data_samples[i]) for i in rows],
+                                   "predict")
+        for i, detected in zip(rows, detections):
+            data_samples[i].set_metainfo(dict(banned_words=self.caption_grounding.absent_words(detected)))
 
     def init_weights(self):
         # mmengine's init_weights walks every child that has one; Hugging Face models have one

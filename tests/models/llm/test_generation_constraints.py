@@ -5,8 +5,9 @@ import pytest
 import torch
 from tiny_llm import build_decoder
 
-from visionllm.models.llm.generation_constraints import (AllowedTokens, NoRepeatNGram, RepetitionPenalty,
-                                                       build_text_constraints)
+from visionllm.models.llm.generation_constraints import (AllowedTokens, BannedWords, NoRepeatNGram,
+                                                       RepetitionPenalty, Spelling, build_text_constraints,
+                                                       word_spellings)
 
 # Stub preferences, best first: without constraints greedy decoding repeats "red" forever.
 WORDS = {" red": 3.0, " blue": 2.5, " green": 2.0, " circle": 1.5, " square": 1.0}
@@ -126,3 +127,46 @@ def test_category_names_are_allowed_only_in_a_category_list(stub_decoder):
     assert circle in allowed(stub_decoder.tokenizer.encode("detection:", add_special_tokens=False))
     assert circle in allowed(stub_decoder.tokenizer.encode("segmentation: star;", add_special_tokens=False))
     assert circle not in allowed(stub_decoder.tokenizer.encode("vqa: is there a", add_special_tokens=False))
+
+
+def test_banned_words_forbid_one_token_words_and_the_last_token_of_longer_ones():
+    # word A = [7] (one token), word B = [3, 4] whose first token is a fragment, word C = [5, 6]
+    # whose first token is a word of its own, word D = [8, 9] spelled at the start of a text only
+    banned = BannedWords([[Spelling((7,), False, True), Spelling((3, 4), False, False),
+                           Spelling((5, 6), False, True), Spelling((8, 9), True, False)], None])
+    assert banned.forbidden(0, []) == {7, 3, 8}
+    assert banned.forbidden(0, [1]) == {7, 3}  # D no longer possible
+    assert banned.forbidden(0, [1, 3]) == {7, 3, 4}  # B begun anyway (by beam or prompt): not finished
+    assert banned.forbidden(0, [1, 5]) == {7, 3, 6}
+    assert banned.forbidden(0, [8]) == {7, 3, 9}
+    assert banned.forbidden(0, [2, 8]) == {7, 3}
+    assert banned.forbidden(1, [3]) == set()
+    scores = banned(torch.tensor([[1, 5], [1, 5]]), torch.zeros(2, 10))
+    assert torch.isinf(scores[0]).nonzero().flatten().tolist() == [3, 6, 7]
+    assert torch.isfinite(scores[1]).all()
+
+
+def test_word_spellings_of_a_real_tokenizer(tiny_llama_dir):
+    decoder = build_decoder(tiny_llama_dir)
+    tokenizer = decoder.tokenizer
+    spellings = word_spellings(tokenizer, ["circle", "hexagon"])
+    assert len(spellings) == 4
+    for ids, at_start, open_start in spellings:
+        text = tokenizer.decode(list(ids))
+        assert text.strip() in ("circle", "hexagon") and text.startswith(" ") != at_start
+        assert open_start == (len(ids) == 1 or tokenizer.decode(list(ids[:1])).strip() == text.strip())
+
+
+def test_banned_words_in_generation_change_only_their_row(stub_decoder):
+    embeds = torch.randn(2, 4, stub_decoder.hidden_size, generator=torch.Generator().manual_seed(0))
+    texts = ["<image> Describe the image."] * 2
+
+    def run(banned):
+        with torch.no_grad():
+            return [text.split() for text in stub_decoder.generate_text(embeds, texts, max_new_tokens=4,
+                                                                         banned_words=banned)]
+    free = run(None)
+    assert free[0] == free[1] == ["red", "red", "blue", "red"]
+    grounded, other = run([["red", "blue"], None])
+    assert grounded == ["green", "green", "circle", "green"]  # the stub's order without red and blue
+    assert other == free[1]

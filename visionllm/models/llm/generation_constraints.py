@@ -16,10 +16,14 @@ categories, expression or question from the request's own words, so its vocabula
 words plus the few the canonical forms add (``canonical_vocabulary``): a name the user did not
 say cannot be written.
 
+``BannedWords`` is its opposite: a row may not write given words (each spelled as one or more
+tokens). A caption grounded in the model's own detections (``visionllm.models.caption_grounding``)
+may not name a kind of object that the detector did not find in the image.
+
 Only the generated tokens are seen: the prompt is fed as embeddings, so ``input_ids`` of each
 step holds the generated ids alone.
 """
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -87,6 +91,66 @@ class AllowedTokens(LogitsProcessor):
             mask[index].fill_(float("-inf"))
             mask[index, ids] = 0.0
         return scores + mask
+
+
+class Spelling(NamedTuple):
+    """One way a tokenizer writes a word: its ``ids``; ``at_start``: the spelling of the start
+    of a text (the word with no space before it), which occurs only there; ``open_start``: the
+    first token is a word of its own ("hot" of "hot dog"), not a fragment ("hex" of "hexagon")."""
+    ids: Tuple[int, ...]
+    at_start: bool
+    open_start: bool
+
+
+class BannedWords(LogitsProcessor):
+    """Row ``r`` may not write the words spelled ``banned[r]`` (``Spelling`` s; None or empty:
+    free).
+
+    A spelling's last token is forbidden where the row ends with the rest of it (a one-token
+    word is never written). Its first token, when a fragment of the word, is forbidden where the
+    spelling could begin: a multi-token word is then not even started (a first token that is a
+    word of its own, "hot" of "hot dog", stays allowed). Spellings ``at_start`` apply at the
+    start of the text only. Beam search: each row's beams in one block.
+    """
+
+    def __init__(self, banned: Sequence[Optional[Sequence[Spelling]]]):
+        self.banned = [[Spelling(*spelling) for spelling in (row or ()) if len(spelling[0])] for row in banned]
+
+    def forbidden(self, row: int, generated: List[int]) -> set:
+        """The tokens row ``row`` may not write next, after ``generated``."""
+        out = set()
+        for ids, at_start, open_start in self.banned[row]:
+            if at_start and len(generated) >= len(ids):
+                continue  # past the only place this spelling occurs
+            if not open_start and (not at_start or not generated):
+                out.add(ids[0])
+            head = list(ids[:-1])
+            written = generated[len(generated) - len(head):] if head else []
+            if written == head and (not at_start or len(generated) == len(head)):
+                out.add(ids[-1])
+        return out
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        beams = scores.shape[0] // len(self.banned)
+        scores = scores.clone()
+        for index, generated in enumerate(input_ids.tolist()):
+            tokens = sorted(self.forbidden(index // beams, generated))
+            if tokens:
+                scores[index, tokens] = float("-inf")
+        return scores
+
+
+def word_spellings(tokenizer, words: Sequence[str]) -> List[Spelling]:
+    """The ``Spelling`` s of ``words``: each tokenised alone (the start of a text) and after a
+    space."""
+    spellings = set()
+    for word in words:
+        for text in (word, " " + word):
+            ids = tuple(tokenizer.encode(text, add_special_tokens=False))
+            if ids:
+                first = tokenizer.decode(ids[:1]).strip()
+                spellings.add(Spelling(ids, text == word, len(ids) == 1 or first == word.split()[0]))
+    return sorted(spellings)
 
 
 def word_token_ids(tokenizer, words: Sequence[str]) -> List[int]:

@@ -21,7 +21,7 @@ from visionllm.instructions.regions import REGION_PLACEHOLDER, count_regions, re
 from visionllm.tasks import canonical_vocabulary, category_tasks, request_in
 from visionllm.tasks.request import CATEGORY_SEPARATOR
 
-from .generation_constraints import AllowedTokens, build_text_constraints, word_token_ids
+from .generation_constraints import AllowedTokens, BannedWords, build_text_constraints, word_spellings, word_token_ids
 from .image_readout import ImageReadout
 from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import additive_mask, crop_cache, parallel_forward, prefix_allowed, pruned_parallel_forward
@@ -235,9 +235,11 @@ class LanguageModelDecoder(BaseModule):
     # ------------------------------------------------------------------ generation
     def generate_text(self, image_embeds: torch.Tensor, instructions: List[str],
                       max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None,
-                      contexts: Optional[List[dict]] = None) -> List[str]:
+                      contexts: Optional[List[dict]] = None,
+                      banned_words: Optional[Sequence[Optional[Sequence[str]]]] = None) -> List[str]:
         """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam);
-        ``contexts``: per instruction its ``_prompt_context`` (or None)."""
+        ``contexts``: per instruction its ``_prompt_context`` (or None); ``banned_words``: per
+        instruction words its text may not contain (``BannedWords``), or None."""
         contexts = contexts or [{}] * len(instructions)
         batch = self._assemble([self._prompt_segments(t, e, **c) for t, e, c in zip(instructions, image_embeds, contexts)])
         eos = self.prompt.end_of_response_id
@@ -246,17 +248,25 @@ class LanguageModelDecoder(BaseModule):
                 inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
                 max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
                 do_sample=False, eos_token_id=eos, pad_token_id=eos,
-                suppress_tokens=self.new_token_ids, logits_processor=self._text_processors(instructions))
+                suppress_tokens=self.new_token_ids,
+                logits_processor=self._text_processors(instructions, banned_words))
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
 
-    def _text_processors(self, instructions: List[str]) -> Optional[LogitsProcessorList]:
+    def _text_processors(self, instructions: List[str],
+                         banned_words: Optional[Sequence[Optional[Sequence[str]]]] = None
+                         ) -> Optional[LogitsProcessorList]:
         """The configured text constraints, plus ``AllowedTokens`` for the rows that are plain
-        requests when ``request_words`` is set (``_request_vocabulary``)."""
+        requests when ``request_words`` is set (``_request_vocabulary``) and ``BannedWords`` for
+        rows with ``banned_words``."""
+        processors = list(self.text_constraints or [])
         requests = [request_in(text) for text in instructions] if self.request_words is not None else []
-        if not any(request is not None for request in requests):
-            return self.text_constraints
-        allowed = [None if request is None else self._request_vocabulary(request) for request in requests]
-        return LogitsProcessorList(list(self.text_constraints or []) + [AllowedTokens(allowed)])
+        if any(request is not None for request in requests):
+            processors.append(AllowedTokens([None if request is None else self._request_vocabulary(request)
+                                             for request in requests]))
+        if banned_words is not None and any(banned_words):
+            processors.append(BannedWords([word_spellings(self.tokenizer, words) if words else None
+                                           for words in banned_words]))
+        return LogitsProcessorList(processors) if processors else None
 
     def _request_vocabulary(self, request: str):
         """The tokens a canonical form of ``request`` may use, as a function of what was generated:

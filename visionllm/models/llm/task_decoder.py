@@ -281,7 +281,8 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
                                      self._features_of(image_features, structured))
         if text:
             texts = self.generate_text(image_embeds[text], [sample_meta(data_samples[i], "instruction") for i in text],
-                                       contexts=[self._prompt_context(data_samples[i]) for i in text])
+                                       contexts=[self._prompt_context(data_samples[i]) for i in text],
+                                       banned_words=[sample_meta(data_samples[i], "banned_words") for i in text])
             for i, value in zip(text, texts):
                 data_samples[i].pred_text = value
         return data_samples

@@ -1,0 +1,71 @@
+"""Captions grounded in the model's own detections.
+
+A caption names objects from the image tokens in one pass of free text, and a small model names
+kinds the image does not hold (CHAIR, ``visionllm.evaluation.hallucination``). Its detector reads
+the same image far more reliably (each category is matched against each image token). Before a
+caption is written, the model therefore detects ``categories`` in the image (the detection
+task's evaluation phrasing, one extra pass of the tokenizer and the decoder), and the caption
+may not name, in the singular or the plural, a category with no detection scoring at least
+``score_threshold`` (``BannedWords``). Nothing else of the caption is constrained: counts,
+colours and relations remain the caption's own.
+"""
+from typing import List, Optional, Sequence
+
+from visionllm.evaluation.hallucination import plural
+from visionllm.tasks import build_instruction, task_of_instruction
+
+
+class CaptionGrounding:
+    """Which samples are grounded, their detection samples, and the words their captions may
+    not write.
+
+    Args:
+        categories: the category names detected before captioning (e.g. a dataset's classes).
+        score_threshold: a category counts as present with a detection scoring at least this.
+        tasks: the tasks whose text is grounded (by default captions).
+    """
+
+    def __init__(self, categories: Sequence[str], score_threshold: float = 0.5,
+                 tasks: Sequence[str] = ("caption",)):
+        names = [str(name) for name in categories]
+        if not names:
+            raise ValueError("caption grounding needs at least one category")
+        if len(set(names)) != len(names):
+            raise ValueError("caption grounding categories must be distinct")
+        if not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.categories = names
+        self.score_threshold = float(score_threshold)
+        self.tasks = tuple(tasks)
+        instruction = build_instruction("detection", None, categories=names, template_index=0)
+        self.instruction = instruction.text
+        self.output_format = tuple(instruction.output_format.fields)
+
+    def rows(self, samples: Sequence) -> List[int]:
+        """Indices of the samples whose instruction asks for a grounded task."""
+        return [i for i, sample in enumerate(samples)
+                if task_of_instruction(sample.metainfo["instruction"]).name in self.tasks]
+
+    def detection_sample(self, sample):
+        """A copy of ``sample`` that asks for the detection of ``categories`` instead, on its
+        own (no conversation history), decoding only the slots that can reach the threshold."""
+        detect = sample.clone()
+        detect.set_metainfo(dict(instruction=self.instruction, task="detection", categories=list(self.categories),
+                                 category_ids=list(range(len(self.categories))),
+                                 output_format=self.output_format, history=None,
+                                 score_thr=self.score_threshold))
+        return detect
+
+    def absent_words(self, detected) -> List[str]:
+        """The words (each category in its singular and plural forms) a caption of the image of
+        ``detected`` (a detection sample after prediction) may not write."""
+        pred = detected.pred_instances
+        keep = pred.scores >= self.score_threshold
+        present = {int(label) for label in pred.labels[keep].tolist()}
+        absent = [name for index, name in enumerate(self.categories) if index not in present]
+        return sorted({form for name in absent for form in (name, plural(name))})
+
+
+def build_caption_grounding(config: Optional[dict]) -> Optional[CaptionGrounding]:
+    """``CaptionGrounding(**config)``, or None for no config."""
+    return None if not config else CaptionGrounding(**config)
