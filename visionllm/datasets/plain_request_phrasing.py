@@ -20,7 +20,9 @@ import numpy as np
 
 from visionllm.tasks.request import canonical_text
 
-from .shape_phrasing import article, join, plural
+from visionllm.utils.english import article, plural
+
+from .shape_phrasing import join
 
 HELDOUT_EVERY = 4
 SPLITS = ("train", "heldout")

@@ -15,6 +15,7 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 
 from visionllm.registry import DATASETS
+from visionllm.utils.english import article, plural
 
 from .base import load_annotation
 
@@ -30,14 +31,6 @@ class _Object:
     cx: float
 
 
-def _plural(kind: str) -> str:
-    return kind + ("es" if kind.endswith(("x", "s")) else "s")
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 Turn = Tuple[str, str, str]  # (question in the conversation, standalone question, answer)
 
 
@@ -45,16 +38,16 @@ def _count_chain(objects: Sequence[_Object], rng: np.random.Generator, kinds, co
     kind = kinds[int(rng.integers(len(kinds)))] if rng.random() < 0.3 or not objects else \
         objects[int(rng.integers(len(objects)))].kind
     of_kind = [o for o in objects if o.kind == kind]
-    turns = [(f"How many {_plural(kind)} are there?",) * 2 + (str(len(of_kind)),)]
+    turns = [(f"How many {plural(kind)} are there?",) * 2 + (str(len(of_kind)),)]
     present = sorted({o.colour for o in of_kind})
     colour = present[int(rng.integers(len(present)))] if present and rng.random() < 0.6 else \
         colours[int(rng.integers(len(colours)))]
-    turns.append((f"And how many of them are {colour}?", f"How many {colour} {_plural(kind)} are there?",
+    turns.append((f"And how many of them are {colour}?", f"How many {colour} {plural(kind)} are there?",
                   str(sum(o.colour == colour for o in of_kind))))
     if rng.random() < 0.5:
         other = [c for c in colours if c != colour]
         colour = other[int(rng.integers(len(other)))]
-        turns.append((f"What about {colour} ones?", f"How many {colour} {_plural(kind)} are there?",
+        turns.append((f"What about {colour} ones?", f"How many {colour} {plural(kind)} are there?",
                        str(sum(o.colour == colour for o in of_kind))))
     return turns
 
@@ -66,7 +59,7 @@ def _object_chain(objects: Sequence[_Object], rng: np.random.Generator, width: i
         return []
     o = unique[int(rng.integers(len(unique)))]
     name = f"{o.colour} {o.kind}"
-    turns = [(f"Is there {_article(name)} {name}?",) * 2 + ("yes",),
+    turns = [(f"Is there {article(name)} {name}?",) * 2 + ("yes",),
              ("What size is it?", f"What size is the {name}?", o.size)]
     if abs(o.cx / width - 0.5) > SIDE_MARGIN:
         turns.append(("Is it on the left or on the right?", f"Is the {name} on the left or on the right?",
@@ -81,14 +74,14 @@ def _kind_chain(objects: Sequence[_Object], rng: np.random.Generator, kinds) -> 
     if present and (rng.random() < 0.5 or not absent):
         kind = present[int(rng.integers(len(present)))]
         same = [o for o in objects if o.kind == kind]
-        turns = [(f"Is there {_article(kind)} {kind}?",) * 2 + ("yes",)]
+        turns = [(f"Is there {article(kind)} {kind}?",) * 2 + ("yes",)]
         if len(same) == 1:
             turns.append(("What colour is it?", f"What colour is the {kind}?", same[0].colour))
         else:
-            turns.append(("How many of them are there?", f"How many {_plural(kind)} are there?", str(len(same))))
+            turns.append(("How many of them are there?", f"How many {plural(kind)} are there?", str(len(same))))
         return turns
     kind = absent[int(rng.integers(len(absent)))]
-    return [(f"Is there {_article(kind)} {kind}?",) * 2 + ("no",),
+    return [(f"Is there {article(kind)} {kind}?",) * 2 + ("no",),
             ("How many shapes are there, then?", "How many shapes are there?", str(len(objects)))]
 
 

@@ -19,6 +19,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from visionllm.utils.english import article, plural
+
 KINDS = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 HYPERNYMS = ("shape", "object", "thing")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -36,21 +38,12 @@ class Thing:
     radius: float
 
 
-def plural(noun: str) -> str:
-    return noun + ("es" if noun.endswith("x") else "s")
-
-
-def article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def count_phrase(count: int, noun: str) -> str:
     """"a red star", "three red stars" (only the last word takes the plural)."""
     if count == 1:
         return f"{article(noun)} {noun}"
-    head, _, last = noun.rpartition(" ")
     number = NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
-    return f"{number} {(head + ' ') if head else ''}{plural(last)}"
+    return f"{number} {plural(noun)}"
 
 
 def join(phrases: Sequence[str]) -> str:
@@ -195,11 +188,6 @@ _SIDE = ("is the {k} on the left or on the right?", "is the {k} on the left or t
          "which side of the image is the {k} on, left or right?")
 
 
-def _plural_phrase(noun_phrase: str) -> str:
-    head, _, last = noun_phrase.rpartition(" ")
-    return f"{head} {plural(last)}" if head else plural(last)
-
-
 def _presence_question(things, rng, answer_yes: bool, colours: Sequence[str]):
     """A presence question about a colour and kind, a kind, or a colour and hypernym whose
     answer is ``answer_yes`` (about absent things for no), or None when there is none (yes on
@@ -218,7 +206,7 @@ def _presence_question(things, rng, answer_yes: bool, colours: Sequence[str]):
         np_ = f"{colour} {noun}" if with_colour else noun
         present = any((not with_colour or o.colour == colour) and (not with_kind or o.kind == kind) for o in things)
         if present == answer_yes:
-            text = _pick(rng, _PRESENCE).format(a=article(np_), np=np_, pl=_plural_phrase(np_))
+            text = _pick(rng, _PRESENCE).format(a=article(np_), np=np_, pl=plural(np_))
             return text, "yes" if present else "no"
     return None
 

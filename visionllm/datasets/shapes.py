@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 from shapely.geometry import MultiPolygon, Polygon
 
+from visionllm.utils.english import article, plural
 from visionllm.utils.polygon_masks import polygon_mask
 
 SHAPE_KINDS = ("circle", "square", "triangle", "star", "hexagon", "diamond")
@@ -49,7 +50,6 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
 SIZES = {"small": (0.06, 0.09), "medium": (0.10, 0.14), "big": (0.16, 0.22)}
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 STYLES = ("classic", "varied")
-PLURALS = {kind: kind + ("es" if kind.endswith("x") else "s") for kind in SHAPE_KINDS}
 
 
 @dataclass
@@ -251,11 +251,8 @@ def referring_expressions(objects: Sequence[ShapeObject], index: int, width: int
 
 def _count_phrase(count: int, singular: str) -> str:
     if count == 1:
-        article = "an" if singular[0] in "aeiou" else "a"
-        return f"{article} {singular}"
-    noun = singular.rsplit(" ", 1)
-    plural = " ".join(noun[:-1] + [PLURALS.get(noun[-1], noun[-1] + "s")])
-    return f"{NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else count} {plural}"
+        return f"{article(singular)} {singular}"
+    return f"{NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else count} {plural(singular)}"
 
 
 def _join(phrases: List[str]) -> str:
@@ -289,7 +286,7 @@ def questions(objects: Sequence[ShapeObject], width: int, rng: np.random.Generat
     """(question, answer, answer_type) pairs: counting, colour, position, presence."""
     pairs = []
     kind = str(rng.choice(SHAPE_KINDS))
-    pairs.append((f"how many {PLURALS[kind]} are there?", str(sum(o.kind == kind for o in objects)), "number"))
+    pairs.append((f"how many {plural(kind)} are there?", str(sum(o.kind == kind for o in objects)), "number"))
     colour = str(rng.choice(list(COLOURS)))
     pairs.append((f"how many {colour} shapes are there?", str(sum(o.colour == colour for o in objects)), "number"))
     unique_kinds = [o for o in objects if sum(p.kind == o.kind for p in objects) == 1]
@@ -301,8 +298,7 @@ def questions(objects: Sequence[ShapeObject], width: int, rng: np.random.Generat
             pairs.append((f"is the {obj.kind} on the left or on the right?", "left" if cx < 0.4 else "right", "other"))
     kind, colour = str(rng.choice(SHAPE_KINDS)), str(rng.choice(list(COLOURS)))
     present = any(o.kind == kind and o.colour == colour for o in objects)
-    article = "an" if colour[0] in "aeiou" else "a"
-    pairs.append((f"is there {article} {colour} {kind}?", "yes" if present else "no", "yes/no"))
+    pairs.append((f"is there {article(colour)} {colour} {kind}?", "yes" if present else "no", "yes/no"))
     return pairs
 
 

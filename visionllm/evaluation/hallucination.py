@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from visionllm.utils.english import plural
+
 
 GENERIC_WORDS = ("shape", "object", "thing", "item")
 NUMBER_WORDS = {word: n for n, word in enumerate(
@@ -40,9 +42,6 @@ PHRASE_BOUNDARIES = frozenset(
     "a an the and or of to with on in at by near next from under over above below behind beside between "
     "is are there this that these those its their his her".split())
 MAX_MODIFIERS = 3  # words looked at in front of a noun for its numeral and attribute
-IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children",
-                     "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
-                     "scissors": "scissors", "glasses": "glasses", "leaf": "leaves", "shelf": "shelves"}
 # A few common names of the 80 COCO categories (extend through ``synonyms=``).
 COCO_SYNONYMS: Dict[str, Tuple[str, ...]] = {
     "person": ("man", "woman", "boy", "girl", "child", "kid", "people", "player", "guy", "lady", "baby"),
@@ -54,20 +53,6 @@ COCO_SYNONYMS: Dict[str, Tuple[str, ...]] = {
     "teddy bear": ("teddy",), "wine glass": ("wineglass",), "hair drier": ("hair dryer", "hairdryer"),
     "bus": ("coach",), "mouse": ("computer mouse",), "remote": ("remote control",),
 }
-
-
-def plural(phrase: str) -> str:
-    """English plural of the last word of ``phrase`` (irregular table, then -es / -ies / -s)."""
-    *head, word = phrase.split(" ")
-    if word in IRREGULAR_PLURALS:
-        word = IRREGULAR_PLURALS[word]
-    elif word.endswith(("s", "x", "z", "ch", "sh")):
-        word += "es"
-    elif len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
-        word = word[:-1] + "ies"
-    else:
-        word += "s"
-    return " ".join(head + [word])
 
 
 def words(text: str) -> List[str]:

@@ -11,8 +11,8 @@ colours and relations remain the caption's own.
 """
 from typing import List, Optional, Sequence
 
-from visionllm.evaluation.hallucination import plural
 from visionllm.tasks import build_instruction, task_of_instruction
+from visionllm.utils.english import plural
 
 
 class CaptionGrounding:

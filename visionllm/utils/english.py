@@ -1,0 +1,26 @@
+"""English word forms shared by the data generators, the caption metrics and the decoding
+constraints: the plural of a noun phrase and the indefinite article."""
+
+IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children",
+                     "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
+                     "scissors": "scissors", "glasses": "glasses", "leaf": "leaves", "shelf": "shelves"}
+
+
+def plural(phrase: str) -> str:
+    """English plural of the last word of ``phrase`` ("red star" -> "red stars"; irregular
+    table, then -es / -ies / -s)."""
+    *head, word = phrase.split(" ")
+    if word in IRREGULAR_PLURALS:
+        word = IRREGULAR_PLURALS[word]
+    elif word.endswith(("s", "x", "z", "ch", "sh")):
+        word += "es"
+    elif len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
+        word = word[:-1] + "ies"
+    else:
+        word += "s"
+    return " ".join(head + [word])
+
+
+def article(word: str) -> str:
+    """"an" before a vowel letter, else "a"."""
+    return "an" if word[0] in "aeiou" else "a"
