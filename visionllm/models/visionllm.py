@@ -9,8 +9,8 @@ from mmengine.model import BaseModel
 
 from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
-from visionllm.models.caption_grounding import build_caption_grounding
 from visionllm.models import region_readout  # noqa: F401  (registers RegionReadout)
+from visionllm.models.caption_grounding import build_caption_grounding
 from visionllm.models.components import build_optional
 from visionllm.models.llm.embedding_scale import ScaledProjection
 from visionllm.registry import MODELS
