@@ -156,11 +156,7 @@ def word_spellings(tokenizer, words: Sequence[str]) -> List[Spelling]:
 def word_token_ids(tokenizer, words: Sequence[str]) -> List[int]:
     """Every token id of ``words``, each tokenised alone and after a space (BPE vocabularies
     spell a word differently at the start of a text and after a space)."""
-    ids = set()
-    for word in words:
-        for spelling in (word, " " + word):
-            ids.update(tokenizer.encode(spelling, add_special_tokens=False))
-    return sorted(ids)
+    return sorted({token for spelling in word_spellings(tokenizer, words) for token in spelling.ids})
 
 
 TEXT_CONSTRAINT_KEYS = ("no_repeat_ngram_size", "repetition_penalty", "request_words", "request_categories")
