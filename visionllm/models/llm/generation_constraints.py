@@ -29,6 +29,18 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 
+def _forbid_per_row(scores: torch.FloatTensor, input_ids: torch.LongTensor,
+                    forbidden: Callable[[int, List[int]], set]) -> torch.FloatTensor:
+    """A copy of ``scores`` in which row ``r`` gives -inf to the tokens ``forbidden(r, ids)``,
+    ``ids`` being the row's generated ids."""
+    scores = scores.clone()
+    for row, generated in enumerate(input_ids.tolist()):
+        tokens = sorted(forbidden(row, generated))
+        if tokens:
+            scores[row, tokens] = float("-inf")
+    return scores
+
+
 class NoRepeatNGram(LogitsProcessor):
     """Forbids every token that would repeat an n-gram of the row's generated ids."""
 
@@ -46,12 +58,7 @@ class NoRepeatNGram(LogitsProcessor):
         return {ids[k + n - 1] for k in range(len(ids) - n + 1) if ids[k:k + n - 1] == prefix}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.clone()
-        for row, ids in enumerate(input_ids.tolist()):
-            banned = sorted(self.banned(ids))
-            if banned:
-                scores[row, banned] = float("-inf")
-        return scores
+        return _forbid_per_row(scores, input_ids, lambda row, ids: self.banned(ids))
 
 
 class RepetitionPenalty(LogitsProcessor):
@@ -132,12 +139,7 @@ class BannedWords(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         beams = scores.shape[0] // len(self.banned)
-        scores = scores.clone()
-        for index, generated in enumerate(input_ids.tolist()):
-            tokens = sorted(self.forbidden(index // beams, generated))
-            if tokens:
-                scores[index, tokens] = float("-inf")
-        return scores
+        return _forbid_per_row(scores, input_ids, lambda index, generated: self.forbidden(index // beams, generated))
 
 
 def word_spellings(tokenizer, words: Sequence[str]) -> List[Spelling]:
