@@ -15,7 +15,7 @@ CONFIGS = os.path.join(REPO, "configs")
 ONERUN = os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun.py")
 ITERS = 2
 TRAIN_TASKS = ["detection", "segmentation", "grounding", "caption", "vqa", "region_caption", "region_vqa",
-               "region_classification", "vqa", "request", "detection", "segmentation", "grounding", "caption", "vqa"]
+               "region_classification", "vqa", "request"]
 TEST_TASKS = TRAIN_TASKS[:8]
 
 pytestmark = pytest.mark.slow
@@ -23,12 +23,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def varied_workspace(tmp_path_factory):
-    """A folder holding a small ``data/shapes_varied`` (train, val and val_heldout) and
-    ``data/shapes`` (classic), the relative paths the config reads."""
+    """A folder holding a small ``data/shapes_varied`` (train, val and val_heldout), the relative
+    path the config reads."""
     root = tmp_path_factory.mktemp("onerun_workspace")
     write_shapes_dataset(str(root / "data" / "shapes_varied"), num_train=10, num_val=3, seed=4, style="varied",
                          num_heldout=3)
-    write_shapes_dataset(str(root / "data" / "shapes"), num_train=6, num_val=2, seed=5)
     return str(root)
 
 
@@ -59,8 +58,10 @@ def test_training_mixture_has_every_task(in_workspace):
     cfg = load_config(ONERUN)
     assert len(cfg.train_dataloader.dataset.ratios) == len(TRAIN_TASKS)
     assert _tasks_of_each_dataset(cfg.train_dataloader.dataset) == TRAIN_TASKS
-    roots = [d.data_root for d in cfg.train_dataloader.dataset.datasets]
-    assert roots[:10] == ["data/shapes_varied/"] * 10 and roots[10:] == ["data/shapes/"] * 5
+    datasets = cfg.train_dataloader.dataset.datasets
+    assert [d.data_root for d in datasets] == ["data/shapes_varied/"] * 10
+    # the shipped checkpoint's recipe: every caption asked for with the plain phrasings
+    assert [d.get("read_styles") for d in datasets if d.type == "CocoCaptionDataset"] == [False]
 
 
 @pytest.mark.parametrize("split", ["val", "heldout"])

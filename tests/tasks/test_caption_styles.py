@@ -60,3 +60,21 @@ def test_generated_styles_reach_the_task_through_the_reader(tmp_path):
             assert len(info["gt_texts"]) == len(info["gt_text_styles"])
             by_text = {a["caption"]: a["style"] for a in raw if a["image_id"] == info["img_id"]}
             assert [by_text[t] for t in info["gt_texts"]] == info["gt_text_styles"]
+
+
+def test_reader_without_styles_trains_every_caption_with_the_plain_phrasings(tmp_path):
+    build_split("train", 6, 3, str(tmp_path), write_images=False, style="varied")
+    ann = str(tmp_path / "annotations" / "captions_train.json")
+    data = CocoCaptionDataset(ann_file=ann, check_image_files=False, serialize_data=False, read_styles=False)
+    styled = CocoCaptionDataset(ann_file=ann, check_image_files=False, serialize_data=False)
+    rng, targets = random.Random(2), set()
+    for i in range(len(data)):
+        info = data.get_data_info(i)
+        assert "gt_text_styles" not in info and info["gt_texts"] == styled.get_data_info(i)["gt_texts"]
+        for _ in range(10):
+            results = dict(gt_texts=list(info["gt_texts"]))
+            instruction, _ = CAPTION.build(results, rng)
+            assert instruction.text in CAPTION.templates
+            targets.add(results["target_text"])
+    # every style's captions are still targets, each asked for with a plain phrasing
+    assert len(targets) > 2 * len(data)

@@ -26,6 +26,9 @@ class CocoCaptionDataset(BaseDataset):
             ``img_id``); its boxes become the sample's ``instances`` (label -1) so the image
             tokenizer learns to put tokens on the objects a caption describes
             (``load_image_boxes``).
+        read_styles: read the annotations' caption styles (default); False leaves them out, so
+            the caption task asks for every caption with its plain phrasings, as for data
+            without styles.
 
     data_info: ``img_path, img_id, task='caption', gt_texts (list[str])`` (+ height, width when
     known, + ``instances`` with ``boxes_file``, + ``gt_text_styles`` parallel to ``gt_texts`` when
@@ -35,12 +38,13 @@ class CocoCaptionDataset(BaseDataset):
     METAINFO = dict(task="caption")
 
     def __init__(self, *args, split: Optional[Union[str, Sequence[str]]] = None, include_restval: bool = True,
-                 check_image_files: bool = True, boxes_file: Union[str, Sequence[str]] = "", **kwargs):
+                 check_image_files: bool = True, boxes_file: Union[str, Sequence[str]] = "", read_styles: bool = True, **kwargs):
         splits = [split] if isinstance(split, str) else split
         if splits is not None and include_restval and "train" in splits:
             splits = list(splits) + ["restval"]
         self.split = splits
         self.check_image_files = check_image_files
+        self.read_styles = read_styles
         self.boxes_file = join_root(kwargs.get("data_root"), boxes_file)
         super().__init__(*args, **kwargs)
 
@@ -91,7 +95,7 @@ class CocoCaptionDataset(BaseDataset):
         for img in data.get("images", []):
             entry = dict(img_path=os.path.join(prefix, img["file_name"]), img_id=img["id"], task="caption",
                          gt_texts=captions.get(img["id"], []))
-            if any(styles.get(img["id"], [])):
+            if self.read_styles and any(styles.get(img["id"], [])):
                 entry["gt_text_styles"] = styles[img["id"]]
             if "height" in img and "width" in img:
                 entry.update(height=img["height"], width=img["width"])
