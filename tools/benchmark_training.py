@@ -1,17 +1,24 @@
-"""Seconds per training iteration with mixed-task batches vs one task per batch.
+"""Seconds per training iteration of a config under several training modes, side by side.
 
-A mixed batch pays for its most expensive sample (one polygon sample makes the whole batch decode
-polygon slots); ``TaskGroupedBatchSampler`` forms batches of one task each from the same sample
-stream. Both modes run the config's training for ``--iters`` iterations from the same seed, so
-they see (nearly) the same samples, grouped differently; the table gives the mean time of the
-iterations after ``--warmup`` and the share of batches holding a segmentation sample. The
-modes alternate ``--repeats`` times so that a drift in the machine's speed hits both.
+Modes (``--modes``, the first is the reference of the last column):
+
+- ``mixed``: the config as it is (batches mixing the tasks);
+- ``grouped``: batches of one task each (``TaskGroupedBatchSampler``) from the same sample
+  stream; a mixed batch pays for its most expensive sample (one polygon sample makes the whole
+  batch decode polygon slots);
+- ``fused-adamw``: the config's optimizer with ``fused=True`` (one kernel over all tensors);
+- ``amp``: ``tools/train.py --amp`` (autocast in bfloat16 where the device has it).
+
+Every mode runs the config's training for ``--iters`` iterations from the same seed, so they see
+(nearly) the same samples; the table gives the mean and median time of the iterations after
+``--warmup`` and the share of batches holding a segmentation sample. The modes alternate
+``--repeats`` times so that a drift in the machine's speed hits all of them.
 
     .venv/bin/python tools/benchmark_training.py configs/visionllm_tiny_shapes_onerun.py [--iters 60]
-        [--warmup 10] [--repeats 1] [--threads 2]
+        [--warmup 10] [--repeats 1] [--threads 2] [--modes mixed grouped fused-adamw amp]
 
 The backbone pretraining stage and checkpoints are left out of the timed runs (they are the
-same in both modes).
+same in every mode).
 """
 import argparse
 import copy
@@ -41,15 +48,35 @@ class _IterationTimer(Hook):
         self.records.append((time.perf_counter() - self._start, tasks))
 
 
-def run(base_cfg, grouped, iters, work_dir):
+def _grouped(cfg):
+    cfg.train_dataloader.batch_sampler = dict(type="TaskGroupedBatchSampler")
+
+
+def _fused_adamw(cfg):
+    cfg.optim_wrapper.optimizer.fused = True
+
+
+def _amp(cfg):
+    from visionllm.engine.preflight import apply_amp
+    apply_amp(cfg)
+
+
+MODES = {"mixed": ("mixed (the config's)", None),
+         "grouped": ("one task each (TaskGroupedBatchSampler)", _grouped),
+         "fused-adamw": ("fused AdamW", _fused_adamw),
+         "amp": ("--amp (bfloat16 autocast)", _amp)}
+
+
+def run(base_cfg, mode, iters, work_dir):
     cfg = copy.deepcopy(base_cfg)
     cfg.work_dir = work_dir
     cfg.train_cfg.max_iters = iters
     cfg.custom_hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") not in SKIPPED_HOOKS]
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=iters + 1, save_last=False)
     cfg.param_scheduler = None  # the warmup's tiny rates would make the first iterations unlike the rest
-    if grouped:
-        cfg.train_dataloader.batch_sampler = dict(type="TaskGroupedBatchSampler")
+    change = MODES[mode][1]
+    if change is not None:
+        change(cfg)
     runner = build_runner(cfg)
     timer = _IterationTimer()
     runner.register_hook(timer, priority="LOWEST")
@@ -64,6 +91,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=10, help="first iterations left out of the mean")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--modes", nargs="+", default=["mixed", "grouped"], choices=list(MODES),
+                        help="training modes to time (default: mixed grouped)")
     args = parser.parse_args()
     if args.iters <= args.warmup:
         raise SystemExit("error: --iters must exceed --warmup")
@@ -71,23 +100,24 @@ def main():
         torch.set_num_threads(args.threads)
     base = load_config(args.config)
     batch_size = base.train_dataloader.batch_size
-    times = {False: [], True: []}
-    seg_share = {False: [], True: []}
+    times = {mode: [] for mode in args.modes}
+    seg_share = {mode: [] for mode in args.modes}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for grouped in (False, True):
-                records = run(base, grouped, args.iters, f"{tmp}/{int(grouped)}_{repeat}")[args.warmup:]
-                times[grouped] += [seconds for seconds, _ in records]
-                seg_share[grouped] += [("segmentation" in tasks) for _, tasks in records]
-    mixed = statistics.mean(times[False])
+            for mode in args.modes:
+                records = run(base, mode, args.iters, f"{tmp}/{mode}_{repeat}")[args.warmup:]
+                times[mode] += [seconds for seconds, _ in records]
+                seg_share[mode] += [("segmentation" in tasks) for _, tasks in records]
+    reference = statistics.mean(times[args.modes[0]])
     print(f"\n{args.config}: batch {batch_size}, {torch.get_num_threads()} threads, iterations "
           f"{args.warmup + 1}-{args.iters} of {args.repeats} run(s) per mode\n")
-    print("| batches | s/iter | s/sample | batches with a segmentation sample | time vs mixed |")
-    print("|---|---:|---:|---:|---:|")
-    for grouped, name in ((False, "mixed (the config's)"), (True, "one task each (TaskGroupedBatchSampler)")):
-        mean = statistics.mean(times[grouped])
-        share = 100 * sum(seg_share[grouped]) / len(seg_share[grouped])
-        print(f"| {name} | {mean:.3f} | {mean / batch_size:.3f} | {share:.0f} % | {mean / mixed:.2f} |")
+    print(f"| mode | s/iter | median | s/sample | batches with a segmentation sample | time vs {args.modes[0]} |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for mode in args.modes:
+        mean = statistics.mean(times[mode])
+        share = 100 * sum(seg_share[mode]) / len(seg_share[mode])
+        print(f"| {MODES[mode][0]} | {mean:.3f} | {statistics.median(times[mode]):.3f} | {mean / batch_size:.3f} | "
+              f"{share:.0f} % | {mean / reference:.2f} |")
 
 
 if __name__ == "__main__":
