@@ -8,9 +8,10 @@ Prints one line per sample (task, instruction -> target), the samples per task a
 labels, polygons, md5 of the image tensor). Two configs or two commits whose first N samples have
 the same fingerprint feed the model the same stream, so a recipe can be checked to be reproduced
 without training it. The sampler and the random generators are seeded with the config's seed, as
-the runner does; a ``MultiTaskDataset`` (every training mixture here) makes each sample a function
-of (seed, epoch, index) alone, so this is the stream a training run of the config draws. ``--out`` writes the records
-(JSON lines); ``--show-dir`` draws each image with its boxes, polygons, regions and text.
+the runner does; a ``MultiTaskDataset`` (every training mixture here) makes each sample a
+function of (seed, epoch, index) alone, so this is the stream a training run of the config draws.
+``--out`` writes the records (JSON lines); ``--show-dir`` draws each image with its boxes,
+polygons, regions and text.
 """
 import argparse
 import json
@@ -34,7 +35,7 @@ def parse_args(argv=None):
     return args
 
 
-def picture(inputs, data_sample, record):
+def picture(inputs, record):
     """The sample's image with its ground truth drawn (RGB array)."""
     import numpy as np
 
@@ -42,7 +43,8 @@ def picture(inputs, data_sample, record):
     image = inputs.permute(1, 2, 0).numpy()
     boxes = np.asarray(record["boxes"], dtype=np.float32).reshape(-1, 4)
     labels = np.asarray(record["labels"], dtype=np.int64) if record["labels"] else np.zeros(len(boxes), np.int64)
-    polygons = np.asarray(record["polygons"], dtype=np.float32).reshape(len(boxes), -1, 2) if record["polygons"] else None
+    polygons = (np.asarray(record["polygons"], dtype=np.float32).reshape(len(boxes), -1, 2)
+                if record["polygons"] else None)
     names = record["categories"] or [record.get("target_text") or record["task"]]
     regions = np.asarray(record["regions"], dtype=np.float32).reshape(-1, 4) if record["regions"] else None
     text = f"{record['instruction']} -> {record['target_text']}" if record["target_text"] else record["instruction"]
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
             if args.show_dir:
                 from PIL import Image
                 os.makedirs(args.show_dir, exist_ok=True)
-                Image.fromarray(picture(inputs, data_sample, record)).save(
+                Image.fromarray(picture(inputs, record)).save(
                     os.path.join(args.show_dir, f"{len(records):05d}_{record['task']}.png"))
     finally:
         if out is not None:

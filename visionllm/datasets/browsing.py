@@ -8,6 +8,7 @@ that a recipe is reproduced without training it.
 """
 import hashlib
 import json
+from collections import Counter
 from typing import Dict, Iterator, List, Optional
 
 import torch
@@ -39,8 +40,8 @@ def iter_samples(cfg, split: str = "train", num: Optional[int] = None) -> Iterat
     """``(inputs, data_sample)`` pairs from the config's ``{split}_dataloader`` in the order it
     yields them, after seeding the sampler and the random generators with the config's seed
     (``randomness.seed``, 0 when unset) as the runner does; a ``MultiTaskDataset`` makes each
-    sample a function of (seed, epoch, index), so a training run draws the same stream. ``num`` stops after that many samples (a train loader is
-    infinite)."""
+    sample a function of (seed, epoch, index), so a training run draws the same stream. ``num``
+    stops after that many samples (a train loader is infinite)."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     from mmengine.runner.utils import set_random_seed
@@ -76,7 +77,5 @@ def fingerprint(records: List[dict]) -> str:
 
 
 def count_by_task(records: List[dict]) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
-    for record in records:
-        counts[record["task"]] = counts.get(record["task"], 0) + 1
-    return counts
+    """Samples per task, in the order the tasks first appear."""
+    return dict(Counter(record["task"] for record in records))

@@ -38,7 +38,8 @@ class CocoCaptionDataset(BaseDataset):
     METAINFO = dict(task="caption")
 
     def __init__(self, *args, split: Optional[Union[str, Sequence[str]]] = None, include_restval: bool = True,
-                 check_image_files: bool = True, boxes_file: Union[str, Sequence[str]] = "", read_styles: bool = True, **kwargs):
+                 check_image_files: bool = True, boxes_file: Union[str, Sequence[str]] = "",
+                 read_styles: bool = True, **kwargs):
         splits = [split] if isinstance(split, str) else split
         if splits is not None and include_restval and "train" in splits:
             splits = list(splits) + ["restval"]
