@@ -79,3 +79,14 @@ def build_tiny_model(tmp_path, llm_dir, workspace, monkeypatch, tokenizer_option
     model = MODELS.build(cfg.model)
     model.init_weights()
     return cfg, model, DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.test_dataloader.dataset)
+
+
+def one_sample_per_task(dataset, tasks):
+    """The first item of ``dataset`` of each task in ``tasks``, in that order."""
+    found = {}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        found.setdefault(item["data_samples"].task, item)
+        if set(tasks) <= set(found):
+            return [found[t] for t in tasks]
+    raise AssertionError(f"no sample of every task in {tasks}")

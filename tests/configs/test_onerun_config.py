@@ -109,3 +109,18 @@ def test_two_iterations_train_from_the_pretrained_body(in_workspace, tmp_path, s
     assert set(saved) == set(seen["state"])
     assert all(torch.equal(seen["state"][k], v) for k, v in saved.items())
     assert runner.iter == ITERS
+
+
+def test_referents_experiment_is_the_shipped_model_plus_the_readout_on_vqa(in_workspace):
+    from visionllm.apis.runner import load_config
+    from visionllm.datasets.browsing import iter_samples
+    cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_vqa_referents.py"))
+    onerun = load_config(ONERUN)
+    assert cfg.model.referent_readout.type == "ReferentReadout"
+    assert {k: v for k, v in cfg.model.items() if k != "referent_readout"} == onerun.model.to_dict()
+    assert cfg.load_from == "checkpoints/visionllm_tiny_shapes.pth"
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys.referent_readout.lr_mult == 10.0
+    tasks = [sample.task for _, sample in iter_samples(cfg, "train", 8)]
+    assert tasks == ["vqa"] * 8
+    for dataset in cfg.test_dataloader.dataset.datasets:
+        assert dataset.data_prefix.img_path == "images/val/" and dataset.data_root == "data/shapes_varied/"

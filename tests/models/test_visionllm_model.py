@@ -6,6 +6,7 @@ import torch
 from mmengine.dataset import pseudo_collate
 
 from tiny_model import build_tiny_model as _build
+from tiny_model import one_sample_per_task
 from visionllm.tasks import get_task
 
 pytestmark = pytest.mark.slow  # the whole tiny model
@@ -138,13 +139,8 @@ def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, mo
     tasks are left alone; the vector starts at zero; the answer loss trains the alignment."""
     cfg, model, train_set, _ = _build(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
     vector = model.instruction_relevance.embedding
-    by_task = {}
-    for i in range(len(train_set)):
-        item = train_set[i]
-        by_task.setdefault(item["data_samples"].task, item)
-        if "vqa" in by_task and "detection" in by_task:
-            break
-    data = model.data_preprocessor(pseudo_collate([by_task["vqa"], by_task["detection"]]), True)
+    vqa_item, detection_item = one_sample_per_task(train_set, ["vqa", "detection"])
+    data = model.data_preprocessor(pseudo_collate([vqa_item, detection_item]), True)
     tokenizer = model.image_tokenizer
     with torch.no_grad():
         tokenizer.name_query.weight.normal_(0, 1.0)
@@ -169,7 +165,7 @@ def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, mo
         model.zero_grad()
         with torch.no_grad():
             vector.mul_(vector_scale)
-        question_only = model.data_preprocessor(pseudo_collate([by_task["vqa"]]), True)
+        question_only = model.data_preprocessor(pseudo_collate([vqa_item]), True)
         losses = model(**question_only, mode="loss")
         losses["loss_text"].backward()
         grad = tokenizer.name_query.weight.grad
@@ -177,16 +173,6 @@ def test_instruction_relevance_flags_the_tokens_a_question_is_about(tmp_path, mo
 
     assert alignment_grad(1.0) > 0  # the answer's loss reaches the alignment through the vector
     assert alignment_grad(0.0) == 0  # and only through it
-
-
-def _one_per_task(dataset, tasks):
-    found = {}
-    for i in range(len(dataset)):
-        item = dataset[i]
-        found.setdefault(item["data_samples"].task, item)
-        if set(tasks) <= set(found):
-            return [found[t] for t in tasks]
-    raise AssertionError(f"no sample of every task in {tasks}")
 
 
 def test_refinements_and_relational_alignment_in_the_whole_model(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
@@ -207,7 +193,7 @@ def test_refinements_and_relational_alignment_in_the_whole_model(tmp_path, monke
         assert refinement.attns[0].num_levels == model.image_tokenizer.backbone.num_levels
     model.train()
     data = model.data_preprocessor(
-        pseudo_collate(_one_per_task(train_set, ["detection", "grounding", "segmentation"])), True)
+        pseudo_collate(one_sample_per_task(train_set, ["detection", "grounding", "segmentation"])), True)
     losses = model(**data, mode="loss")
     assert {"loss_refine_l1", "loss_refine_giou", "loss_refine_polygon"} <= set(losses)
     sum(v for k, v in losses.items() if "loss" in k).backward()
@@ -219,7 +205,7 @@ def test_refinements_and_relational_alignment_in_the_whole_model(tmp_path, monke
 
     model.eval()
     model.task_decoder.generate_format = False
-    data = model.data_preprocessor(pseudo_collate(_one_per_task(test_set, ["detection", "segmentation"])), False)
+    data = model.data_preprocessor(pseudo_collate(one_sample_per_task(test_set, ["detection", "segmentation"])), False)
 
     def predict():
         with torch.no_grad():

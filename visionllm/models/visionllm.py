@@ -9,6 +9,7 @@ from mmengine.model import BaseModel
 
 from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
+from visionllm.models import referent_readout  # noqa: F401  (registers ReferentReadout)
 from visionllm.models import region_readout  # noqa: F401  (registers RegionReadout)
 from visionllm.models.caption_grounding import build_caption_grounding
 from visionllm.models.components import build_optional
@@ -47,6 +48,8 @@ class VisionLLM(BaseModel):
             trainable tensor (LoRA, new token rows, tokenizer, heads) keeps float32 master
             weights, and the forward then runs under ``torch.autocast`` of that dtype (unless an
             autocast is already active), which casts at each matmul. None keeps float32.
+        referent_readout: registry config of the part that adds to each word of a caption or
+            question instruction the image tokens its phrase names (``ReferentReadout``), or None.
         caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
             may not name a category the model does not detect in the image
             (``CaptionGrounding``: one detection pass per caption first), or None.
@@ -63,6 +66,7 @@ class VisionLLM(BaseModel):
                  freeze_image_tokenizer: bool = False,
                  instruction_relevance: Optional[dict] = dict(type="InstructionRelevance"),  # noqa: B006
                  region_readout: Optional[dict] = dict(type="RegionReadout"),  # noqa: B006
+                 referent_readout: Optional[dict] = None,
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  caption_grounding: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
@@ -78,6 +82,7 @@ class VisionLLM(BaseModel):
         self.instruction_relevance = build_optional(instruction_relevance, hidden_size=self.task_decoder.hidden_size)
         self.region_readout = build_optional(region_readout, embed_dims=self.image_tokenizer.embed_dims,
                                              hidden_size=self.task_decoder.hidden_size)
+        self.referent_readout = build_optional(referent_readout, hidden_size=self.task_decoder.hidden_size)
         self.caption_grounding = build_caption_grounding(caption_grounding)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
@@ -113,11 +118,12 @@ class VisionLLM(BaseModel):
             outputs["llm_embeds"] = outputs["llm_embeds"] + self.instruction_relevance(
                 self.image_tokenizer, outputs["embeds"], data_samples)
         outputs["class_priors"] = self.image_tokenizer.token_name_logits(outputs, data_samples)
-        for sample in data_samples:  # vectors of an earlier pass over the same samples are stale
-            if "region_embeds" in sample:
-                del sample.region_embeds
+        _drop_decoder_inputs(data_samples)  # vectors of an earlier pass over the same samples are stale
         if self.region_readout is not None:
             self._read_regions(outputs["memory_features"], data_samples)
+        if self.referent_readout is not None:
+            self.referent_readout(self.image_tokenizer, outputs["embeds"], outputs["llm_embeds"],
+                                  outputs["reference_points"], data_samples)
         return outputs
 
     def _read_regions(self, memory_features: dict, data_samples: List) -> None:
@@ -165,9 +171,7 @@ class VisionLLM(BaseModel):
         if mode == "predict":
             samples = self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
                                                 outputs["class_priors"], self._image_features(outputs))
-            for sample in samples:  # an input of the decoder, not a prediction
-                if "region_embeds" in sample:
-                    del sample.region_embeds
+            _drop_decoder_inputs(samples)  # inputs of the decoder, not predictions
             return [_in_float32(sample) for sample in samples]
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 
@@ -223,6 +227,14 @@ def conditioning_text(sample) -> str:
     """
     history = sample.metainfo.get("history") or []
     return " ".join([sample.instruction] + [turn["user"] for turn in reversed(history)])
+
+
+def _drop_decoder_inputs(samples) -> None:
+    """Remove the vectors the model put on samples for its task decoder (regions, referents)."""
+    for sample in samples:
+        for key in ("region_embeds", "referent_embeds"):
+            if key in sample:
+                delattr(sample, key)
 
 
 def _in_float32(sample):

@@ -30,6 +30,13 @@ from .prompt import PromptBuilder, SequenceBatch, TokensPlusVector, assemble_bat
 from .vocabulary import SpecialTokens, extend_vocabulary
 
 
+def _word_vectors(referents: torch.Tensor, words: List[int]) -> torch.Tensor:
+    """``[len(words), C]``: row t is the referent vector of word ``words[t]``, zero where -1."""
+    index = torch.as_tensor(words, device=referents.device)
+    rows = referents[index.clamp(min=0)]
+    return rows * (index >= 0).unsqueeze(-1).to(rows.dtype)
+
+
 def sample_meta(sample, key, default=None):
     return sample.metainfo.get(key, default)
 
@@ -160,18 +167,22 @@ class LanguageModelDecoder(BaseModule):
 
     # ------------------------------------------------------------------ sequences
     def _prompt_segments(self, instruction: str, image_embeds: torch.Tensor, history=None,
-                         regions: Optional[RegionPrompt] = None) -> list:
+                         regions: Optional[RegionPrompt] = None,
+                         referents: Optional[torch.Tensor] = None) -> list:
         """The prompt of one instruction, after the earlier turns of ``history`` (``[{"user",
         "assistant"}, ...]`` or None), as ``assemble_batch`` segments, none of them a target:
         ``<image>`` becomes the image-token embeddings, the k-th ``<region>`` of the instruction
         the location tokens of region k (with its read-out vector added to their embeddings when
-        there is one)."""
+        there is one); ``referents [W, C]``, one vector per word of the instruction
+        (``ReferentReadout``), are added to the embeddings of each word's tokens."""
         segments, region = [], 0
         count = len(regions.ids) if regions is not None else 0
         if count_regions(instruction) != count:
             raise ValueError(f"the instruction has {count_regions(instruction)} <region> placeholder(s) but "
                              f"{count} region(s) came with it")
-        for piece in self.prompt.encode_pieces(instruction, history):
+        pieces = self.prompt.encode_pieces(instruction, history)
+        words = self.prompt.instruction_words_of_tokens(instruction, history) if referents is not None else None
+        for k, piece in enumerate(pieces):
             if piece == IMAGE_PLACEHOLDER:
                 segments.append((image_embeds, False))
             elif piece == REGION_PLACEHOLDER:
@@ -179,6 +190,8 @@ class LanguageModelDecoder(BaseModule):
                 vector = regions.vectors[region] if regions.vectors is not None else None
                 segments.append((TokensPlusVector(ids, vector) if vector is not None else ids, False))
                 region += 1
+            elif words is not None and any(w >= 0 for w in words[k]):
+                segments.append((TokensPlusVector(piece, _word_vectors(referents, words[k])), False))
             else:
                 segments.append((piece, False))
         return segments
@@ -198,7 +211,8 @@ class LanguageModelDecoder(BaseModule):
     def _prompt_context(self, sample) -> dict:
         """What a sample's prompt holds besides its instruction: the conversation's earlier
         turns and the regions (``_prompt_segments`` keywords)."""
-        return dict(history=sample_meta(sample, "history"), regions=self._region_prompt(sample))
+        return dict(history=sample_meta(sample, "history"), regions=self._region_prompt(sample),
+                    referents=sample.get("referent_embeds"))
 
     def _format_ids(self, fields: Sequence[str]) -> List[int]:
         return [self.field_ids[name] for name in fields]

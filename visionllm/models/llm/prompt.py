@@ -15,6 +15,7 @@ import torch
 
 from ...instructions import IMAGE_PLACEHOLDER
 from ...instructions.regions import REGION_PLACEHOLDER, split_placeholders
+from ...instructions.words import word_spans
 
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
                    "appropriately completes the request.\n\n")
@@ -101,6 +102,31 @@ class PromptBuilder:
         turns = check_turns(instruction, history)
         return [piece if piece in (IMAGE_PLACEHOLDER, REGION_PLACEHOLDER) else self.text_ids(piece)
                 for piece in split_placeholders(self.render(instruction, turns))]
+
+    def instruction_words_of_tokens(self, instruction: str, history: Optional[Sequence[Turn]] = None
+                                    ) -> Optional[List[Optional[List[int]]]]:
+        """Per piece of :meth:`encode_pieces`: for a text piece, per token the index of the word of
+        ``instruction`` (``word_spans``) the token overlaps, -1 for the template's and earlier
+        turns' tokens; None for a placeholder. None when the rendered prompt does not hold the
+        instruction verbatim (a template that rewrites it) or the tokenizer gives no offsets."""
+        text = self.render(instruction, check_turns(instruction, history))
+        start = text.rfind(instruction)
+        if start < 0 or not getattr(self.tokenizer, "is_fast", False):
+            return None
+        spans = [(start + a, start + b) for a, b in word_spans(instruction)]
+        pieces, offset = [], 0
+        for piece in split_placeholders(text):
+            if piece in (IMAGE_PLACEHOLDER, REGION_PLACEHOLDER):
+                pieces.append(None)
+            else:
+                words = []
+                tokens = self.tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True) if piece else None
+                for a, b in (tokens["offset_mapping"] if tokens else []):
+                    a, b = offset + a, offset + b
+                    words.append(next((k for k, (u, v) in enumerate(spans) if a < v and u < b), -1))
+                pieces.append(words)
+            offset += len(piece)
+        return pieces
 
     def text_ids(self, text: str) -> List[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
