@@ -18,7 +18,7 @@ import torch
 from .location_codec import LocationCodec
 
 REGION_PLACEHOLDER = "<region>"
-_PLACEHOLDERS = re.compile(r"(<image>|<region>)")
+PLACEHOLDER_PATTERN = re.compile(r"(<image>|<region>)")
 
 
 class RegionError(ValueError):
@@ -33,7 +33,7 @@ def count_regions(text: str) -> int:
 def split_placeholders(text: str) -> List[str]:
     """``text`` cut at every ``<image>`` and ``<region>``, the placeholders kept as pieces of their
     own (``re.split`` with a group): text, placeholder, text, ..., text."""
-    return _PLACEHOLDERS.split(text)
+    return PLACEHOLDER_PATTERN.split(text)
 
 
 def check_regions(instruction: str, regions, image_wh: Tuple[float, float]) -> np.ndarray:

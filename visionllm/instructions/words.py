@@ -7,13 +7,14 @@ holds the words that pick its object out. Placeholders (``<image>``, ``<region>`
 import re
 from typing import List, Tuple
 
-_PLACEHOLDERS = re.compile(r"<image>|<region>")
+from .regions import PLACEHOLDER_PATTERN
+
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
 
 
 def word_spans(text: str) -> List[Tuple[int, int]]:
     """Character spans ``(start, end)`` of the words of ``text``, placeholders left out."""
-    blanked = _PLACEHOLDERS.sub(lambda m: " " * len(m.group()), text)
+    blanked = PLACEHOLDER_PATTERN.sub(lambda m: " " * len(m.group()), text)
     return [m.span() for m in _WORD.finditer(blanked)]
 
 

@@ -180,8 +180,10 @@ class LanguageModelDecoder(BaseModule):
         if count_regions(instruction) != count:
             raise ValueError(f"the instruction has {count_regions(instruction)} <region> placeholder(s) but "
                              f"{count} region(s) came with it")
-        pieces = self.prompt.encode_pieces(instruction, history)
-        words = self.prompt.instruction_words_of_tokens(instruction, history) if referents is not None else None
+        if referents is None:
+            pieces, words = self.prompt.encode_pieces(instruction, history), None
+        else:
+            pieces, words = self.prompt.encode_pieces_with_words(instruction, history)
         for k, piece in enumerate(pieces):
             if piece == IMAGE_PLACEHOLDER:
                 segments.append((image_embeds, False))

@@ -103,30 +103,31 @@ class PromptBuilder:
         return [piece if piece in (IMAGE_PLACEHOLDER, REGION_PLACEHOLDER) else self.text_ids(piece)
                 for piece in split_placeholders(self.render(instruction, turns))]
 
-    def instruction_words_of_tokens(self, instruction: str, history: Optional[Sequence[Turn]] = None
-                                    ) -> Optional[List[Optional[List[int]]]]:
-        """Per piece of :meth:`encode_pieces`: for a text piece, per token the index of the word of
-        ``instruction`` (``word_spans``) the token overlaps, -1 for the template's and earlier
-        turns' tokens; None for a placeholder. None when the rendered prompt does not hold the
-        instruction verbatim (a template that rewrites it) or the tokenizer gives no offsets."""
+    def encode_pieces_with_words(self, instruction: str, history: Optional[Sequence[Turn]] = None
+                                 ) -> Tuple[list, Optional[List[Optional[List[int]]]]]:
+        """:meth:`encode_pieces` and, per piece, for a text piece per token the index of the word
+        of ``instruction`` (``word_spans``) the token overlaps, -1 for the template's and earlier
+        turns' tokens; None for a placeholder. The word lists are None when the rendered prompt
+        does not hold the instruction verbatim (a template that rewrites it) or the tokenizer
+        gives no offsets."""
         text = self.render(instruction, check_turns(instruction, history))
         start = text.rfind(instruction)
         if start < 0 or not getattr(self.tokenizer, "is_fast", False):
-            return None
+            return self.encode_pieces(instruction, history), None
         spans = [(start + a, start + b) for a, b in word_spans(instruction)]
-        pieces, offset = [], 0
+        pieces, words, offset = [], [], 0
         for piece in split_placeholders(text):
             if piece in (IMAGE_PLACEHOLDER, REGION_PLACEHOLDER):
-                pieces.append(None)
+                pieces.append(piece)
+                words.append(None)
             else:
-                words = []
-                tokens = self.tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True) if piece else None
-                for a, b in (tokens["offset_mapping"] if tokens else []):
-                    a, b = offset + a, offset + b
-                    words.append(next((k for k, (u, v) in enumerate(spans) if a < v and u < b), -1))
-                pieces.append(words)
+                tokens = self.tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True) if piece \
+                    else dict(input_ids=[], offset_mapping=[])
+                pieces.append(tokens["input_ids"])
+                words.append([next((k for k, (u, v) in enumerate(spans) if offset + a < v and u < offset + b), -1)
+                              for a, b in tokens["offset_mapping"]])
             offset += len(piece)
-        return pieces
+        return pieces, words
 
     def text_ids(self, text: str) -> List[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
