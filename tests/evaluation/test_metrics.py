@@ -165,9 +165,10 @@ def test_coco_ap_on_an_image_subset_equals_pycocotools_on_that_subset(coco_subse
         expected = _pycocotools_stats(path, samples, first_five, iou_type)
         assert [result[f"{iou_type}_{name}"] for name in STAT_NAMES] == pytest.approx(list(expected[:6]), abs=1e-12)
         assert 0 < expected[0] < 1
-        # Discriminating: on all 12 images (7 of them without predictions) AP would be lower.
+        # Discriminating: on all 12 images (7 of them with objects but without predictions) recall
+        # is capped below 1, so AP is lower; by how much depends on the random shares of objects.
         everywhere = _pycocotools_stats(path, samples, [img["id"] for img in data["images"]], iou_type)
-        assert everywhere[0] < expected[0] - 0.05
+        assert everywhere[0] < expected[0] - 1e-3
 
 
 def test_coco_ap_of_perfect_predictions_on_a_subset_is_one(coco_subset_gt):
