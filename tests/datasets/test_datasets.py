@@ -184,6 +184,29 @@ def test_vqa_reader(tmp_path):
     assert packed.answer_type == "other"
 
 
+def test_vqa_reader_keeps_the_asked_answer_types(tmp_path):
+    _image(tmp_path / "imgs" / "COCO_val2014_000000000042.jpg")
+    kinds = ["other", "yes/no", "number", "other", "yes/no"]
+    qs = dict(data_subtype="val2014", questions=[dict(image_id=42, question=f"q{i}?", question_id=i)
+                                                 for i in range(len(kinds))])
+    anns = dict(annotations=[dict(question_id=i, image_id=42, multiple_choice_answer="x", answer_type=kind,
+                                  answers=[dict(answer="x", answer_id=0)]) for i, kind in enumerate(kinds)])
+    (tmp_path / "q.json").write_text(json.dumps(qs))
+    (tmp_path / "a.json").write_text(json.dumps(anns))
+    base = dict(type="VQAv2Dataset", ann_file=str(tmp_path / "q.json"), answers_file=str(tmp_path / "a.json"),
+                data_prefix=dict(img_path=str(tmp_path / "imgs")))
+    for wanted in (["other"], ["yes/no", "number"]):
+        dataset, _ = _build(dict(base, answer_types=wanted))
+        ids = [dataset.get_data_info(i)["question_id"] for i in range(len(dataset))]
+        assert ids == [i for i, kind in enumerate(kinds) if kind in wanted]
+    everything, _ = _build(base)
+    assert len(everything) == len(kinds)
+    with pytest.raises(ValueError, match="non-empty list"):
+        _build(dict(base, answer_types="other"))
+    with pytest.raises(ValueError, match="answers_file"):
+        _build(dict(base, answers_file="", answer_types=["other"]))
+
+
 def test_llava_reader(tmp_path):
     _image(tmp_path / "imgs" / "000001.jpg")
     records = [dict(id="1", image="000001.jpg", conversations=[

@@ -24,6 +24,10 @@ class VQAv2Dataset(BaseDataset):
         boxes_file: optional COCO instances json (or a list of them) of the same images; its
             boxes become the sample's ``instances`` (label -1) so the image tokenizer learns to
             put tokens on the objects the question may be about (``load_image_boxes``).
+        answer_types: keep only the questions whose annotated ``answer_type`` (VQAv2's "yes/no",
+            "number", "other") is one of these, e.g. a second entry of a training mixture that
+            gives the open-answer questions (colours, kinds, sides) a share of their own; needs
+            ``answers_file``. Default: every question.
 
     data_info: ``img_path, img_id, task='vqa', question, question_id, gt_texts (the 10 human
     answers), target_text (the most frequent answer)`` (+ ``instances`` with ``boxes_file``).
@@ -33,7 +37,14 @@ class VQAv2Dataset(BaseDataset):
 
     def __init__(self, *args, answers_file: str = "", image_info_file: str = "",
                  img_name_template: str = "COCO_{subtype}_{image_id:012d}.jpg", check_image_files: bool = True,
-                 boxes_file: Union[str, Sequence[str]] = "", **kwargs):
+                 boxes_file: Union[str, Sequence[str]] = "", answer_types: Optional[Sequence[str]] = None,
+                 **kwargs):
+        if answer_types is not None:
+            if isinstance(answer_types, str) or not answer_types:
+                raise ValueError(f"answer_types must be a non-empty list of VQA answer types, got {answer_types!r}")
+            if not answers_file:
+                raise ValueError("answer_types selects questions by their annotated answer type: give answers_file")
+        self.answer_types = None if answer_types is None else set(answer_types)
         root = kwargs.get("data_root")
         self.answers_file = join_root(root, answers_file)
         self.image_info_file = join_root(root, image_info_file)
@@ -82,6 +93,8 @@ class VQAv2Dataset(BaseDataset):
                     Counter(texts).most_common(1)[0][0] if texts else None)
                 if ann.get("answer_type"):  # VQAv2's "yes/no", "number", "other" (VQAAccuracy reports each)
                     entry["answer_type"] = ann["answer_type"]
+                if self.answer_types is not None and entry.get("answer_type") not in self.answer_types:
+                    continue
             data_list.append(entry)
         bad.report()
         self.num_bad_annotations = bad.total
