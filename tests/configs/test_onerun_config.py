@@ -126,7 +126,7 @@ def test_referents_experiment_is_the_shipped_model_plus_the_readout_on_vqa(in_wo
         assert dataset.data_prefix.img_path == "images/val/" and dataset.data_root == "data/shapes_varied/"
 
 
-def test_referents_candidate_is_the_onerun_recipe_plus_readout_and_open_answer_questions(in_workspace):
+def test_referents_candidate_is_the_onerun_recipe_plus_readout_and_more_open_answers_and_requests(in_workspace):
     from visionllm.apis.runner import load_config
     from visionllm.registry import DATASETS
     cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_referents.py"))
@@ -137,11 +137,12 @@ def test_referents_candidate_is_the_onerun_recipe_plus_readout_and_open_answer_q
     assert cfg.train_cfg.to_dict() == onerun.train_cfg.to_dict() and cfg.custom_hooks == onerun.custom_hooks
     mixture = cfg.train_dataloader.dataset
     assert mixture.datasets[0].to_dict() == onerun.train_dataloader.dataset.to_dict()
-    assert list(mixture.ratios) == [0.92, 0.08]
+    assert list(mixture.ratios) == [0.87, 0.08, 0.05]
+    assert mixture.datasets[2].to_dict() == onerun.train_dataloader.dataset.datasets[-1].to_dict()  # plain requests
     init_default_scope("visionllm")
     open_answers = DATASETS.build(mixture.datasets[1])
     assert len(open_answers) > 0
     assert {open_answers[i]["data_samples"].answer_type for i in range(len(open_answers))} == {"other"}
     tasks = _tasks_of_each_dataset(mixture)  # the whole mixture builds; the inner one draws by its ratios
-    assert len(tasks) == 2 and tasks[0] in TRAIN_TASKS and tasks[1] == "vqa"
+    assert len(tasks) == 3 and tasks[0] in TRAIN_TASKS and tasks[1:] == ["vqa", "request"]
     assert _tasks_of_each_dataset(cfg.test_dataloader.dataset) == TEST_TASKS
