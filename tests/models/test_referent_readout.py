@@ -70,47 +70,6 @@ def test_each_word_gets_the_tokens_its_phrase_names():
     assert torch.count_nonzero(question.referent_embeds) == 0  # nothing until trained
 
 
-def test_relative_offsets_from_the_objects_named_before():
-    g = torch.Generator().manual_seed(1)
-    hidden, window = 5, 3
-    readout = ReferentReadout(hidden, window=window, relative=True).double()
-    with torch.no_grad():
-        for layer in (readout.out, readout.position, readout.relative):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g, dtype=torch.float64))
-    tokens = 4.0 * torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.float64)
-    llm_tokens = torch.randn(1, 4, hidden, generator=g, dtype=torch.float64)
-    points = torch.rand(1, 4, 2, generator=g, dtype=torch.float64)
-    question = make_sample("vqa", QUESTION)
-    readout(NamedTokens(), tokens[None], llm_tokens, points, [question])
-
-    def sines(p):
-        return sine_point_features(p, readout.num_feats, readout.temperature).double()
-    phrases = word_phrases(QUESTION, window)
-    logits = [tokens @ NamedTokens().name_embeddings([p])[0] for p in phrases]
-    best = [float(l.max()) for l in logits]
-    where = [l.softmax(0) @ points[0] for l in logits]
-    for t in range(len(phrases)):  # reference, one word at a time
-        absolute = readout.out.weight @ (logits[t].softmax(0) @ llm_tokens[0]) + readout.position.weight @ sines(where[t])
-        before = list(range(0, t - window + 1))
-        relative = torch.zeros(hidden, dtype=torch.float64)
-        if before:
-            w = torch.tensor([best[s] for s in before], dtype=torch.float64).softmax(0)
-            context = sum(w[k] * where[s] for k, s in enumerate(before))
-            confidence = sum(w[k] * torch.tensor(best[s]).sigmoid() for k, s in enumerate(before))
-            relative = confidence * (readout.relative.weight @ sines((where[t] - context + 1) / 2))
-        torch.testing.assert_close(question.referent_embeds[t],
-                                   torch.tensor(best[t]).sigmoid().double() * (absolute + relative))
-    # "circle" (last word) is placed relative to the square named before it
-    words = [QUESTION[a:b] for a, b in word_spans(QUESTION)]
-    square, circle = words.index("square"), words.index("circle")
-    before = list(range(0, circle - window + 1))
-    w = torch.tensor([best[s] for s in before]).softmax(0)
-    assert before[int(w.argmax())] == square
-    readout.init_weights()
-    readout(NamedTokens(), tokens[None], llm_tokens, points, [question])
-    assert torch.count_nonzero(question.referent_embeds) == 0
-
-
 @pytest.fixture(scope="module")
 def decoder(tiny_llama_dir):
     from tiny_llm import build_decoder
@@ -140,11 +99,10 @@ def test_the_vectors_land_on_their_words_tokens(decoder, history):
     assert len(moved) < len(ids) - image.shape[0]
 
 
-@pytest.mark.parametrize("relative", [False, True])
 def test_whole_model_zero_at_start_then_trained_by_the_answer(tmp_path, monkeypatch, tiny_llm_dir,  # noqa: F811
-                                                             tiny_workspace, relative):  # noqa: F811
+                                                             tiny_workspace):  # noqa: F811
     _, model, train_set, _ = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
-                                              referent_readout=dict(type="ReferentReadout", relative=relative))
+                                              referent_readout=dict(type="ReferentReadout"))
     batch = pseudo_collate(one_sample_per_task(train_set, ["vqa", "detection"]))
     model.train()
     data = model.data_preprocessor(batch, True)
@@ -157,8 +115,6 @@ def test_whole_model_zero_at_start_then_trained_by_the_answer(tmp_path, monkeypa
     losses["loss_text"].backward()
     assert model.referent_readout.out.weight.grad.abs().sum() > 0
     assert model.referent_readout.position.weight.grad.abs().sum() > 0
-    if relative:
-        assert model.referent_readout.relative.weight.grad.abs().sum() > 0
     # the tokenizer's alignment learns from the answer too (the softmax pooling is differentiable)
     assert model.image_tokenizer.name_query.weight.grad.abs().sum() > 0
     model.eval()

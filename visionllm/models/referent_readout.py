@@ -36,42 +36,21 @@ class ReferentReadout(nn.Module):
         hidden_size: width of the LLM's input embeddings.
         window: words per phrase (the word and the ones before it).
         num_feats / temperature: sine features per coordinate of the pooled point.
-        relative: also add each word's offset from the objects named before its phrase (through
-            a third map, scaled by how well both match).
     """
 
-    def __init__(self, hidden_size: int, window: int = 3, num_feats: int = 32, temperature: float = 20.0,
-                 relative: bool = False):
+    def __init__(self, hidden_size: int, window: int = 3, num_feats: int = 32, temperature: float = 20.0):
         super().__init__()
         self.window = window
         self.num_feats = num_feats
         self.temperature = temperature
         self.out = nn.Linear(hidden_size, hidden_size, bias=False)
         self.position = nn.Linear(2 * num_feats, hidden_size, bias=False)
-        self.relative = nn.Linear(2 * num_feats, hidden_size, bias=False) if relative else None
 
     def init_weights(self) -> None:
-        """Every map starts at zero: the LLM's inputs are unchanged until they are trained."""
-        for layer in (self.out, self.position, self.relative):
-            if layer is not None and not layer.weight.is_meta:
+        """Both maps start at zero: the LLM's inputs are unchanged until they are trained."""
+        for layer in (self.out, self.position):
+            if not layer.weight.is_meta:
                 nn.init.zeros_(layer.weight)
-
-    def _sines(self, points: torch.Tensor) -> torch.Tensor:
-        return sine_point_features(points, self.num_feats, self.temperature).to(self.position.weight.dtype)
-
-    def _relative_vectors(self, best: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        """``[W, hidden]``: per word, the map of its point's offset from the points of the words
-        before its phrase (``best [W]``: each word's best match logit; ``where [W, 2]``: its
-        pooled point), scaled by how well the earlier words match; zero for the first words."""
-        count = best.shape[0]
-        index = torch.arange(count, device=best.device)
-        earlier = index[None, :] <= index[:, None] - self.window  # [word, earlier word]
-        scores = best[None, :].expand(count, count).masked_fill(~earlier, float("-inf"))
-        weights = torch.where(earlier, scores.softmax(dim=1), torch.zeros_like(scores)).nan_to_num()
-        context = weights @ where
-        confidence = (weights * best.sigmoid()[None, :]).sum(dim=1, keepdim=True)
-        offset = (where - context + 1) / 2  # in [0, 1] like a point
-        return confidence * self.relative(self._sines(offset))
 
     def forward(self, image_tokenizer: nn.Module, embeds: torch.Tensor, llm_embeds: torch.Tensor,
                 reference_points: torch.Tensor, data_samples: List) -> None:
@@ -92,9 +71,8 @@ class ReferentReadout(nn.Module):
         for i, start, count in rows:
             logits = image_tokenizer.name_logits(embeds[i], names[start:start + count])  # [M, W]
             weights = logits.softmax(dim=0).t().to(llm_embeds.dtype)  # [W, M]
-            where = weights @ reference_points[i].detach().to(weights.dtype)
-            best = logits.max(dim=0).values.to(weights.dtype)
-            vectors = self.out(weights @ llm_embeds[i]) + self.position(self._sines(where))
-            if self.relative is not None:
-                vectors = vectors + self._relative_vectors(best, where)
-            data_samples[i].referent_embeds = best.sigmoid().unsqueeze(-1) * vectors
+            points = sine_point_features(weights @ reference_points[i].detach().to(weights.dtype), self.num_feats,
+                                         self.temperature)
+            match = logits.max(dim=0).values.sigmoid().unsqueeze(-1).to(weights.dtype)
+            data_samples[i].referent_embeds = match * (self.out(weights @ llm_embeds[i])
+                                                       + self.position(points.to(self.position.weight.dtype)))
