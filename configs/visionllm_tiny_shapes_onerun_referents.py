@@ -7,8 +7,8 @@
 #  - plain requests as an extra 5 % (7.6 % with the mixture's own): at 3 % the model picked the
 #    right task for few held-out wordings of detection (3 %) and grounding (6 %) requests.
 # docs/experiments.md ("Answers that read where the named object is") has both measurements.
-# Run to 16000 iterations it was not shipped: better grounding, yes/no closer to balanced, worse region
-# captions and held-out boxes (docs/experiments.md, "A candidate retraining").
+# Run to 16000 iterations it was not shipped: better grounding, yes/no closer to balanced,
+# worse region captions and held-out boxes (docs/experiments.md, "A candidate retraining").
 #   python tools/train.py configs/visionllm_tiny_shapes_onerun_referents.py   # add --resume to continue
 # Test on the varied splits with --cfg-options test_dataloader=... as the _varied_* configs do.
 _base_ = ["./visionllm_tiny_shapes_onerun.py"]
