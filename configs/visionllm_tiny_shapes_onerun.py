@@ -86,8 +86,10 @@ train_dataloader = dict(batch_size=4, dataset=dict(
     datasets=[
         *_shapes_datasets("train", {{_base_.train_pipeline}}, False, caption_styles=False),
         dict(type="ShapesConversationDataset", ann_file="annotations/instances_train.json", **_train),
+        # composed_share=0: the fixed request templates alone, as the shipped checkpoint was trained
         dict(type="PlainRequestDataset", ann_file="annotations/instances_train.json",
-             refs_file="annotations/refs_train.json", split="train", requests_per_image=8, **_train),
+             refs_file="annotations/refs_train.json", split="train", requests_per_image=8, composed_share=0.0,
+             **_train),
     ],
     #       det   seg   grd  cap   vqa   r-cap r-vqa r-cls conv  req
     ratios=[0.16, 0.14, 0.2, 0.18, 0.18, 0.03, 0.03, 0.02, 0.03, 0.03]))

@@ -26,7 +26,8 @@ _open_answer_vqa = dict(
     answers_file="annotations/vqa_annotations_train.json", image_info_file="annotations/instances_train.json",
     boxes_file="annotations/instances_train.json", answer_types=["other"], **_train)
 _plain_requests = dict(type="PlainRequestDataset", ann_file="annotations/instances_train.json",
-                       refs_file="annotations/refs_train.json", split="train", requests_per_image=8, **_train)
+                       refs_file="annotations/refs_train.json", split="train", requests_per_image=8,
+                       composed_share=0.0, **_train)
 # The one-run mixture (its own ratios inside) for 87 % of the samples, then the two extras.
 train_dataloader = dict(dataset=dict(_delete_=True, type="MultiTaskDataset",
                                      datasets=[{{_base_.train_dataloader.dataset}}, _open_answer_vqa, _plain_requests],

@@ -5,7 +5,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from visionllm.datasets.plain_request_phrasing import HELDOUT_EVERY, INTENTS, plain_request, plain_requests, templates
+from visionllm.datasets.plain_request_composition import fill, shared_runs, words
+from visionllm.datasets.plain_request_phrasing import (HELDOUT_EVERY, INTENTS, composed, heldout_templates, plain_request,
+                                                       plain_requests, templates)
 from visionllm.datasets.shapes import COLOURS, SHAPE_KINDS
 from visionllm.tasks import read_canonical, read_instruction
 
@@ -20,12 +22,13 @@ def random_image(rng):
     return objects, expressions
 
 
-def draws(split, n=1500, seed=0):
+def draws(split, n=1500, seed=0, **kwargs):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         objects, expressions = random_image(rng)
-        for made in plain_requests(objects, expressions, CLASSES, list(COLOURS), rng, 3, split, first_intent=i):
+        for made in plain_requests(objects, expressions, CLASSES, list(COLOURS), rng, 3, split, first_intent=i,
+                                   **kwargs):
             out.append((made, objects))
     return out
 
@@ -45,17 +48,17 @@ def test_every_canonical_form_reads_as_the_intended_request(split):
         if made.intent in ("detect", "segment"):
             assert 1 <= len(parsed.categories) <= 3 and set(parsed.categories) <= set(CLASSES)
             for name in parsed.categories:  # copied from the request's words
-                assert name in made.request, made
+                assert name in made.request.lower(), made
         elif made.intent == "detect_all":
             assert parsed.categories == CLASSES
         elif made.intent == "ground":
-            assert parsed.categories[0] in made.request and parsed.categories[0].startswith("the ")
+            assert parsed.categories[0] in made.request.lower() and parsed.categories[0].startswith("the ")
         elif made.intent == "count":
             kind = made.canonical.split("how many ")[1].split()[0]
-            assert kind.rstrip("es").rstrip("s")[:4] in made.request
+            assert kind.rstrip("es").rstrip("s")[:4] in made.request.lower()
         elif made.intent == "presence":
             colour, kind = made.canonical.split("?")[0].split()[-2:]
-            assert colour in made.request and kind in made.request
+            assert colour in made.request.lower() and kind in made.request.lower()
     assert set(seen) == set(INTENTS), seen  # every intent occurs
 
 
@@ -72,14 +75,37 @@ def test_heldout_templates_never_appear_in_training():
     assert not texts["train"] & texts["heldout"]
 
 
+def test_composed_wordings_share_no_four_word_run_with_a_heldout_template():
+    heldout = heldout_templates()
+    assert shared_runs("Please detect the {plurals} in <image>.", heldout) == [("detect", "the", "{plurals}", "in")]
+    assert words("<image> Where's {Expr}, please?") == ["where's", "{expr}", "please"]
+    for intent in INTENTS:
+        wordings = composed(intent)
+        assert len(wordings) >= 10, intent  # many more ways of asking than the fixed templates
+        assert [i for i, _ in wordings] == list(range(len(INTENTS[intent][1]), len(INTENTS[intent][1]) + len(wordings)))
+        for _, template in wordings:
+            assert template.count("<image>") == 1 and not shared_runs(template, heldout), template
+    used = Counter(m.template >= len(INTENTS[m.intent][1]) for m, _ in draws("train", 600))
+    assert 0.4 < used[True] / sum(used.values()) < 0.6, used  # half of the training draws are composed
+    assert all(m.template < len(INTENTS[m.intent][1]) for m, _ in draws("train", 300, composed_share=0.0))
+    assert all(m.template >= len(INTENTS[m.intent][1]) for m, _ in draws("train", 300, composed_share=1.0))
+
+
+def test_a_capitalised_slot_is_filled_capitalised():
+    assert fill("<image> {Plurals}: where are they?", plurals="stars and hexagons") == \
+        "<image> Stars and hexagons: where are they?"
+    assert fill("Find {expr} in <image>.", expr="the red star") == "Find the red star in <image>."
+
+
 def test_presence_questions_are_answered_yes_and_no_alike_under_every_wording():
     answers = defaultdict(Counter)
     for made, objects in draws("train", 3000) + draws("heldout", 1500, seed=1):
         if made.intent == "presence":
             colour, kind = made.canonical.split("?")[0].split()[-2:]
             assert made.answer == ("yes" if (kind, colour) in objects else "no")
-            answers[made.template][made.answer] += 1
-    assert set(answers) == set(range(len(INTENTS["presence"][1])))
+            fixed = made.template < len(INTENTS["presence"][1])
+            answers[made.template if fixed else "composed"][made.answer] += 1
+    assert set(answers) == set(range(len(INTENTS["presence"][1]))) | {"composed"}
     for template, counts in answers.items():
         share = counts["yes"] / sum(counts.values())
         assert 0.3 < share < 0.7, (template, counts)
@@ -128,3 +154,5 @@ def test_dataset_over_shapes_files_and_its_pipeline(tiny_workspace):
     assert read_instruction(sample.instruction).task == "request"
     with pytest.raises(ValueError):
         PlainRequestDataset(split="val", pipeline=[], **common)
+    with pytest.raises(ValueError, match="composed_share"):
+        PlainRequestDataset(split="train", pipeline=[], composed_share=1.5, **common)

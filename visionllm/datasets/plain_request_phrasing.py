@@ -3,7 +3,9 @@ the ``request`` task, ``visionllm.tasks.request``).
 
 A request has an *intent* (what it asks for) and a *template* (how it is worded). The
 templates of every intent are split deterministically: every fourth one (index 3, 7, ...) is
-held out, so a model trained on ``split='train'`` is measured on wordings it never saw.
+held out, so a model trained on ``split='train'`` is measured on wordings it never saw. The
+training split can add the composed wordings of ``plain_request_composition`` (by default half of
+the training draws), none of which shares a run of four words with a held-out template.
 
 What is asked is drawn independently of the wording and of the answer: categories of a
 detection request are present or absent alike, presence questions ask about a present and an
@@ -22,9 +24,12 @@ from visionllm.tasks.request import canonical_text
 
 from visionllm.utils.english import article, plural
 
+from .plain_request_composition import composed_templates, fill
 from .shape_phrasing import join
 
 HELDOUT_EVERY = 4
+# Share of training draws worded by a composed template (the rest by a fixed one).
+COMPOSED_SHARE = 0.5
 SPLITS = ("train", "heldout")
 
 # intent -> (task, templates). Slots: {plurals} "stars and hexagons", {any_of} "a star or a
@@ -137,11 +142,23 @@ INTENTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
 
 
 def templates(intent: str, split: str) -> List[Tuple[int, str]]:
-    """``(index, template)`` of one intent in a phrasing split."""
+    """``(index, template)`` of one intent's fixed templates in a phrasing split."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     heldout = split == "heldout"
     return [(i, t) for i, t in enumerate(INTENTS[intent][1]) if (i % HELDOUT_EVERY == HELDOUT_EVERY - 1) == heldout]
+
+
+def heldout_templates() -> Tuple[str, ...]:
+    """Every intent's held-out templates."""
+    return tuple(t for intent in INTENTS for _, t in templates(intent, "heldout"))
+
+
+def composed(intent: str) -> List[Tuple[int, str]]:
+    """``(index, template)`` of one intent's composed training wordings, numbered after its fixed
+    templates."""
+    first = len(INTENTS[intent][1])
+    return [(first + i, t) for i, t in enumerate(composed_templates(intent, heldout_templates()))]
 
 
 @dataclass(frozen=True)
@@ -173,18 +190,18 @@ def _kind_set(rng: np.random.Generator, present: Sequence[str], classes: Sequenc
     return chosen
 
 
-def _fill(template: str, **slots) -> str:
-    return template.format(**slots)
-
-
 def plain_request(intent: str, objects: Sequence[Tuple[str, str]], expressions: Sequence[str],
                   classes: Sequence[str], colours: Sequence[str], rng: np.random.Generator,
-                  split: str = "train") -> Optional[PlainRequest]:
+                  split: str = "train", composed_share: float = COMPOSED_SHARE) -> Optional[PlainRequest]:
     """One request of ``intent`` about an image with ``objects`` ``[(kind, colour)]`` and
     referring ``expressions``; ``None`` when the image cannot carry it (no expression to
-    ground, no kind that occurs once to ask the colour of)."""
+    ground, no kind that occurs once to ask the colour of). In the training split a share
+    ``composed_share`` of the requests is worded by a composed template (0: fixed templates
+    only, drawn exactly as before composed wordings existed)."""
     task, _ = INTENTS[intent]
-    index, template = _pick(rng, templates(intent, split))
+    use_composed = split == "train" and composed_share > 0 and rng.random() < composed_share
+    wordings = composed(intent) if use_composed else templates(intent, split)
+    index, template = _pick(rng, wordings)
     kinds_present = sorted({k for k, _ in objects})
     answer = None
     if intent in ("detect", "segment"):
@@ -222,13 +239,13 @@ def plain_request(intent: str, objects: Sequence[Tuple[str, str]], expressions: 
         slots, canonical = dict(kind=kind), canonical_text(task, question=f"what color is the {kind}?")
     else:  # describe, unsupported
         slots, canonical = {}, canonical_text(task)
-    return PlainRequest(request=_fill(template, **slots), canonical=canonical, task=task, intent=intent,
+    return PlainRequest(request=fill(template, **slots), canonical=canonical, task=task, intent=intent,
                         template=index, answer=answer)
 
 
 def plain_requests(objects: Sequence[Tuple[str, str]], expressions: Sequence[str], classes: Sequence[str],
                    colours: Sequence[str], rng: np.random.Generator, count: int, split: str = "train",
-                   first_intent: int = 0) -> List[PlainRequest]:
+                   first_intent: int = 0, composed_share: float = COMPOSED_SHARE) -> List[PlainRequest]:
     """``count`` requests about one image, intents in turn from ``first_intent`` (an intent the
     image cannot carry is skipped)."""
     names = list(INTENTS)
@@ -237,7 +254,7 @@ def plain_requests(objects: Sequence[Tuple[str, str]], expressions: Sequence[str
         if len(requests) == count:
             break
         made = plain_request(names[(first_intent + step) % len(names)], objects, expressions, classes, colours,
-                             rng, split)
+                             rng, split, composed_share)
         if made is not None:
             requests.append(made)
     return requests

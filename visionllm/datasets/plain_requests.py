@@ -9,7 +9,7 @@ from mmengine.dataset import BaseDataset
 from visionllm.registry import DATASETS
 
 from .base import BadAnnotations, join_root, load_annotation, sentences_of
-from .plain_request_phrasing import INTENTS, SPLITS, plain_requests
+from .plain_request_phrasing import COMPOSED_SHARE, INTENTS, SPLITS, plain_requests
 from .shapes import COLOURS
 
 
@@ -26,6 +26,8 @@ class PlainRequestDataset(BaseDataset):
         split: the phrasing split, ``'train'`` or ``'heldout'`` (templates training never sees);
             the image split is the annotation file's.
         requests_per_image: requests drawn per image (intents in turn, so tasks stay balanced).
+        composed_share: share of the training split's requests worded by a composed template
+            (``plain_request_composition``); 0 draws fixed templates only.
         seed: the draw is fixed by (seed, image id).
 
     data_info: ``img_path, img_id, task='request', request (the user's words with <image>),
@@ -36,13 +38,16 @@ class PlainRequestDataset(BaseDataset):
     METAINFO = dict(task="request")
 
     def __init__(self, *args, refs_file: str = "", split: str = "train", requests_per_image: int = 4,
-                 seed: int = 0, check_image_files: bool = True, **kwargs):
+                 composed_share: float = COMPOSED_SHARE, seed: int = 0, check_image_files: bool = True, **kwargs):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if requests_per_image < 1:
             raise ValueError(f"requests_per_image must be at least 1, got {requests_per_image}")
         self.split = split
+        if not 0 <= composed_share <= 1:
+            raise ValueError(f"composed_share must be in [0, 1], got {composed_share}")
         self.requests_per_image = requests_per_image
+        self.composed_share = composed_share
         self.seed = seed
         self.check_image_files = check_image_files
         self.refs_file = join_root(kwargs.get("data_root"), refs_file)
@@ -74,7 +79,8 @@ class PlainRequestDataset(BaseDataset):
             rng = np.random.default_rng([self.seed, int(image["id"])])
             for made in plain_requests(things, expressions.get(image["id"], []), classes, list(COLOURS), rng,
                                        self.requests_per_image, self.split,
-                                       first_intent=int(image["id"]) % len(INTENTS)):
+                                       first_intent=int(image["id"]) % len(INTENTS),
+                                       composed_share=self.composed_share):
                 data_list.append(dict(img_path=path, img_id=image["id"], height=image.get("height"),
                                       width=image.get("width"), task="request", request=made.request,
                                       target_text=made.canonical, gt_texts=[made.canonical],
