@@ -5,6 +5,8 @@
 #   python tools/test.py configs/visionllm_tiny_shapes_requests.py CHECKPOINT
 # The varied data's val images instead:
 #   --cfg-options test_dataloader.dataset.data_root=data/shapes_varied/
+# The fixed training wordings instead: --cfg-options test_dataloader.dataset.split=train (add
+# test_dataloader.dataset.composed_share=0.5 for the composed training wordings too).
 _base_ = ["./visionllm_tiny_shapes.py"]
 
 test_dataloader = dict(
@@ -12,7 +14,8 @@ test_dataloader = dict(
     dataset=dict(
         _delete_=True, type="PlainRequestDataset", data_root="data/shapes/",
         ann_file="annotations/instances_val.json", refs_file="annotations/refs_val.json",
-        data_prefix=dict(img_path="images/val/"), split="heldout", requests_per_image=5, indices=150,
+        data_prefix=dict(img_path="images/val/"), split="heldout", requests_per_image=5, composed_share=0.0,
+        indices=150,
         test_mode=True, pipeline={{_base_.test_pipeline}}))
 test_evaluator = dict(_delete_=True, type="MultiTaskMetric",
                       task_metrics=dict(request=dict(type="CanonicalFormMetric")))
