@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from visionllm.datasets.plain_request_composition import fill, shared_runs, words
-from visionllm.datasets.plain_request_phrasing import (HELDOUT_EVERY, INTENTS, composed, heldout_templates, plain_request,
-                                                       plain_requests, templates)
+from visionllm.datasets.plain_request_phrasing import (HELDOUT_EVERY, INTENTS, composed, heldout_templates,
+                                                       plain_request, plain_requests, templates)
 from visionllm.datasets.shapes import COLOURS, SHAPE_KINDS
 from visionllm.tasks import read_canonical, read_instruction
 
