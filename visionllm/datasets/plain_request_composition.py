@@ -155,13 +155,15 @@ def words(template: str) -> List[str]:
     return re.findall(r"\{[a-z_]+\}|[a-z']+", template.replace("<image>", " ").lower())
 
 
+def word_runs(text: str, length: int = SHARED_RUN) -> set:
+    """Every run of ``length`` consecutive ``words`` of ``text``."""
+    w = words(text)
+    return {tuple(w[i:i + length]) for i in range(len(w) - length + 1)}
+
+
 def shared_runs(template: str, others: Iterable[str], length: int = SHARED_RUN) -> List[Tuple[str, ...]]:
     """The runs of ``length`` words ``template`` shares with any of ``others``."""
-    def runs(text):
-        w = words(text)
-        return {tuple(w[i:i + length]) for i in range(len(w) - length + 1)}
-    own = runs(template)
-    return sorted(own & set().union(*(runs(o) for o in others)))
+    return sorted(word_runs(template, length) & set().union(*(word_runs(o, length) for o in others)))
 
 
 def _candidates(intent: str) -> List[str]:
@@ -178,9 +180,10 @@ def _candidates(intent: str) -> List[str]:
 def composed_templates(intent: str, heldout: Tuple[str, ...]) -> Tuple[str, ...]:
     """The composed training templates of ``intent``, in a fixed order, without any that shares
     a run of ``SHARED_RUN`` words with the ``heldout`` templates."""
+    forbidden = set().union(*(word_runs(t) for t in heldout))  # the held-out runs, read once
     kept, seen = [], set()
     for template in _candidates(intent):
-        if template not in seen and not shared_runs(template, heldout):
+        if template not in seen and not word_runs(template) & forbidden:
             seen.add(template)
             kept.append(template)
     return tuple(kept)

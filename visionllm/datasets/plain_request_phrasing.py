@@ -196,8 +196,8 @@ def plain_request(intent: str, objects: Sequence[Tuple[str, str]], expressions: 
     """One request of ``intent`` about an image with ``objects`` ``[(kind, colour)]`` and
     referring ``expressions``; ``None`` when the image cannot carry it (no expression to
     ground, no kind that occurs once to ask the colour of). In the training split a share
-    ``composed_share`` of the requests is worded by a composed template (0: fixed templates
-    only, drawn exactly as before composed wordings existed)."""
+    ``composed_share`` of the requests is worded by a composed template (0: the fixed templates
+    alone, with no extra draw from ``rng``)."""
     task, _ = INTENTS[intent]
     use_composed = split == "train" and composed_share > 0 and rng.random() < composed_share
     wordings = composed(intent) if use_composed else templates(intent, split)

@@ -43,9 +43,9 @@ class PlainRequestDataset(BaseDataset):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if requests_per_image < 1:
             raise ValueError(f"requests_per_image must be at least 1, got {requests_per_image}")
-        self.split = split
         if not 0 <= composed_share <= 1:
             raise ValueError(f"composed_share must be in [0, 1], got {composed_share}")
+        self.split = split
         self.requests_per_image = requests_per_image
         self.composed_share = composed_share
         self.seed = seed
