@@ -4,6 +4,7 @@ pipeline, and a real ``runner.train()`` of two iterations runs the backbone stag
 trains from the pretrained body it wrote."""
 import os
 
+import numpy as np
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -146,3 +147,24 @@ def test_referents_candidate_is_the_onerun_recipe_plus_readout_and_more_open_ans
     tasks = _tasks_of_each_dataset(mixture)  # the whole mixture builds; the inner one draws by its ratios
     assert len(tasks) == 3 and tasks[0] in TRAIN_TASKS and tasks[1:] == ["vqa", "request"]
     assert _tasks_of_each_dataset(cfg.test_dataloader.dataset) == TEST_TASKS
+
+
+def test_late_requests_config_is_the_onerun_recipe_with_requests_raised_from_the_second_cycle():
+    from visionllm.apis.runner import load_config
+    from visionllm.engine import MixtureScheduleHook
+    from visionllm.registry import HOOKS
+    cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_late_requests.py"))
+    onerun = load_config(ONERUN)
+    for key in ("model", "train_dataloader", "train_cfg", "param_scheduler", "optim_wrapper", "test_dataloader"):
+        assert cfg[key] == onerun[key], key
+    assert cfg.custom_hooks[:-1] == onerun.custom_hooks
+    assert cfg.default_hooks.checkpoint.max_keep_ckpts == -1
+    hook = HOOKS.build(cfg.custom_hooks[-1])
+    assert isinstance(hook, MixtureScheduleHook)
+    assert [phase["begin"] for phase in hook.phases] == [8000] == [onerun.param_scheduler[-1].begin]
+    late = np.array(hook.phases[0]["ratios"])
+    first = np.array(onerun.train_dataloader.dataset.ratios)
+    assert TRAIN_TASKS[-1] == "request" and late.sum() == pytest.approx(1.0)
+    assert late[-1] == pytest.approx(0.15) and first[-1] == pytest.approx(0.03)
+    # the other tasks keep their proportions among themselves
+    assert late[:-1] / late[:-1].sum() == pytest.approx(first[:-1] / first[:-1].sum())

@@ -32,21 +32,43 @@ class MultiTaskDataset(Dataset):
         self.datasets: List[Dataset] = [DATASETS.build(d) if isinstance(d, dict) else d for d in datasets]
         if not self.datasets:
             raise ValueError("MultiTaskDataset needs at least one dataset")
-        if ratios is not None:
-            if len(ratios) != len(self.datasets):
-                raise ValueError(f"{len(ratios)} ratios for {len(self.datasets)} datasets")
-            ratios = np.asarray(ratios, dtype=np.float64)
-            if (ratios < 0).any() or ratios.sum() <= 0:
-                raise ValueError(f"ratios must be non-negative with a positive sum, got {ratios.tolist()}")
-            self.probabilities = ratios / ratios.sum()
-        else:
-            self.probabilities = None
+        self.probabilities = None if ratios is None else self._probabilities(ratios)
         self._length = length
         self.seed = seed
         self.epoch = 0
         self._fully_initialized = False
         if not lazy_init:
             self.full_init()
+
+    def _probabilities(self, ratios: Sequence[float]) -> np.ndarray:
+        if len(ratios) != len(self.datasets):
+            raise ValueError(f"{len(ratios)} ratios for {len(self.datasets)} datasets")
+        ratios = np.asarray(ratios, dtype=np.float64)
+        if (ratios < 0).any() or ratios.sum() <= 0:
+            raise ValueError(f"ratios must be non-negative with a positive sum, got {ratios.tolist()}")
+        return ratios / ratios.sum()
+
+    def _check_no_empty_draws(self) -> None:
+        sizes = [len(d) for d in self.datasets]
+        empty = [i for i, n in enumerate(sizes) if n == 0 and self.probabilities[i] > 0]
+        if empty:
+            raise ValueError(f"datasets {empty} are empty but have a positive sampling ratio")
+
+    def set_ratios(self, ratios: Sequence[float]) -> None:
+        """Draw every index from now on with ``ratios`` (a mixture that changes during training).
+
+        Draws stay pure functions of the index: the same ratios give an index the same sample
+        again, and its random transforms do not depend on the ratios at all.
+        """
+        if self.probabilities is None:
+            raise ValueError("set_ratios needs a ratio-sampled mixture; this one concatenates its datasets")
+        previous, self.probabilities = self.probabilities, self._probabilities(ratios)
+        if self._fully_initialized:
+            try:
+                self._check_no_empty_draws()
+            except ValueError:
+                self.probabilities = previous
+                raise
 
     @property
     def metainfo(self) -> dict:
@@ -59,12 +81,9 @@ class MultiTaskDataset(Dataset):
         for dataset in self.datasets:
             if hasattr(dataset, "full_init"):
                 dataset.full_init()
-        sizes = [len(d) for d in self.datasets]
         if self.probabilities is not None:
-            empty = [i for i, n in enumerate(sizes) if n == 0 and self.probabilities[i] > 0]
-            if empty:
-                raise ValueError(f"datasets {empty} are empty but have a positive sampling ratio")
-        self.cumulative_sizes = np.cumsum(sizes).tolist()
+            self._check_no_empty_draws()
+        self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
         self._fully_initialized = True
 
     def set_epoch(self, epoch: int) -> None:
