@@ -168,3 +168,21 @@ def test_late_requests_config_is_the_onerun_recipe_with_requests_raised_from_the
     assert late[-1] == pytest.approx(0.15) and first[-1] == pytest.approx(0.03)
     # the other tasks keep their proportions among themselves
     assert late[:-1] / late[:-1].sum() == pytest.approx(first[:-1] / first[:-1].sum())
+
+
+def test_benchmark_training_times_one_process_and_data_parallel_processes(in_workspace):
+    """tools/benchmark_training.py's ddp mode relaunches itself under torchrun with the batch
+    split between two processes and prints its row next to the config's."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_training.py"), ONERUN,
+                             "--iters", "3", "--warmup", "1", "--threads", "2", "--modes", "mixed", "ddp"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert "mixed (the config's)" in rows and "2 processes (DDP)" in rows
+    seconds = float(rows["2 processes (DDP)"].split("|")[2])
+    assert seconds > 0
+    odd = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_training.py"), ONERUN,
+                          "--modes", "ddp", "--procs", "3"], capture_output=True, text=True, timeout=300)
+    assert odd.returncode != 0 and "does not split among 3 processes" in odd.stderr
