@@ -8,7 +8,12 @@
 # annealing), while at 2e-5 they taught nothing (docs/experiments.md, "Composed request wordings").
 # The second cycle restarts at 2e-4 and anneals every task together.
 #   python tools/train.py configs/visionllm_tiny_shapes_onerun_late_requests.py   # add --resume to continue
+# or as two processes of one thread each (faster where one process uses two cores poorly; each
+# loads 2 of the step's 4 samples, the same 4 a single process would):
+#   OMP_NUM_THREADS=1 tools/dist_train.sh configs/visionllm_tiny_shapes_onerun_late_requests.py 2
 _base_ = ["./visionllm_tiny_shapes_onerun.py"]
+
+total_batch_size = 4  # samples per optimizer step, over all processes
 
 # every 500-iteration checkpoint is kept, so the run can be scored along the way
 default_hooks = dict(checkpoint=dict(max_keep_ckpts=-1))

@@ -1,5 +1,6 @@
 """Config loading and Runner construction shared by tools/train.py and tools/test.py."""
 import argparse
+import os
 import os.path as osp
 from typing import Optional, Sequence
 
@@ -19,6 +20,11 @@ def load_config(path: str, cfg_options: Sequence[str] = (), work_dir: Optional[s
         DictAction(option_strings=[], dest="cfg_options")(None, parsed, list(cfg_options))
         cfg.merge_from_dict(parsed.cfg_options)
     cfg.launcher = launcher
+    if cfg.get("total_batch_size") is not None:
+        if any(option.split("=", 1)[0] == "train_dataloader.batch_size" for option in cfg_options):
+            raise SystemExit("error: this config sets total_batch_size (samples per step over all processes); "
+                             "override that instead of train_dataloader.batch_size")
+        cfg.train_dataloader.batch_size = per_process_batch_size(cfg.total_batch_size, world_size(launcher))
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get("work_dir") is None:
@@ -32,6 +38,32 @@ def load_config(path: str, cfg_options: Sequence[str] = (), work_dir: Optional[s
         cfg.model_wrapper_cfg.setdefault("device_ids", None)
     cfg.setdefault("default_scope", "visionllm")
     return cfg
+
+
+def world_size(launcher: str) -> int:
+    """The number of training processes a launcher starts, from the environment it sets."""
+    variables = dict(none=None, pytorch="WORLD_SIZE", slurm="SLURM_NTASKS", mpi="OMPI_COMM_WORLD_SIZE")
+    if launcher not in variables:
+        raise SystemExit(f"error: unknown launcher {launcher!r}")
+    if variables[launcher] is None:
+        return 1
+    value = os.environ.get(variables[launcher])
+    if value is None:
+        raise SystemExit(f"error: launcher {launcher} but {variables[launcher]} is not set; start the run with "
+                         "tools/dist_train.sh (torchrun) or srun")
+    return int(value)
+
+
+def per_process_batch_size(total: int, processes: int) -> int:
+    """Each process's share of ``total`` samples per step. mmengine's samplers give rank ``r``
+    every ``processes``-th index of one permutation from index ``r``, so the shares of one step
+    are together the ``total`` indices a single process would batch: 1 or N processes train on
+    the same samples at every step."""
+    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
+        raise SystemExit(f"error: total_batch_size must be a positive integer, got {total!r}")
+    if total % processes:
+        raise SystemExit(f"error: total_batch_size {total} does not split among {processes} processes")
+    return total // processes
 
 
 def build_runner(cfg: Config) -> Runner:
