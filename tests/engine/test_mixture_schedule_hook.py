@@ -63,7 +63,7 @@ def _runner(work_dir, max_iters, hooks, ratios=(0.5, 0.3, 0.2), resume_from=None
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=3, by_epoch=False),
                            logger=dict(type="LoggerHook", interval=100)),
         custom_hooks=[TrainableStateCheckpointHook()] + hooks, resume=resume_from is not None,
-        load_from=resume_from, default_scope="mmengine", randomness=dict(seed=1))
+        load_from=resume_from, default_scope="visionllm", randomness=dict(seed=1))
 
 
 PHASES = [dict(begin=5, ratios=[0.0, 0.1, 0.9]), dict(begin=8, ratios=[1.0, 0.0, 0.0])]
