@@ -39,7 +39,7 @@ import time
 import torch
 from mmengine.hooks import Hook
 
-from visionllm.apis.runner import build_runner, load_config
+from visionllm.apis.runner import build_runner, load_config, per_process_batch_size, world_size
 
 SKIPPED_HOOKS = ("ShapeKindPretrainingHook", "TrainableStateCheckpointHook")
 
@@ -101,12 +101,8 @@ def run_distributed(config, procs, threads, iters, work_dir):
 
 
 def ddp_worker(config, iters, out):
-    world_size = int(os.environ["WORLD_SIZE"])
     cfg = load_config(config, launcher="pytorch")
-    batch_size = cfg.train_dataloader.batch_size
-    if batch_size % world_size:
-        raise SystemExit(f"error: the config's batch of {batch_size} does not split among {world_size} processes")
-    cfg.train_dataloader.batch_size = batch_size // world_size
+    cfg.train_dataloader.batch_size = per_process_batch_size(cfg.train_dataloader.batch_size, world_size("pytorch"))
     records = run(cfg, "mixed", iters, os.path.dirname(out))
     if int(os.environ["RANK"]) == 0:
         with open(out, "w") as f:
@@ -152,8 +148,8 @@ def main():
         torch.set_num_threads(args.threads)
     base = load_config(args.config)
     batch_size = base.train_dataloader.batch_size
-    if "ddp" in args.modes and batch_size % args.procs:
-        raise SystemExit(f"error: the config's batch of {batch_size} does not split among {args.procs} processes")
+    if "ddp" in args.modes:
+        per_process_batch_size(batch_size, args.procs)  # a batch that does not split fails before any run
     times = {mode: [] for mode in args.modes}
     seg_share = {mode: [] for mode in args.modes}
     with tempfile.TemporaryDirectory() as tmp:
