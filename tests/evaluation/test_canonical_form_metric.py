@@ -1,4 +1,6 @@
 """CanonicalFormMetric on hand-scored predictions."""
+import json
+
 import pytest
 
 from visionllm.evaluation import CanonicalFormMetric, score_canonical
@@ -50,3 +52,19 @@ def test_metric_per_task_and_overall():
     # right form: det ok, det->caption no, vqa ok, garbled no, unsupported ok, caption for unsupported no
     assert result["request/right_form"] == pytest.approx(3 / 6)
     assert result["request/parsed"] == pytest.approx(5 / 6)
+
+
+def test_dump_names_each_request_with_its_score(tmp_path):
+    metric = CanonicalFormMetric(outfile_prefix=str(tmp_path / "run"))
+    metric.dataset_meta = {}
+    metric.process(None, [
+        dict(task="request", img_id=7, instruction="<image> Rewrite this request as a task: find the stars",
+             pred_text="caption", target_text="detection: star"),
+        dict(task="request", img_id=8, instruction="<image> Rewrite this request as a task: hi",
+             pred_text="unsupported", target_text="unsupported")])
+    metric.evaluate(2)
+    records = json.loads((tmp_path / "run.request.json").read_text())
+    assert [(r["image_id"], r["prediction"], r["reference"], r["task"], r["correct"], r["right_form"])
+            for r in records] == [(7, "caption", "detection: star", "detection", False, False),
+                                  (8, "unsupported", "unsupported", "unsupported", True, True)]
+    assert records[0]["instruction"].endswith("find the stars")

@@ -10,7 +10,7 @@ from mmengine.evaluator import BaseMetric
 from visionllm.registry import METRICS
 
 from .table import print_table
-from .utils import samples_of_task
+from .utils import dump_json, samples_of_task
 
 UNSUPPORTED_ROW = "unsupported"
 
@@ -69,13 +69,16 @@ class CanonicalFormMetric(BaseMetric):
 
     Reads each sample's ``pred_text`` and reference ``target_text`` (else ``gt_texts[0]``).
     Metrics: ``accuracy``, ``right_form``, ``parsed`` and ``<task>_accuracy`` per task.
+    Dumps ``<outfile_prefix>.request.json``: ``[{image_id, instruction, prediction, reference,
+    task, correct, right_form}]``, one per request, to read what the model understood.
     """
 
     default_prefix = "request"
 
-    def __init__(self, task: Optional[str] = "request", collect_device: str = "cpu",
-                 prefix: Optional[str] = None):
+    def __init__(self, outfile_prefix: Optional[str] = None, task: Optional[str] = "request",
+                 collect_device: str = "cpu", prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
+        self.outfile_prefix = outfile_prefix
         self.task = task
 
     def process(self, data_batch, data_samples) -> None:
@@ -83,13 +86,18 @@ class CanonicalFormMetric(BaseMetric):
             reference = sample.get("target_text") or (sample.get("gt_texts") or [None])[0]
             if reference is None:
                 continue
-            self.results.append(dict(prediction=sample.get("pred_text") or "", reference=reference))
+            self.results.append(dict(image_id=sample.get("img_id"), instruction=sample.get("instruction"),
+                                     prediction=sample.get("pred_text") or "", reference=reference))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         rows: "OrderedDict[str, List[dict]]" = OrderedDict()
+        records = []
         for result in results:
             score = score_canonical(result["prediction"], result["reference"])
             rows.setdefault(score["task"], []).append(score)
+            records.append(dict(result, task=score["task"], correct=score["correct"], right_form=score["right_form"]))
+        if self.outfile_prefix:
+            dump_json(records, f"{self.outfile_prefix}.request.json")
         metrics: Dict[str, float] = {}
         table = []
         everything = [s for scores in rows.values() for s in scores]
