@@ -20,12 +20,16 @@ default_hooks = dict(checkpoint=dict(max_keep_ckpts=-1))
 _request_share = 0.15
 #                                    det   seg   grd  cap   vqa   r-cap r-vqa r-cls conv
 _late_ratios = [r * (1 - _request_share) / 0.97 for r in (0.16, 0.14, 0.2, 0.18, 0.18, 0.03, 0.03, 0.02, 0.03)]
-# the one-run's hooks (a config list replaces its base's), then the mixture's second phase
+# the one-run's main hooks (a config list replaces its base's), then the mixture's second phase;
+# the run ended at 16000 iterations, before the one-run's request phase, without a request adapter
+# (the one-run mixture's last dataset, the request phase's, stays at ratio 0)
 custom_hooks = [
     dict(type="TrainableStateCheckpointHook"),
     dict(type="ShapeKindPretrainingHook", data_root={{_base_.varied_root}}, iters=2000, batch_size=16, lr=1e-3,
          size=192, eval_interval=500, seed=0),
     dict(type="ExtendedScheduleHook"),
     dict(type="MixtureScheduleHook", phases=[dict(begin={{_base_.first_cycle_iters}},
-                                                  ratios=_late_ratios + [_request_share])]),
+                                                  ratios=_late_ratios + [_request_share, 0.0])]),
 ]
+train_cfg = dict(max_iters={{_base_.main_iters}}, val_interval=16001)
+model = dict(task_decoder=dict(request_adapter=None))

@@ -13,11 +13,20 @@
 # Test on the varied splits with --cfg-options test_dataloader=... as the _varied_* configs do.
 _base_ = ["./visionllm_tiny_shapes_onerun.py"]
 
-model = dict(referent_readout=dict(type="ReferentReadout"))
+model = dict(referent_readout=dict(type="ReferentReadout"),
+             # the run ended at 16000 iterations, before the one-run's request phase: no request adapter
+             task_decoder=dict(request_adapter=None))
 # zero-initialised maps that start from nothing, like the other read-outs at 10x
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"referent_readout": dict(lr_mult=10.0)}))
 # every 500-iteration checkpoint is kept, so the run can be scored along the way
 default_hooks = dict(checkpoint=dict(max_keep_ckpts=-1))
+train_cfg = dict(max_iters={{_base_.main_iters}}, val_interval=16001)
+custom_hooks = [
+    dict(type="TrainableStateCheckpointHook"),
+    dict(type="ShapeKindPretrainingHook", data_root={{_base_.varied_root}}, iters=2000, batch_size=16, lr=1e-3,
+         size=192, eval_interval=500, seed=0),
+    dict(type="ExtendedScheduleHook"),
+]
 
 _train = dict(data_root={{_base_.varied_root}}, data_prefix=dict(img_path="images/train/"),
               pipeline={{_base_.train_pipeline}}, test_mode=False)

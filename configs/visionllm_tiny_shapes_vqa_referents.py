@@ -16,6 +16,6 @@ custom_hooks = [dict(type="TrainableStateCheckpointHook")]
 optim_wrapper = dict(optimizer=dict(lr=4e-5),
                      paramwise_cfg=dict(custom_keys={"referent_readout": dict(lr_mult=10.0)}))
 # only the VQA dataset of the one-run mixture (index 4)
-train_dataloader = dict(dataset=dict(ratios=[0, 0, 0, 0, 1, 0, 0, 0, 0, 0]))
+train_dataloader = dict(dataset=dict(ratios=[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]))
 test_dataloader = {{_base_.varied_val_dataloader}}
 test_evaluator = {{_base_.varied_val_evaluator}}

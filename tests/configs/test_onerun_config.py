@@ -15,8 +15,9 @@ from visionllm.datasets.shapes import write_shapes_dataset
 CONFIGS = os.path.join(REPO, "configs")
 ONERUN = os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun.py")
 ITERS = 2
+# the last dataset is the request phase's (plain requests, half in composed wordings)
 TRAIN_TASKS = ["detection", "segmentation", "grounding", "caption", "vqa", "region_caption", "region_vqa",
-               "region_classification", "vqa", "request"]
+               "region_classification", "vqa", "request", "request"]
 TEST_TASKS = TRAIN_TASKS[:8]
 
 pytestmark = pytest.mark.slow
@@ -60,7 +61,7 @@ def test_training_mixture_has_every_task(in_workspace):
     assert len(cfg.train_dataloader.dataset.ratios) == len(TRAIN_TASKS)
     assert _tasks_of_each_dataset(cfg.train_dataloader.dataset) == TRAIN_TASKS
     datasets = cfg.train_dataloader.dataset.datasets
-    assert [d.data_root for d in datasets] == ["data/shapes_varied/"] * 10
+    assert [d.data_root for d in datasets] == ["data/shapes_varied/"] * 11
     # the shipped checkpoint's recipe: every caption asked for with the plain phrasings
     assert [d.get("read_styles") for d in datasets if d.type == "CocoCaptionDataset"] == [False]
 
@@ -132,14 +133,17 @@ def test_referents_candidate_is_the_onerun_recipe_plus_readout_and_more_open_ans
     from visionllm.registry import DATASETS
     cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_referents.py"))
     onerun = load_config(ONERUN)
+    # the run that was made: 16000 iterations, without the request adapter and its phase
+    assert cfg.model.task_decoder.request_adapter is None
+    cfg.model.task_decoder.request_adapter = onerun.model.task_decoder.request_adapter
     assert {k: v for k, v in cfg.model.items() if k != "referent_readout"} == onerun.model.to_dict()
     assert cfg.model.referent_readout.type == "ReferentReadout"
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.referent_readout.lr_mult == 10.0
-    assert cfg.train_cfg.to_dict() == onerun.train_cfg.to_dict() and cfg.custom_hooks == onerun.custom_hooks
+    assert cfg.train_cfg.max_iters == onerun.main_iters and cfg.custom_hooks == onerun.custom_hooks[:3]
     mixture = cfg.train_dataloader.dataset
     assert mixture.datasets[0].to_dict() == onerun.train_dataloader.dataset.to_dict()
     assert list(mixture.ratios) == [0.87, 0.08, 0.05]
-    assert mixture.datasets[2].to_dict() == onerun.train_dataloader.dataset.datasets[-1].to_dict()  # plain requests
+    assert mixture.datasets[2].to_dict() == onerun.train_dataloader.dataset.datasets[-2].to_dict()  # plain requests
     init_default_scope("visionllm")
     open_answers = DATASETS.build(mixture.datasets[1])
     assert len(open_answers) > 0
@@ -155,16 +159,22 @@ def test_late_requests_config_is_the_onerun_recipe_with_requests_raised_from_the
     from visionllm.registry import HOOKS
     cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_late_requests.py"))
     onerun = load_config(ONERUN)
-    for key in ("model", "train_dataloader", "train_cfg", "param_scheduler", "optim_wrapper", "test_dataloader"):
+    for key in ("train_dataloader", "param_scheduler", "optim_wrapper", "test_dataloader"):
         assert cfg[key] == onerun[key], key
-    assert cfg.custom_hooks[:-1] == onerun.custom_hooks
+    # the run that was made: 16000 iterations, without the request adapter and its phase
+    assert cfg.train_cfg.max_iters == onerun.main_iters == 16000
+    assert cfg.model.task_decoder.request_adapter is None and onerun.model.task_decoder.request_adapter
+    cfg.model.task_decoder.request_adapter = onerun.model.task_decoder.request_adapter
+    assert cfg.model == onerun.model
+    assert cfg.custom_hooks[:-1] == onerun.custom_hooks[:3]
     assert cfg.default_hooks.checkpoint.max_keep_ckpts == -1
     hook = HOOKS.build(cfg.custom_hooks[-1])
     assert isinstance(hook, MixtureScheduleHook)
     assert [phase["begin"] for phase in hook.phases] == [8000] == [onerun.param_scheduler[-1].begin]
-    late = np.array(hook.phases[0]["ratios"])
-    first = np.array(onerun.train_dataloader.dataset.ratios)
-    assert TRAIN_TASKS[-1] == "request" and late.sum() == pytest.approx(1.0)
+    late = np.array(hook.phases[0]["ratios"])[:-1]  # without the request phase's dataset (0 throughout)
+    first = np.array(onerun.train_dataloader.dataset.ratios)[:-1]
+    assert hook.phases[0]["ratios"][-1] == 0.0 == onerun.train_dataloader.dataset.ratios[-1]
+    assert TRAIN_TASKS[-2] == "request" and late.sum() == pytest.approx(1.0)
     assert late[-1] == pytest.approx(0.15) and first[-1] == pytest.approx(0.03)
     # the other tasks keep their proportions among themselves
     assert late[:-1] / late[:-1].sum() == pytest.approx(first[:-1] / first[:-1].sum())
@@ -186,3 +196,55 @@ def test_benchmark_training_times_one_process_and_data_parallel_processes(in_wor
     odd = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark_training.py"), ONERUN,
                           "--modes", "ddp", "--procs", "3"], capture_output=True, text=True, timeout=300)
     assert odd.returncode != 0 and "does not split among 3 processes" in odd.stderr
+
+
+def test_onerun_ends_with_the_request_phase_that_trains_the_adapter_alone():
+    from visionllm.apis.runner import load_config
+    from visionllm.engine import MixtureScheduleHook, RequestAdapterPhaseHook
+    from visionllm.registry import HOOKS
+    cfg = load_config(ONERUN)
+    main, phase = cfg.main_iters, cfg.request_phase_iters
+    assert cfg.train_cfg.max_iters == main + phase and phase > 0
+    assert max(s.end for s in cfg.param_scheduler) == main  # the schedule ends where the phase begins
+    hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
+    mixture = [h for h in hooks if isinstance(h, MixtureScheduleHook)]
+    adapter = [h for h in hooks if isinstance(h, RequestAdapterPhaseHook)]
+    assert len(mixture) == len(adapter) == 1
+    assert mixture[0].phases == [dict(begin=main, ratios=[0.0] * 10 + [1.0])] and adapter[0].begin == main
+    assert cfg.train_dataloader.dataset.ratios[-1] == 0.0  # the phase's data is not drawn before it
+    assert cfg.train_dataloader.dataset.datasets[-1].composed_share == 0.5
+    assert "task_decoder.request_adapter" in cfg.optim_wrapper.paramwise_cfg.custom_keys
+    # the phase on its own (how the shipped adapter was trained) is the same phase
+    alone = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_request_adapter.py"))
+    assert alone.train_cfg.max_iters == phase and alone.param_scheduler == []
+    assert alone.train_dataloader.dataset.ratios == mixture[0].phases[0]["ratios"]
+    assert alone.train_dataloader.dataset.datasets == cfg.train_dataloader.dataset.datasets
+    (alone_hook,) = [h for h in alone.custom_hooks if h.type == "RequestAdapterPhaseHook"]
+    assert alone_hook.lr == adapter[0].lr and alone_hook.begin == 0
+    assert alone.model == cfg.model
+
+
+def test_the_request_phase_moves_the_adapter_and_nothing_else(in_workspace, tmp_path, single_thread):
+    """Two real iterations of the phase on its own, from the shipped weights."""
+    from visionllm.apis.runner import build_runner, load_config
+    from visionllm.engine import unwrapped_model
+    shipped = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
+    cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_request_adapter.py"),
+                      [f"load_from={shipped}", f"train_cfg.max_iters={ITERS}", f"default_hooks.checkpoint.interval={ITERS}",
+                       "default_hooks.logger.interval=1"], work_dir=str(tmp_path))
+    runner = build_runner(cfg)
+    seen = {}
+
+    def record_loaded_weights(module, args):
+        if "state" not in seen:  # at the first step, after load_from
+            seen["state"] = {k: v.clone() for k, v in module.state_dict().items()}
+
+    model = unwrapped_model(runner.model)
+    handle = model.register_forward_pre_hook(record_loaded_weights)
+    try:
+        runner.train()
+    finally:
+        handle.remove()
+    after = model.state_dict()
+    moved = {k for k, v in seen["state"].items() if not torch.equal(v, after[k])}
+    assert moved and all(k.startswith("task_decoder.request_adapter.") for k in moved), sorted(moved)[:5]

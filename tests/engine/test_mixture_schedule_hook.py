@@ -161,3 +161,14 @@ def test_set_ratios_refuses_bad_ratios_and_keeps_the_old_ones():
     assert dataset.probabilities.tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="concatenates"):
         MultiTaskDataset([_Source(0)]).set_ratios([1])
+
+
+def test_a_dataset_added_at_ratio_zero_leaves_every_draw_as_it_was():
+    # how a config adds a later phase's dataset without changing the batches before that phase
+    # (the mixture's epoch length is its ``length``, not the datasets' total size)
+    before = MultiTaskDataset([_Source(0), _Source(1), _Source(2)], ratios=[0.5, 0.3, 0.2], length=1000)
+    after = MultiTaskDataset([_Source(0), _Source(1), _Source(2), _Source(3)], ratios=[0.5, 0.3, 0.2, 0.0],
+                             length=1000)
+    assert [after.locate(i) for i in range(2000)] == [before.locate(i) for i in range(2000)]
+    after.set_ratios([0, 0, 0, 1])
+    assert {after.locate(i)[0] for i in range(100)} == {3}

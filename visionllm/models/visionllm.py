@@ -94,6 +94,10 @@ class VisionLLM(BaseModel):
             from visionllm.engine.precision import resolve_dtype
             self.frozen_dtype = resolve_dtype(frozen_dtype)
             self._cast_frozen_pretrained(self.frozen_dtype)
+        # Frozen at build time = restored from the packages at build time; a training phase that
+        # later freezes trained weights (RequestAdapterPhaseHook) must not drop them from checkpoints.
+        self._frozen_at_build = frozenset(name for name, param in self.named_parameters(remove_duplicate=False)
+                                          if not param.requires_grad)
 
     def _cast_frozen_pretrained(self, dtype: torch.dtype) -> None:
         """Store the frozen floating-point parameters under ``pretrained_prefixes`` in ``dtype``
@@ -210,8 +214,9 @@ class VisionLLM(BaseModel):
 
         # remove_duplicate=False: a tied table (input embedding = output head) has two names and
         # both must be left out.
-        keys = [name for name, param in self.named_parameters(remove_duplicate=False)
-                if under_prefix(name) and not param.requires_grad]
+        from visionllm.engine.checkpoint import unwrapped_key  # names under FSDP units carry wrapper parts
+        keys = [name for name, _ in self.named_parameters(remove_duplicate=False)
+                if under_prefix(name) and unwrapped_key(name) in self._frozen_at_build]
         keys += [name for name, _ in self.named_buffers(remove_duplicate=False) if under_prefix(name)]
         return keys
 

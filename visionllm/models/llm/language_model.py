@@ -27,6 +27,7 @@ from .llm_loader import apply_lora, freeze_all, load_causal_lm
 from .parallel_decoding import additive_mask, crop_cache, parallel_forward, prefix_allowed, pruned_parallel_forward
 from .slot_group_attention import use_slot_group_attention
 from .prompt import PromptBuilder, SequenceBatch, TokensPlusVector, assemble_batch
+from .request_adapter import RequestAdapter
 from .vocabulary import SpecialTokens, extend_vocabulary
 
 
@@ -73,6 +74,8 @@ class LanguageModelDecoder(BaseModule):
             these words (``canonical_vocabulary``); absent: unrestricted. ``request_categories``
             (with ``request_words``): names a category list ("detection: ...") may use besides
             the request's words, e.g. the classes a request for "every shape" expands to.
+        request_adapter: ``dict(rank, alpha, targets)``: low-rank weights of the decoder layers
+            used only while the LLM reads a plain request (``RequestAdapter``), or None.
     """
 
     def __init__(self, llm: Optional[dict] = None, prompt_style: str = "chat",
@@ -80,7 +83,7 @@ class LanguageModelDecoder(BaseModule):
                  lora: Optional[dict] = dict(rank=8, alpha=16, dropout=0.05, include_mlp=False),
                  vocab_init_noise: float = 1.0, seed: int = 0, generate_format: bool = True,
                  max_new_tokens: int = 30, num_beams: int = 1, text_constraints: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 request_adapter: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         from visionllm.instructions import LocationCodec
         llm = dict(llm or dict(source="smollm2"))
@@ -119,6 +122,11 @@ class LanguageModelDecoder(BaseModule):
         self.request_words = None if words is None else tuple(words)
         self.request_categories = tuple((text_constraints or {}).get("request_categories") or ())
         self.image_readout: Optional[ImageReadout] = None
+        self.request_adapter = (RequestAdapter(self.backbone.layers, **request_adapter)
+                                if request_adapter is not None else None)
+        # the weights the LLM source restores at build time (see frozen_pretrained_keys)
+        self._frozen_at_build = frozenset(f"llm.{name}" for name, p in self.llm.named_parameters(remove_duplicate=False)
+                                          if not p.requires_grad)
 
     def build_image_readout(self, config: Optional[dict]) -> None:
         """Give every decoder layer a cross-attention read-out of the image tokens (a registry
@@ -144,9 +152,10 @@ class LanguageModelDecoder(BaseModule):
         return self.llm.get_output_embeddings()
 
     def frozen_pretrained_keys(self) -> List[str]:
-        """State-dict keys of frozen LLM weights (restored from the LLM source at build time)."""
-        return [f"llm.{name}" for name, p in self.llm.named_parameters(remove_duplicate=False)
-                if not p.requires_grad]
+        """State-dict keys of the LLM weights frozen at build time (restored from the LLM source)."""
+        from visionllm.engine.checkpoint import unwrapped_key  # names under FSDP units carry wrapper parts
+        return [f"llm.{name}" for name, _ in self.llm.named_parameters(remove_duplicate=False)
+                if unwrapped_key(f"llm.{name}") in self._frozen_at_build]
 
     def trainable_state_dict(self) -> "OrderedDict[str, torch.Tensor]":
         frozen = set(self.frozen_pretrained_keys())
@@ -239,14 +248,36 @@ class LanguageModelDecoder(BaseModule):
         return F.cross_entropy(logits, labels[where])
 
     def _text_loss(self, image_embeds, samples) -> torch.Tensor:
-        """LM loss of each sample's ``target_text`` (then end of response) after its prompt."""
-        rows = []
-        for embeds, sample in zip(image_embeds, samples):
-            target = self.prompt.text_ids(sample_meta(sample, "target_text")) + [self.prompt.end_of_response_id]
-            rows.append(self._prompt_segments(sample_meta(sample, "instruction"), embeds, **self._prompt_context(sample))
-                        + [(target, True)])
-        batch = self._assemble(rows)
-        return self._lm_loss(self._causal_hidden(batch, image_embeds), batch.labels)
+        """LM loss of each sample's ``target_text`` (then end of response) after its prompt: the
+        mean over every target token, plain requests read with the request adapter (if any)."""
+        total, count = image_embeds.new_zeros(()), 0
+        for rows, adapted in self._request_groups([sample_meta(s, "instruction") for s in samples]):
+            segments = []
+            for i in rows:
+                sample = samples[i]
+                target = self.prompt.text_ids(sample_meta(sample, "target_text")) + [self.prompt.end_of_response_id]
+                segments.append(self._prompt_segments(sample_meta(sample, "instruction"), image_embeds[i],
+                                                      **self._prompt_context(sample)) + [(target, True)])
+            batch = self._assemble(segments)
+            with self._adapted(adapted):
+                hidden = self._causal_hidden(batch, image_embeds[rows])
+            where = batch.labels != -100
+            total = total + F.cross_entropy(self.head(hidden[where]), batch.labels[where], reduction="sum")
+            count += int(where.sum())
+        return total / max(count, 1)
+
+    def _request_groups(self, instructions: Sequence[str]) -> List[Tuple[List[int], bool]]:
+        """Rows of a text batch split into ``(rows, adapted)`` groups: with a request adapter,
+        the plain requests (read with it) apart from the rest; without one, all rows together."""
+        if self.request_adapter is None:
+            return [(list(range(len(instructions))), False)]
+        requests = [request_in(text) is not None for text in instructions]
+        return [(rows, adapted) for adapted in (False, True)
+                if (rows := [i for i, is_request in enumerate(requests) if is_request == adapted])]
+
+    def _adapted(self, on: bool):
+        """The request adapter's context when ``on`` (and there is one), else a no-op."""
+        return self.request_adapter.active() if on and self.request_adapter is not None else nullcontext()
 
     # ------------------------------------------------------------------ generation
     def generate_text(self, image_embeds: torch.Tensor, instructions: List[str],
@@ -257,16 +288,23 @@ class LanguageModelDecoder(BaseModule):
         ``contexts``: per instruction its ``_prompt_context`` (or None); ``banned_words``: per
         instruction words its text may not contain (``BannedWords``), or None."""
         contexts = contexts or [{}] * len(instructions)
-        batch = self._assemble([self._prompt_segments(t, e, **c) for t, e, c in zip(instructions, image_embeds, contexts)])
-        eos = self.prompt.end_of_response_id
-        with self._reading(image_embeds):
-            output = self.llm.generate(
-                inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
-                max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
-                do_sample=False, eos_token_id=eos, pad_token_id=eos,
-                suppress_tokens=self.new_token_ids,
-                logits_processor=self._text_processors(instructions, banned_words))
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
+        banned_words = banned_words or [None] * len(instructions)
+        texts: List[str] = [""] * len(instructions)
+        for rows, adapted in self._request_groups(instructions):
+            group = [instructions[i] for i in rows]
+            batch = self._assemble([self._prompt_segments(instructions[i], image_embeds[i], **contexts[i])
+                                    for i in rows])
+            eos = self.prompt.end_of_response_id
+            with self._reading(image_embeds[rows]), self._adapted(adapted):
+                output = self.llm.generate(
+                    inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
+                    max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
+                    do_sample=False, eos_token_id=eos, pad_token_id=eos,
+                    suppress_tokens=self.new_token_ids,
+                    logits_processor=self._text_processors(group, [banned_words[i] for i in rows]))
+            for i, row in zip(rows, output):
+                texts[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+        return texts
 
     def _text_processors(self, instructions: List[str],
                          banned_words: Optional[Sequence[Optional[Sequence[str]]]] = None

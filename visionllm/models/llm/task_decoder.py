@@ -53,7 +53,8 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
 
     Args:
         llm, prompt_style, system_prompt, special_tokens, lora, vocab_init_noise, seed,
-            generate_format, max_new_tokens, num_beams, text_constraints: see ``LanguageModelDecoder``.
+            generate_format, max_new_tokens, num_beams, text_constraints, request_adapter: see
+            ``LanguageModelDecoder``.
         num_slots: slot groups per image (None: one per image token). The slot groups are
             isolated from each other.
         decode_mode: ``'parallel'``, or ``'autoregressive'``: the token-by-token baseline with the
@@ -107,13 +108,13 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
                  polygon_refinement: Optional[dict] = dict(type="PolygonRefinement", num_layers=2),  # noqa: B006
                  image_dims: Optional[int] = None, image_levels: Optional[int] = None,
                  reuse_prompt_cache: bool = True, text_constraints: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 request_adapter: Optional[dict] = None, init_cfg: Optional[dict] = None):
         if decode_mode not in ("parallel", "autoregressive"):
             raise ValueError(f"decode_mode must be 'parallel' or 'autoregressive', got {decode_mode!r}")
         super().__init__(llm=llm, prompt_style=prompt_style, system_prompt=system_prompt,
                          special_tokens=special_tokens, lora=lora, vocab_init_noise=vocab_init_noise, seed=seed,
                          generate_format=generate_format, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                         text_constraints=text_constraints, init_cfg=init_cfg)
+                         text_constraints=text_constraints, request_adapter=request_adapter, init_cfg=init_cfg)
         # Slot embedding from image token i, added to every format-token query of group i.
         device = "meta" if self.on_meta else None
         # At the scale of the word embeddings, so the format token still tells the fields apart.
