@@ -4,7 +4,8 @@
 2. evaluates the shipped checkpoint with tools/test.py on a slice of the val split of every task
    (the full val split: `python tools/test.py CONFIG CHECKPOINT`);
 3. runs the inference API on a few val images, one instruction per task, then a question about a
-   region and a two-turn conversation on the first image, pictures in outputs/;
+   region, a two-turn conversation and plain requests (the model decides the task) on the first
+   image, pictures in outputs/;
 4. trains a fresh model for a few dozen iterations to show the loss falling, writing a checkpoint.
 """
 import argparse
@@ -85,6 +86,7 @@ def infer(num_images: int) -> None:
     path = osp.join(DATA, "images", "val", first["file_name"])
     box = next(a["bbox"] for a in coco["annotations"] if a["image_id"] == first["id"])
     region_and_conversation(inferencer, path, [box[0], box[1], box[0] + box[2], box[1] + box[3]], names)
+    plain_requests(inferencer, path)
 
 
 def _summary(result) -> str:
@@ -133,6 +135,24 @@ def glob_scalars(work_dir: str):
     return glob.glob(osp.join(work_dir, "*", "vis_data", "scalars.json"))
 
 
+def plain_requests(inferencer, path: str) -> None:
+    """Requests in a user's own words: the model writes the canonical form, then follows it."""
+    from visionllm.apis.inputs import InputError
+
+    stem = osp.splitext(osp.basename(path))[0]
+    requests = ["Please locate the red square in <image>.", "Find all stars and hexagons in <image>.",
+                "How many triangles are in <image>?", "<image> Is the hexagon orange?", "Translate this into French."]
+    for k, request in enumerate(requests, 1):
+        try:
+            result = inferencer(path, request)
+        except InputError as error:  # no task serves the request
+            print(f"plain request {request!r} -> refused: {str(error)[:110]}")
+            continue
+        out_file = inferencer.visualize(path, result, osp.join(REPO, "outputs", f"{stem}_request{k}.png"))
+        print(f"plain request {request!r} -> canonical {result.canonical!r} ({result.understanding}): "
+              f"{_summary(result)[:70]}  -> {osp.relpath(out_file, REPO)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples-per-task", type=int, default=40, help="val samples evaluated per task")
@@ -151,7 +171,8 @@ def main() -> None:
     ensure_data(args.num_train)
     banner(f"2/4 tools/test.py on the shipped checkpoint ({args.samples_per_task} val samples per task)")
     evaluate(args.samples_per_task)
-    banner("3/4 inference API: one instruction per task, a region, a conversation (pictures in outputs/)")
+    banner("3/4 inference API: one instruction per task, a region, a conversation, plain requests "
+           "(pictures in outputs/)")
     infer(args.images)
     banner(f"4/4 a short training run ({args.train_iters} iterations from scratch)")
     short_training(args.train_iters)

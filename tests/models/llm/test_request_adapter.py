@@ -167,3 +167,29 @@ def test_adding_an_adapter_leaves_every_other_initialisation_as_it_was(tiny_llam
     adapted = build_decoder(tiny_llama_dir, request_adapter=ADAPTER).state_dict()
     assert set(adapted) - set(plain) and all(k.startswith("request_adapter.") for k in set(adapted) - set(plain))
     assert all(torch.equal(plain[k], adapted[k]) for k in plain)
+
+
+def test_under_a_distributed_wrapper_the_phase_holds_the_rest_by_a_zero_rate_alone(tiny_llama_dir, monkeypatch):
+    # DDP expects every parameter it was built with to keep its gradient
+    import visionllm.engine.request_adapter_phase_hook as phase_module
+    decoder = build_decoder(tiny_llama_dir, request_adapter=ADAPTER)
+    runner = fake_runner(decoder, iteration=0)
+    runner.model = SimpleNamespace(module=runner.model)
+    monkeypatch.setattr(phase_module, "is_model_wrapper", lambda model: isinstance(model, SimpleNamespace))
+    hook = RequestAdapterPhaseHook(begin=0, lr=1e-3)
+    trainable = [p.requires_grad for p in decoder.parameters()]
+    hook.before_train(runner)
+    hook.before_train_iter(runner, 0)
+    rest, adapter = runner.optim_wrapper.optimizer.param_groups
+    assert rest["lr"] == 0.0 and adapter["lr"] == pytest.approx(1e-3)
+    assert [p.requires_grad for p in decoder.parameters()] == trainable
+    # a step with gradients everywhere (weight decay on) moves the adapter and nothing else
+    seed, g = seed_and_generator()
+    rest_before = [p.detach().clone() for p in rest["params"]]
+    adapter_before = [p.detach().clone() for p in adapter["params"]]
+    sample = request_sample("Box every star.", "detection: star")
+    loss = decoder.loss(torch.randn(1, 6, decoder.hidden_size, generator=g), None, [sample])["loss_text"]
+    loss.backward()
+    runner.optim_wrapper.optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(rest_before, rest["params"])), f"seed {seed}"
+    assert any(not torch.equal(a, b) for a, b in zip(adapter_before, adapter["params"])), f"seed {seed}"

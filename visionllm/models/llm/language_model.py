@@ -241,11 +241,11 @@ class LanguageModelDecoder(BaseModule):
             return self.backbone(inputs_embeds=batch.embeds, attention_mask=mask, position_ids=batch.position_ids,
                                  past_key_values=cache, use_cache=cache is not None).last_hidden_state
 
-    def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Next-token CE over the full vocabulary at target positions only."""
         where = labels != -100
         logits = self.head(hidden[where])
-        return F.cross_entropy(logits, labels[where])
+        return F.cross_entropy(logits, labels[where], reduction=reduction)
 
     def _text_loss(self, image_embeds, samples) -> torch.Tensor:
         """LM loss of each sample's ``target_text`` (then end of response) after its prompt: the
@@ -261,9 +261,8 @@ class LanguageModelDecoder(BaseModule):
             batch = self._assemble(segments)
             with self._adapted(adapted):
                 hidden = self._causal_hidden(batch, image_embeds[rows])
-            where = batch.labels != -100
-            total = total + F.cross_entropy(self.head(hidden[where]), batch.labels[where], reduction="sum")
-            count += int(where.sum())
+            total = total + self._lm_loss(hidden, batch.labels, reduction="sum")
+            count += int((batch.labels != -100).sum())
         return total / max(count, 1)
 
     def _request_groups(self, instructions: Sequence[str]) -> List[Tuple[List[int], bool]]:

@@ -77,7 +77,8 @@ class RequestAdapter(nn.Module):
                 in_features, out_features, device = _linear_size(module)
                 key = f"{index}_{target.replace('.', '_')}"
                 self.updates[key] = LowRankUpdate(in_features, out_features, rank, alpha / rank, device=device,
-                                                      generator=generator)
+                                                  generator=generator)
+                # (the hooks hold this adapter: a deep copy of the LLM would still call the original)
                 self._handles.append(module.register_forward_hook(self._hook(key)))
 
     def _hook(self, key: str):
@@ -87,14 +88,10 @@ class RequestAdapter(nn.Module):
             return output + self.updates[key](inputs[0]).to(output.dtype)
         return add_update
 
-    @property
-    def is_active(self) -> bool:
-        return self._active
-
     @contextmanager
-    def active(self, on: bool = True):
-        """Apply the updates to every forward inside the block (``on=False``: a no-op block)."""
-        previous, self._active = self._active, bool(on) or self._active
+    def active(self):
+        """Apply the updates to every forward inside the block."""
+        previous, self._active = self._active, True
         try:
             yield
         finally:
