@@ -227,8 +227,9 @@ def test_bad_input_answers_400_with_the_api_message(python_api, server, val_imag
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(open(path, "rb").read()[:600])
     assert _error(_post(server, str(truncated), good), 400).startswith("cannot read image truncated.png")
-    # No <image> in the instruction: exactly the API's message.
-    no_image = "Write a short caption for the image."
+    # No <image> in an instruction in the template syntax: exactly the API's message. (A plain
+    # request without <image> is no error: the model reads it with the image in front.)
+    no_image = 'Detect {"star": <c0>}. Answer as a list of (c, x1, y1, x2, y2).'
     with pytest.raises(InputError) as api_error:
         python_api(path, no_image)
     assert _error(_post(server, path, no_image), 400) == str(api_error.value)
