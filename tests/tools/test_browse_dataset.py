@@ -59,7 +59,7 @@ def test_fingerprint_repeats_and_tells_mixtures_apart(workspace, monkeypatch, ca
     assert first == again and len(first) == 32
     assert open(tmp_path / "a.jsonl").read() == open(tmp_path / "b.jsonl").read()
     assert len(open(tmp_path / "a.jsonl").read().splitlines()) == 16
-    only_detection = "train_dataloader.dataset.ratios=[1,0,0,0,0,0,0,0,0,0]"
+    only_detection = "train_dataloader.dataset.ratios=[1,0,0,0,0,0,0,0,0,0,0]"
     other, lines = browse(workspace, monkeypatch, capsys, "-n", "16", "--cfg-options", only_detection)
     assert other != first
     assert lines[-2] == "samples per task: detection=16"
