@@ -67,3 +67,23 @@ def make_sample(task: str, instruction: str, *, categories=(), output_format=Non
     sample.gt_instances = gt
     return sample
 
+
+
+def fit_decoder(decoder, embeds, refs, samples, steps: int, lr: float = 5e-3, params=None, decay: bool = True):
+    """Train ``decoder`` on one fixed batch: AdamW on ``params`` (default: every trainable one),
+    the summed losses, gradients clipped to norm 1, the rate decayed linearly to 0 when ``decay``.
+    Leaves the decoder in eval mode; returns the last step's losses as floats."""
+    params = list(params) if params is not None else [p for p in decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps) if decay else None
+    decoder.train()
+    for _ in range(steps):
+        losses = decoder.loss(embeds, refs, samples)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+    decoder.eval()
+    return {k: v.item() for k, v in losses.items()}

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from tiny_llm import build_decoder, make_sample
+from tiny_llm import build_decoder, fit_decoder, make_sample
 
 from visionllm.tasks import read_canonical, wrap_request
 
@@ -29,21 +29,9 @@ def test_canonical_forms_of_mixed_requests_are_learnt_exactly(tiny_llama_dir):
     # One image for all: the request's words alone decide the canonical form.
     embeds = torch.randn(1, 4, decoder.hidden_size, generator=g).expand(len(samples), -1, -1).contiguous()
     refs = torch.rand(len(samples), 4, 2, generator=g)
-    params = [p for p in decoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=5e-3, weight_decay=0.0)
-    steps = 300
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
-    decoder.train()
-    for _ in range(steps):
-        loss = decoder.loss(embeds, refs, samples)["loss_text"]
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-    decoder.eval()
+    losses = fit_decoder(decoder, embeds, refs, samples, steps=300)
     predicted = [s.pred_text for s in decoder.predict(embeds, refs, samples)]
-    assert predicted == [canonical for _, canonical, _ in REQUESTS], f"seed {seed}: loss {loss.item():.4f}"
+    assert predicted == [canonical for _, canonical, _ in REQUESTS], f"seed {seed}: loss {losses['loss_text']:.4f}"
     for text, (_, _, task) in zip(predicted, REQUESTS):
         expanded = read_canonical(text)
         assert (expanded.task if expanded is not None else None) == task

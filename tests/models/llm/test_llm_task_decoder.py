@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from tiny_llm import build_decoder, make_sample
+from tiny_llm import build_decoder, fit_decoder, make_sample
 
 from visionllm.instructions import LocationCodec, format_category_set
 
@@ -51,22 +51,6 @@ def task_samples(g):
     return [det, seg, grd, cap]
 
 
-def train(decoder, embeds, refs, samples, steps, lr=5e-3):
-    params = [p for p in decoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
-    decoder.train()
-    for _ in range(steps):
-        losses = decoder.loss(embeds, refs, samples)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-    decoder.eval()
-    return {k: v.item() for k, v in losses.items()}
-
-
 @pytest.fixture(scope="module")
 def trained(single_thread, tiny_llama_dir):
     # Fresh data every run; VISIONLLM_TEST_SEED repeats the run a failure message names.
@@ -78,7 +62,7 @@ def trained(single_thread, tiny_llama_dir):
     embeds = torch.randn(len(samples), 6, decoder.hidden_size, generator=g)
     refs = torch.rand(len(samples), 6, 2, generator=g)
     # 130 steps left loss_format at 0.13 for seed 1802884884; 200 reach every target there.
-    losses = train(decoder, embeds, refs, samples, steps=200)
+    losses = fit_decoder(decoder, embeds, refs, samples, steps=200)
     return dict(decoder=decoder, samples=samples, embeds=embeds, refs=refs, losses=losses, seed=seed)
 
 
