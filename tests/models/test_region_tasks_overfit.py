@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.dataset import pseudo_collate
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
+pytestmark = [pytest.mark.slow]
 
 PIPELINE = [dict(type="LoadImageRGB"), dict(type="LoadVisionLLMAnnotations"),
             dict(type="ResizeKeepRatio", scale=(96, 64)), dict(type="BuildInstruction", template_index=0, seed=0),
