@@ -88,6 +88,27 @@ def test_training_the_adapter_alone_teaches_requests_and_moves_nothing_else(tiny
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_deep_copy_reads_requests_with_its_own_adapter(tiny_llama_dir):
+    """An EMA copy (mmengine deep-copies the model) must apply the copy's adapter weights."""
+    import copy
+    seed, g = seed_and_generator()
+    decoder = build_decoder(tiny_llama_dir, request_adapter=ADAPTER).eval()
+    randomise(decoder.request_adapter, g)
+    twin = copy.deepcopy(decoder)
+    randomise(twin.request_adapter, g)
+    sample = request_sample("Find all stars in the picture.", "detection: star")
+    embeds = torch.randn(1, 6, decoder.hidden_size, generator=g)
+
+    def request_loss(model):
+        with torch.no_grad():
+            return model._text_loss(embeds, [sample]).item()
+
+    original, copied = request_loss(decoder), request_loss(twin)
+    assert copied != pytest.approx(original, rel=1e-3), f"seed {seed}: the copy read with the original adapter"
+    decoder.request_adapter.load_state_dict(twin.request_adapter.state_dict())
+    assert request_loss(decoder) == pytest.approx(copied, rel=1e-6), f"seed {seed}"
+
+
 def test_the_adapter_is_saved_and_frozen_weights_are_those_of_the_build(tiny_llama_dir):
     decoder = build_decoder(tiny_llama_dir, request_adapter=ADAPTER)
     frozen = set(decoder.frozen_pretrained_keys())

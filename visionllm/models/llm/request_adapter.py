@@ -46,6 +46,14 @@ def _linear_size(module: nn.Module):
     return base.in_features, base.out_features, base.weight.device
 
 
+def _add_update(module: nn.Module, inputs, output):
+    """Forward hook of an adapted projection: its low-rank update while its adapter is active."""
+    adapter = module._request_adapter
+    if not adapter._active:
+        return output
+    return output + adapter.updates[module._request_adapter_key](inputs[0]).to(output.dtype)
+
+
 class RequestAdapter(nn.Module):
     """Low-rank updates on ``targets`` (suffixes of module names, e.g. ``"self_attn.q_proj"``) of
     every layer in ``layers``, applied only inside ``active()``.
@@ -78,15 +86,11 @@ class RequestAdapter(nn.Module):
                 key = f"{index}_{target.replace('.', '_')}"
                 self.updates[key] = LowRankUpdate(in_features, out_features, rank, alpha / rank, device=device,
                                                   generator=generator)
-                # (the hooks hold this adapter: a deep copy of the LLM would still call the original)
-                self._handles.append(module.register_forward_hook(self._hook(key)))
-
-    def _hook(self, key: str):
-        def add_update(module, inputs, output):
-            if not self._active:
-                return output
-            return output + self.updates[key](inputs[0]).to(output.dtype)
-        return add_update
+                # The hook finds its adapter through the projection's plain (unregistered) attributes,
+                # so a deep copy of the model (an EMA copy, say) calls the copy's adapter.
+                object.__setattr__(module, "_request_adapter", self)
+                object.__setattr__(module, "_request_adapter_key", key)
+                self._handles.append(module.register_forward_hook(_add_update))
 
     @contextmanager
     def active(self):
