@@ -69,9 +69,11 @@ def make_sample(task: str, instruction: str, *, categories=(), output_format=Non
 
 
 
-def fit_decoder(decoder, embeds, refs, samples, steps: int, lr: float = 5e-3, params=None, decay: bool = True):
+def fit_decoder(decoder, embeds, refs, samples, steps: int, lr: float = 5e-3, params=None, decay: bool = True,
+                stop_below: float = 0.0):
     """Train ``decoder`` on one fixed batch: AdamW on ``params`` (default: every trainable one),
-    the summed losses, gradients clipped to norm 1, the rate decayed linearly to 0 when ``decay``.
+    the summed losses, gradients clipped to norm 1, the rate decayed linearly to 0 over ``steps``
+    when ``decay``; stops early once the summed loss is below ``stop_below``.
     Leaves the decoder in eval mode; returns the last step's losses as floats."""
     params = list(params) if params is not None else [p for p in decoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -85,5 +87,7 @@ def fit_decoder(decoder, embeds, refs, samples, steps: int, lr: float = 5e-3, pa
         optimizer.step()
         if schedule is not None:
             schedule.step()
+        if sum(losses.values()).item() < stop_below:
+            break
     decoder.eval()
     return {k: v.item() for k, v in losses.items()}

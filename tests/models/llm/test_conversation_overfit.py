@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from tiny_llm import build_decoder, make_sample
+from tiny_llm import build_decoder, fit_decoder, make_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
@@ -35,22 +35,10 @@ def _overfit(decoder_dir, samples, seed):
     # One image for all: without the history every prompt is the same, so no model could answer.
     embeds = torch.randn(1, 4, decoder.hidden_size, generator=g).expand(len(samples), -1, -1).contiguous()
     assert len({tuple(decoder.prompt.encode("<image> " + s.instruction)[1]) for s in samples}) == 1
-    params = [p for p in decoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / STEPS)
-    decoder.train()
-    for _ in range(STEPS):
-        loss = decoder.loss(embeds, torch.rand(len(samples), 4, 2, generator=g), samples)["loss_text"]
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        if loss.item() < FITTED:
-            break
-    decoder.eval()
+    losses = fit_decoder(decoder, embeds, torch.rand(len(samples), 4, 2, generator=g), samples, steps=STEPS, lr=2e-3,
+                         stop_below=FITTED)
     predicted = decoder.predict(embeds, torch.rand(len(samples), 4, 2), samples)
-    return [s.pred_text for s in predicted], loss.item()
+    return [s.pred_text for s in predicted], losses["loss_text"]
 
 
 def test_second_turn_answers_come_from_the_first_turn(tiny_llama_dir):

@@ -289,11 +289,11 @@ class LanguageModelDecoder(BaseModule):
         contexts = contexts or [{}] * len(instructions)
         banned_words = banned_words or [None] * len(instructions)
         texts: List[str] = [""] * len(instructions)
+        eos = self.prompt.end_of_response_id
         for rows, adapted in self._request_groups(instructions):
             group = [instructions[i] for i in rows]
             batch = self._assemble([self._prompt_segments(instructions[i], image_embeds[i], **contexts[i])
                                     for i in rows])
-            eos = self.prompt.end_of_response_id
             with self._reading(image_embeds[rows]), self._adapted(adapted):
                 output = self.llm.generate(
                     inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),

@@ -74,7 +74,6 @@ class RequestAdapter(nn.Module):
         self.rank, self.alpha, self.targets = rank, alpha, tuple(targets)
         self.updates = nn.ModuleDict()
         self._active = False
-        self._handles = []
         generator = torch.Generator().manual_seed(seed)
         for index, layer in enumerate(layers):
             for target in self.targets:
@@ -90,7 +89,7 @@ class RequestAdapter(nn.Module):
                 # so a deep copy of the model (an EMA copy, say) calls the copy's adapter.
                 object.__setattr__(module, "_request_adapter", self)
                 object.__setattr__(module, "_request_adapter_key", key)
-                self._handles.append(module.register_forward_hook(_add_update))
+                module.register_forward_hook(_add_update)
 
     @contextmanager
     def active(self):
