@@ -1,5 +1,6 @@
 """The request adapter: low-rank LLM weights used only while a plain request is read, and the
 training phase that trains them alone."""
+import copy
 import os
 from types import SimpleNamespace
 
@@ -90,7 +91,6 @@ def test_training_the_adapter_alone_teaches_requests_and_moves_nothing_else(tiny
 
 def test_a_deep_copy_reads_requests_with_its_own_adapter(tiny_llama_dir):
     """An EMA copy (mmengine deep-copies the model) must apply the copy's adapter weights."""
-    import copy
     seed, g = seed_and_generator()
     decoder = build_decoder(tiny_llama_dir, request_adapter=ADAPTER).eval()
     randomise(decoder.request_adapter, g)
