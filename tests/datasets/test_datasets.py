@@ -321,3 +321,43 @@ def test_text_task_readers_take_image_boxes_from_an_instances_file(coco_files, k
         got = [(i["bbox"], i["ignore_flag"]) for i in info["instances"]]
         assert sorted(got) == sorted(expected) and len(got) >= 2
         assert {i["bbox_label"] for i in info["instances"]} == {-1}
+
+
+def test_coco_instances_reader_names_categories_by_an_attribute(coco_files):
+    import random
+    from visionllm.tasks.detection import DetectionTask
+    root, coco = coco_files
+    colours = ["red", "blue", "green"]
+    rng = np.random.default_rng()
+    for ann in coco["annotations"]:
+        if ann["id"] != 11:  # one object without the attribute
+            ann["attributes"] = dict(colour=str(rng.choice(colours)), size="small")
+    (root / "instances.json").write_text(json.dumps(coco))
+    dataset, caught = _build(dict(type="CocoInstancesDataset", ann_file=str(root / "instances.json"),
+                                  data_prefix=dict(img_path=str(root / "imgs")), task="detection",
+                                  name_attribute="colour"))
+    assert len(caught) == 1 and "no 'colour' attribute: 1" in str(caught[0].message)
+    kind = {7: "dog", 3: "cat"}
+    expected = {f'{a["attributes"]["colour"]} {kind[a["category_id"]]}' for a in coco["annotations"]
+                if "attributes" in a and a["category_id"] in kind}
+    classes = dataset.metainfo["classes"]
+    assert list(classes) == sorted(expected)
+    src = {a["id"]: a for a in coco["annotations"]}
+    seen = 0
+    for i in range(len(dataset)):
+        info = dataset.get_data_info(i)
+        for instance in info["instances"]:
+            ann = src[instance["ann_id"]]
+            assert classes[instance["bbox_label"]] == f'{ann["attributes"]["colour"]} {kind[ann["category_id"]]}'
+            seen += 1
+    assert seen == 6 + 1 + 2 - 1
+    # a detection instruction names the qualified categories, and its targets index into them
+    info = dataset.get_data_info(0)
+    labels = np.asarray([i["bbox_label"] for i in info["instances"] if not i["ignore_flag"]], dtype=np.int64)
+    results = dict(classes=info["classes"], gt_labels=labels,
+                   gt_bboxes=np.zeros((len(labels), 4), np.float32))
+    names_before = [classes[i] for i in labels]
+    instruction, _ = DetectionTask().build(results, random.Random(0), max_categories=6)
+    categories = instruction.categories
+    assert [categories[i] for i in results["gt_labels"]] == names_before
+    assert all(name in instruction.text for name in categories)

@@ -20,26 +20,36 @@ class CocoInstancesDataset(BaseDataset):
     self-intersecting polygon — and images whose file is missing are skipped and counted in one
     warning.
 
+    With ``name_attribute`` (for example ``"colour"``) each object's category becomes
+    ``"<attribute value> <category name>"`` ("red square"), read from the annotation's
+    ``attributes`` dict: the classes are every such name in the file, sorted, with ids 1..N, so
+    detection instructions name attribute-qualified categories and the model must tell them apart
+    by that attribute. Objects without the attribute are skipped and counted. Such ids are the
+    reader's own, so the COCO metric needs a file with these categories to score them.
+
     data_info: ``img_path, img_id, height, width, task, instances=[{bbox (xyxy), bbox_label,
     mask (COCO polygons or RLE), ignore_flag}]``.
     """
 
     def __init__(self, *args, task: str = "detection", filter_empty_gt: bool = False,
-                 check_image_files: bool = True, **kwargs):
+                 check_image_files: bool = True, name_attribute: Optional[str] = None, **kwargs):
         if task not in ("detection", "segmentation"):
             raise ValueError(f"task must be 'detection' or 'segmentation', got {task!r}")
         self.task = task
+        self.name_attribute = name_attribute
         self.filter_empty_gt = filter_empty_gt
         self.check_image_files = check_image_files
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> List[dict]:
         coco = load_annotation(self.ann_file)
+        bad = BadAnnotations(f"{type(self).__name__}({self.ann_file})")
+        if self.name_attribute is not None:
+            coco = self._attribute_categories(coco, bad)
         categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
         cat_to_label = {c["id"]: i for i, c in enumerate(categories)}
         self._metainfo.update(classes=tuple(c["name"] for c in categories), cat_ids=tuple(cat_to_label),
                               task=self.task)
-        bad = BadAnnotations(f"{type(self).__name__}({self.ann_file})")
         anns_by_image = {}
         for ann in coco.get("annotations", []):
             anns_by_image.setdefault(ann["image_id"], []).append(ann)
@@ -70,6 +80,22 @@ class CocoInstancesDataset(BaseDataset):
         info = super().get_data_info(idx)
         info["classes"] = self.metainfo["classes"]
         return info
+
+    def _attribute_categories(self, coco: dict, bad: BadAnnotations) -> dict:
+        """``coco`` with one category per (attribute value, category) pair that occurs in it."""
+        kind_of = {c["id"]: c["name"] for c in coco.get("categories", [])}
+        named = []
+        for ann in coco.get("annotations", []):
+            value = (ann.get("attributes") or {}).get(self.name_attribute)
+            if not isinstance(value, str) or not value.strip():
+                bad.skip(f"no {self.name_attribute!r} attribute", example=ann.get("id"))
+            elif ann.get("category_id") not in kind_of:
+                bad.skip("unknown category id", example=ann.get("id"))
+            else:
+                named.append((ann, f"{value.strip()} {kind_of[ann['category_id']]}"))
+        id_of = {name: i + 1 for i, name in enumerate(sorted({name for _, name in named}))}
+        return dict(coco, categories=[dict(id=i, name=name) for name, i in id_of.items()],
+                    annotations=[dict(ann, category_id=id_of[name]) for ann, name in named])
 
     def _parse_instance(self, ann: dict, img: dict, cat_to_label: dict, bad: BadAnnotations) -> Optional[dict]:
         if ann.get("category_id") not in cat_to_label:
