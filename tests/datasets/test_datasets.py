@@ -338,8 +338,11 @@ def test_coco_instances_reader_names_categories_by_an_attribute(coco_files):
                                   name_attribute="colour"))
     assert len(caught) == 1 and "no 'colour' attribute: 1" in str(caught[0].message)
     kind = {7: "dog", 3: "cat"}
-    expected = {f'{a["attributes"]["colour"]} {kind[a["category_id"]]}' for a in coco["annotations"]
-                if "attributes" in a and a["category_id"] in kind}
+
+    def qualified(ann):
+        return f'{ann["attributes"]["colour"]} {kind[ann["category_id"]]}'
+
+    expected = {qualified(a) for a in coco["annotations"] if "attributes" in a and a["category_id"] in kind}
     classes = dataset.metainfo["classes"]
     assert list(classes) == sorted(expected)
     src = {a["id"]: a for a in coco["annotations"]}
@@ -347,8 +350,7 @@ def test_coco_instances_reader_names_categories_by_an_attribute(coco_files):
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
         for instance in info["instances"]:
-            ann = src[instance["ann_id"]]
-            assert classes[instance["bbox_label"]] == f'{ann["attributes"]["colour"]} {kind[ann["category_id"]]}'
+            assert classes[instance["bbox_label"]] == qualified(src[instance["ann_id"]])
             seen += 1
     assert seen == 6 + 1 + 2 - 1
     # a detection instruction names the qualified categories, and its targets index into them

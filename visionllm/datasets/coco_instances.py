@@ -82,20 +82,20 @@ class CocoInstancesDataset(BaseDataset):
         return info
 
     def _attribute_categories(self, coco: dict, bad: BadAnnotations) -> dict:
-        """``coco`` with one category per (attribute value, category) pair that occurs in it."""
+        """``coco`` with one category per (attribute value, category) pair that occurs in it.
+        Annotations of an unknown category keep no id, so ``_parse_instance`` skips and counts them."""
         kind_of = {c["id"]: c["name"] for c in coco.get("categories", [])}
         named = []
         for ann in coco.get("annotations", []):
             value = (ann.get("attributes") or {}).get(self.name_attribute)
             if not isinstance(value, str) or not value.strip():
                 bad.skip(f"no {self.name_attribute!r} attribute", example=ann.get("id"))
-            elif ann.get("category_id") not in kind_of:
-                bad.skip("unknown category id", example=ann.get("id"))
             else:
-                named.append((ann, f"{value.strip()} {kind_of[ann['category_id']]}"))
-        id_of = {name: i + 1 for i, name in enumerate(sorted({name for _, name in named}))}
+                kind = kind_of.get(ann.get("category_id"))
+                named.append((ann, None if kind is None else f"{value.strip()} {kind}"))
+        id_of = {name: i + 1 for i, name in enumerate(sorted({name for _, name in named if name}))}
         return dict(coco, categories=[dict(id=i, name=name) for name, i in id_of.items()],
-                    annotations=[dict(ann, category_id=id_of[name]) for ann, name in named])
+                    annotations=[dict(ann, category_id=id_of.get(name)) for ann, name in named])
 
     def _parse_instance(self, ann: dict, img: dict, cat_to_label: dict, bad: BadAnnotations) -> Optional[dict]:
         if ann.get("category_id") not in cat_to_label:
