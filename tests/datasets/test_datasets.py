@@ -252,6 +252,31 @@ def test_multi_task_mixer_ratios_and_determinism():
     assert [concat[i] for i in range(len(concat))] == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2)]
 
 
+def test_multi_task_pipeline_replaces_datasets_pipelines_and_says_so(tmp_path, monkeypatch):
+    from mmengine.registry import init_default_scope
+    from visionllm.datasets import multi_task
+    from visionllm.datasets.shapes import build_split
+    init_default_scope("visionllm")
+    build_split("val", 2, int(np.random.randint(1000)), str(tmp_path))
+    logged = []
+    monkeypatch.setattr(multi_task, "print_log", lambda msg, **kw: logged.append(msg))
+    mixture_pipeline = [dict(type="LoadImageRGB"), dict(type="PackVisionLLMInputs")]
+    own_pipeline = [dict(type="LoadImageRGB"), dict(type="RandomFlipWithText", prob=1.0),
+                    dict(type="PackVisionLLMInputs")]
+    common = dict(type="CocoCaptionDataset", ann_file=str(tmp_path / "annotations" / "captions_val.json"),
+                  data_prefix=dict(img_path=str(tmp_path / "images" / "val")))
+    mix = multi_task.MultiTaskDataset([dict(common), dict(common, pipeline=own_pipeline),
+                                       dict(common, pipeline=mixture_pipeline)], pipeline=mixture_pipeline)
+    assert mix.replaced_pipelines == [1]  # only the dataset whose own, different pipeline was set aside
+    assert len(logged) == 1 and "[1]" in logged[0]
+    for dataset in mix.datasets:
+        assert [type(t).__name__ for t in dataset.pipeline.transforms] == ["LoadImageRGB",
+                                                                          "PackVisionLLMInputs"]
+    logged.clear()
+    multi_task.MultiTaskDataset([dict(common, pipeline=own_pipeline)])
+    assert logged == []  # without a mixture pipeline each dataset keeps its own
+
+
 def test_readers_on_generated_shapes(tmp_path):
     from visionllm.datasets.shapes import build_split
     build_split("val", 4, int(np.random.randint(1000)), str(tmp_path))

@@ -1,8 +1,10 @@
 """Mixing several task datasets: ratio sampling for training, concatenation for evaluation."""
 import bisect
+import logging
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
+from mmengine.logging import print_log
 from torch.utils.data import Dataset
 
 from visionllm.registry import DATASETS
@@ -21,14 +23,22 @@ class MultiTaskDataset(Dataset):
     so a single test loader covers every task and ``MultiTaskMetric`` dispatches by task.
 
     ``pipeline`` (optional) replaces the pipeline of every dataset given as a config dict, so a
-    config can change the training transforms without repeating its dataset list.
+    config can change the training transforms without repeating its dataset list. A dataset's
+    own, different pipeline is then not used: the datasets concerned are logged
+    (``replaced_pipelines`` holds their indices), so an edit to one of them is not silently lost.
     """
 
     def __init__(self, datasets: Sequence[Union[dict, Dataset]], ratios: Optional[Sequence[float]] = None,
                  length: Optional[int] = None, seed: int = 0, lazy_init: bool = False,
                  pipeline: Optional[Sequence[dict]] = None):
+        self.replaced_pipelines: List[int] = []
         if pipeline is not None:
+            self.replaced_pipelines = [i for i, d in enumerate(datasets) if isinstance(d, dict)
+                                       and d.get("pipeline") is not None and list(d["pipeline"]) != list(pipeline)]
             datasets = [dict(d, pipeline=list(pipeline)) if isinstance(d, dict) else d for d in datasets]
+            if self.replaced_pipelines:
+                print_log(f"MultiTaskDataset: its pipeline replaces the different pipelines given to datasets "
+                          f"{self.replaced_pipelines}", logger="current", level=logging.WARNING)
         self.datasets: List[Dataset] = [DATASETS.build(d) if isinstance(d, dict) else d for d in datasets]
         if not self.datasets:
             raise ValueError("MultiTaskDataset needs at least one dataset")
