@@ -33,8 +33,9 @@ class MultiTaskDataset(Dataset):
                  pipeline: Optional[Sequence[dict]] = None):
         self.replaced_pipelines: List[int] = []
         if pipeline is not None:
+            pipeline = list(pipeline)
             self.replaced_pipelines = [i for i, d in enumerate(datasets) if isinstance(d, dict)
-                                       and d.get("pipeline") is not None and list(d["pipeline"]) != list(pipeline)]
+                                       and d.get("pipeline") is not None and list(d["pipeline"]) != pipeline]
             datasets = [dict(d, pipeline=list(pipeline)) if isinstance(d, dict) else d for d in datasets]
             if self.replaced_pipelines:
                 print_log(f"MultiTaskDataset: its pipeline replaces the different pipelines given to datasets "
