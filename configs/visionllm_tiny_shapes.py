@@ -36,7 +36,13 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
                  # phase (RequestAdapterPhaseHook): held-out request wordings 41.3 -> 89.3 %, every
                  # other output unchanged (docs/experiments.md, "A request adapter"). A config
                  # without that hook trains them together with everything else, on requests only.
-                 request_adapter=dict(rank=16, alpha=32)))
+                 request_adapter=dict(rank=16, alpha=32)),
+             # For "is <region> left of <region>?" and the like: where the last region lies from the
+             # first, folded by which way the words ask, at the instruction's last word. The shipped
+             # file's was trained alone in the one-run config's relation phase (ModulePhaseHook);
+             # it adds exactly zero until trained and nothing to instructions with fewer than two
+             # regions (docs/experiments.md, "Between regions the fold needs no vocabulary").
+             region_relations=dict(type="RegionRelations"))
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were
 # still negligible after 600 iterations. The relational alignment and the box refinement are

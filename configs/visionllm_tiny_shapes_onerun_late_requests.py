@@ -22,6 +22,7 @@ _request_share = 0.15
 _late_ratios = [r * (1 - _request_share) / 0.97 for r in (0.16, 0.14, 0.2, 0.18, 0.18, 0.03, 0.03, 0.02, 0.03)]
 # the one-run's main hooks (a config list replaces its base's), then the mixture's second phase;
 # the run ended at 16000 iterations, before the one-run's request phase, without a request adapter
+# or region relations
 # (the one-run mixture's last dataset, the request phase's, stays at ratio 0)
 custom_hooks = [
     dict(type="TrainableStateCheckpointHook"),
@@ -32,4 +33,4 @@ custom_hooks = [
                                                   ratios=_late_ratios + [_request_share, 0.0])]),
 ]
 train_cfg = dict(max_iters={{_base_.main_iters}}, val_interval=16001)
-model = dict(task_decoder=dict(request_adapter=None))
+model = dict(task_decoder=dict(request_adapter=None), region_relations=None)

@@ -14,8 +14,9 @@
 _base_ = ["./visionllm_tiny_shapes_onerun.py"]
 
 model = dict(referent_readout=dict(type="ReferentReadout"),
-             # the run ended at 16000 iterations, before the one-run's request phase: no request adapter
-             task_decoder=dict(request_adapter=None))
+             # the run ended at 16000 iterations, before the one-run's request phase: no request
+             # adapter, no region relations
+             task_decoder=dict(request_adapter=None), region_relations=None)
 # zero-initialised maps that start from nothing, like the other read-outs at 10x
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"referent_readout": dict(lr_mult=10.0)}))
 # every 500-iteration checkpoint is kept, so the run can be scored along the way

@@ -133,9 +133,11 @@ def test_referents_candidate_is_the_onerun_recipe_plus_readout_and_more_open_ans
     from visionllm.registry import DATASETS
     cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_referents.py"))
     onerun = load_config(ONERUN)
-    # the run that was made: 16000 iterations, without the request adapter and its phase
-    assert cfg.model.task_decoder.request_adapter is None
+    # the run that was made: 16000 iterations, without the request adapter, the region relations
+    # and their phases
+    assert cfg.model.task_decoder.request_adapter is None and cfg.model.region_relations is None
     cfg.model.task_decoder.request_adapter = onerun.model.task_decoder.request_adapter
+    cfg.model.region_relations = onerun.model.region_relations
     assert {k: v for k, v in cfg.model.items() if k != "referent_readout"} == onerun.model.to_dict()
     assert cfg.model.referent_readout.type == "ReferentReadout"
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.referent_readout.lr_mult == 10.0
@@ -161,10 +163,13 @@ def test_late_requests_config_is_the_onerun_recipe_with_requests_raised_from_the
     onerun = load_config(ONERUN)
     for key in ("train_dataloader", "param_scheduler", "optim_wrapper", "test_dataloader"):
         assert cfg[key] == onerun[key], key
-    # the run that was made: 16000 iterations, without the request adapter and its phase
+    # the run that was made: 16000 iterations, without the request adapter, the region relations
+    # and their phases
     assert cfg.train_cfg.max_iters == onerun.main_iters == 16000
     assert cfg.model.task_decoder.request_adapter is None and onerun.model.task_decoder.request_adapter
+    assert cfg.model.region_relations is None and onerun.model.region_relations
     cfg.model.task_decoder.request_adapter = onerun.model.task_decoder.request_adapter
+    cfg.model.region_relations = onerun.model.region_relations
     assert cfg.model == onerun.model
     assert cfg.custom_hooks[:-1] == onerun.custom_hooks[:3]
     assert cfg.default_hooks.checkpoint.max_keep_ckpts == -1
@@ -198,38 +203,51 @@ def test_benchmark_training_times_one_process_and_data_parallel_processes(in_wor
     assert odd.returncode != 0 and "does not split among 3 processes" in odd.stderr
 
 
-def test_onerun_ends_with_the_request_phase_that_trains_the_adapter_alone():
+def test_onerun_ends_with_the_request_phase_then_the_relation_phase_each_training_its_part_alone():
     from visionllm.apis.runner import load_config
-    from visionllm.engine import MixtureScheduleHook, RequestAdapterPhaseHook
+    from visionllm.engine import MixtureScheduleHook, ModulePhaseHook, RequestAdapterPhaseHook
     from visionllm.registry import HOOKS
     cfg = load_config(ONERUN)
-    main, phase = cfg.main_iters, cfg.request_phase_iters
-    assert cfg.train_cfg.max_iters == main + phase and phase > 0
-    assert max(s.end for s in cfg.param_scheduler) == main  # the schedule ends where the phase begins
+    main, requests, relations = cfg.main_iters, cfg.request_phase_iters, cfg.relation_phase_iters
+    assert cfg.train_cfg.max_iters == main + requests + relations and requests > 0 and relations > 0
+    assert max(s.end for s in cfg.param_scheduler) == main  # the schedule ends where the phases begin
     hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
     mixture = [h for h in hooks if isinstance(h, MixtureScheduleHook)]
     adapter = [h for h in hooks if isinstance(h, RequestAdapterPhaseHook)]
-    assert len(mixture) == len(adapter) == 1
-    assert mixture[0].phases == [dict(begin=main, ratios=[0.0] * 10 + [1.0])] and adapter[0].begin == main
-    assert cfg.train_dataloader.dataset.ratios[-1] == 0.0  # the phase's data is not drawn before it
+    relation = [h for h in hooks if type(h) is ModulePhaseHook]
+    assert len(mixture) == len(adapter) == len(relation) == 1
+    region_vqa = [0.0] * len(TRAIN_TASKS)
+    region_vqa[TRAIN_TASKS.index("region_vqa")] = 1.0
+    assert mixture[0].phases == [dict(begin=main, ratios=[0.0] * 10 + [1.0]),
+                                 dict(begin=main + requests, ratios=region_vqa)]
+    assert (adapter[0].begin, adapter[0].end) == (main, main + requests)
+    assert relation[0].module == "region_relations" and relation[0].begin == main + requests
+    assert relation[0].end is None and cfg.model.region_relations.type == "RegionRelations"
+    assert cfg.train_dataloader.dataset.ratios[-1] == 0.0  # the request phase's data is not drawn before it
     assert cfg.train_dataloader.dataset.datasets[-1].composed_share == 0.5
-    assert "task_decoder.request_adapter" in cfg.optim_wrapper.paramwise_cfg.custom_keys
-    # the phase on its own (how the shipped adapter was trained) is the same phase
-    alone = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_request_adapter.py"))
-    assert alone.train_cfg.max_iters == phase and alone.param_scheduler == []
-    assert alone.train_dataloader.dataset.ratios == mixture[0].phases[0]["ratios"]
-    assert alone.train_dataloader.dataset.datasets == cfg.train_dataloader.dataset.datasets
-    (alone_hook,) = [h for h in alone.custom_hooks if h.type == "RequestAdapterPhaseHook"]
-    assert alone_hook.lr == adapter[0].lr and alone_hook.begin == 0
-    assert alone.model == cfg.model
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    assert "task_decoder.request_adapter" in keys and "region_relations" in keys
+    # each phase on its own (how the shipped file's parts were trained) is the same phase
+    for name, phase_iters, ratios, hook in (("request_adapter", requests, mixture[0].phases[0]["ratios"], adapter[0]),
+                                            ("region_relations", relations, region_vqa, relation[0])):
+        alone = load_config(os.path.join(CONFIGS, f"visionllm_tiny_shapes_{name}.py"))
+        assert alone.train_cfg.max_iters == phase_iters and alone.param_scheduler == []
+        assert alone.train_dataloader.dataset.ratios == ratios
+        assert alone.train_dataloader.dataset.datasets == cfg.train_dataloader.dataset.datasets
+        (alone_hook,) = [HOOKS.build(h) for h in alone.custom_hooks if "Phase" in h.type]
+        assert type(alone_hook) is type(hook) and alone_hook.begin == 0
+        assert (alone_hook.module, alone_hook.lr, alone_hook.freeze_rest) == (hook.module, hook.lr, hook.freeze_rest)
+        assert alone.model == cfg.model
 
 
-def test_the_request_phase_moves_the_adapter_and_nothing_else(in_workspace, tmp_path, single_thread):
+@pytest.mark.parametrize("name, part", [("request_adapter", "task_decoder.request_adapter."),
+                                        ("region_relations", "region_relations.")])
+def test_a_phase_on_its_own_moves_its_part_and_nothing_else(in_workspace, tmp_path, single_thread, name, part):
     """Two real iterations of the phase on its own, from the shipped weights."""
     from visionllm.apis.runner import build_runner, load_config
     from visionllm.engine import unwrapped_model
     shipped = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
-    cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_request_adapter.py"),
+    cfg = load_config(os.path.join(CONFIGS, f"visionllm_tiny_shapes_{name}.py"),
                       [f"load_from={shipped}", f"train_cfg.max_iters={ITERS}", f"default_hooks.checkpoint.interval={ITERS}",
                        "default_hooks.logger.interval=1"], work_dir=str(tmp_path))
     runner = build_runner(cfg)
@@ -247,4 +265,4 @@ def test_the_request_phase_moves_the_adapter_and_nothing_else(in_workspace, tmp_
         handle.remove()
     after = model.state_dict()
     moved = {k for k, v in seen["state"].items() if not torch.equal(v, after[k])}
-    assert moved and all(k.startswith("task_decoder.request_adapter.") for k in moved), sorted(moved)[:5]
+    assert moved and all(k.startswith(part) for k in moved), sorted(moved)[:5]

@@ -11,6 +11,7 @@ from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
 from visionllm.models import referent_readout  # noqa: F401  (registers ReferentReadout)
 from visionllm.models import region_readout  # noqa: F401  (registers RegionReadout)
+from visionllm.models import region_relations  # noqa: F401  (registers RegionRelations)
 from visionllm.models.caption_grounding import build_caption_grounding
 from visionllm.models.components import build_optional
 from visionllm.models.llm.embedding_scale import ScaledProjection
@@ -50,6 +51,9 @@ class VisionLLM(BaseModel):
             autocast is already active), which casts at each matmul. None keeps float32.
         referent_readout: registry config of the part that adds to each word of a caption or
             question instruction the image tokens its phrase names (``ReferentReadout``), or None.
+        region_relations: registry config of the part that gives an instruction with two or more
+            ``<region>``s, at its last word, where its last region lies from its first, folded by
+            which way the words ask (``RegionRelations``), or None.
         caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
             may not name a category the model does not detect in the image
             (``CaptionGrounding``: one detection pass per caption first), or None.
@@ -66,7 +70,7 @@ class VisionLLM(BaseModel):
                  freeze_image_tokenizer: bool = False,
                  instruction_relevance: Optional[dict] = dict(type="InstructionRelevance"),  # noqa: B006
                  region_readout: Optional[dict] = dict(type="RegionReadout"),  # noqa: B006
-                 referent_readout: Optional[dict] = None,
+                 referent_readout: Optional[dict] = None, region_relations: Optional[dict] = None,
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  caption_grounding: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
@@ -83,6 +87,8 @@ class VisionLLM(BaseModel):
         self.region_readout = build_optional(region_readout, embed_dims=self.image_tokenizer.embed_dims,
                                              hidden_size=self.task_decoder.hidden_size)
         self.referent_readout = build_optional(referent_readout, hidden_size=self.task_decoder.hidden_size)
+        self.region_relations = build_optional(region_relations, hidden_size=self.task_decoder.hidden_size,
+                                               text_dims=self.image_tokenizer.text_encoder.embed_dims)
         self.caption_grounding = build_caption_grounding(caption_grounding)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
@@ -128,6 +134,8 @@ class VisionLLM(BaseModel):
         if self.referent_readout is not None:
             self.referent_readout(self.image_tokenizer, outputs["embeds"], outputs["llm_embeds"],
                                   outputs["reference_points"], data_samples)
+        if self.region_relations is not None:
+            self.region_relations(self.image_tokenizer, data_samples, outputs["llm_embeds"].dtype)
         return outputs
 
     def _read_regions(self, memory_features: dict, data_samples: List) -> None:

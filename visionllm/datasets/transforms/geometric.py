@@ -1,34 +1,18 @@
 """Resizing and flipping that keep boxes, polygons, regions and text consistent with the image."""
-import re
 from typing import Optional, Sequence, Tuple
 
 import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform
 
+from visionllm.instructions.mirror_words import swap_left_right
 from visionllm.instructions.regions import scale_regions
 from visionllm.registry import TRANSFORMS
 
-_MIRROR_WORDS = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
-                 "lefthand": "righthand", "righthand": "lefthand"}
-_MIRROR_PATTERN = re.compile(r"\b(" + "|".join(_MIRROR_WORDS) + r")\b", re.IGNORECASE)
 # Text fields of the data_info that describe the image and so mirror with it.
 # Sample keys holding text about the image (``history``: a conversation's earlier turns;
 # ``request``: a plain-language request).
 TEXT_KEYS = ("expression", "question", "target_text", "gt_texts", "history", "request")
-
-
-def swap_left_right(text: str) -> str:
-    """Swap "left" and "right" (and -most forms) as whole words, keeping their capitalisation."""
-    def repl(match):
-        word = match.group(0)
-        swapped = _MIRROR_WORDS[word.lower()]
-        if word.isupper():
-            return swapped.upper()
-        if word[0].isupper():
-            return swapped.capitalize()
-        return swapped
-    return _MIRROR_PATTERN.sub(repl, text)
 
 
 def _swap_any(value):

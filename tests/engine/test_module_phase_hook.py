@@ -1,0 +1,70 @@
+"""ModulePhaseHook: phases that train one part of a model each, one after another."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from visionllm.engine import ModulePhaseHook
+
+
+def model_and_runner(max_iters=100):
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.body, model.first, model.second = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 1)
+    groups = [dict(params=list(m.parameters()), lr=2e-4, weight_decay=0.05) for m in (model.body, model.first,
+                                                                                       model.second)]
+    runner = SimpleNamespace(model=model, optim_wrapper=SimpleNamespace(optimizer=torch.optim.AdamW(groups)),
+                             iter=0, max_iters=max_iters)
+    return model, runner
+
+
+def step(model, runner, hooks):
+    for hook in hooks:
+        hook.before_train_iter(runner, 0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    runner.optim_wrapper.optimizer.zero_grad()
+    model.second(model.first(model.body(torch.randn(8, 4)))).square().mean().backward()
+    runner.optim_wrapper.optimizer.step()
+    runner.iter += 1
+    return {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(before[name], p)}
+
+
+def test_two_phases_in_a_row_each_move_their_module_alone():
+    model, runner = model_and_runner()
+    hooks = [ModulePhaseHook("first", begin=10, end=20, lr=1e-3), ModulePhaseHook("second", begin=20, lr=1e-3)]
+    for hook in hooks:
+        hook.before_train(runner)
+    moved = [step(model, runner, hooks) for _ in range(30)]
+    # before any phase the schedule trains everything but the phases' modules (held at rate 0)
+    assert all(m == {"body"} for m in moved[:10]), moved[:10]
+    assert all(m == {"first"} for m in moved[10:20]), moved[10:20]
+    assert all(m == {"second"} for m in moved[20:]), moved[20:]
+    # the second phase unfroze its module, which the first had frozen, and froze the first's
+    assert [p.requires_grad for p in model.second.parameters()] == [True, True]
+    assert not any(p.requires_grad for p in [*model.first.parameters(), *model.body.parameters()])
+
+
+def test_the_rate_is_a_cosine_over_the_phase_and_zero_outside_it():
+    hook = ModulePhaseHook("first", begin=10, end=30, lr=1e-3, eta_min_ratio=0.1)
+    assert hook.rate_at(9, 100) == 0.0 and hook.rate_at(30, 100) == 0.0
+    assert hook.rate_at(10, 100) == pytest.approx(1e-3)
+    assert hook.rate_at(20, 100) == pytest.approx(1e-4 + 0.9e-3 * 0.5)
+    assert hook.rate_at(99, 100) == 0.0
+    assert ModulePhaseHook("first", begin=10, lr=1e-3).rate_at(99, 100) > 0
+
+
+def test_bad_phases_are_refused():
+    with pytest.raises(ValueError, match="end must be an iteration after its begin"):
+        ModulePhaseHook("first", begin=10, end=10, lr=1e-3)
+    with pytest.raises(ValueError, match="begin"):
+        ModulePhaseHook("first", begin=-1, lr=1e-3)
+    model, runner = model_and_runner()
+    with pytest.raises(ValueError, match="needs a model with a part 'third'"):
+        ModulePhaseHook("third", begin=0, lr=1e-3).before_train(runner)
+    model.third = None  # a config that leaves the part out
+    with pytest.raises(ValueError, match="needs a model with a part 'third'"):
+        ModulePhaseHook("third", begin=0, lr=1e-3).before_train(runner)
+    runner.optim_wrapper.optimizer = torch.optim.AdamW(model.parameters())
+    with pytest.raises(ValueError, match=r"custom_keys\['first'\]"):
+        ModulePhaseHook("first", begin=0, lr=1e-3).before_train(runner)
