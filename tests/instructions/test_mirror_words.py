@@ -3,14 +3,15 @@ import random
 
 from visionllm.instructions.mirror_words import swap_left_right, swap_top_bottom
 
-WORDS = ["left", "Right", "LEFTMOST", "rightmost", "above", "Below", "top", "BOTTOM", "upper", "lower", "topmost",
+WORDS = ["left", "Right", "LEFTMOST", "rightmost", "above", "Below", "top", "BOTTOM", "upper", "lower", "over", "under", "topmost",
          "the", "red", "square", "topic", "cleft", "bottomless", "uppercase", "<region>", "?"]
 
 
 def test_top_bottom_words_swap_as_whole_words_keeping_case():
-    assert swap_top_bottom("Is <region> above the TOP one, below the upper star?") == \
-        "Is <region> below the BOTTOM one, above the lower star?"
-    assert swap_top_bottom("topic bottomless uppercase") == "topic bottomless uppercase"
+    assert swap_top_bottom("Is <region> above the TOP one, below the upper star, Over it?") == \
+        "Is <region> below the BOTTOM one, above the lower star, Under it?"
+    assert swap_top_bottom("topic bottomless uppercase overlap understand") == \
+        "topic bottomless uppercase overlap understand"
     assert swap_top_bottom("the leftmost star") == "the leftmost star"  # the other axis is left alone
 
 

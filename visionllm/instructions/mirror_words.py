@@ -26,7 +26,7 @@ def _swapper(pairs: Dict[str, str]) -> Callable[[str], str]:
 
 
 _swap_x = _swapper({"left": "right", "leftmost": "rightmost", "lefthand": "righthand"})
-_swap_y = _swapper({"above": "below", "top": "bottom", "topmost": "bottommost", "upper": "lower",
+_swap_y = _swapper({"above": "below", "over": "under", "top": "bottom", "topmost": "bottommost", "upper": "lower",
                     "uppermost": "lowermost"})
 
 
@@ -36,6 +36,6 @@ def swap_left_right(text: str) -> str:
 
 
 def swap_top_bottom(text: str) -> str:
-    """Swap above / below, top / bottom, upper / lower (and -most forms) as whole words, keeping
-    their capitalisation."""
+    """Swap above / below, over / under, top / bottom, upper / lower (and -most forms) as whole
+    words, keeping their capitalisation."""
     return _swap_y(text)
