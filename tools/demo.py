@@ -4,8 +4,8 @@
 2. evaluates the shipped checkpoint with tools/test.py on a slice of the val split of every task
    (the full val split: `python tools/test.py CONFIG CHECKPOINT`);
 3. runs the inference API on a few val images, one instruction per task, then a question about a
-   region, a two-turn conversation and plain requests (the model decides the task) on the first
-   image, pictures in outputs/;
+   region, one about where two regions lie from each other, a two-turn conversation and plain
+   requests (the model decides the task) on the first image, pictures in outputs/;
 4. trains a fresh model for a few dozen iterations to show the loss falling, writing a checkpoint.
 """
 import argparse
@@ -84,8 +84,8 @@ def infer(num_images: int) -> None:
             print(f"{image['file_name']} {task:<12} {elapsed:5.2f}s  {_summary(result)[:90]}  -> {osp.relpath(out_file, REPO)}")
     first = coco["images"][0]
     path = osp.join(DATA, "images", "val", first["file_name"])
-    box = next(a["bbox"] for a in coco["annotations"] if a["image_id"] == first["id"])
-    region_and_conversation(inferencer, path, [box[0], box[1], box[0] + box[2], box[1] + box[3]], names)
+    boxes = [a["bbox"] for a in coco["annotations"] if a["image_id"] == first["id"]][:2]
+    region_and_conversation(inferencer, path, [[x, y, x + w, y + h] for x, y, w, h in boxes], names)
     plain_requests(inferencer, path)
 
 
@@ -95,17 +95,22 @@ def _summary(result) -> str:
     return ", ".join(f"{n} {s:.2f}" for n, s in zip(result.names, result.scores) if s >= 0.3) or "-"
 
 
-def region_and_conversation(inferencer, path: str, region: list, names: list) -> None:
-    """A question about one object given as a box, and a follow-up conversation, with pictures."""
+def region_and_conversation(inferencer, path: str, regions: list, names: list) -> None:
+    """A question about one object given as a box, one about where two boxes lie from each other
+    (when the image has two objects), and a follow-up conversation, with pictures."""
     from visionllm.apis.conversation import Conversation
     from visionllm.instructions import format_category_set
 
     stem = osp.splitext(osp.basename(path))[0]
-    instruction = "<image> What colour is <region>?"
-    result = inferencer(path, instruction, regions=[region])
-    out_file = inferencer.visualize(path, result, osp.join(REPO, "outputs", f"{stem}_region.png"))
-    print(f"{osp.basename(path)} {result.task:<12} region {[round(v) for v in region]}: {_summary(result)}  "
-          f"-> {osp.relpath(out_file, REPO)}")
+    questions = [("region", "<image> What colour is <region>?", regions[:1])]
+    if len(regions) > 1:
+        questions.append(("relation", "<image> Is <region> left of <region>?", regions[:2]))
+    for name, instruction, boxes in questions:
+        result = inferencer(path, instruction, regions=boxes)
+        out_file = inferencer.visualize(path, result, osp.join(REPO, "outputs", f"{stem}_{name}.png"))
+        where = ", ".join(str([round(v) for v in box]) for box in boxes)
+        print(f"{osp.basename(path)} {result.task:<12} {instruction[8:]!r} regions {where}: {_summary(result)}  "
+              f"-> {osp.relpath(out_file, REPO)}")
     conversation = Conversation(inferencer, path)
     turns = [f"Detect {format_category_set(names)} in <image>. Answer as a list of (c, x1, y1, x2, y2).",
              "How many shapes are there?"]
