@@ -1,12 +1,12 @@
 """RegionRelations: the side read from the words flips exactly with the mirrored words, the folded
 order lands on the last word of two-region instructions only, it adds nothing until trained, and
 it learns relation answers for every wording, the mirrored images' included."""
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from fresh_seed import seed_and_generator
 from tiny_llm import make_sample
 from tiny_model import TINY_TEXT_ENCODER
 from visionllm.instructions.mirror_words import swap_left_right, swap_top_bottom
@@ -21,12 +21,6 @@ HIDDEN = 8
 RELATIONS = {"<image> Is <region> left of <region>?": (0, 1), "<image> Is <region> to the right of <region>?": (0, -1),
              "<image> Is <region> above <region>?": (1, 1), "<image> Is <region> below <region>?": (1, -1),
              "<image> Is <region> at the top compared with <region>?": (1, 1)}
-
-
-def seeded():
-    # Fresh inputs every run; VISIONLLM_TEST_SEED repeats the run a failure message names.
-    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
-    return seed, torch.Generator().manual_seed(seed)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def region_sample(instruction, regions, img_shape=(100, 100)):
 
 
 def test_the_side_flips_sign_exactly_when_its_axis_words_are_mirrored(tokenizer):
-    seed, g = seeded()
+    seed, g = seed_and_generator()
     module = randomised(g)
     questions = list(RELATIONS) + ["<image> Is <region> the same colour as <region>?"]
     with torch.no_grad():
@@ -74,7 +68,7 @@ def test_the_side_flips_sign_exactly_when_its_axis_words_are_mirrored(tokenizer)
 
 
 def test_the_vector_lands_on_the_last_word_of_two_region_instructions_only(tokenizer):
-    seed, g = seeded()
+    seed, g = seed_and_generator()
     module = randomised(g)
     two = "<image> Is <region> left of <region>?"
     free = make_sample("vqa", "<image> How many stars are there?")
@@ -133,7 +127,7 @@ def relation_batch(generator, count):
 def test_it_learns_every_wording_of_the_relation_questions(tokenizer):
     """A fixed random read-out of the last-word vector answers yes / no; training the module alone
     on random boxes gets every wording right on new boxes."""
-    seed, g = seeded()
+    seed, g = seed_and_generator()
     torch.manual_seed(seed)
     module = RegionRelations(HIDDEN, text_dims=32)
     module.init_weights()

@@ -1,8 +1,8 @@
 """The LLM learns to write the canonical forms of a few mixed plain requests exactly."""
-import os
 
 import pytest
 import torch
+from fresh_seed import seed_and_generator
 from tiny_llm import build_decoder, fit_decoder, make_sample
 
 from visionllm.tasks import read_canonical, wrap_request
@@ -22,8 +22,7 @@ REQUESTS = [  # (request, canonical form, task)
 
 
 def test_canonical_forms_of_mixed_requests_are_learnt_exactly(tiny_llama_dir):
-    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
-    g = torch.Generator().manual_seed(seed)
+    seed, g = seed_and_generator()
     samples = [make_sample("request", wrap_request(text), target_text=canonical) for text, canonical, _ in REQUESTS]
     decoder = build_decoder(tiny_llama_dir, lora=LORA, num_slots=2, max_new_tokens=16)
     # One image for all: the request's words alone decide the canonical form.

@@ -193,8 +193,9 @@ class VisionLLM(BaseModel):
             samples = self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
                                                 outputs["class_priors"], self._image_features(outputs))
             _drop_decoder_inputs(samples)  # inputs of the decoder, not predictions
-            for sample in samples:
-                RelationGrounding.restore(sample)
+            if self.relation_grounding is not None:
+                for sample in samples:
+                    RelationGrounding.restore(sample)
             return [_in_float32(sample) for sample in samples]
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 

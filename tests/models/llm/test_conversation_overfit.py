@@ -1,8 +1,8 @@
 """Training with the earlier turns in the prompt: answers that only the history can give."""
-import os
 
 import pytest
 import torch
+from fresh_seed import fresh_seed
 from tiny_llm import build_decoder, fit_decoder, make_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
@@ -47,7 +47,7 @@ def test_second_turn_answers_come_from_the_first_turn(tiny_llama_dir):
     seeds, loss plateau 0.156), so up to three starts (different images and sampling) are
     allowed. A history that does not reach the LLM makes every start fail: two prompts would be
     identical with different answers."""
-    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
+    seed = fresh_seed()
     words = ["apple", "river", "tiger", "cloud"]
     samples = code_word_samples(words)
     attempts = []

@@ -1,9 +1,9 @@
 """LLMTaskDecoder end to end on a tiny random Llama: overfitting every task, checkpoints, passes."""
 import math
-import os
 
 import pytest
 import torch
+from fresh_seed import seed_and_generator
 from tiny_llm import build_decoder, fit_decoder, make_sample
 
 from visionllm.instructions import LocationCodec, format_category_set
@@ -53,9 +53,7 @@ def task_samples(g):
 
 @pytest.fixture(scope="module")
 def trained(single_thread, tiny_llama_dir):
-    # Fresh data every run; VISIONLLM_TEST_SEED repeats the run a failure message names.
-    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
-    g = torch.Generator().manual_seed(seed)
+    seed, g = seed_and_generator()  # fresh data every run
     # LoRA on the MLP too: a random 2-layer model needs the capacity to fit text with a frozen head.
     decoder = build_decoder(tiny_llama_dir, num_slots=5, no_object_weight=0.5, lora=LORA)
     samples = task_samples(g)

@@ -1,11 +1,11 @@
 """The request adapter: low-rank LLM weights used only while a plain request is read, and the
 training phase that trains them alone."""
 import copy
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
+from fresh_seed import seed_and_generator
 from tiny_llm import build_decoder, fit_decoder, make_sample
 
 from visionllm.engine import RequestAdapterPhaseHook
@@ -21,12 +21,6 @@ def request_sample(request, canonical):
 
 def caption_sample(text="two red circles"):
     return make_sample("caption", "<image> Write a short caption for the image.", target_text=text)
-
-
-def seed_and_generator():
-    # Fresh inputs every run; VISIONLLM_TEST_SEED repeats the run a failure message names.
-    seed = int(os.environ.get("VISIONLLM_TEST_SEED", torch.seed() % 2**31))
-    return seed, torch.Generator().manual_seed(seed)
 
 
 def randomise(adapter, generator):
