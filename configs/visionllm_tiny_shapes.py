@@ -43,6 +43,10 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # it adds exactly zero until trained and nothing to instructions with fewer than two
              # regions (docs/experiments.md, "Between regions the fold needs no vocabulary").
              region_relations=dict(type="RegionRelations"),
+             # For "what colour is <region>?", "Describe <region>." and the like: the region's
+             # read-out mapped onto the instruction's last word, where the answer starts. Trained
+             # alone in the one-run config's appearance phase; adds exactly zero until trained.
+             region_appearance=dict(type="RegionAppearance"),
              # "Is the A left of the B?" is answered as "is <region> left of <region>?" about the
              # model's own groundings of A and B (one grounding pass first): on the README's VQA
              # subsets "no" answers 56.7 -> 70.0 % (varied val), 56.2 -> 71.9 % (val_heldout), VQA

@@ -5,7 +5,9 @@
 # requests; then the request phase: 2000 iterations of plain requests alone that train only the
 # request adapter (the LLM's low-rank weights for reading requests; no other task's output moves);
 # then the relation phase: 400 iterations of region questions alone that train only the region
-# relations (visionllm/models/region_relations.py; no instruction with fewer than two regions moves).
+# relations (visionllm/models/region_relations.py; no instruction with fewer than two regions moves);
+# then the appearance phase: 600 iterations of region questions alone that train only the region
+# appearance (visionllm/models/region_appearance.py; no instruction without exactly one region moves).
 # This is the recipe of the shipped checkpoint (docs/training_and_evaluation.md).
 #   python tools/make_shapes.py --out data/shapes_varied --style varied \
 #       --num-train 2000 --num-val 200 --num-heldout 200 --seed 0
@@ -28,7 +30,10 @@ request_phase_iters = 2000
 # The relation phase: relation questions between two regions 47-50 % -> 100 % on every split in
 # 400 iterations (docs/experiments.md, "Between regions the fold needs no vocabulary").
 relation_phase_iters = 400
-max_iters = main_iters + request_phase_iters + relation_phase_iters
+# The appearance phase: colour questions about one region 6-13 % -> 82-93 % on every split in 600
+# iterations (docs/experiments.md, "The region's own token at the answer").
+appearance_phase_iters = 600
+max_iters = main_iters + request_phase_iters + relation_phase_iters + appearance_phase_iters
 warmup_iters = 200
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
 param_scheduler = [
@@ -37,24 +42,29 @@ param_scheduler = [
     dict(type="CosineRestartLR", by_epoch=False, begin=first_cycle_iters, end=main_iters,
          periods=[main_iters - first_cycle_iters], restart_weights=[0.5], eta_min_ratio=0.05),
 ]
-# the rates of the request adapter and the region relations are set by their phase hooks: 0 outside
-# their phases
+# the rates of the request adapter, the region relations and the region appearance are set by their
+# phase hooks: 0 outside their phases
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"task_decoder.request_adapter": dict(lr_mult=1.0),
-                                                     "region_relations": dict(lr_mult=1.0)}))
+                                                     "region_relations": dict(lr_mult=1.0),
+                                                     "region_appearance": dict(lr_mult=1.0)}))
 # The chain's step 1 (tools/pretrain_backbone_shapes.py --iters 2000, batch 16), on the varied data.
-# The mixture's phases and the last two hooks are the request phase (the mixture's last dataset
-# alone, the adapter alone) and the relation phase (region questions alone, the relations alone).
+# The mixture's phases and the last three hooks are the request phase (the mixture's last dataset
+# alone, the adapter alone), the relation phase (region questions alone, the relations alone) and
+# the appearance phase (region questions alone, the appearance alone).
 relation_phase_begin = main_iters + request_phase_iters
-relation_phase_ratios = [0.0] * 6 + [1.0] + [0.0] * 4  # the region questions (r-vqa) alone
+appearance_phase_begin = relation_phase_begin + relation_phase_iters
+region_phase_ratios = [0.0] * 6 + [1.0] + [0.0] * 4  # the region questions (r-vqa) alone
 custom_hooks = [
     dict(type="TrainableStateCheckpointHook"),
     dict(type="ShapeKindPretrainingHook", data_root=varied_root, iters=2000, batch_size=16, lr=1e-3, size=192,
          eval_interval=500, seed=0),
     dict(type="ExtendedScheduleHook"),
     dict(type="MixtureScheduleHook", phases=[dict(begin=main_iters, ratios=[0.0] * 10 + [1.0]),
-                                             dict(begin=relation_phase_begin, ratios=relation_phase_ratios)]),
+                                             dict(begin=relation_phase_begin, ratios=region_phase_ratios)]),
     dict(type="RequestAdapterPhaseHook", begin=main_iters, end=relation_phase_begin, lr=1e-3),
-    dict(type="ModulePhaseHook", module="region_relations", begin=relation_phase_begin, lr=5e-3,
+    dict(type="ModulePhaseHook", module="region_relations", begin=relation_phase_begin,
+         end=appearance_phase_begin, lr=5e-3, freeze_rest=False),
+    dict(type="ModulePhaseHook", module="region_appearance", begin=appearance_phase_begin, lr=1e-2,
          freeze_rest=False),
 ]
 

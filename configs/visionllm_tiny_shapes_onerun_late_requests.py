@@ -33,4 +33,4 @@ custom_hooks = [
                                                   ratios=_late_ratios + [_request_share, 0.0])]),
 ]
 train_cfg = dict(max_iters={{_base_.main_iters}}, val_interval=16001)
-model = dict(task_decoder=dict(request_adapter=None), region_relations=None)
+model = dict(task_decoder=dict(request_adapter=None), region_relations=None, region_appearance=None)

@@ -15,8 +15,8 @@ _base_ = ["./visionllm_tiny_shapes_onerun.py"]
 
 model = dict(referent_readout=dict(type="ReferentReadout"),
              # the run ended at 16000 iterations, before the one-run's request phase: no request
-             # adapter, no region relations
-             task_decoder=dict(request_adapter=None), region_relations=None)
+             # adapter, no region relations, no region appearance
+             task_decoder=dict(request_adapter=None), region_relations=None, region_appearance=None)
 # zero-initialised maps that start from nothing, like the other read-outs at 10x
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"referent_readout": dict(lr_mult=10.0)}))
 # every 500-iteration checkpoint is kept, so the run can be scored along the way

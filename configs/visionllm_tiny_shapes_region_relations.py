@@ -21,4 +21,4 @@ custom_hooks = [
     dict(type="ModulePhaseHook", module="region_relations", begin=0, lr=5e-3, freeze_rest=False),
 ]
 default_hooks = dict(checkpoint=dict(interval=200, max_keep_ckpts=-1))
-train_dataloader = dict(dataset=dict(ratios={{_base_.relation_phase_ratios}}))
+train_dataloader = dict(dataset=dict(ratios={{_base_.region_phase_ratios}}))

@@ -133,11 +133,13 @@ def test_referents_candidate_is_the_onerun_recipe_plus_readout_and_more_open_ans
     from visionllm.registry import DATASETS
     cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_referents.py"))
     onerun = load_config(ONERUN)
-    # the run that was made: 16000 iterations, without the request adapter, the region relations
-    # and their phases
+    # the run that was made: 16000 iterations, without the request adapter, the region parts and
+    # their phases
     assert cfg.model.task_decoder.request_adapter is None and cfg.model.region_relations is None
+    assert cfg.model.region_appearance is None
     cfg.model.task_decoder.request_adapter = onerun.model.task_decoder.request_adapter
     cfg.model.region_relations = onerun.model.region_relations
+    cfg.model.region_appearance = onerun.model.region_appearance
     assert {k: v for k, v in cfg.model.items() if k != "referent_readout"} == onerun.model.to_dict()
     assert cfg.model.referent_readout.type == "ReferentReadout"
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.referent_readout.lr_mult == 10.0
@@ -163,13 +165,15 @@ def test_late_requests_config_is_the_onerun_recipe_with_requests_raised_from_the
     onerun = load_config(ONERUN)
     for key in ("train_dataloader", "param_scheduler", "optim_wrapper", "test_dataloader"):
         assert cfg[key] == onerun[key], key
-    # the run that was made: 16000 iterations, without the request adapter, the region relations
-    # and their phases
+    # the run that was made: 16000 iterations, without the request adapter, the region parts and
+    # their phases
     assert cfg.train_cfg.max_iters == onerun.main_iters == 16000
     assert cfg.model.task_decoder.request_adapter is None and onerun.model.task_decoder.request_adapter
     assert cfg.model.region_relations is None and onerun.model.region_relations
+    assert cfg.model.region_appearance is None and onerun.model.region_appearance
     cfg.model.task_decoder.request_adapter = onerun.model.task_decoder.request_adapter
     cfg.model.region_relations = onerun.model.region_relations
+    cfg.model.region_appearance = onerun.model.region_appearance
     assert cfg.model == onerun.model
     assert cfg.custom_hooks[:-1] == onerun.custom_hooks[:3]
     assert cfg.default_hooks.checkpoint.max_keep_ckpts == -1
@@ -203,33 +207,40 @@ def test_benchmark_training_times_one_process_and_data_parallel_processes(in_wor
     assert odd.returncode != 0 and "does not split among 3 processes" in odd.stderr
 
 
-def test_onerun_ends_with_the_request_phase_then_the_relation_phase_each_training_its_part_alone():
+def test_onerun_ends_with_the_request_relation_and_appearance_phases_each_training_its_part_alone():
     from visionllm.apis.runner import load_config
     from visionllm.engine import MixtureScheduleHook, ModulePhaseHook, RequestAdapterPhaseHook
     from visionllm.registry import HOOKS
     cfg = load_config(ONERUN)
-    main, requests, relations = cfg.main_iters, cfg.request_phase_iters, cfg.relation_phase_iters
-    assert cfg.train_cfg.max_iters == main + requests + relations and requests > 0 and relations > 0
+    main, requests = cfg.main_iters, cfg.request_phase_iters
+    relations, appearance = cfg.relation_phase_iters, cfg.appearance_phase_iters
+    assert cfg.train_cfg.max_iters == main + requests + relations + appearance
+    assert min(requests, relations, appearance) > 0
     assert max(s.end for s in cfg.param_scheduler) == main  # the schedule ends where the phases begin
     hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
     mixture = [h for h in hooks if isinstance(h, MixtureScheduleHook)]
     adapter = [h for h in hooks if isinstance(h, RequestAdapterPhaseHook)]
-    relation = [h for h in hooks if type(h) is ModulePhaseHook]
-    assert len(mixture) == len(adapter) == len(relation) == 1
+    parts = {h.module: h for h in hooks if type(h) is ModulePhaseHook}
+    assert len(mixture) == len(adapter) == 1 and set(parts) == {"region_relations", "region_appearance"}
     region_vqa = [0.0] * len(TRAIN_TASKS)
     region_vqa[TRAIN_TASKS.index("region_vqa")] = 1.0
+    # region questions alone from the relation phase on (the appearance phase keeps them)
     assert mixture[0].phases == [dict(begin=main, ratios=[0.0] * 10 + [1.0]),
                                  dict(begin=main + requests, ratios=region_vqa)]
     assert (adapter[0].begin, adapter[0].end) == (main, main + requests)
-    assert relation[0].module == "region_relations" and relation[0].begin == main + requests
-    assert relation[0].end is None and cfg.model.region_relations.type == "RegionRelations"
+    relation, look = parts["region_relations"], parts["region_appearance"]
+    assert (relation.begin, relation.end) == (main + requests, main + requests + relations)
+    assert (look.begin, look.end) == (main + requests + relations, None)
+    assert cfg.model.region_relations.type == "RegionRelations"
+    assert cfg.model.region_appearance.type == "RegionAppearance"
     assert cfg.train_dataloader.dataset.ratios[-1] == 0.0  # the request phase's data is not drawn before it
     assert cfg.train_dataloader.dataset.datasets[-1].composed_share == 0.5
     keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
-    assert "task_decoder.request_adapter" in keys and "region_relations" in keys
+    assert {"task_decoder.request_adapter", "region_relations", "region_appearance"} <= set(keys)
     # each phase on its own (how the shipped file's parts were trained) is the same phase
     for name, phase_iters, ratios, hook in (("request_adapter", requests, mixture[0].phases[0]["ratios"], adapter[0]),
-                                            ("region_relations", relations, region_vqa, relation[0])):
+                                            ("region_relations", relations, region_vqa, relation),
+                                            ("region_appearance", appearance, region_vqa, look)):
         alone = load_config(os.path.join(CONFIGS, f"visionllm_tiny_shapes_{name}.py"))
         assert alone.train_cfg.max_iters == phase_iters and alone.param_scheduler == []
         assert alone.train_dataloader.dataset.ratios == ratios
@@ -241,7 +252,8 @@ def test_onerun_ends_with_the_request_phase_then_the_relation_phase_each_trainin
 
 
 @pytest.mark.parametrize("name, part", [("request_adapter", "task_decoder.request_adapter."),
-                                        ("region_relations", "region_relations.")])
+                                        ("region_relations", "region_relations."),
+                                        ("region_appearance", "region_appearance.")])
 def test_a_phase_on_its_own_moves_its_part_and_nothing_else(in_workspace, tmp_path, single_thread, name, part):
     """Two real iterations of the phase on its own, from the shipped weights."""
     from visionllm.apis.runner import build_runner, load_config

@@ -11,6 +11,7 @@ from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.models import instruction_relevance  # noqa: F401  (registers InstructionRelevance)
 from visionllm.models import referent_readout  # noqa: F401  (registers ReferentReadout)
 from visionllm.models import region_readout  # noqa: F401  (registers RegionReadout)
+from visionllm.models import region_appearance  # noqa: F401  (registers RegionAppearance)
 from visionllm.models import region_relations  # noqa: F401  (registers RegionRelations)
 from visionllm.models.caption_grounding import build_caption_grounding
 from visionllm.models.relation_grounding import RelationGrounding, build_relation_grounding
@@ -55,6 +56,9 @@ class VisionLLM(BaseModel):
         region_relations: registry config of the part that gives an instruction with two or more
             ``<region>``s, at its last word, where its last region lies from its first, folded by
             which way the words ask (``RegionRelations``), or None.
+        region_appearance: registry config of the part that gives an instruction with exactly one
+            ``<region>``, at its last word, a map of the image token nearest that region
+            (``RegionAppearance``), or None.
         caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
             may not name a category the model does not detect in the image
             (``CaptionGrounding``: one detection pass per caption first), or None.
@@ -76,6 +80,7 @@ class VisionLLM(BaseModel):
                  instruction_relevance: Optional[dict] = dict(type="InstructionRelevance"),  # noqa: B006
                  region_readout: Optional[dict] = dict(type="RegionReadout"),  # noqa: B006
                  referent_readout: Optional[dict] = None, region_relations: Optional[dict] = None,
+                 region_appearance: Optional[dict] = None,
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  caption_grounding: Optional[dict] = None, relation_grounding: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -95,6 +100,8 @@ class VisionLLM(BaseModel):
         self.referent_readout = build_optional(referent_readout, hidden_size=self.task_decoder.hidden_size)
         self.region_relations = build_optional(region_relations, hidden_size=self.task_decoder.hidden_size,
                                                text_dims=self.image_tokenizer.text_encoder.embed_dims)
+        self.region_appearance = build_optional(region_appearance, embed_dims=self.image_tokenizer.embed_dims,
+                                                hidden_size=self.task_decoder.hidden_size)
         self.caption_grounding = build_caption_grounding(caption_grounding)
         self.relation_grounding = build_relation_grounding(relation_grounding)
         self.tokenizer_loss_weight = tokenizer_loss_weight
@@ -143,6 +150,9 @@ class VisionLLM(BaseModel):
                                   outputs["reference_points"], data_samples)
         if self.region_relations is not None:
             self.region_relations(self.image_tokenizer, data_samples, outputs["llm_embeds"].dtype)
+        if self.region_appearance is not None:
+            self.region_appearance(outputs["embeds"], outputs["reference_points"], data_samples,
+                                   outputs["llm_embeds"].dtype)
         return outputs
 
     def _read_regions(self, memory_features: dict, data_samples: List) -> None:
