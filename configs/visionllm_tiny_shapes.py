@@ -48,11 +48,12 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # alone in the one-run config's appearance phase; adds exactly zero until trained.
              region_appearance=dict(type="RegionAppearance"),
              # "Is the A left of the B?" is answered as "is <region> left of <region>?" about the
-             # model's own groundings of A and B (one grounding pass first): on the README's VQA
-             # subsets "no" answers 56.7 -> 70.0 % (varied val), 56.2 -> 71.9 % (val_heldout), VQA
-             # 54.7 -> 58.0 and 52.7 -> 55.3 % (docs/experiments.md, "Named objects through the
-             # model's own grounding").
-             relation_grounding=dict())
+             # model's own groundings of A and B, "what color is the A?" as "what colour is
+             # <region>?" about A's (one grounding pass first): on the README's VQA subsets "no"
+             # answers 56.7 -> 70.0 % (varied val), 56.2 -> 71.9 % (val_heldout) with relations
+             # (docs/experiments.md, "Named objects through the model's own grounding"); colour
+             # questions, "Colour questions about named objects".
+             question_grounding=dict())
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were
 # still negligible after 600 iterations. The relational alignment and the box refinement are

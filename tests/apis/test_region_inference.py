@@ -112,13 +112,13 @@ def test_cli_region_flags(config, inferencer, large_image, tiny_workspace, tmp_p
         assert run.returncode == 2 and message in run.stderr.strip().splitlines()[-1], run.stderr
 
 
-def test_a_relation_answered_through_grounding_shows_the_boxes_it_compared():
+def test_a_question_answered_through_grounding_shows_the_boxes_it_asked_about():
     from mmdet.structures import DetDataSample
 
     from visionllm.apis.inferencer import VisionLLMInferencer
     sample = DetDataSample()
     boxes = [[10.0, 20.0, 30.0, 40.0], [50.0, 5.0, 90.0, 45.0]]
-    sample.set_metainfo(dict(relation_boxes=boxes))
+    sample.set_metainfo(dict(grounded_boxes=boxes))
     sample.pred_text = "yes"
     description = dict(task="vqa", instruction="<image> Is the red star left of the blue circle?", categories=[])
     result = VisionLLMInferencer._to_result(sample, description, (100, 120))

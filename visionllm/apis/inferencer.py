@@ -24,8 +24,9 @@ class VisionLLMResult:
     ``categories`` (the instruction's own category list) and ``names`` spell them out.
     ``polygons`` ``[n, K, 2]`` and ``masks`` ``[n, H, W]`` are filled for segmentation,
     ``text`` for captioning and VQA; ``regions`` ``[R, 4]`` are the instruction's input regions
-    (pixels of the input image, placeholder order), for a relation question answered through
-    the model's own grounding (``relation_grounding``) the two grounded boxes it compared, or None.
+    (pixels of the input image, placeholder order), for a question about named objects answered
+    through the model's own grounding (``question_grounding``) the grounded boxes it asked about,
+    or None.
     """
 
     task: str
@@ -220,8 +221,8 @@ class VisionLLMInferencer:
                 result.masks = masks.detach().cpu().numpy().astype(bool) if torch.is_tensor(masks) else np.asarray(masks, bool)
         if "pred_text" in sample:
             result.text = sample.pred_text
-        if result.regions is None and sample.metainfo.get("relation_boxes") is not None:
-            result.regions = np.asarray(sample.metainfo["relation_boxes"], np.float32).reshape(-1, 4)
+        if result.regions is None and sample.metainfo.get("grounded_boxes") is not None:
+            result.regions = np.asarray(sample.metainfo["grounded_boxes"], np.float32).reshape(-1, 4)
         return result
 
     @property

@@ -14,7 +14,7 @@ from visionllm.models import region_readout  # noqa: F401  (registers RegionRead
 from visionllm.models import region_appearance  # noqa: F401  (registers RegionAppearance)
 from visionllm.models import region_relations  # noqa: F401  (registers RegionRelations)
 from visionllm.models.caption_grounding import build_caption_grounding
-from visionllm.models.relation_grounding import RelationGrounding, build_relation_grounding
+from visionllm.models.question_grounding import QuestionGrounding, build_question_grounding
 from visionllm.models.components import build_optional
 from visionllm.models.llm.embedding_scale import ScaledProjection
 from visionllm.registry import MODELS
@@ -62,10 +62,10 @@ class VisionLLM(BaseModel):
         caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
             may not name a category the model does not detect in the image
             (``CaptionGrounding``: one detection pass per caption first), or None.
-        relation_grounding: ``dict(tasks=("vqa",))``: at inference a question whether one named
-            thing lies left / right of, above / below another is answered as the region question
-            about the two things' grounded boxes (``RelationGrounding``: one grounding pass for
-            both names first), or None.
+        question_grounding: ``dict(tasks=("vqa",))``: at inference a question whether one named
+            thing lies left / right of, above / below another, or what colour a named thing is,
+            is answered as the region question about the things' grounded boxes
+            (``QuestionGrounding``: one grounding pass for all names first), or None.
 
     The token class prior is part of the architecture: each image token's name logits (the
     tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
@@ -82,7 +82,7 @@ class VisionLLM(BaseModel):
                  referent_readout: Optional[dict] = None, region_relations: Optional[dict] = None,
                  region_appearance: Optional[dict] = None,
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
-                 caption_grounding: Optional[dict] = None, relation_grounding: Optional[dict] = None,
+                 caption_grounding: Optional[dict] = None, question_grounding: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
@@ -103,7 +103,7 @@ class VisionLLM(BaseModel):
         self.region_appearance = build_optional(region_appearance, embed_dims=self.image_tokenizer.embed_dims,
                                                 hidden_size=self.task_decoder.hidden_size)
         self.caption_grounding = build_caption_grounding(caption_grounding)
-        self.relation_grounding = build_relation_grounding(relation_grounding)
+        self.question_grounding = build_question_grounding(question_grounding)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:
@@ -186,8 +186,8 @@ class VisionLLM(BaseModel):
     def _forward(self, inputs: Dict[str, torch.Tensor], data_samples: List, mode: str):
         if mode == "predict" and self.caption_grounding is not None:
             self._ground_captions(inputs, data_samples)
-        if mode == "predict" and self.relation_grounding is not None:
-            self._ground_relations(inputs, data_samples)
+        if mode == "predict" and self.question_grounding is not None:
+            self._ground_questions(inputs, data_samples)
         outputs = self._tokenize(inputs["images"], inputs["image_masks"], data_samples)
         if mode == "tensor":
             return outputs
@@ -203,9 +203,9 @@ class VisionLLM(BaseModel):
             samples = self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
                                                 outputs["class_priors"], self._image_features(outputs))
             _drop_decoder_inputs(samples)  # inputs of the decoder, not predictions
-            if self.relation_grounding is not None:
+            if self.question_grounding is not None:
                 for sample in samples:
-                    RelationGrounding.restore(sample)
+                    QuestionGrounding.restore(sample)
             return [_in_float32(sample) for sample in samples]
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
 
@@ -221,18 +221,21 @@ class VisionLLM(BaseModel):
         for i, detected in zip(rows, detections):
             data_samples[i].set_metainfo(dict(banned_words=self.caption_grounding.absent_words(detected)))
 
-    def _ground_relations(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
-        """Ground the two names of each relation question, then make it the region question about
-        their boxes (``RelationGrounding``)."""
-        rows = self.relation_grounding.rows(data_samples)
+    def _ground_questions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
+        """Ground the names of each question about named objects, then make it the region question
+        about their boxes (``QuestionGrounding``)."""
+        rows = self.question_grounding.rows(data_samples)
         if not rows:
             return
-        index = [i for i, _ in rows for _ in range(2)]
-        grounding = [self.relation_grounding.grounding_sample(data_samples[i], name)
-                     for i, (first, _, second) in rows for name in (first, second)]
+        index = [i for i, question in rows for _ in question.names]
+        grounding = [self.question_grounding.grounding_sample(data_samples[i], name)
+                     for i, question in rows for name in question.names]
         grounded = self._forward({key: value[index] for key, value in inputs.items()}, grounding, "predict")
-        for k, (i, relation) in enumerate(rows):
-            self.relation_grounding.region_question(data_samples[i], relation, grounded[2 * k:2 * k + 2])
+        start = 0
+        for i, question in rows:
+            end = start + len(question.names)
+            self.question_grounding.region_question(data_samples[i], question, grounded[start:end])
+            start = end
 
     def init_weights(self):
         # mmengine's init_weights walks every child that has one; Hugging Face models have one

@@ -1,0 +1,160 @@
+"""Questions about named objects answered through the model's own grounding
+(visionllm.models.question_grounding): which questions, their grounding samples, the region
+question they become, and the whole model's two passes."""
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.structures import InstanceData
+
+from mmdet.structures import DetDataSample
+from visionllm.models.question_grounding import (GroundedQuestion, QuestionGrounding, build_question_grounding,
+                                                 read_question, read_relation)
+from visionllm.tasks import read_instruction, task_of_instruction
+
+
+def _sample(instruction, **meta):
+    sample = DetDataSample()
+    sample.set_metainfo(dict(instruction=instruction, img_shape=(64, 96), scale_factor=(0.5, 0.25), **meta))
+    return sample
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("is the orange star to the left of the pink circle?", ("the orange star", "left", "the pink circle")),
+    ("Is the orange star left of the pink circle?", ("the orange star", "left", "the pink circle")),
+    ("is the big red square on the left side of the blue circle?", ("the big red square", "left", "the blue circle")),
+    ("is the star on the right hand side of the dark-blue circle ?", ("the star", "right", "the dark-blue circle")),
+    ("is the star above the circle?", ("the star", "above", "the circle")),
+    ("Is the star Under the small circle?", ("the star", "under", "the small circle")),
+    ("is the star on the left or on the right?", None),
+    ("is the star on the left side of the image?", None),
+    ("how many stars are there left of the circle?", None),
+    ("is there a red star?", None),
+])
+def test_relations_are_read_from_the_question(question, expected):
+    assert read_relation(question) == expected
+    assert read_relation(f"<image> Answer the question: {question}") == expected
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("is the orange star to the left of the pink circle?",
+     GroundedQuestion(("the orange star", "the pink circle"), "is <region> left of <region>?")),
+    ("is the star below the circle?", GroundedQuestion(("the star", "the circle"), "is <region> below <region>?")),
+    ("what color is the star?", GroundedQuestion(("the star",), "what colour is <region>?")),
+    ("What colour is the big hexagon ?", GroundedQuestion(("the big hexagon",), "what colour is <region>?")),
+    ("which color does the small star have?", GroundedQuestion(("the small star",), "what colour is <region>?")),
+    ("what is the colour of the diamond?", GroundedQuestion(("the diamond",), "what colour is <region>?")),
+    ("the square is what color?", GroundedQuestion(("the square",), "what colour is <region>?")),
+    ("what color is the image?", None),
+    ("what colour are the stars?", None),
+    ("how many red stars are there?", None),
+    ("is there a red star?", None),
+])
+def test_what_a_question_is_answered_as(question, expected):
+    assert read_question(question) == expected
+    assert read_question(f"<image> Answer the question: {question}") == expected
+
+
+def test_only_questions_about_named_objects_are_grounded_and_each_name_gets_a_grounding_sample():
+    grounding = build_question_grounding(dict())
+    assert build_question_grounding(None) is None
+    samples = [_sample("<image> Answer the question: is the red star left of the blue circle?"),
+               _sample("<image> Answer the question: how many stars are there?"),
+               _sample('Find "the star left of the circle" in <image> and give (c, x1, y1, x2, y2).'),
+               _sample("<image> Write a short caption for the image."),
+               _sample("<image> Answer the question: what color is the star?")]
+    rows = grounding.rows(samples)
+    assert rows == [(0, GroundedQuestion(("the red star", "the blue circle"), "is <region> left of <region>?")),
+                    (4, GroundedQuestion(("the star",), "what colour is <region>?"))]
+    ground = grounding.grounding_sample(samples[0], "the red star")
+    understood = read_instruction(ground.instruction)
+    assert understood.task == "grounding" and understood.categories == ["the red star"] == ground.categories
+    assert ground.output_format == ("cls", "x1", "y1", "x2", "y2") and ground.history is None
+    assert samples[0].instruction.endswith("circle?")  # the asked sample is left as it was
+
+
+def _grounded(boxes, scores):
+    sample = DetDataSample()
+    sample.pred_instances = InstanceData(bboxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                         scores=torch.as_tensor(scores, dtype=torch.float32))
+    return sample
+
+
+@pytest.mark.parametrize("asked", ["to the left of", "right of", "above"])
+def test_the_question_becomes_the_region_question_about_the_best_boxes(asked):
+    original = f"<image> Answer the question: is the star {asked} the circle?"
+    sample = _sample(original)
+    first = _grounded([[0, 0, 10, 10], [20, 40, 60, 80]], [0.2, 0.9])  # the better box is the second
+    second = _grounded([[100, 8, 140, 8]], [0.5])  # no height: still a region with an area
+    QuestionGrounding.region_question(sample, read_question(original), [first, second])
+    assert task_of_instruction(sample.instruction).name == "region_vqa"
+    assert f"is <region> {asked.replace('to the ', '')} <region>?" in sample.instruction
+    assert sample.grounded_boxes == [[20, 40, 60, 80], [100, 8, 140, 9]]  # pixels of the input image
+    assert sample.regions == [[10, 10, 30, 20], [50, 2, 70, 2.25]]  # pixels of img_shape (scale_factor)
+    QuestionGrounding.restore(sample)
+    assert sample.instruction == original and sample.regions is None
+
+
+def test_a_colour_question_becomes_the_region_colour_question_about_the_best_box():
+    original = "<image> Answer the question: what color is the star?"
+    sample = _sample(original)
+    QuestionGrounding.region_question(sample, read_question(original),
+                                      [_grounded([[0, 0, 10, 10], [20, 40, 60, 80]], [0.9, 0.3])])
+    assert task_of_instruction(sample.instruction).name == "region_vqa"
+    assert "what colour is <region>?" in sample.instruction
+    assert sample.grounded_boxes == [[0, 0, 10, 10]] and sample.regions == [[0, 0, 5, 2.5]]
+    QuestionGrounding.restore(sample)
+    assert sample.instruction == original and sample.regions is None
+
+
+def test_a_name_not_found_leaves_the_question_as_asked():
+    original = "<image> Answer the question: is the star left of the circle?"
+    sample = _sample(original)
+    QuestionGrounding.region_question(sample, read_question(original),
+                                      [_grounded([[0, 0, 10, 10]], [0.9]), _grounded(torch.zeros(0, 4), [])])
+    assert sample.instruction == original and "regions" not in sample.metainfo
+    QuestionGrounding.restore(sample)
+    assert sample.instruction == original
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("asked, names, region_question", [
+    ("<image> Answer the question: is the red star left of the blue circle?", ["the red star", "the blue circle"],
+     "<image> Answer the question: is <region> left of <region>?"),
+    ("<image> Answer the question: what color is the star?", ["the star"],
+     "<image> Answer the question: what colour is <region>?"),
+])
+def test_the_model_grounds_the_names_then_answers_the_region_question(tmp_path, monkeypatch, tiny_llm_dir,
+                                                                       tiny_workspace, asked, names,
+                                                                       region_question):
+    from tiny_model import build_tiny_model
+
+    _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
+                                             question_grounding=dict())
+    model.eval()
+    model.task_decoder.generate_format = False  # untrained: the format comes from the instruction
+    question = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
+    question["data_samples"].set_metainfo(dict(instruction=asked))
+    seen = []
+    forward = model._forward
+
+    def spy(inputs, samples, mode):
+        seen.append([s.instruction for s in samples])
+        return forward(inputs, samples, mode)
+    monkeypatch.setattr(model, "_forward", spy)
+    data = model.data_preprocessor(pseudo_collate([question]), False)
+    with torch.no_grad():
+        [result] = model(**data, mode="predict")
+    # one grounding pass for all names, then the question
+    assert [read_instruction(i).categories for i in seen[1]] == [[name] for name in names]
+    assert result.instruction == asked and result.task == "vqa" and len(result.grounded_boxes) == len(names)
+
+    # the answer is the model's answer to the region question about the boxes, asked directly
+    model.question_grounding = None
+    direct = model.data_preprocessor(pseudo_collate([question]), False)
+    w_scale, h_scale = direct["data_samples"][0].metainfo["scale_factor"][:2]
+    direct["data_samples"][0].set_metainfo(dict(
+        instruction=region_question,
+        regions=[[x1 * w_scale, y1 * h_scale, x2 * w_scale, y2 * h_scale] for x1, y1, x2, y2 in result.grounded_boxes]))
+    with torch.no_grad():
+        [answer] = model(**direct, mode="predict")
+    assert answer.pred_text == result.pred_text
