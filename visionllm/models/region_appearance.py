@@ -24,6 +24,7 @@ from torch import nn
 
 from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.instructions.words import word_spans
+from visionllm.models.word_vectors import add_at_last_word
 from visionllm.registry import MODELS
 
 
@@ -75,9 +76,4 @@ class RegionAppearance(nn.Module):
         weight = self.map[0].weight
         vectors = self.map(image_tokens[rows, nearest].to(weight.dtype))
         for i, vector in zip(rows, vectors):
-            sample = data_samples[i]
-            words = vector.new_zeros(len(word_spans(sample.instruction)), vector.shape[-1])
-            words[-1] = vector
-            if dtype is not None:
-                words = words.to(dtype)
-            sample.referent_embeds = words + sample.referent_embeds if "referent_embeds" in sample else words
+            add_at_last_word(data_samples[i], vector, dtype)

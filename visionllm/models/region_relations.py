@@ -28,6 +28,7 @@ from torch import nn
 from visionllm.instructions.mirror_words import swap_left_right, swap_top_bottom
 from visionllm.instructions.regions import count_regions, regions_of
 from visionllm.instructions.words import word_spans
+from visionllm.models.word_vectors import add_at_last_word
 from visionllm.registry import MODELS
 
 
@@ -81,9 +82,4 @@ class RegionRelations(nn.Module):
         order = torch.stack(orders).to(self.out.weight)
         vectors = self.out(order * self.sides(image_tokenizer.text_encoder, [s.instruction for s in rows]))
         for sample, vector in zip(rows, vectors):
-            words = torch.zeros(len(word_spans(sample.instruction)), vector.shape[-1],
-                                dtype=vector.dtype, device=vector.device)
-            words[-1] = vector
-            if dtype is not None:
-                words = words.to(dtype)
-            sample.referent_embeds = words + sample.referent_embeds if "referent_embeds" in sample else words
+            add_at_last_word(sample, vector, dtype)
