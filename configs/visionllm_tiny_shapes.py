@@ -16,6 +16,8 @@ train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=ma
 # are no ImageNet weights). Its norm statistics come from 16-image batches; 2-image batches would
 # only add noise, so the norm layers stay frozen and the body learns 10x slower than the new layers.
 shapes_classes = ["circle", "square", "triangle", "star", "hexagon", "diamond"]
+# The colour words of both shapes styles (the words "what colour is <region>?" is answered with).
+shapes_colours = ["red", "green", "blue", "yellow", "purple", "orange", "pink", "brown", "white", "black"]
 model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # A caption may not name a kind of shape the model's own detector does not find
              # (score >= 0.5) in the image: on the README's 100 caption images CHAIR_s 74 -> 26 %
@@ -52,8 +54,10 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # <region>?" about A's (one grounding pass first): on the README's VQA subsets "no"
              # answers 56.7 -> 70.0 % (varied val), 56.2 -> 71.9 % (val_heldout) with relations
              # (docs/experiments.md, "Named objects through the model's own grounding"); colour
-             # questions, "Colour questions about named objects".
-             question_grounding=dict())
+             # questions, "Colour questions about named objects". "Is there a red circle?" is
+             # answered "yes" only when the region colour and shape answers about the grounding of
+             # "the red circle" are red and circle ("Presence questions by composition").
+             question_grounding=dict(colours=shapes_colours, kinds=shapes_classes))
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were
 # still negligible after 600 iterations. The relational alignment and the box refinement are

@@ -1,14 +1,17 @@
 """Questions about named objects answered through the model's own grounding
 (visionllm.models.question_grounding): which questions, their grounding samples, the region
 question they become, and the whole model's two passes."""
+import os
+
 import pytest
 import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.structures import InstanceData
 
 from mmdet.structures import DetDataSample
-from visionllm.models.question_grounding import (GroundedQuestion, QuestionGrounding, build_question_grounding,
-                                                 read_question, read_relation)
+from visionllm.models.question_grounding import (GroundedQuestion, QuestionGrounding, answer_words,
+                                                 build_question_grounding, read_presence, read_question,
+                                                 read_relation)
 from visionllm.tasks import read_instruction, task_of_instruction
 
 
@@ -52,6 +55,40 @@ def test_relations_are_read_from_the_question(question, expected):
 def test_what_a_question_is_answered_as(question, expected):
     assert read_question(question) == expected
     assert read_question(f"<image> Answer the question: {question}") == expected
+
+
+COLOURS, KINDS = ("red", "blue"), ("circle", "star")
+RED_CIRCLE = GroundedQuestion(("the red circle",), None, (("what colour is <region>?", "red"),
+                                                          ("what shape is <region>?", "circle")))
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("is there a red circle?", ("red", "circle")),
+    ("Is there a red circle in the image ?", ("red", "circle")),
+    ("are there any blue stars?", ("blue", "star")),
+    ("do you see a red shape?", ("red", "shape")),
+    ("can you find any blue things in this picture?", ("blue", "thing")),
+    ("does the image contain a red object?", ("red", "object")),
+    ("is a blue circle visible?", ("blue", "circle")),
+    ("is there a green circle?", None),  # not a colour the model names
+    ("is there a red hexagon?", None),  # not a kind the model names
+    ("is there a circle?", None),
+    ("is there a big red circle?", None),
+    ("is the red circle left of the blue star?", None),
+    ("how many red circles are there?", None),
+])
+def test_presence_questions_are_read_with_the_models_words(question, expected):
+    assert read_presence(question, COLOURS, KINDS) == expected
+    assert read_presence(f"<image> Answer the question: {question}", COLOURS, KINDS) == expected
+
+
+def test_a_presence_question_checks_the_colour_and_the_kind_or_only_the_colour_for_a_hypernym():
+    grounding = build_question_grounding(dict(colours=COLOURS, kinds=KINDS))
+    assert grounding.read("is there a red circle?") == RED_CIRCLE
+    assert grounding.read("are there any blue shapes?") == GroundedQuestion(
+        ("the blue shape",), None, (("what colour is <region>?", "blue"),))
+    assert grounding.read("what color is the star?") == read_question("what color is the star?")
+    assert build_question_grounding(dict()).read("is there a red circle?") is None  # no words: as asked
 
 
 def test_only_questions_about_named_objects_are_grounded_and_each_name_gets_a_grounding_sample():
@@ -116,6 +153,41 @@ def test_a_name_not_found_leaves_the_question_as_asked():
     assert sample.instruction == original
 
 
+def test_a_presence_question_asks_each_check_about_the_best_box_and_composes_the_answer():
+    original = "<image> Answer the question: is there a red circle?"
+    sample = _sample(original)
+    checks = QuestionGrounding.region_question(sample, RED_CIRCLE, [_grounded([[0, 0, 10, 10], [20, 40, 60, 80]],
+                                                                              [0.3, 0.9])])
+    assert sample.instruction == original and sample.grounded_boxes == [[20, 40, 60, 80]]  # asked as is
+    assert [c.instruction for c in checks] == ["<image> Answer the question: what colour is <region>?",
+                                              "<image> Answer the question: what shape is <region>?"]
+    assert all(c.regions == [[10, 10, 30, 20]] for c in checks)
+    for colour, kind, expected in [("Red", "circle.", "yes"), ("red", "star", "no"), ("blue", "circle", "no")]:
+        checks[0].pred_text, checks[1].pred_text = colour, kind
+        QuestionGrounding.compose(sample, RED_CIRCLE, checks)
+        sample.pred_text = "the LLM's own answer"
+        QuestionGrounding.restore(sample)
+        assert sample.pred_text == expected and sample.instruction == original
+
+
+def test_a_presence_question_whose_thing_is_not_found_is_answered_no():
+    sample = _sample("<image> Answer the question: is there a red circle?")
+    assert QuestionGrounding.region_question(sample, RED_CIRCLE, [_grounded(torch.zeros(0, 4), [])]) == []
+    sample.pred_text = "yes"
+    QuestionGrounding.restore(sample)
+    assert sample.pred_text == "no"
+
+
+def test_the_shipped_config_reads_presence_with_the_data_words():
+    from mmengine.config import Config
+    from repo_paths import REPO
+    from visionllm.datasets.shape_colours import COLOUR_NAMES
+    from visionllm.datasets.shapes import COLOURS as CLASSIC_COLOURS, SHAPE_KINDS
+    words = Config.fromfile(os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")).model.question_grounding
+    assert set(words.colours) == set(CLASSIC_COLOURS) | set(COLOUR_NAMES)
+    assert tuple(words.kinds) == SHAPE_KINDS
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("asked, names, region_question", [
     ("<image> Answer the question: is the red star left of the blue circle?", ["the red star", "the blue circle"],
@@ -158,3 +230,47 @@ def test_the_model_grounds_the_names_then_answers_the_region_question(tmp_path, 
     with torch.no_grad():
         [answer] = model(**direct, mode="predict")
     assert answer.pred_text == result.pred_text
+
+
+@pytest.mark.slow
+def test_the_model_answers_a_presence_question_from_its_region_answers_about_the_grounded_box(
+        tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
+    from tiny_model import build_tiny_model
+
+    _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
+                                             question_grounding=dict(colours=["red"], kinds=["star"]))
+    model.eval()
+    model.task_decoder.generate_format = False  # untrained: the format comes from the instruction
+    question = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
+    asked = "<image> Answer the question: is there a red star?"
+    question["data_samples"].set_metainfo(dict(instruction=asked))
+    passes = []
+    forward = model._forward
+
+    def spy(inputs, samples, mode):
+        instructions = [s.instruction for s in samples]
+        outputs = forward(inputs, samples, mode)
+        passes.append((instructions, outputs))  # inner passes finish first
+        return outputs
+    monkeypatch.setattr(model, "_forward", spy)
+
+    def answer():
+        passes.clear()
+        data = model.data_preprocessor(pseudo_collate([question]), False)
+        with torch.no_grad():
+            [result] = model(**data, mode="predict")
+        return result
+
+    result = answer()
+    (grounding, _), (checks, answered), (main, _) = passes
+    assert [read_instruction(i).categories for i in grounding] == [["the red star"]]
+    assert checks == ["<image> Answer the question: what colour is <region>?",
+                      "<image> Answer the question: what shape is <region>?"]
+    assert main == [asked] and result.instruction == asked and len(result.grounded_boxes) == 1
+    said = [answer_words(a.pred_text) for a in answered]
+    assert result.pred_text == ("yes" if said == ["red", "star"] else "no")
+
+    # the same checks expecting what the model said: "yes"
+    expecting_said = GroundedQuestion(("the red star",), None, tuple(zip([c.split(": ")[1] for c in checks], said)))
+    monkeypatch.setattr(model.question_grounding, "read", lambda text: expecting_said if text == asked else None)
+    assert answer().pred_text == "yes"

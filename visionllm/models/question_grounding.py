@@ -8,7 +8,14 @@ region appearance reads one (``RegionAppearance``). Before such a question is an
 therefore grounds each name (the grounding task's evaluation phrasing, one extra pass of the
 tokenizer and the decoder for all names of a batch), and the question is answered as the region
 question about the best boxes: "is <region> left of <region>?" or "what colour is <region>?".
-Other questions are answered as asked.
+
+"Is there a red circle?" is answered by composition: "the red circle" is grounded, the region
+questions "what colour is <region>?" and "what shape is <region>?" are asked about its best box
+(one more pass for all such questions of a batch), and the answer is "yes" only when each gets
+the asked word ("no" also when nothing is found). A hypernym ("is there a red shape?") checks the
+colour only. Colours and kinds are words of the model's vocabulary (``QuestionGrounding``'s
+``colours`` and ``kinds``); a presence question about other words is answered as asked, as are
+all other questions.
 """
 import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -16,6 +23,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 from visionllm.tasks import build_instruction, task_of_instruction
+from visionllm.utils.english import plural
 
 _NAME = r"(the [a-z][a-z -]*?)"
 # "is the A (to the | on the) left|right (side) of the B?", "is the A above|below|over|under the B?"
@@ -33,13 +41,27 @@ _COLOURS = (
     re.compile(rf"\bwhich colou?r does {_NAME} have\s*\?", re.IGNORECASE),
     re.compile(rf"(?:^|[:.]\s*|\s){_NAME} is what colou?r\s*\?", re.IGNORECASE),
 )
+# "is there a X?", "are there any Xs?", "do you see / can you find / can you spot a X?", "does the image
+# contain a X?", "is a X visible?"; optionally "in the image / picture / photo"
+_IN_IMAGE = r"(?: in (?:the|this) (?:image|picture|photo))?"
+_PRESENCE = (
+    re.compile(rf"\b(?:is there|are there) (?:an?|any|some) ([a-z ]+?){_IN_IMAGE}\s*\?", re.IGNORECASE),
+    re.compile(rf"\b(?:do you see|can you see|can you find|can you spot) (?:an?|any|some) ([a-z ]+?){_IN_IMAGE}\s*\?",
+               re.IGNORECASE),
+    re.compile(r"\bdoes (?:the|this) (?:image|picture|photo) (?:contain|have|show) (?:an?|any|some) ([a-z ]+?)\s*\?",
+               re.IGNORECASE),
+    re.compile(rf"\bis (?:an?|any) ([a-z ]+?) (?:visible|present|there){_IN_IMAGE}\s*\?", re.IGNORECASE),
+)
+HYPERNYMS = ("shape", "object", "thing")
 
 
 class GroundedQuestion(NamedTuple):
     """The names a question is about, in order, and the region question it is answered as (one
-    ``<region>`` per name)."""
+    ``<region>`` per name); or, with ``checks``, the region questions about the first name's box
+    and the answer each must get for "yes" (``region_question`` is then None)."""
     names: Tuple[str, ...]
-    region_question: str
+    region_question: Optional[str]
+    checks: Tuple[Tuple[str, str], ...] = ()
 
 
 def read_relation(question: str) -> Optional[Tuple[str, str, str]]:
@@ -64,6 +86,22 @@ def read_colour_question(question: str) -> Optional[str]:
     return None
 
 
+def read_presence(question: str, colours: Sequence[str], kinds: Sequence[str],
+                  hypernyms: Sequence[str] = HYPERNYMS) -> Optional[Tuple[str, str]]:
+    """``(colour, kind or hypernym)`` of a question whether there is a thing of a colour and a
+    kind ("is there a red circle?", "are there any red shapes?"), both singular, or None."""
+    nouns = {**{plural(n): n for n in (*kinds, *hypernyms)}, **{n: n for n in (*kinds, *hypernyms)}}
+    for pattern in _PRESENCE:
+        match = pattern.search(question)
+        if match is None:
+            continue
+        words = match.group(1).lower().split()
+        if len(words) == 2 and words[0] in colours and words[1] in nouns:
+            return words[0], nouns[words[1]]
+        return None
+    return None
+
+
 def read_question(question: str) -> Optional[GroundedQuestion]:
     """What ``question`` is answered as through grounding, or None for a question answered as asked."""
     relation = read_relation(question)
@@ -76,16 +114,47 @@ def read_question(question: str) -> Optional[GroundedQuestion]:
     return None
 
 
+def presence_question(colour: str, noun: str, kinds: Sequence[str]) -> GroundedQuestion:
+    """Whether there is a ``colour`` ``noun``, answered by the region questions about the
+    grounding of "the <colour> <noun>": its colour, and its shape when ``noun`` is a kind."""
+    checks = [("what colour is <region>?", colour)]
+    if noun in kinds:
+        checks.append(("what shape is <region>?", noun))
+    return GroundedQuestion((f"the {colour} {noun}",), None, tuple(checks))
+
+
+def answer_words(text: Optional[str]) -> str:
+    """``text`` lower-cased, with everything but letters and spaces dropped: how answers compare."""
+    return re.sub(r"[^a-z ]", "", (text or "").lower()).strip()
+
+
 class QuestionGrounding:
-    """Which samples ask about named objects, their grounding samples, and the region question
+    """Which samples ask about named objects, their grounding samples, and the region question(s)
     each is answered as.
 
     Args:
         tasks: the tasks whose questions are read (by default VQA).
+        colours: colour words the model answers "what colour is <region>?" with; with ``kinds``
+            they enable presence questions by composition (none by default).
+        kinds: kind words the model answers "what shape is <region>?" with.
+        hypernyms: words for any kind ("is there a red shape?" checks the colour only).
     """
 
-    def __init__(self, tasks: Sequence[str] = ("vqa",)):
+    def __init__(self, tasks: Sequence[str] = ("vqa",), colours: Sequence[str] = (), kinds: Sequence[str] = (),
+                 hypernyms: Sequence[str] = HYPERNYMS):
         self.tasks = tuple(tasks)
+        self.colours = tuple(colours)
+        self.kinds = tuple(kinds)
+        self.hypernyms = tuple(hypernyms)
+
+    def read(self, question: str) -> Optional[GroundedQuestion]:
+        """What ``question`` is answered as through grounding, or None for a question answered as asked."""
+        grounded = read_question(question)
+        if grounded is None and self.colours and self.kinds:
+            presence = read_presence(question, self.colours, self.kinds, self.hypernyms)
+            if presence is not None:
+                grounded = presence_question(*presence, self.kinds)
+        return grounded
 
     def rows(self, samples: Sequence) -> List[Tuple[int, GroundedQuestion]]:
         """``(index, what it is answered as)`` of each sample whose question is about named objects."""
@@ -94,7 +163,7 @@ class QuestionGrounding:
             instruction = sample.metainfo["instruction"]
             if task_of_instruction(instruction).name not in self.tasks:
                 continue
-            question = read_question(instruction)
+            question = self.read(instruction)
             if question is not None:
                 found.append((i, question))
         return found
@@ -110,30 +179,63 @@ class QuestionGrounding:
         return ground
 
     @staticmethod
-    def region_question(sample, question: GroundedQuestion, grounded: Sequence) -> None:
+    def region_question(sample, question: GroundedQuestion, grounded: Sequence) -> List:
         """Turn ``sample`` into ``question``'s region question about the best box of each of its
         grounding samples (after prediction); the asked instruction is kept as metainfo
         ``asked_instruction`` and the boxes, in pixels of the input image, as ``grounded_boxes``.
-        A name with no box leaves the sample as asked."""
+        A name with no box leaves the sample as asked.
+
+        For a question with ``checks`` the sample stays as asked and the return is one copy of it
+        per check, asking that region question (answer them, then :meth:`compose`); when nothing
+        is found its answer is "no" (metainfo ``composed_answer``) and the return is empty."""
         boxes = []
         for ground in grounded:
             pred = ground.pred_instances
             if len(pred.scores) == 0:
-                return  # nothing found: answered as asked
+                if question.checks:
+                    sample.set_metainfo(dict(composed_answer="no"))
+                return []  # nothing found: answered as asked
             box = pred.bboxes[int(torch.argmax(pred.scores))].float().cpu()
             boxes.append(torch.cat([box[:2], torch.maximum(box[2:], box[:2] + 1)]))  # a region has an area
-        instruction = build_instruction("region_vqa", None, question=question.region_question, template_index=0)
         w_scale, h_scale = sample.metainfo.get("scale_factor", (1.0, 1.0))[:2]
         scale = torch.tensor([w_scale, h_scale, w_scale, h_scale])
-        sample.set_metainfo(dict(asked_instruction=sample.metainfo["instruction"], instruction=instruction.text,
-                                 regions=[(box * scale).tolist() for box in boxes],
-                                 grounded_boxes=[box.tolist() for box in boxes]))
+        regions = [(box * scale).tolist() for box in boxes]
+        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes]))
+        if not question.checks:
+            _ask(sample, question.region_question, regions)
+            return []
+        asked = []
+        for region_question, _ in question.checks:
+            check = sample.clone()
+            _ask(check, region_question, regions)
+            asked.append(check)
+        return asked
+
+    @staticmethod
+    def compose(sample, question: GroundedQuestion, answered: Sequence) -> None:
+        """Put on ``sample`` (metainfo ``composed_answer``) "yes" when each of ``question``'s
+        checks got its answer in ``answered`` (the predicted copies :meth:`region_question`
+        returned), else "no"."""
+        right = all(answer_words(check.get("pred_text")) == expected
+                    for check, (_, expected) in zip(answered, question.checks))
+        sample.set_metainfo(dict(composed_answer="yes" if right else "no"))
 
     @staticmethod
     def restore(sample) -> None:
-        """Give a sample answered as a region question its asked instruction back."""
+        """Give a sample answered as a region question its asked instruction back, and one
+        answered by composition its composed answer."""
         if "asked_instruction" in sample.metainfo:
             sample.set_metainfo(dict(instruction=sample.metainfo["asked_instruction"], regions=None))
+        if "composed_answer" in sample.metainfo:
+            sample.pred_text = sample.metainfo["composed_answer"]
+
+
+def _ask(sample, region_question: str, regions: List[List[float]]) -> None:
+    """Make ``sample`` ask ``region_question`` about ``regions`` (pixels of img_shape), keeping the
+    asked instruction as metainfo ``asked_instruction``."""
+    instruction = build_instruction("region_vqa", None, question=region_question, template_index=0)
+    sample.set_metainfo(dict(asked_instruction=sample.metainfo["instruction"], instruction=instruction.text,
+                             regions=regions))
 
 
 def build_question_grounding(config: Optional[dict]) -> Optional[QuestionGrounding]:

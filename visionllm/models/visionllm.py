@@ -62,10 +62,12 @@ class VisionLLM(BaseModel):
         caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
             may not name a category the model does not detect in the image
             (``CaptionGrounding``: one detection pass per caption first), or None.
-        question_grounding: ``dict(tasks=("vqa",))``: at inference a question whether one named
-            thing lies left / right of, above / below another, or what colour a named thing is,
-            is answered as the region question about the things' grounded boxes
-            (``QuestionGrounding``: one grounding pass for all names first), or None.
+        question_grounding: ``dict(tasks=("vqa",), colours=(), kinds=())``: at inference a
+            question whether one named thing lies left / right of, above / below another, or what
+            colour a named thing is, is answered as the region question about the things'
+            grounded boxes (``QuestionGrounding``: one grounding pass for all names first); with
+            ``colours`` and ``kinds``, "is there a <colour> <kind>?" is answered from the region
+            colour and shape answers about its grounded box (one more pass), or None.
 
     The token class prior is part of the architecture: each image token's name logits (the
     tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
@@ -223,7 +225,8 @@ class VisionLLM(BaseModel):
 
     def _ground_questions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
         """Ground the names of each question about named objects, then make it the region question
-        about their boxes (``QuestionGrounding``)."""
+        about their boxes, or answer its region checks (one more pass) and compose its answer
+        (``QuestionGrounding``)."""
         rows = self.question_grounding.rows(data_samples)
         if not rows:
             return
@@ -231,10 +234,22 @@ class VisionLLM(BaseModel):
         grounding = [self.question_grounding.grounding_sample(data_samples[i], name)
                      for i, question in rows for name in question.names]
         grounded = self._forward({key: value[index] for key, value in inputs.items()}, grounding, "predict")
-        start = 0
+        start, checks = 0, []
         for i, question in rows:
             end = start + len(question.names)
-            self.question_grounding.region_question(data_samples[i], question, grounded[start:end])
+            asked = self.question_grounding.region_question(data_samples[i], question, grounded[start:end])
+            if asked:
+                checks.append((i, question, asked))
+            start = end
+        if not checks:
+            return
+        index = [i for i, _, asked in checks for _ in asked]
+        answered = self._forward({key: value[index] for key, value in inputs.items()},
+                                 [check for _, _, asked in checks for check in asked], "predict")
+        start = 0
+        for i, question, asked in checks:
+            end = start + len(asked)
+            self.question_grounding.compose(data_samples[i], question, answered[start:end])
             start = end
 
     def init_weights(self):
