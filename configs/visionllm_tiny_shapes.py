@@ -49,14 +49,14 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # read-out mapped onto the instruction's last word, where the answer starts. Trained
              # alone in the one-run config's appearance phase; adds exactly zero until trained.
              region_appearance=dict(type="RegionAppearance"),
-             # "Is the A left of the B?" is answered as "is <region> left of <region>?" about the
-             # model's own groundings of A and B, "what color is the A?" as "what colour is
-             # <region>?" about A's (one grounding pass first): on the README's VQA subsets "no"
-             # answers 56.7 -> 70.0 % (varied val), 56.2 -> 71.9 % (val_heldout) with relations
-             # (docs/experiments.md, "Named objects through the model's own grounding"); colour
-             # questions, "Colour questions about named objects". "Is there a red circle?" is
-             # answered "yes" only when the region colour and shape answers about the grounding of
-             # "the red circle" are red and circle ("Presence questions by composition").
+             # Questions about named objects through the model's own grounding (one grounding
+             # pass first; docs/experiments.md, from "Named objects through the model's own
+             # grounding" to "Shape and side questions"): "is the A left of the B?" is answered as
+             # "is <region> left of <region>?" about the groundings of A and B, "what color is the
+             # A?" / "what shape is the A?" as "what colour / shape is <region>?" about A's, "is
+             # the A on the left or on the right?" from the centre of A's box, and "is there a
+             # red circle?" is "yes" only when the colour and shape answers about the grounding of
+             # "the red circle" are red and circle.
              question_grounding=dict(colours=shapes_colours, kinds=shapes_classes))
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were

@@ -47,10 +47,22 @@ def test_relations_are_read_from_the_question(question, expected):
     ("which color does the small star have?", GroundedQuestion(("the small star",), "what colour is <region>?")),
     ("what is the colour of the diamond?", GroundedQuestion(("the diamond",), "what colour is <region>?")),
     ("the square is what color?", GroundedQuestion(("the square",), "what colour is <region>?")),
+    ("what kind of shape is the pink object?", GroundedQuestion(("the pink object",), "what shape is <region>?")),
+    ("What shape is the orange thing ?", GroundedQuestion(("the orange thing",), "what shape is <region>?")),
+    ("what is the shape of the big object?", GroundedQuestion(("the big object",), "what shape is <region>?")),
+    ("the red object is what shape?", GroundedQuestion(("the red object",), "what shape is <region>?")),
+    ("which shape is pink?", GroundedQuestion(("the pink shape",), "what shape is <region>?")),
+    ("which thing is yellow?", GroundedQuestion(("the yellow thing",), "what shape is <region>?")),
+    ("is the star on the left or on the right?", GroundedQuestion(("the star",), side=True)),
+    ("is the red circle on the left or the right side of the image?", GroundedQuestion(("the red circle",), side=True)),
+    ("which side of the image is the square on, left or right?", GroundedQuestion(("the square",), side=True)),
+    ("On which side is the hexagon?", GroundedQuestion(("the hexagon",), side=True)),
     ("what color is the image?", None),
+    ("what shape is the picture?", None),
     ("what colour are the stars?", None),
     ("how many red stars are there?", None),
     ("is there a red star?", None),
+    ("is the star on the left?", None),
 ])
 def test_what_a_question_is_answered_as(question, expected):
     assert read_question(question) == expected
@@ -143,6 +155,19 @@ def test_a_colour_question_becomes_the_region_colour_question_about_the_best_box
     assert sample.instruction == original and sample.regions is None
 
 
+@pytest.mark.parametrize("box, side", [([0, 0, 100, 10], "left"), ([0, 0, 191, 10], "left"),
+                                       ([0, 0, 193, 10], "right"), ([150, 5, 190, 10], "right")])
+def test_a_side_question_is_answered_with_the_side_of_the_image_the_best_box_centre_lies_on(box, side):
+    original = "<image> Answer the question: is the star on the left or on the right?"
+    sample = _sample(original)  # 96 wide at scale 0.5: the input image is 192 wide
+    asked = QuestionGrounding.region_question(sample, read_question(original),
+                                              [_grounded([[180, 0, 190, 10], box], [0.1, 0.8])])
+    assert asked == [] and sample.instruction == original and sample.grounded_boxes == [box]
+    sample.pred_text = "the LLM's own answer"
+    QuestionGrounding.restore(sample)
+    assert sample.pred_text == side
+
+
 def test_a_name_not_found_leaves_the_question_as_asked():
     original = "<image> Answer the question: is the star left of the circle?"
     sample = _sample(original)
@@ -151,6 +176,11 @@ def test_a_name_not_found_leaves_the_question_as_asked():
     assert sample.instruction == original and "regions" not in sample.metainfo
     QuestionGrounding.restore(sample)
     assert sample.instruction == original
+    side = _sample("<image> Answer the question: is the star on the left or on the right?")
+    QuestionGrounding.region_question(side, read_question(side.instruction), [_grounded(torch.zeros(0, 4), [])])
+    side.pred_text = "left"
+    QuestionGrounding.restore(side)
+    assert side.pred_text == "left" and "composed_answer" not in side.metainfo
 
 
 def test_a_presence_question_asks_each_check_about_the_best_box_and_composes_the_answer():
@@ -194,6 +224,8 @@ def test_the_shipped_config_reads_presence_with_the_data_words():
      "<image> Answer the question: is <region> left of <region>?"),
     ("<image> Answer the question: what color is the star?", ["the star"],
      "<image> Answer the question: what colour is <region>?"),
+    ("<image> Answer the question: which shape is red?", ["the red shape"],
+     "<image> Answer the question: what shape is <region>?"),
 ])
 def test_the_model_grounds_the_names_then_answers_the_region_question(tmp_path, monkeypatch, tiny_llm_dir,
                                                                        tiny_workspace, asked, names,
@@ -274,3 +306,22 @@ def test_the_model_answers_a_presence_question_from_its_region_answers_about_the
     expecting_said = GroundedQuestion(("the red star",), None, tuple(zip([c.split(": ")[1] for c in checks], said)))
     monkeypatch.setattr(model.question_grounding, "read", lambda text: expecting_said if text == asked else None)
     assert answer().pred_text == "yes"
+
+
+@pytest.mark.slow
+def test_the_model_answers_a_side_question_from_its_grounded_box(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
+    from tiny_model import build_tiny_model
+
+    _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
+                                             question_grounding=dict())
+    model.eval()
+    model.task_decoder.generate_format = False  # untrained: the format comes from the instruction
+    question = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
+    asked = "<image> Answer the question: is the star on the left or on the right?"
+    question["data_samples"].set_metainfo(dict(instruction=asked))
+    data = model.data_preprocessor(pseudo_collate([question]), False)
+    with torch.no_grad():
+        [result] = model(**data, mode="predict")
+    [(x1, _, x2, _)] = result.grounded_boxes  # pixels of the input image
+    assert result.instruction == asked
+    assert result.pred_text == ("left" if (x1 + x2) / 2 < result.ori_shape[1] / 2 else "right")

@@ -7,7 +7,10 @@ region parts answer about boxes: the region relations compare two (``RegionRelat
 region appearance reads one (``RegionAppearance``). Before such a question is answered, the model
 therefore grounds each name (the grounding task's evaluation phrasing, one extra pass of the
 tokenizer and the decoder for all names of a batch), and the question is answered as the region
-question about the best boxes: "is <region> left of <region>?" or "what colour is <region>?".
+question about the best boxes: "is <region> left of <region>?", "what colour is <region>?" or
+"what shape is <region>?" ("what kind of shape is the red object?", "which shape is pink?").
+"Is the star on the left or on the right?" is answered with the side of the image the centre of
+the star's grounded box lies on.
 
 "Is there a red circle?" is answered by composition: "the red circle" is grounded, the region
 questions "what colour is <region>?" and "what shape is <region>?" are asked about its best box
@@ -41,6 +44,26 @@ _COLOURS = (
     re.compile(rf"\bwhich colou?r does {_NAME} have\s*\?", re.IGNORECASE),
     re.compile(rf"(?:^|[:.]\s*|\s){_NAME} is what colou?r\s*\?", re.IGNORECASE),
 )
+# "what / which (kind of) shape is the A?", "what is the shape of the A?", "what shape does the A have?",
+# "the A is what shape?" (also "thing" and "object" for "shape")
+_H = r"(?:shape|thing|object)"
+_SHAPES = (
+    re.compile(rf"\b(?:what|which) (?:kind of |sort of |type of )?{_H} is {_NAME}\s*\?", re.IGNORECASE),
+    re.compile(rf"\bwhat is the shape of {_NAME}\s*\?", re.IGNORECASE),
+    re.compile(rf"\b(?:what|which) shape does {_NAME} have\s*\?", re.IGNORECASE),
+    re.compile(rf"(?:^|[:.]\s*|\s){_NAME} is what shape\s*\?", re.IGNORECASE),
+)
+# "which shape is pink?": the name is "the pink shape"
+_WHICH_SHAPE_IS = re.compile(rf"\b(?:what|which) (?:kind of |sort of |type of )?({_H}) is ([a-z]+)\s*\?", re.IGNORECASE)
+# "is the A on the left or (on) the right (side) (of the image)?", "(on) which side (of the image) is
+# the A (on)(, left or right)?"
+_SIDES = (
+    re.compile(rf"\bis {_NAME} on the (?:left|right)(?: side)? or (?:on )?the (?:left|right)(?: side)?"
+               rf"(?: of the (?:image|picture|photo))?\s*\?", re.IGNORECASE),
+    re.compile(rf"\bwhich side(?: of the (?:image|picture|photo))? is {_NAME}(?: on)?(?:,? left or right)?\s*\?",
+               re.IGNORECASE),
+)
+_THE_IMAGE = ("the image", "the picture", "the photo")
 # "is there a X?", "are there any Xs?", "do you see / can you find / can you spot a X?", "does the image
 # contain a X?", "is a X visible?"; optionally "in the image / picture / photo"
 _IN_IMAGE = r"(?: in (?:the|this) (?:image|picture|photo))?"
@@ -56,12 +79,14 @@ HYPERNYMS = ("shape", "object", "thing")
 
 
 class GroundedQuestion(NamedTuple):
-    """The names a question is about, in order, and the region question it is answered as (one
-    ``<region>`` per name); or, with ``checks``, the region questions about the first name's box
-    and the answer each must get for "yes" (``region_question`` is then None)."""
+    """The names a question is about, in order, and how its answer comes from their grounded
+    boxes: ``region_question`` asked about them (one ``<region>`` per name); or ``checks``, region
+    questions about the first box and the answer each must get for "yes"; or ``side``, the side of
+    the image ("left" / "right") the centre of the first box lies on."""
     names: Tuple[str, ...]
-    region_question: Optional[str]
+    region_question: Optional[str] = None
     checks: Tuple[Tuple[str, str], ...] = ()
+    side: bool = False
 
 
 def read_relation(question: str) -> Optional[Tuple[str, str, str]]:
@@ -77,13 +102,23 @@ def read_relation(question: str) -> Optional[Tuple[str, str, str]]:
     return None
 
 
-def read_colour_question(question: str) -> Optional[str]:
-    """The name of the thing whose colour ``question`` asks for, or None."""
-    for pattern in _COLOURS:
+def _read_name(question: str, patterns: Sequence[re.Pattern]) -> Optional[str]:
+    """The name the first matching pattern captures, or None (also for the image itself)."""
+    for pattern in patterns:
         match = pattern.search(question)
-        if match is not None and not match.group(1).lower().startswith(("the image", "the picture", "the photo")):
+        if match is not None and not match.group(1).lower().startswith(_THE_IMAGE):
             return match.group(1).strip()
     return None
+
+
+def read_shape_question(question: str) -> Optional[str]:
+    """The name of the thing whose shape ``question`` asks for, or None."""
+    name = _read_name(question, _SHAPES)
+    if name is None:
+        match = _WHICH_SHAPE_IS.search(question)
+        if match is not None and match.group(2).lower() != "the":
+            name = f"the {match.group(2)} {match.group(1)}"
+    return name
 
 
 def read_presence(question: str, colours: Sequence[str], kinds: Sequence[str],
@@ -108,9 +143,15 @@ def read_question(question: str) -> Optional[GroundedQuestion]:
     if relation is not None:
         first, word, second = relation
         return GroundedQuestion((first, second), f"is <region> {_RELATION_WORDS.get(word, word)} <region>?")
-    name = read_colour_question(question)
+    name = _read_name(question, _COLOURS)
     if name is not None:
         return GroundedQuestion((name,), "what colour is <region>?")
+    name = read_shape_question(question)
+    if name is not None:
+        return GroundedQuestion((name,), "what shape is <region>?")
+    name = _read_name(question, _SIDES)
+    if name is not None:
+        return GroundedQuestion((name,), side=True)
     return None
 
 
@@ -187,7 +228,8 @@ class QuestionGrounding:
 
         For a question with ``checks`` the sample stays as asked and the return is one copy of it
         per check, asking that region question (answer them, then :meth:`compose`); when nothing
-        is found its answer is "no" (metainfo ``composed_answer``) and the return is empty."""
+        is found its answer is "no" (metainfo ``composed_answer``) and the return is empty. A
+        ``side`` question stays as asked with its answer as ``composed_answer``."""
         boxes = []
         for ground in grounded:
             pred = ground.pred_instances
@@ -201,6 +243,11 @@ class QuestionGrounding:
         scale = torch.tensor([w_scale, h_scale, w_scale, h_scale])
         regions = [(box * scale).tolist() for box in boxes]
         sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes]))
+        if question.side:
+            x1, _, x2, _ = regions[0]
+            centre_left = x1 + x2 < sample.metainfo["img_shape"][1]
+            sample.set_metainfo(dict(composed_answer="left" if centre_left else "right"))
+            return []
         if not question.checks:
             _ask(sample, question.region_question, regions)
             return []

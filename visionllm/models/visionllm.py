@@ -64,8 +64,9 @@ class VisionLLM(BaseModel):
             (``CaptionGrounding``: one detection pass per caption first), or None.
         question_grounding: ``dict(tasks=("vqa",), colours=(), kinds=())``: at inference a
             question whether one named thing lies left / right of, above / below another, or what
-            colour a named thing is, is answered as the region question about the things'
-            grounded boxes (``QuestionGrounding``: one grounding pass for all names first); with
+            colour or shape a named thing is, is answered as the region question about the things'
+            grounded boxes (``QuestionGrounding``: one grounding pass for all names first), which
+            side of the image a named thing is on from its grounded box; with
             ``colours`` and ``kinds``, "is there a <colour> <kind>?" is answered from the region
             colour and shape answers about its grounded box (one more pass), or None.
 
