@@ -57,7 +57,11 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # the A on the left or on the right?" from the centre of A's box, and "is there a
              # red circle?" is "yes" only when the colour and shape answers about the grounding of
              # "the red circle" are red and circle.
-             question_grounding=dict(colours=shapes_colours, kinds=shapes_classes))
+             question_grounding=dict(colours=shapes_colours, kinds=shapes_classes),
+             # "How many (red) stars are there?" is answered with the number of the model's own
+             # detections of stars scoring >= 0.5 (for a colour: whose "what colour is <region>?"
+             # answer is red) (docs/experiments.md, "Counting through the model's detections").
+             question_counting=dict(categories=shapes_classes, colours=shapes_colours, score_threshold=0.5))
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were
 # still negligible after 600 iterations. The relational alignment and the box refinement are

@@ -90,3 +90,38 @@ def one_sample_per_task(dataset, tasks):
         if set(tasks) <= set(found):
             return [found[t] for t in tasks]
     raise AssertionError(f"no sample of every task in {tasks}")
+
+
+def record_passes(model, monkeypatch) -> list:
+    """A list that collects each pass of ``model._forward`` from now on as ``(instructions in,
+    outputs)``, in the order the passes finish (a pass a prediction runs first finishes first)."""
+    passes = []
+    forward = model._forward
+
+    def recorded(inputs, samples, mode):
+        instructions = [sample.instruction for sample in samples]
+        outputs = forward(inputs, samples, mode)
+        passes.append((instructions, outputs))
+        return outputs
+    monkeypatch.setattr(model, "_forward", recorded)
+    return passes
+
+
+def predict_one(model, item):
+    """``model``'s prediction for one dataset item (no gradients)."""
+    import torch
+    from mmengine.dataset import pseudo_collate
+    data = model.data_preprocessor(pseudo_collate([item]), False)
+    with torch.no_grad():
+        [result] = model(**data, mode="predict")
+    return result
+
+
+def vqa_item_for_untrained(model, test_set, instruction: str):
+    """The first VQA item of ``test_set`` asking ``instruction``, with ``model`` in eval mode and
+    its output format taken from the instruction (an untrained model does not write one)."""
+    model.eval()
+    model.task_decoder.generate_format = False
+    item = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
+    item["data_samples"].set_metainfo(dict(instruction=instruction))
+    return item

@@ -230,26 +230,16 @@ def test_the_shipped_config_reads_presence_with_the_data_words():
 def test_the_model_grounds_the_names_then_answers_the_region_question(tmp_path, monkeypatch, tiny_llm_dir,
                                                                        tiny_workspace, asked, names,
                                                                        region_question):
-    from tiny_model import build_tiny_model
+    from tiny_model import build_tiny_model, predict_one, record_passes, vqa_item_for_untrained
 
     _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
                                              question_grounding=dict())
-    model.eval()
-    model.task_decoder.generate_format = False  # untrained: the format comes from the instruction
-    question = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
-    question["data_samples"].set_metainfo(dict(instruction=asked))
-    seen = []
-    forward = model._forward
-
-    def spy(inputs, samples, mode):
-        seen.append([s.instruction for s in samples])
-        return forward(inputs, samples, mode)
-    monkeypatch.setattr(model, "_forward", spy)
-    data = model.data_preprocessor(pseudo_collate([question]), False)
-    with torch.no_grad():
-        [result] = model(**data, mode="predict")
+    question = vqa_item_for_untrained(model, test_set, asked)
+    passes = record_passes(model, monkeypatch)
+    result = predict_one(model, question)
     # one grounding pass for all names, then the question
-    assert [read_instruction(i).categories for i in seen[1]] == [[name] for name in names]
+    (grounding, _), (main, _) = passes
+    assert [read_instruction(i).categories for i in grounding] == [[name] for name in names] and main == [asked]
     assert result.instruction == asked and result.task == "vqa" and len(result.grounded_boxes) == len(names)
 
     # the answer is the model's answer to the region question about the boxes, asked directly
@@ -267,33 +257,14 @@ def test_the_model_grounds_the_names_then_answers_the_region_question(tmp_path, 
 @pytest.mark.slow
 def test_the_model_answers_a_presence_question_from_its_region_answers_about_the_grounded_box(
         tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
-    from tiny_model import build_tiny_model
+    from tiny_model import build_tiny_model, predict_one, record_passes, vqa_item_for_untrained
 
     _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
                                              question_grounding=dict(colours=["red"], kinds=["star"]))
-    model.eval()
-    model.task_decoder.generate_format = False  # untrained: the format comes from the instruction
-    question = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
     asked = "<image> Answer the question: is there a red star?"
-    question["data_samples"].set_metainfo(dict(instruction=asked))
-    passes = []
-    forward = model._forward
-
-    def spy(inputs, samples, mode):
-        instructions = [s.instruction for s in samples]
-        outputs = forward(inputs, samples, mode)
-        passes.append((instructions, outputs))  # inner passes finish first
-        return outputs
-    monkeypatch.setattr(model, "_forward", spy)
-
-    def answer():
-        passes.clear()
-        data = model.data_preprocessor(pseudo_collate([question]), False)
-        with torch.no_grad():
-            [result] = model(**data, mode="predict")
-        return result
-
-    result = answer()
+    question = vqa_item_for_untrained(model, test_set, asked)
+    passes = record_passes(model, monkeypatch)  # inner passes finish first
+    result = predict_one(model, question)
     (grounding, _), (checks, answered), (main, _) = passes
     assert [read_instruction(i).categories for i in grounding] == [["the red star"]]
     assert checks == ["<image> Answer the question: what colour is <region>?",
@@ -305,23 +276,19 @@ def test_the_model_answers_a_presence_question_from_its_region_answers_about_the
     # the same checks expecting what the model said: "yes"
     expecting_said = GroundedQuestion(("the red star",), None, tuple(zip([c.split(": ")[1] for c in checks], said)))
     monkeypatch.setattr(model.question_grounding, "read", lambda text: expecting_said if text == asked else None)
-    assert answer().pred_text == "yes"
+    passes.clear()
+    assert predict_one(model, question).pred_text == "yes"
 
 
 @pytest.mark.slow
 def test_the_model_answers_a_side_question_from_its_grounded_box(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
-    from tiny_model import build_tiny_model
+    from tiny_model import build_tiny_model, predict_one, vqa_item_for_untrained
 
     _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
                                              question_grounding=dict())
-    model.eval()
-    model.task_decoder.generate_format = False  # untrained: the format comes from the instruction
-    question = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
     asked = "<image> Answer the question: is the star on the left or on the right?"
-    question["data_samples"].set_metainfo(dict(instruction=asked))
-    data = model.data_preprocessor(pseudo_collate([question]), False)
-    with torch.no_grad():
-        [result] = model(**data, mode="predict")
+    question = vqa_item_for_untrained(model, test_set, asked)
+    result = predict_one(model, question)
     [(x1, _, x2, _)] = result.grounded_boxes  # pixels of the input image
     assert result.instruction == asked
     assert result.pred_text == ("left" if (x1 + x2) / 2 < result.ori_shape[1] / 2 else "right")

@@ -26,6 +26,7 @@ class VisionLLMResult:
     ``text`` for captioning and VQA; ``regions`` ``[R, 4]`` are the instruction's input regions
     (pixels of the input image, placeholder order), for a question about named objects answered
     through the model's own grounding (``question_grounding``) the grounded boxes it asked about,
+    for a count question answered from its detections (``question_counting``) the boxes counted,
     or None.
     """
 

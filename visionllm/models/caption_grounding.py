@@ -11,11 +11,12 @@ colours and relations remain the caption's own.
 """
 from typing import List, Optional, Sequence
 
-from visionllm.tasks import build_instruction, task_of_instruction
+from visionllm.models.own_detections import OwnDetections
+from visionllm.tasks import task_of_instruction
 from visionllm.utils.english import plural
 
 
-class CaptionGrounding:
+class CaptionGrounding(OwnDetections):
     """Which samples are grounded, their detection samples, and the words their captions may
     not write.
 
@@ -27,41 +28,18 @@ class CaptionGrounding:
 
     def __init__(self, categories: Sequence[str], score_threshold: float = 0.5,
                  tasks: Sequence[str] = ("caption",)):
-        names = [str(name) for name in categories]
-        if not names:
-            raise ValueError("caption grounding needs at least one category")
-        if len(set(names)) != len(names):
-            raise ValueError("caption grounding categories must be distinct")
-        if not 0.0 <= float(score_threshold) <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        self.categories = names
-        self.score_threshold = float(score_threshold)
+        super().__init__(categories, score_threshold)
         self.tasks = tuple(tasks)
-        instruction = build_instruction("detection", None, categories=names, template_index=0)
-        self.instruction = instruction.text
-        self.output_format = tuple(instruction.output_format.fields)
 
     def rows(self, samples: Sequence) -> List[int]:
         """Indices of the samples whose instruction asks for a grounded task."""
         return [i for i, sample in enumerate(samples)
                 if task_of_instruction(sample.metainfo["instruction"]).name in self.tasks]
 
-    def detection_sample(self, sample):
-        """A copy of ``sample`` that asks for the detection of ``categories`` instead, on its
-        own (no conversation history), decoding only the slots that can reach the threshold."""
-        detect = sample.clone()
-        detect.set_metainfo(dict(instruction=self.instruction, task="detection", categories=list(self.categories),
-                                 category_ids=list(range(len(self.categories))),
-                                 output_format=self.output_format, history=None,
-                                 score_thr=self.score_threshold))
-        return detect
-
     def absent_words(self, detected) -> List[str]:
         """The words (each category in its singular and plural forms) a caption of the image of
         ``detected`` (a detection sample after prediction) may not write."""
-        pred = detected.pred_instances
-        keep = pred.scores >= self.score_threshold
-        present = {int(label) for label in pred.labels[keep].tolist()}
+        present = {int(label) for label in self.present(detected).labels.tolist()}
         absent = [name for index, name in enumerate(self.categories) if index not in present]
         return sorted({form for name in absent for form in (name, plural(name))})
 

@@ -237,24 +237,21 @@ class QuestionGrounding:
                 if question.checks:
                     sample.set_metainfo(dict(composed_answer="no"))
                 return []  # nothing found: answered as asked
-            box = pred.bboxes[int(torch.argmax(pred.scores))].float().cpu()
-            boxes.append(torch.cat([box[:2], torch.maximum(box[2:], box[:2] + 1)]))  # a region has an area
-        w_scale, h_scale = sample.metainfo.get("scale_factor", (1.0, 1.0))[:2]
-        scale = torch.tensor([w_scale, h_scale, w_scale, h_scale])
-        regions = [(box * scale).tolist() for box in boxes]
+            boxes.append(region_box(pred.bboxes[int(torch.argmax(pred.scores))]))
         sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes]))
         if question.side:
-            x1, _, x2, _ = regions[0]
-            centre_left = x1 + x2 < sample.metainfo["img_shape"][1]
+            x1, _, x2, _ = boxes[0].tolist()
+            w_scale = sample.metainfo.get("scale_factor", (1.0, 1.0))[0]
+            centre_left = (x1 + x2) * w_scale < sample.metainfo["img_shape"][1]
             sample.set_metainfo(dict(composed_answer="left" if centre_left else "right"))
             return []
         if not question.checks:
-            _ask(sample, question.region_question, regions)
+            ask_about_boxes(sample, question.region_question, boxes)
             return []
         asked = []
         for region_question, _ in question.checks:
             check = sample.clone()
-            _ask(check, region_question, regions)
+            ask_about_boxes(check, region_question, boxes)
             asked.append(check)
         return asked
 
@@ -277,12 +274,20 @@ class QuestionGrounding:
             sample.pred_text = sample.metainfo["composed_answer"]
 
 
-def _ask(sample, region_question: str, regions: List[List[float]]) -> None:
-    """Make ``sample`` ask ``region_question`` about ``regions`` (pixels of img_shape), keeping the
-    asked instruction as metainfo ``asked_instruction``."""
+def region_box(box: torch.Tensor) -> torch.Tensor:
+    """``box`` (x1, y1, x2, y2) as a float CPU region with an area of at least one pixel."""
+    box = box.float().cpu()
+    return torch.cat([box[:2], torch.maximum(box[2:], box[:2] + 1)])
+
+
+def ask_about_boxes(sample, region_question: str, boxes: Sequence[torch.Tensor]) -> None:
+    """Make ``sample`` ask ``region_question`` about ``boxes`` (pixels of the input image, one per
+    ``<region>``), keeping the asked instruction as metainfo ``asked_instruction``."""
+    w_scale, h_scale = sample.metainfo.get("scale_factor", (1.0, 1.0))[:2]
+    scale = torch.tensor([w_scale, h_scale, w_scale, h_scale])
     instruction = build_instruction("region_vqa", None, question=region_question, template_index=0)
     sample.set_metainfo(dict(asked_instruction=sample.metainfo["instruction"], instruction=instruction.text,
-                             regions=regions))
+                             regions=[(box * scale).tolist() for box in boxes]))
 
 
 def build_question_grounding(config: Optional[dict]) -> Optional[QuestionGrounding]:

@@ -1,7 +1,7 @@
 """The VisionLLM model: language-guided image tokenizer → projection → LLM task decoder."""
 import logging
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import MMLogger
@@ -14,6 +14,7 @@ from visionllm.models import region_readout  # noqa: F401  (registers RegionRead
 from visionllm.models import region_appearance  # noqa: F401  (registers RegionAppearance)
 from visionllm.models import region_relations  # noqa: F401  (registers RegionRelations)
 from visionllm.models.caption_grounding import build_caption_grounding
+from visionllm.models.question_counting import build_question_counting
 from visionllm.models.question_grounding import QuestionGrounding, build_question_grounding
 from visionllm.models.components import build_optional
 from visionllm.models.llm.embedding_scale import ScaledProjection
@@ -69,6 +70,10 @@ class VisionLLM(BaseModel):
             side of the image a named thing is on from its grounded box; with
             ``colours`` and ``kinds``, "is there a <colour> <kind>?" is answered from the region
             colour and shape answers about its grounded box (one more pass), or None.
+        question_counting: ``dict(categories, colours=(), score_threshold=0.5)``: at inference
+            "how many (<colour>) <kinds> are there?" is answered with the number of the model's
+            own detections of the kind (``QuestionCounting``: one detection pass first; for a
+            colour, one more pass asking each detection's colour), or None.
 
     The token class prior is part of the architecture: each image token's name logits (the
     tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
@@ -86,7 +91,7 @@ class VisionLLM(BaseModel):
                  region_appearance: Optional[dict] = None,
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  caption_grounding: Optional[dict] = None, question_grounding: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 question_counting: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
         self.image_tokenizer = MODELS.build(image_tokenizer)
@@ -107,6 +112,7 @@ class VisionLLM(BaseModel):
                                                 hidden_size=self.task_decoder.hidden_size)
         self.caption_grounding = build_caption_grounding(caption_grounding)
         self.question_grounding = build_question_grounding(question_grounding)
+        self.question_counting = build_question_counting(question_counting)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:
@@ -191,6 +197,8 @@ class VisionLLM(BaseModel):
             self._ground_captions(inputs, data_samples)
         if mode == "predict" and self.question_grounding is not None:
             self._ground_questions(inputs, data_samples)
+        if mode == "predict" and self.question_counting is not None:
+            self._count_questions(inputs, data_samples)
         outputs = self._tokenize(inputs["images"], inputs["image_masks"], data_samples)
         if mode == "tensor":
             return outputs
@@ -206,52 +214,61 @@ class VisionLLM(BaseModel):
             samples = self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
                                                 outputs["class_priors"], self._image_features(outputs))
             _drop_decoder_inputs(samples)  # inputs of the decoder, not predictions
-            if self.question_grounding is not None:
-                for sample in samples:
-                    QuestionGrounding.restore(sample)
+            for sample in samples:
+                QuestionGrounding.restore(sample)  # asked instructions and composed answers
             return [_in_float32(sample) for sample in samples]
         raise ValueError(f"unknown mode {mode!r}; expected 'tensor', 'loss' or 'predict'")
+
+    def _predict_groups(self, inputs: Dict[str, torch.Tensor], groups: List[Tuple[int, List]]) -> List[List]:
+        """Predict, in one pass, each group's samples on the image of the group's batch row
+        (``groups``: ``(row, samples)``); the predicted samples, grouped alike."""
+        index = [row for row, samples in groups for _ in samples]
+        if not index:
+            return [[] for _ in groups]
+        predicted = self._forward({key: value[index] for key, value in inputs.items()},
+                                  [sample for _, samples in groups for sample in samples], "predict")
+        grouped, start = [], 0
+        for _, samples in groups:
+            grouped.append(predicted[start:start + len(samples)])
+            start += len(samples)
+        return grouped
 
     def _ground_captions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
         """Detect ``caption_grounding.categories`` in the images of the caption samples and put
         on each the words its caption may not write (metainfo ``banned_words``)."""
         rows = self.caption_grounding.rows(data_samples)
-        if not rows:
-            return
-        detections = self._forward({key: value[rows] for key, value in inputs.items()},
-                                   [self.caption_grounding.detection_sample(data_samples[i]) for i in rows],
-                                   "predict")
-        for i, detected in zip(rows, detections):
+        detections = self._predict_groups(inputs, [(i, [self.caption_grounding.detection_sample(data_samples[i])])
+                                                   for i in rows])
+        for i, [detected] in zip(rows, detections):
             data_samples[i].set_metainfo(dict(banned_words=self.caption_grounding.absent_words(detected)))
 
     def _ground_questions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
         """Ground the names of each question about named objects, then make it the region question
         about their boxes, or answer its region checks (one more pass) and compose its answer
         (``QuestionGrounding``)."""
-        rows = self.question_grounding.rows(data_samples)
-        if not rows:
-            return
-        index = [i for i, question in rows for _ in question.names]
-        grounding = [self.question_grounding.grounding_sample(data_samples[i], name)
-                     for i, question in rows for name in question.names]
-        grounded = self._forward({key: value[index] for key, value in inputs.items()}, grounding, "predict")
-        start, checks = 0, []
-        for i, question in rows:
-            end = start + len(question.names)
-            asked = self.question_grounding.region_question(data_samples[i], question, grounded[start:end])
-            if asked:
-                checks.append((i, question, asked))
-            start = end
-        if not checks:
-            return
-        index = [i for i, _, asked in checks for _ in asked]
-        answered = self._forward({key: value[index] for key, value in inputs.items()},
-                                 [check for _, _, asked in checks for check in asked], "predict")
-        start = 0
-        for i, question, asked in checks:
-            end = start + len(asked)
-            self.question_grounding.compose(data_samples[i], question, answered[start:end])
-            start = end
+        grounding = self.question_grounding
+        rows = grounding.rows(data_samples)
+        grounded = self._predict_groups(inputs, [(i, [grounding.grounding_sample(data_samples[i], name)
+                                                      for name in question.names]) for i, question in rows])
+        checks = [(i, question, grounding.region_question(data_samples[i], question, found))
+                  for (i, question), found in zip(rows, grounded)]
+        checks = [(i, question, asked) for i, question, asked in checks if asked]
+        answered = self._predict_groups(inputs, [(i, asked) for i, _, asked in checks])
+        for (i, question, _), answers in zip(checks, answered):
+            grounding.compose(data_samples[i], question, answers)
+
+    def _count_questions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
+        """Answer each count question with the number of the model's own detections of what it
+        counts; for a colour, after asking each detection's colour (``QuestionCounting``)."""
+        counting = self.question_counting
+        rows = counting.rows(data_samples)
+        detections = self._predict_groups(inputs, [(i, [counting.detection_sample(data_samples[i])]) for i, _ in rows])
+        colours = [(i, question, counting.count(data_samples[i], question, detected))
+                   for (i, question), [detected] in zip(rows, detections)]
+        colours = [(i, question, asked) for i, question, asked in colours if asked]
+        answered = self._predict_groups(inputs, [(i, asked) for i, _, asked in colours])
+        for (i, question, _), answers in zip(colours, answered):
+            counting.count_colours(data_samples[i], question, answers)
 
     def init_weights(self):
         # mmengine's init_weights walks every child that has one; Hugging Face models have one

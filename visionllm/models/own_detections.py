@@ -1,0 +1,49 @@
+"""The model's own detections of a fixed category list, asked for before another answer.
+
+Captions (``CaptionGrounding``) and count questions (``QuestionCounting``) lean on the detector,
+which reads an image far more reliably than free text does (each category is matched against each
+image token). Both ask for the same thing: a copy of the sample that detects ``categories`` in the
+detection task's evaluation phrasing, decoding only the slots that can reach ``score_threshold``.
+"""
+from typing import Sequence
+
+from visionllm.tasks import build_instruction
+
+
+class OwnDetections:
+    """The detection sample for ``categories`` and which detections count as present.
+
+    Args:
+        categories: the category names detected (e.g. a dataset's classes).
+        score_threshold: a detection counts as present when it scores at least this.
+    """
+
+    def __init__(self, categories: Sequence[str], score_threshold: float = 0.5):
+        names = [str(name) for name in categories]
+        if not names:
+            raise ValueError(f"{type(self).__name__} needs at least one category")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{type(self).__name__} categories must be distinct")
+        if not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.categories = names
+        self.score_threshold = float(score_threshold)
+        instruction = build_instruction("detection", None, categories=names, template_index=0)
+        self.instruction = instruction.text
+        self.output_format = tuple(instruction.output_format.fields)
+
+    def detection_sample(self, sample):
+        """A copy of ``sample`` that asks for the detection of ``categories`` instead, on its
+        own (no conversation history), decoding only the slots that can reach the threshold."""
+        detect = sample.clone()
+        detect.set_metainfo(dict(instruction=self.instruction, task="detection", categories=list(self.categories),
+                                 category_ids=list(range(len(self.categories))),
+                                 output_format=self.output_format, history=None,
+                                 score_thr=self.score_threshold))
+        return detect
+
+    def present(self, detected):
+        """The predicted instances of ``detected`` (a detection sample after prediction) that
+        score at least the threshold."""
+        pred = detected.pred_instances
+        return pred[pred.scores >= self.score_threshold]

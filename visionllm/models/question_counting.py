@@ -1,0 +1,112 @@
+"""Count questions answered from the model's own detections.
+
+"How many stars are there?" asks what the detector reads far more reliably than the LLM's answer
+does. Before such a question is answered, the model detects its ``categories`` (``OwnDetections``:
+one detection pass for all count questions of a batch) and counts the detections scoring at least
+``score_threshold``: those of the asked kind, or all of them for a hypernym ("how many things are
+there?"). With a colour ("how many red shapes are there?") only the detections whose answer to
+"what colour is <region>?" is that colour count (one more pass for all those boxes of a batch).
+The count, in digits, is the answer; the boxes counted, in pixels of the input image, are kept as
+metainfo ``grounded_boxes``. A question about words outside ``categories`` and
+``colours`` ("how many of them are red?") is answered as asked.
+"""
+import re
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+from visionllm.models.own_detections import OwnDetections
+from visionllm.models.question_grounding import HYPERNYMS, answer_words, ask_about_boxes, region_box
+from visionllm.tasks import task_of_instruction
+from visionllm.utils.english import plural
+
+_PHRASE = r"([a-z]+(?: [a-z]+)??)"  # lazy: "stars are there" is "stars"
+_IMAGE = r"(?:the|this) (?:image|picture|photo)"
+_COUNTS = (
+    re.compile(rf"\bhow many {_PHRASE}(?: are there| can you see| do you see| are visible| are shown"
+               rf"| are in {_IMAGE}| (?:does|do) {_IMAGE} (?:contain|have|show))?(?: in {_IMAGE})?\s*\?", re.IGNORECASE),
+    re.compile(rf"\bcount the {_PHRASE}(?: in {_IMAGE})?\s*[.?!]?\s*$", re.IGNORECASE),
+    re.compile(rf"\bwhat is the number of {_PHRASE}(?: in {_IMAGE})?\s*\?", re.IGNORECASE),
+)
+COLOUR_QUESTION = "what colour is <region>?"
+
+
+class CountQuestion(NamedTuple):
+    """What a count question counts: things of ``colour`` (None: any colour) and of ``kind``
+    (None: any kind, the question names a hypernym)."""
+    colour: Optional[str]
+    kind: Optional[str]
+
+
+class QuestionCounting(OwnDetections):
+    """Which samples ask for a count, their detection samples, and the count.
+
+    Args:
+        categories: the kinds the model detects (e.g. a dataset's classes).
+        colours: colour words the model answers "what colour is <region>?" with (counts by
+            colour are read only for these; none by default).
+        hypernyms: words for any kind ("how many shapes are there?").
+        score_threshold: a detection counts when it scores at least this.
+        tasks: the tasks whose questions are read (by default VQA).
+    """
+
+    def __init__(self, categories: Sequence[str], colours: Sequence[str] = (), hypernyms: Sequence[str] = HYPERNYMS,
+                 score_threshold: float = 0.5, tasks: Sequence[str] = ("vqa",)):
+        super().__init__(categories, score_threshold)
+        self.colours = tuple(colours)
+        self.tasks = tuple(tasks)
+        self._nouns = {plural(name): name for name in self.categories}
+        self._nouns.update({plural(word): None for word in hypernyms})
+
+    def read(self, question: str) -> Optional[CountQuestion]:
+        """What ``question`` counts, or None for a question answered as asked."""
+        for pattern in _COUNTS:
+            match = pattern.search(question)
+            if match is None:
+                continue
+            *colour, noun = match.group(1).lower().split()
+            if noun in self._nouns and (not colour or colour[0] in self.colours):
+                return CountQuestion(colour[0] if colour else None, self._nouns[noun])
+            return None
+        return None
+
+    def rows(self, samples: Sequence) -> List[Tuple[int, CountQuestion]]:
+        """``(index, what it counts)`` of each sample whose question asks for a count."""
+        found = []
+        for i, sample in enumerate(samples):
+            instruction = sample.metainfo["instruction"]
+            if task_of_instruction(instruction).name in self.tasks:
+                question = self.read(instruction)
+                if question is not None:
+                    found.append((i, question))
+        return found
+
+    def count(self, sample, question: CountQuestion, detected) -> List:
+        """Count ``question``'s things among ``detected`` (``sample``'s detection sample after
+        prediction) into ``sample``'s metainfo ``composed_answer`` (their boxes: ``grounded_boxes``);
+        with a colour, return one copy of ``sample`` per detection of the asked kind, asking its
+        colour (answer them, then :meth:`count_colours`), and count nothing yet."""
+        present = self.present(detected)
+        boxes = [region_box(box) for box, label in zip(present.bboxes, present.labels.tolist())
+                 if question.kind is None or self.categories[label] == question.kind]
+        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes]))
+        if question.colour is None or not boxes:
+            sample.set_metainfo(dict(composed_answer=str(len(boxes))))
+            return []
+        asked = []
+        for box in boxes:
+            colour = sample.clone()
+            ask_about_boxes(colour, COLOUR_QUESTION, [box])
+            asked.append(colour)
+        return asked
+
+    @staticmethod
+    def count_colours(sample, question: CountQuestion, answered: Sequence) -> None:
+        """Put on ``sample`` (metainfo ``composed_answer``) how many of ``answered`` (the predicted
+        copies :meth:`count` returned) are ``question``'s colour, and keep only their boxes."""
+        right = [answer_words(colour.get("pred_text")) == question.colour for colour in answered]
+        boxes = [box for box, counted in zip(sample.metainfo["grounded_boxes"], right) if counted]
+        sample.set_metainfo(dict(composed_answer=str(len(boxes)), grounded_boxes=boxes))
+
+
+def build_question_counting(config: Optional[dict]) -> Optional[QuestionCounting]:
+    """``QuestionCounting(**config)``, or None for no config."""
+    return None if not config else QuestionCounting(**config)
