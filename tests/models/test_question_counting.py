@@ -69,6 +69,14 @@ def test_only_count_questions_are_counted_and_their_detection_sample_asks_for_ev
     assert samples[0].instruction.endswith("how many stars are there?")  # the asked sample is left as it was
 
 
+def test_a_follow_up_count_is_read_as_the_question_it_stands_for():
+    counting = QuestionCounting(KINDS, colours=COLOURS)
+    history = [dict(user="<image> How many stars are there?", assistant="2")]
+    samples = [_sample("And how many of them are red?", history=history),
+               _sample("And how many of them are red?")]  # nothing to refer to
+    assert counting.rows(samples) == [(0, CountQuestion("red", "star"))]
+
+
 @pytest.mark.parametrize("question, count", [(CountQuestion(None, "star"), "2"), (CountQuestion(None, "circle"), "1"),
                                               (CountQuestion(None, "box"), "0"), (CountQuestion(None, None), "3")])
 def test_a_count_is_the_number_of_detections_of_the_kind_at_or_above_the_threshold(question, count):

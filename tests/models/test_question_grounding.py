@@ -292,3 +292,14 @@ def test_the_model_answers_a_side_question_from_its_grounded_box(tmp_path, monke
     [(x1, _, x2, _)] = result.grounded_boxes  # pixels of the input image
     assert result.instruction == asked
     assert result.pred_text == ("left" if (x1 + x2) / 2 < result.ori_shape[1] / 2 else "right")
+
+
+def test_a_follow_up_is_read_as_the_question_it_stands_for_and_its_region_question_asked_on_its_own():
+    history = [dict(user="<image> Is there a triangle?", assistant="yes")]
+    sample = _sample("What colour is it?", history=history, task="vqa")
+    [(row, question)] = build_question_grounding(dict()).rows([sample])
+    assert row == 0 and question == GroundedQuestion(("the triangle",), "what colour is <region>?")
+    QuestionGrounding.region_question(sample, question, [_grounded([[0, 0, 10, 10]], [0.9])])
+    assert sample.history is None and task_of_instruction(sample.instruction).name == "region_vqa"
+    QuestionGrounding.restore(sample)
+    assert sample.instruction == "What colour is it?" and sample.history == history

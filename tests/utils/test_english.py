@@ -1,5 +1,5 @@
 """English word forms (visionllm.utils.english)."""
-from visionllm.utils.english import article, plural
+from visionllm.utils.english import article, plural, singular
 
 
 def test_plurals_follow_the_spelling_rules():
@@ -11,3 +11,10 @@ def test_plurals_follow_the_spelling_rules():
 
 def test_article_follows_the_first_letter():
     assert [article(w) for w in ("orange", "hexagon", "egg", "red", "umbrella")] == ["an", "a", "an", "a", "an"]
+
+
+def test_singular_undoes_plural_and_keeps_other_words():
+    words = ("square", "bus", "box", "sandwich", "pony", "toy", "person", "knife", "skis", "class", "glasses")
+    assert [singular(plural(w)) for w in words] == list(words)
+    assert singular("dark red stars") == "dark red star"
+    assert [singular(w) for w in ("star", "sheep", "red")] == ["star", "sheep", "red"]

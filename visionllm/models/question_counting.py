@@ -8,11 +8,14 @@ there?"). With a colour ("how many red shapes are there?") only the detections w
 "what colour is <region>?" is that colour count (one more pass for all those boxes of a batch).
 The count, in digits, is the answer; the boxes counted, in pixels of the input image, are kept as
 metainfo ``grounded_boxes``. A question about words outside ``categories`` and
-``colours`` ("how many of them are red?") is answered as asked.
+``colours`` is answered as asked; a follow-up in a conversation ("and how many of them are red?"
+after "how many stars are there?") is read as the question it stands for
+(``self_contained_question``).
 """
 import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
+from visionllm.models.follow_ups import self_contained_question
 from visionllm.models.own_detections import OwnDetections
 from visionllm.models.question_grounding import HYPERNYMS, answer_words, ask_about_boxes, region_box
 from visionllm.tasks import task_of_instruction
@@ -74,7 +77,7 @@ class QuestionCounting(OwnDetections):
         for i, sample in enumerate(samples):
             instruction = sample.metainfo["instruction"]
             if task_of_instruction(instruction).name in self.tasks:
-                question = self.read(instruction)
+                question = self.read(self_contained_question(instruction, sample.metainfo.get("history")))
                 if question is not None:
                     found.append((i, question))
         return found

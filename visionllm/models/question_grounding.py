@@ -10,7 +10,8 @@ tokenizer and the decoder for all names of a batch), and the question is answere
 question about the best boxes: "is <region> left of <region>?", "what colour is <region>?" or
 "what shape is <region>?" ("what kind of shape is the red object?", "which shape is pink?").
 "Is the star on the left or on the right?" is answered with the side of the image the centre of
-the star's grounded box lies on.
+the star's grounded box lies on. A follow-up in a conversation ("what colour is it?" after "is
+there a star?") is read as the question it stands for (``self_contained_question``).
 
 "Is there a red circle?" is answered by composition: "the red circle" is grounded, the region
 questions "what colour is <region>?" and "what shape is <region>?" are asked about its best box
@@ -25,6 +26,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from visionllm.models.follow_ups import self_contained_question
 from visionllm.tasks import build_instruction, task_of_instruction
 from visionllm.utils.english import plural
 
@@ -204,7 +206,7 @@ class QuestionGrounding:
             instruction = sample.metainfo["instruction"]
             if task_of_instruction(instruction).name not in self.tasks:
                 continue
-            question = self.read(instruction)
+            question = self.read(self_contained_question(instruction, sample.metainfo.get("history")))
             if question is not None:
                 found.append((i, question))
         return found
@@ -266,10 +268,11 @@ class QuestionGrounding:
 
     @staticmethod
     def restore(sample) -> None:
-        """Give a sample answered as a region question its asked instruction back, and one
-        answered by composition its composed answer."""
+        """Give a sample answered as a region question its asked instruction and history back,
+        and one answered by composition its composed answer."""
         if "asked_instruction" in sample.metainfo:
-            sample.set_metainfo(dict(instruction=sample.metainfo["asked_instruction"], regions=None))
+            sample.set_metainfo(dict(instruction=sample.metainfo["asked_instruction"], regions=None,
+                                     history=sample.metainfo["asked_history"]))
         if "composed_answer" in sample.metainfo:
             sample.pred_text = sample.metainfo["composed_answer"]
 
@@ -282,11 +285,13 @@ def region_box(box: torch.Tensor) -> torch.Tensor:
 
 def ask_about_boxes(sample, region_question: str, boxes: Sequence[torch.Tensor]) -> None:
     """Make ``sample`` ask ``region_question`` about ``boxes`` (pixels of the input image, one per
-    ``<region>``), keeping the asked instruction as metainfo ``asked_instruction``."""
+    ``<region>``) on its own, keeping the asked instruction and conversation history as metainfo
+    ``asked_instruction`` and ``asked_history``."""
     w_scale, h_scale = sample.metainfo.get("scale_factor", (1.0, 1.0))[:2]
     scale = torch.tensor([w_scale, h_scale, w_scale, h_scale])
     instruction = build_instruction("region_vqa", None, question=region_question, template_index=0)
     sample.set_metainfo(dict(asked_instruction=sample.metainfo["instruction"], instruction=instruction.text,
+                             asked_history=sample.metainfo.get("history"), history=None,
                              regions=[(box * scale).tolist() for box in boxes]))
 
 

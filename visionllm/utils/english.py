@@ -1,5 +1,5 @@
 """English word forms shared by the data generators, the caption metrics and the decoding
-constraints: the plural of a noun phrase and the indefinite article."""
+constraints: the plural of a noun phrase (and back) and the indefinite article."""
 
 IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children",
                      "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
@@ -18,6 +18,21 @@ def plural(phrase: str) -> str:
         word = word[:-1] + "ies"
     else:
         word += "s"
+    return " ".join(head + [word])
+
+
+def singular(phrase: str) -> str:
+    """The singular of a noun phrase whose last word is a plural :func:`plural` writes ("red
+    stars" -> "red star", "boxes" -> "box"); a last word it would not write is kept."""
+    *head, word = phrase.split(" ")
+    irregular = {many: one for one, many in IRREGULAR_PLURALS.items()}
+    if word in irregular:
+        word = irregular[word]
+    else:
+        for one in (word[:-3] + "y", word[:-2], word[:-1]):  # "berries", "boxes", "stars"
+            if one and plural(one) == word:
+                word = one
+                break
     return " ".join(head + [word])
 
 
