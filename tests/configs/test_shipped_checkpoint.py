@@ -29,6 +29,9 @@ README_SCORES = {"detection/bbox_mAP": 41.7, "segmentation/segm_mAP": 28.5, "gro
 # first 60 (12 images).
 README_REQUESTS = 89.3
 REQUESTS = 60
+# README, conversations: the first 60 questions (2-3 turns each) on classic val, all of them here.
+README_CONVERSATIONS = 68.3
+CONVERSATIONS = 60
 # Lower is better: the share of captions naming an object the image does not hold.
 README_CEILINGS = {"caption/CHAIR_s": 26.0}
 MARGIN = 10.0  # points below the README a 40-sample evaluation may land (at 70 %, one sd is 7 points)
@@ -118,3 +121,15 @@ def test_shipped_checkpoint_reads_plain_requests_near_the_readme(shapes_val_work
     accuracy = 100.0 * metrics["request/accuracy"]
     print(f"shipped checkpoint on the first {REQUESTS} held-out plain requests: {accuracy:.1f} %")
     assert accuracy >= README_REQUESTS - MARGIN, f"{accuracy:.1f} % against the README's {README_REQUESTS} %"
+
+
+def test_shipped_checkpoint_answers_conversations_near_the_readme(shapes_val_workspace, monkeypatch):
+    from tools.test import main
+
+    monkeypatch.chdir(shapes_val_workspace)
+    config = os.path.join(REPO, "configs", "visionllm_tiny_shapes_conversations.py")
+    metrics = main([config, CHECKPOINT, "--work-dir", str(shapes_val_workspace / "work_conversations"),
+                    "--cfg-options", f"test_dataloader.dataset.indices={CONVERSATIONS}"])
+    accuracy = metrics["vqa/accuracy"]
+    print(f"shipped checkpoint on the first {CONVERSATIONS} conversation questions: {accuracy:.1f} %")
+    assert accuracy >= README_CONVERSATIONS - MARGIN, f"{accuracy:.1f} % against the README's {README_CONVERSATIONS} %"
