@@ -7,10 +7,9 @@ one detection pass for all count questions of a batch) and counts the detections
 there?"). With a colour ("how many red shapes are there?") only the detections whose answer to
 "what colour is <region>?" is that colour count (one more pass for all those boxes of a batch).
 The count, in digits, is the answer; the boxes counted, in pixels of the input image, are kept as
-metainfo ``grounded_boxes``. A question about words outside ``categories`` and
-``colours`` is answered as asked; a follow-up in a conversation ("and how many of them are red?"
-after "how many stars are there?") is read as the question it stands for
-(``self_contained_question``).
+metainfo ``grounded_boxes``. A question about words outside ``categories`` and ``colours`` is
+answered as asked; a follow-up in a conversation ("and how many of them are red?" after "how many
+stars are there?") is read as the question it stands for (``self_contained_question``).
 """
 import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple

@@ -63,13 +63,13 @@ class VisionLLM(BaseModel):
         caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
             may not name a category the model does not detect in the image
             (``CaptionGrounding``: one detection pass per caption first), or None.
-        question_grounding: ``dict(tasks=("vqa",), colours=(), kinds=())``: at inference a
-            question whether one named thing lies left / right of, above / below another, or what
-            colour or shape a named thing is, is answered as the region question about the things'
-            grounded boxes (``QuestionGrounding``: one grounding pass for all names first), which
-            side of the image a named thing is on from its grounded box; with
-            ``colours`` and ``kinds``, "is there a <colour> <kind>?" is answered from the region
-            colour and shape answers about its grounded box (one more pass), or None.
+        question_grounding: ``dict(tasks=("vqa",), colours=(), kinds=())``: at inference
+            questions about named things are answered through the model's own grounding of the
+            names (``QuestionGrounding``: one grounding pass for all names first): whether one
+            lies left / right of, above / below another and what colour or shape one is, as the
+            region question about the grounded boxes; which side of the image one is on, from its
+            box; with ``colours`` and ``kinds``, "is there a <colour> <kind>?" from the colour and
+            shape answers about its box (one more pass). None: every question as asked.
         question_counting: ``dict(categories, colours=(), score_threshold=0.5)``: at inference
             "how many (<colour>) <kinds> are there?" is answered with the number of the model's
             own detections of the kind (``QuestionCounting``: one detection pass first; for a
