@@ -117,11 +117,11 @@ def predict_one(model, item):
     return result
 
 
-def vqa_item_for_untrained(model, test_set, instruction: str):
-    """The first VQA item of ``test_set`` asking ``instruction``, with ``model`` in eval mode and
-    its output format taken from the instruction (an untrained model does not write one)."""
+def item_for_untrained(model, test_set, instruction: str, task: str = "vqa"):
+    """The first ``task`` item of ``test_set``, asking ``instruction``, with ``model`` in eval mode
+    and its output format taken from the instruction (an untrained model does not write one)."""
     model.eval()
     model.task_decoder.generate_format = False
-    item = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == "vqa")
+    item = next(test_set[i] for i in range(len(test_set)) if test_set[i]["data_samples"].task == task)
     item["data_samples"].set_metainfo(dict(instruction=instruction))
     return item

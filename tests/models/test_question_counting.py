@@ -114,27 +114,17 @@ def test_a_colour_count_asks_each_detection_its_colour_and_counts_the_answers():
     assert counting.count(none, CountQuestion("red", "box"), detected) == [] and none.composed_answer == "0"
 
 
-def test_the_shipped_config_counts_the_data_kinds_and_colours():
-    import os
-
-    from mmengine.config import Config
-    from repo_paths import REPO
-    cfg = Config.fromfile(os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")).model
-    assert cfg.question_counting.categories == cfg.caption_grounding.categories == cfg.question_grounding.kinds
-    assert cfg.question_counting.colours == cfg.question_grounding.colours
-
-
 @pytest.mark.slow
 def test_the_model_counts_its_own_detections_and_their_colour_answers(tmp_path, monkeypatch, tiny_llm_dir,
                                                                      tiny_workspace):
-    from tiny_model import build_tiny_model, predict_one, record_passes, vqa_item_for_untrained
+    from tiny_model import build_tiny_model, predict_one, record_passes, item_for_untrained
 
     _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
     names = list(test_set.datasets[0].metainfo["classes"])
     # every detection slot counts (an untrained model scores low), colours of the words below
     model.question_counting = QuestionCounting(names, colours=["red"], score_threshold=0.0)
     asked = "<image> Answer the question: how many red shapes are there?"
-    question = vqa_item_for_untrained(model, test_set, asked)
+    question = item_for_untrained(model, test_set, asked)
     passes = record_passes(model, monkeypatch)  # inner passes finish first
     result = predict_one(model, question)
     (detection, [detected]), (colours, answered), (main, _) = passes

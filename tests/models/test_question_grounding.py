@@ -1,8 +1,6 @@
 """Questions about named objects answered through the model's own grounding
 (visionllm.models.question_grounding): which questions, their grounding samples, the region
 question they become, and the whole model's two passes."""
-import os
-
 import pytest
 import torch
 from mmengine.dataset import pseudo_collate
@@ -208,16 +206,6 @@ def test_a_presence_question_whose_thing_is_not_found_is_answered_no():
     assert sample.pred_text == "no"
 
 
-def test_the_shipped_config_reads_presence_with_the_data_words():
-    from mmengine.config import Config
-    from repo_paths import REPO
-    from visionllm.datasets.shape_colours import COLOUR_NAMES
-    from visionllm.datasets.shapes import COLOURS as CLASSIC_COLOURS, SHAPE_KINDS
-    words = Config.fromfile(os.path.join(REPO, "configs", "visionllm_tiny_shapes.py")).model.question_grounding
-    assert set(words.colours) == set(CLASSIC_COLOURS) | set(COLOUR_NAMES)
-    assert tuple(words.kinds) == SHAPE_KINDS
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("asked, names, region_question", [
     ("<image> Answer the question: is the red star left of the blue circle?", ["the red star", "the blue circle"],
@@ -230,11 +218,11 @@ def test_the_shipped_config_reads_presence_with_the_data_words():
 def test_the_model_grounds_the_names_then_answers_the_region_question(tmp_path, monkeypatch, tiny_llm_dir,
                                                                        tiny_workspace, asked, names,
                                                                        region_question):
-    from tiny_model import build_tiny_model, predict_one, record_passes, vqa_item_for_untrained
+    from tiny_model import build_tiny_model, predict_one, record_passes, item_for_untrained
 
     _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
                                              question_grounding=dict())
-    question = vqa_item_for_untrained(model, test_set, asked)
+    question = item_for_untrained(model, test_set, asked)
     passes = record_passes(model, monkeypatch)
     result = predict_one(model, question)
     # one grounding pass for all names, then the question
@@ -257,12 +245,12 @@ def test_the_model_grounds_the_names_then_answers_the_region_question(tmp_path, 
 @pytest.mark.slow
 def test_the_model_answers_a_presence_question_from_its_region_answers_about_the_grounded_box(
         tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
-    from tiny_model import build_tiny_model, predict_one, record_passes, vqa_item_for_untrained
+    from tiny_model import build_tiny_model, predict_one, record_passes, item_for_untrained
 
     _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
                                              question_grounding=dict(colours=["red"], kinds=["star"]))
     asked = "<image> Answer the question: is there a red star?"
-    question = vqa_item_for_untrained(model, test_set, asked)
+    question = item_for_untrained(model, test_set, asked)
     passes = record_passes(model, monkeypatch)  # inner passes finish first
     result = predict_one(model, question)
     (grounding, _), (checks, answered), (main, _) = passes
@@ -282,12 +270,12 @@ def test_the_model_answers_a_presence_question_from_its_region_answers_about_the
 
 @pytest.mark.slow
 def test_the_model_answers_a_side_question_from_its_grounded_box(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
-    from tiny_model import build_tiny_model, predict_one, vqa_item_for_untrained
+    from tiny_model import build_tiny_model, predict_one, item_for_untrained
 
     _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch,
                                              question_grounding=dict())
     asked = "<image> Answer the question: is the star on the left or on the right?"
-    question = vqa_item_for_untrained(model, test_set, asked)
+    question = item_for_untrained(model, test_set, asked)
     result = predict_one(model, question)
     [(x1, _, x2, _)] = result.grounded_boxes  # pixels of the input image
     assert result.instruction == asked

@@ -14,6 +14,7 @@ from visionllm.models import region_readout  # noqa: F401  (registers RegionRead
 from visionllm.models import region_appearance  # noqa: F401  (registers RegionAppearance)
 from visionllm.models import region_relations  # noqa: F401  (registers RegionRelations)
 from visionllm.models.caption_grounding import build_caption_grounding
+from visionllm.models.grounding_verification import build_grounding_verification
 from visionllm.models.question_counting import build_question_counting
 from visionllm.models.question_grounding import QuestionGrounding, build_question_grounding
 from visionllm.models.components import build_optional
@@ -74,6 +75,11 @@ class VisionLLM(BaseModel):
             "how many (<colour>) <kinds> are there?" is answered with the number of the model's
             own detections of the kind (``QuestionCounting``: one detection pass first; for a
             colour, one more pass asking each detection's colour), or None.
+        grounding_verification: ``dict(categories, colours, score_threshold=0.5)``: at inference
+            a grounding whose expression names a colour is checked with the region colour (and
+            shape) answers about its box and, when they disagree, replaced by the best detection
+            of the expression's kind with that colour answer (``GroundingVerification``: up to
+            three more passes), or None.
 
     The token class prior is part of the architecture: each image token's name logits (the
     tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
@@ -91,7 +97,8 @@ class VisionLLM(BaseModel):
                  region_appearance: Optional[dict] = None,
                  pretrained_prefixes: Sequence[str] = (), frozen_dtype: Optional[str] = None,
                  caption_grounding: Optional[dict] = None, question_grounding: Optional[dict] = None,
-                 question_counting: Optional[dict] = None, init_cfg: Optional[dict] = None):
+                 question_counting: Optional[dict] = None, grounding_verification: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="VisionLLMDataPreprocessor"),
                          init_cfg=init_cfg)
         self.image_tokenizer = MODELS.build(image_tokenizer)
@@ -113,6 +120,7 @@ class VisionLLM(BaseModel):
         self.caption_grounding = build_caption_grounding(caption_grounding)
         self.question_grounding = build_question_grounding(question_grounding)
         self.question_counting = build_question_counting(question_counting)
+        self.grounding_verification = build_grounding_verification(grounding_verification)
         self.tokenizer_loss_weight = tokenizer_loss_weight
         self.pretrained_prefixes = tuple(pretrained_prefixes)
         if freeze_image_tokenizer:
@@ -214,6 +222,8 @@ class VisionLLM(BaseModel):
             samples = self.task_decoder.predict(outputs["llm_embeds"], outputs["reference_points"], data_samples,
                                                 outputs["class_priors"], self._image_features(outputs))
             _drop_decoder_inputs(samples)  # inputs of the decoder, not predictions
+            if self.grounding_verification is not None:
+                self._verify_groundings(inputs, samples)
             for sample in samples:
                 QuestionGrounding.restore(sample)  # asked instructions and composed answers
             return [_in_float32(sample) for sample in samples]
@@ -269,6 +279,22 @@ class VisionLLM(BaseModel):
         answered = self._predict_groups(inputs, [(i, asked) for i, _, asked in colours])
         for (i, question, _), answers in zip(colours, answered):
             counting.count_colours(data_samples[i], question, answers)
+
+    def _verify_groundings(self, inputs: Dict[str, torch.Tensor], predicted: List) -> None:
+        """Check each predicted grounding whose expression names a colour with the region answers
+        about its box; replace one that disagrees by a detection that agrees
+        (``GroundingVerification``)."""
+        verification = self.grounding_verification
+        rows = verification.rows(predicted)
+        checked = self._predict_groups(inputs, [(i, verification.checks(predicted[i], words)) for i, words in rows])
+        failed = [(i, words) for (i, words), answers in zip(rows, checked) if not verification.agrees(answers, words)]
+        detections = self._predict_groups(inputs, [(i, [verification.detection_sample(predicted[i])])
+                                                   for i, _ in failed])
+        candidates = [(i, words, *verification.candidates(predicted[i], detected, words))
+                      for (i, words), [detected] in zip(failed, detections)]
+        answered = self._predict_groups(inputs, [(i, asked) for i, _, _, asked in candidates])
+        for (i, words, chosen, _), answers in zip(candidates, answered):
+            verification.replace(predicted[i], chosen, answers, words)
 
     def init_weights(self):
         # mmengine's init_weights walks every child that has one; Hugging Face models have one

@@ -1,0 +1,117 @@
+"""Groundings checked against the model's own region answers
+(visionllm.models.grounding_verification): which groundings, their checks, the candidates and the
+replacement, and the whole model's passes."""
+import pytest
+import torch
+from mmengine.structures import InstanceData
+
+from mmdet.structures import DetDataSample
+from visionllm.models.grounding_verification import (ExpressionWords, GroundingVerification,
+                                                     build_grounding_verification)
+from visionllm.models.question_grounding import answer_words
+from visionllm.tasks import read_instruction, task_of_instruction
+
+KINDS, COLOURS = ["circle", "star", "box"], ["red", "blue"]
+
+
+def _grounding(expression, boxes, scores):
+    sample = DetDataSample()
+    sample.set_metainfo(dict(instruction=f'Find "{expression}" in <image> and give (c, x1, y1, x2, y2).',
+                             img_shape=(64, 96), scale_factor=(0.5, 0.25)))
+    sample.pred_instances = InstanceData(bboxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                         scores=torch.as_tensor(scores, dtype=torch.float32),
+                                         labels=torch.zeros(len(scores), dtype=torch.long))
+    return sample
+
+
+def _answered(*answers):
+    samples = []
+    for answer in answers:
+        sample = DetDataSample()
+        sample.pred_text = answer
+        samples.append(sample)
+    return samples
+
+
+@pytest.mark.parametrize("expression, expected", [
+    ("the red star", ExpressionWords("red", "star")),
+    ("the small blue box on the left", ExpressionWords("blue", "box")),
+    ("the red one", ExpressionWords("red", None)),
+    ("the star", None),
+    ("the green star", None),
+])
+def test_expressions_with_a_colour_word_are_checked(expression, expected):
+    assert GroundingVerification(KINDS, COLOURS).words(expression) == expected
+
+
+def test_only_predicted_groundings_with_a_colour_and_a_box_are_checked():
+    assert build_grounding_verification(None) is None
+    verification = build_grounding_verification(dict(categories=KINDS, colours=COLOURS))
+    question = _grounding("x", [], [])
+    question.set_metainfo(dict(instruction="<image> Answer the question: is there a red star?"))
+    predicted = [_grounding("the red star", [[0, 0, 10, 10]], [0.9]), _grounding("the star", [[0, 0, 10, 10]], [0.9]),
+                 _grounding("the blue box", [], []), question]
+    assert verification.rows(predicted) == [(0, ExpressionWords("red", "star"))]
+
+
+def test_the_best_box_is_asked_its_colour_and_shape():
+    verification = GroundingVerification(KINDS, COLOURS)
+    sample = _grounding("the red star", [[0, 0, 10, 10], [20, 40, 60, 80]], [0.3, 0.9])
+    checks = verification.checks(sample, ExpressionWords("red", "star"))
+    assert [c.instruction for c in checks] == ["<image> Answer the question: what colour is <region>?",
+                                              "<image> Answer the question: what shape is <region>?"]
+    assert all(c.regions == [[10, 10, 30, 20]] for c in checks)
+    assert len(verification.checks(sample, ExpressionWords("red", None))) == 1
+    assert verification.agrees(_answered("Red.", "star"), ExpressionWords("red", "star"))
+    assert not verification.agrees(_answered("red", "circle"), ExpressionWords("red", "star"))
+    assert not verification.agrees(_answered("blue"), ExpressionWords("red", None))
+
+
+def test_a_disagreeing_grounding_becomes_the_best_detection_of_its_kind_with_its_colour():
+    verification = GroundingVerification(KINDS, COLOURS, score_threshold=0.5)
+    sample = _grounding("the red star", [[0, 0, 10, 10]], [0.8])
+    detected = DetDataSample()
+    detected.pred_instances = InstanceData(
+        bboxes=torch.tensor([[1., 1, 5, 5], [20, 20, 40, 40], [50, 50, 70, 70], [80, 0, 90, 9], [0, 30, 9, 39]]),
+        scores=torch.tensor([0.9, 0.6, 0.95, 0.7, 0.3]), labels=torch.tensor([0, 1, 1, 1, 1]))
+    chosen, asked = verification.candidates(sample, detected, ExpressionWords("red", "star"))
+    # the stars scoring >= 0.5, best first
+    assert [c.bboxes[0].tolist() for c in chosen] == [[50, 50, 70, 70], [80, 0, 90, 9], [20, 20, 40, 40]]
+    assert [a.regions for a in asked] == [[[25, 12.5, 35, 17.5]], [[40, 0, 45, 2.25]], [[10, 5, 20, 10]]]
+    verification.replace(sample, chosen, _answered("blue", "red", "red"), ExpressionWords("red", "star"))
+    assert sample.pred_instances.bboxes.tolist() == [[80, 0, 90, 9]]
+    assert sample.pred_instances.scores.tolist() == pytest.approx([0.7])
+    assert sample.replaced_grounding == [0, 0, 10, 10]
+    kept = _grounding("the red star", [[0, 0, 10, 10]], [0.8])
+    verification.replace(kept, chosen, _answered("blue", "blue", "pink"), ExpressionWords("red", "star"))
+    assert kept.pred_instances.bboxes.tolist() == [[0, 0, 10, 10]] and "replaced_grounding" not in kept.metainfo
+
+
+@pytest.mark.slow
+def test_the_model_replaces_a_grounding_its_region_answers_disagree_with(tmp_path, monkeypatch, tiny_llm_dir,
+                                                                        tiny_workspace):
+    from tiny_model import build_tiny_model, item_for_untrained, predict_one, record_passes
+
+    _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    names = list(test_set.datasets[0].metainfo["classes"])
+    item = item_for_untrained(model, test_set, 'Find "the zzz thing" in <image> and give (c, x1, y1, x2, y2).',
+                              task="grounding")
+    # every detection is a candidate (an untrained model scores low); the expression's colour
+    # word is one the untrained model never says, so the check disagrees and no candidate agrees
+    model.grounding_verification = GroundingVerification(names, colours=["zzz"], score_threshold=0.0)
+    passes = record_passes(model, monkeypatch)
+    kept = predict_one(model, item)
+    (checks, _), (detection, [detected]), (colours, answered), (main, _) = passes
+    assert [task_of_instruction(c).name for c in checks] == ["region_vqa"] and "colour" in checks[0]
+    assert read_instruction(detection[0]).task == "detection"
+    assert len(colours) == len(detected.pred_instances) > 0  # one colour question per candidate
+    assert "replaced_grounding" not in kept.metainfo
+
+    # the colour the model says about the best candidate: the grounding becomes that candidate
+    said = answer_words(answered[0].pred_text)
+    monkeypatch.setattr(model.grounding_verification, "words", lambda expression: ExpressionWords(said, None))
+    monkeypatch.setattr(model.grounding_verification, "agrees", lambda answers, words: False)
+    replaced = predict_one(model, item)
+    best = detected.pred_instances[int(torch.argmax(detected.pred_instances.scores))]
+    assert replaced.pred_instances.bboxes[0].tolist() == pytest.approx(best.bboxes[0].tolist())
+    assert replaced.replaced_grounding == pytest.approx(GroundingVerification.best_box(kept).tolist())
