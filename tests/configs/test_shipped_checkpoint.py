@@ -94,7 +94,7 @@ def test_shipped_checkpoint_scores_near_the_readme_table(shapes_val_workspace, m
     from tools.test import main
 
     monkeypatch.chdir(shapes_val_workspace)
-    options = ["test_dataloader.batch_size=4"] + [
+    options = ["test_dataloader.batch_size=8"] + [
         f"test_dataloader.dataset.datasets.{i}.indices={CAPTION_IMAGES if task == 'caption' else SAMPLES_PER_TASK}"
         for i, task in enumerate(TASKS + REGION_TASKS)]
     metrics = main([CONFIG, CHECKPOINT, "--work-dir", str(shapes_val_workspace / "work"),
@@ -129,7 +129,7 @@ def test_shipped_checkpoint_answers_conversations_near_the_readme(shapes_val_wor
     monkeypatch.chdir(shapes_val_workspace)
     config = os.path.join(REPO, "configs", "visionllm_tiny_shapes_conversations.py")
     metrics = main([config, CHECKPOINT, "--work-dir", str(shapes_val_workspace / "work_conversations"),
-                    "--cfg-options", f"test_dataloader.dataset.indices={CONVERSATIONS}"])
+                    "--cfg-options", "test_dataloader.batch_size=8", f"test_dataloader.dataset.indices={CONVERSATIONS}"])
     accuracy = metrics["vqa/accuracy"]
     print(f"shipped checkpoint on the first {CONVERSATIONS} conversation questions: {accuracy:.1f} %")
     assert accuracy >= README_CONVERSATIONS - MARGIN, f"{accuracy:.1f} % against the README's {README_CONVERSATIONS} %"
