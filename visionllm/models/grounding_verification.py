@@ -15,7 +15,7 @@ import torch
 from mmengine.structures import InstanceData
 
 from visionllm.models.own_detections import OwnDetections
-from visionllm.models.question_grounding import answer_words, ask_about_boxes, region_box
+from visionllm.models.question_grounding import answer_words, copy_asking, region_box
 from visionllm.tasks import read_instruction, task_of_instruction
 
 COLOUR_QUESTION, SHAPE_QUESTION = "what colour is <region>?", "what shape is <region>?"
@@ -73,12 +73,7 @@ class GroundingVerification(OwnDetections):
     def checks(self, sample, words: ExpressionWords) -> List:
         """Copies of ``sample`` asking the colour (and, with a kind word, the shape) of its best box."""
         questions = [COLOUR_QUESTION] + ([SHAPE_QUESTION] if words.kind else [])
-        asked = []
-        for question in questions:
-            check = sample.clone()
-            ask_about_boxes(check, question, [self.best_box(sample)])
-            asked.append(check)
-        return asked
+        return [copy_asking(sample, question, [self.best_box(sample)]) for question in questions]
 
     @staticmethod
     def agrees(answered: Sequence, words: ExpressionWords) -> bool:
@@ -93,12 +88,7 @@ class GroundingVerification(OwnDetections):
         order = torch.argsort(present.scores, descending=True).tolist()
         chosen = [present[j] for j in order
                   if words.kind is None or self.categories[int(present.labels[j])] == words.kind]
-        asked = []
-        for instance in chosen:
-            colour = sample.clone()
-            ask_about_boxes(colour, COLOUR_QUESTION, [region_box(instance.bboxes[0])])
-            asked.append(colour)
-        return chosen, asked
+        return chosen, [copy_asking(sample, COLOUR_QUESTION, [region_box(instance.bboxes[0])]) for instance in chosen]
 
     @staticmethod
     def replace(sample, chosen: Sequence, answered: Sequence, words: ExpressionWords) -> None:

@@ -14,17 +14,16 @@ stars are there?") is read as the question it stands for (``self_contained_quest
 import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
-from visionllm.models.follow_ups import self_contained_question
 from visionllm.models.own_detections import OwnDetections
-from visionllm.models.question_grounding import HYPERNYMS, answer_words, ask_about_boxes, region_box
-from visionllm.tasks import task_of_instruction
+from visionllm.models.question_grounding import HYPERNYMS, answer_words, copy_asking, read_rows, region_box
 from visionllm.utils.english import plural
 
 _PHRASE = r"([a-z]+(?: [a-z]+)??)"  # lazy: "stars are there" is "stars"
 _IMAGE = r"(?:the|this) (?:image|picture|photo)"
 _COUNTS = (
     re.compile(rf"\bhow many {_PHRASE}(?: are there| can you see| do you see| are visible| are shown"
-               rf"| are in {_IMAGE}| (?:does|do) {_IMAGE} (?:contain|have|show))?(?: in {_IMAGE})?\s*\?", re.IGNORECASE),
+               rf"| are in {_IMAGE}| (?:does|do) {_IMAGE} (?:contain|have|show))?(?: in {_IMAGE})?\s*\?",
+               re.IGNORECASE),
     re.compile(rf"\bcount the {_PHRASE}(?: in {_IMAGE})?\s*[.?!]?\s*$", re.IGNORECASE),
     re.compile(rf"\bwhat is the number of {_PHRASE}(?: in {_IMAGE})?\s*\?", re.IGNORECASE),
 )
@@ -72,14 +71,7 @@ class QuestionCounting(OwnDetections):
 
     def rows(self, samples: Sequence) -> List[Tuple[int, CountQuestion]]:
         """``(index, what it counts)`` of each sample whose question asks for a count."""
-        found = []
-        for i, sample in enumerate(samples):
-            instruction = sample.metainfo["instruction"]
-            if task_of_instruction(instruction).name in self.tasks:
-                question = self.read(self_contained_question(instruction, sample.metainfo.get("history")))
-                if question is not None:
-                    found.append((i, question))
-        return found
+        return read_rows(samples, self.tasks, self.read)
 
     def count(self, sample, question: CountQuestion, detected) -> List:
         """Count ``question``'s things among ``detected`` (``sample``'s detection sample after
@@ -93,12 +85,7 @@ class QuestionCounting(OwnDetections):
         if question.colour is None or not boxes:
             sample.set_metainfo(dict(composed_answer=str(len(boxes))))
             return []
-        asked = []
-        for box in boxes:
-            colour = sample.clone()
-            ask_about_boxes(colour, COLOUR_QUESTION, [box])
-            asked.append(colour)
-        return asked
+        return [copy_asking(sample, COLOUR_QUESTION, [box]) for box in boxes]
 
     @staticmethod
     def count_colours(sample, question: CountQuestion, answered: Sequence) -> None:

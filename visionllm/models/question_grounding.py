@@ -201,15 +201,7 @@ class QuestionGrounding:
 
     def rows(self, samples: Sequence) -> List[Tuple[int, GroundedQuestion]]:
         """``(index, what it is answered as)`` of each sample whose question is about named objects."""
-        found = []
-        for i, sample in enumerate(samples):
-            instruction = sample.metainfo["instruction"]
-            if task_of_instruction(instruction).name not in self.tasks:
-                continue
-            question = self.read(self_contained_question(instruction, sample.metainfo.get("history")))
-            if question is not None:
-                found.append((i, question))
-        return found
+        return read_rows(samples, self.tasks, self.read)
 
     @staticmethod
     def grounding_sample(sample, name: str):
@@ -250,12 +242,7 @@ class QuestionGrounding:
         if not question.checks:
             ask_about_boxes(sample, question.region_question, boxes)
             return []
-        asked = []
-        for region_question, _ in question.checks:
-            check = sample.clone()
-            ask_about_boxes(check, region_question, boxes)
-            asked.append(check)
-        return asked
+        return [copy_asking(sample, region_question, boxes) for region_question, _ in question.checks]
 
     @staticmethod
     def compose(sample, question: GroundedQuestion, answered: Sequence) -> None:
@@ -281,6 +268,26 @@ def region_box(box: torch.Tensor) -> torch.Tensor:
     """``box`` (x1, y1, x2, y2) as a float CPU region with an area of at least one pixel."""
     box = box.float().cpu()
     return torch.cat([box[:2], torch.maximum(box[2:], box[:2] + 1)])
+
+
+def copy_asking(sample, region_question: str, boxes: Sequence[torch.Tensor]):
+    """A copy of ``sample`` that asks ``region_question`` about ``boxes`` (:func:`ask_about_boxes`)."""
+    copy = sample.clone()
+    ask_about_boxes(copy, region_question, boxes)
+    return copy
+
+
+def read_rows(samples: Sequence, tasks: Sequence[str], read) -> List[Tuple[int, object]]:
+    """``(index, read(question))`` of each sample of ``tasks`` whose question (a follow-up read as
+    the question it stands for, ``self_contained_question``) ``read`` does not answer None."""
+    found = []
+    for i, sample in enumerate(samples):
+        instruction = sample.metainfo["instruction"]
+        if task_of_instruction(instruction).name in tasks:
+            question = read(self_contained_question(instruction, sample.metainfo.get("history")))
+            if question is not None:
+                found.append((i, question))
+    return found
 
 
 def ask_about_boxes(sample, region_question: str, boxes: Sequence[torch.Tensor]) -> None:
