@@ -60,11 +60,16 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              question_grounding=dict(colours=shapes_colours, kinds=shapes_classes),
              # "How many (red) stars are there?" is answered with the number of the model's own
              # detections of stars scoring >= 0.5 (for a colour: whose "what colour is <region>?"
-             # answer is red) (docs/experiments.md, "Counting through the model's detections").
-             question_counting=dict(categories=shapes_classes, colours=shapes_colours, score_threshold=0.5),
+             # answer is red); of detections overlapping by IoU > 0.5 only the best counts, whatever
+             # its kind (one object read as two kinds) (docs/experiments.md, "Counting through the
+             # model's detections" and "One object counted once").
+             question_counting=dict(categories=shapes_classes, colours=shapes_colours, score_threshold=0.5,
+                                    overlap_iou=0.5),
              # "The red star" is checked with the colour and shape answers about the grounded box;
              # when they disagree, the best detected star scoring >= 0.5 whose colour answer is red
              # replaces it (docs/experiments.md, "Groundings checked by the region answers").
+             # "The leftmost star", "the big star" become the detected star furthest that way
+             # (docs/experiments.md, "Extremes among things of a kind from the detections").
              grounding_verification=dict(categories=shapes_classes, colours=shapes_colours, score_threshold=0.5))
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were

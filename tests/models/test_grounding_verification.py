@@ -7,7 +7,7 @@ from mmengine.structures import InstanceData
 
 from mmdet.structures import DetDataSample
 from visionllm.models.grounding_verification import (ExpressionWords, GroundingVerification,
-                                                     build_grounding_verification)
+                                                     build_grounding_verification, extreme_of, extreme_order)
 from visionllm.models.question_grounding import answer_words
 from visionllm.tasks import read_instruction, task_of_instruction
 
@@ -35,23 +35,80 @@ def _answered(*answers):
 
 @pytest.mark.parametrize("expression, expected", [
     ("the red star", ExpressionWords("red", "star")),
-    ("the small blue box on the left", ExpressionWords("blue", "box")),
+    ("the small blue box on the left", ExpressionWords("blue", "box", "left")),
     ("the red one", ExpressionWords("red", None)),
     ("the star", None),
     ("the green star", None),
+    ("the leftmost star", ExpressionWords(None, "star", "left")),
+    ("the big red circle", ExpressionWords("red", "circle", "big")),
+    ("the leftmost thing", None),  # an extreme needs a kind to be read among
+    ("the star left of the red box", None),  # the red box is the anchor, not the referent
+    ("the red star above the blue box", ExpressionWords("red", "star")),
 ])
-def test_expressions_with_a_colour_word_are_checked(expression, expected):
+def test_expressions_with_a_colour_word_or_an_extreme_of_a_kind_are_checked(expression, expected):
     assert GroundingVerification(KINDS, COLOURS).words(expression) == expected
 
 
-def test_only_predicted_groundings_with_a_colour_and_a_box_are_checked():
+@pytest.mark.parametrize("expression, extreme", [
+    ("the star on the left", "left"), ("the leftmost star", "left"), ("the star furthest to the left", "left"),
+    ("the rightmost star", "right"), ("the star on the right", "right"), ("the highest star", "top"),
+    ("the star at the top", "top"), ("the lowest star", "bottom"), ("the bottommost star", "bottom"),
+    ("the large star", "big"), ("the biggest star", "big"), ("the little star", "small"), ("the star", None),
+    ("the star to the left of the box", None), ("the star below the box", None), ("the star next to the box", None),
+    ("the starlet", None), ("the smallest star", "small"),
+])
+def test_the_extreme_an_expression_places_its_referent_at(expression, extreme):
+    assert extreme_of(expression) == extreme
+
+
+def test_boxes_are_ordered_from_the_furthest_towards_the_extreme():
+    boxes = torch.tensor([[10., 10, 20, 20], [0, 30, 30, 60], [40, 0, 44, 4]])  # centres (15,15) (15,45) (42,2)
+    assert extreme_order(boxes, "left") == [0, 1, 2]  # a tie keeps the given order
+    assert extreme_order(boxes, "right") == [2, 0, 1]
+    assert extreme_order(boxes, "top") == [2, 0, 1]
+    assert extreme_order(boxes, "bottom") == [1, 0, 2]
+    assert extreme_order(boxes, "big") == [1, 0, 2]
+    assert extreme_order(boxes, "small") == [2, 0, 1]
+
+
+def test_an_extreme_becomes_the_detection_of_its_kind_furthest_that_way_without_a_check():
+    verification = GroundingVerification(KINDS, COLOURS, score_threshold=0.5)
+    sample = _grounding("the leftmost star", [[0, 0, 10, 10]], [0.8])
+    words = verification.words("the leftmost star")
+    assert verification.checks(sample, words) == [] and not verification.agrees([], words)
+    detected = DetDataSample()
+    detected.pred_instances = InstanceData(
+        bboxes=torch.tensor([[1., 1, 5, 5], [20, 20, 40, 40], [50, 50, 70, 70], [80, 0, 90, 9], [0, 30, 9, 39]]),
+        scores=torch.tensor([0.9, 0.6, 0.95, 0.7, 0.3]), labels=torch.tensor([0, 1, 1, 1, 1]))
+    chosen, asked = verification.candidates(sample, detected, words)
+    # the stars scoring >= 0.5, leftmost first; no colour named, so nothing is asked
+    assert [c.bboxes[0].tolist() for c in chosen] == [[20, 20, 40, 40], [50, 50, 70, 70], [80, 0, 90, 9]]
+    assert asked == []
+    verification.replace(sample, chosen, asked, words)
+    assert sample.pred_instances.bboxes.tolist() == [[20, 20, 40, 40]] and sample.replaced_grounding == [0, 0, 10, 10]
+    # with a colour: the furthest of those whose colour answer is the expression's
+    red = _grounding("the rightmost red star", [[0, 0, 10, 10]], [0.8])
+    words = verification.words("the rightmost red star")
+    chosen, asked = verification.candidates(red, detected, words)
+    assert [c.bboxes[0].tolist() for c in chosen] == [[80, 0, 90, 9], [50, 50, 70, 70], [20, 20, 40, 40]]
+    assert len(asked) == 3 and all("colour" in a.instruction for a in asked)
+    verification.replace(red, chosen, _answered("blue", "red", "red"), words)
+    assert red.pred_instances.bboxes.tolist() == [[50, 50, 70, 70]]
+    # no star detected: the grounding stays
+    none = _grounding("the leftmost box", [[0, 0, 10, 10]], [0.8])
+    chosen, _ = verification.candidates(none, detected, verification.words("the leftmost box"))
+    verification.replace(none, chosen, [], verification.words("the leftmost box"))
+    assert chosen == [] and none.pred_instances.bboxes.tolist() == [[0, 0, 10, 10]]
+
+
+def test_only_predicted_groundings_with_a_colour_or_an_extreme_and_a_box_are_checked():
     assert build_grounding_verification(None) is None
     verification = build_grounding_verification(dict(categories=KINDS, colours=COLOURS))
     question = _grounding("x", [], [])
     question.set_metainfo(dict(instruction="<image> Answer the question: is there a red star?"))
     predicted = [_grounding("the red star", [[0, 0, 10, 10]], [0.9]), _grounding("the star", [[0, 0, 10, 10]], [0.9]),
-                 _grounding("the blue box", [], []), question]
-    assert verification.rows(predicted) == [(0, ExpressionWords("red", "star"))]
+                 _grounding("the blue box", [], []), question, _grounding("the big box", [[0, 0, 10, 10]], [0.9])]
+    assert verification.rows(predicted) == [(0, ExpressionWords("red", "star")), (4, ExpressionWords(None, "box", "big"))]
 
 
 def test_the_best_box_is_asked_its_colour_and_shape():
@@ -115,3 +172,17 @@ def test_the_model_replaces_a_grounding_its_region_answers_disagree_with(tmp_pat
     best = detected.pred_instances[int(torch.argmax(detected.pred_instances.scores))]
     assert replaced.pred_instances.bboxes[0].tolist() == pytest.approx(best.bboxes[0].tolist())
     assert replaced.replaced_grounding == pytest.approx(GroundingVerification.best_box(kept).tolist())
+
+    # "the leftmost <kind>" (a kind the model detected in this image): no check and no colour
+    # question, one detection pass, and the grounding becomes the leftmost detection of the kind
+    kind = int(detected.pred_instances.labels[0])
+    model.grounding_verification = GroundingVerification(names, colours=["zzz"], score_threshold=0.0)
+    leftmost = item_for_untrained(model, test_set, f'Find "the leftmost {names[kind]}" in <image> and give '
+                                  '(c, x1, y1, x2, y2).', task="grounding")
+    del passes[:]
+    result = predict_one(model, leftmost)
+    (detection, [detected]), (main, _) = passes
+    assert read_instruction(detection[0]).task == "detection" and "leftmost" in main[0]
+    of_kind = detected.pred_instances[detected.pred_instances.labels == kind]
+    centres = (of_kind.bboxes[:, 0] + of_kind.bboxes[:, 2]) / 2
+    assert result.pred_instances.bboxes[0].tolist() == pytest.approx(of_kind.bboxes[int(torch.argmin(centres))].tolist())

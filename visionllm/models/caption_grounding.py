@@ -24,11 +24,13 @@ class CaptionGrounding(OwnDetections):
         categories: the category names detected before captioning (e.g. a dataset's classes).
         score_threshold: a category counts as present with a detection scoring at least this.
         tasks: the tasks whose text is grounded (by default captions).
+        overlap_iou: of present detections overlapping by more than this IoU only the best-scoring
+            one counts, whatever its kind (None: each kind on its own; ``OwnDetections``).
     """
 
     def __init__(self, categories: Sequence[str], score_threshold: float = 0.5,
-                 tasks: Sequence[str] = ("caption",)):
-        super().__init__(categories, score_threshold)
+                 tasks: Sequence[str] = ("caption",), overlap_iou: Optional[float] = None):
+        super().__init__(categories, score_threshold, overlap_iou)
         self.tasks = tuple(tasks)
 
     def rows(self, samples: Sequence) -> List[int]:

@@ -1,4 +1,4 @@
-"""Groundings checked against the model's own region answers.
+"""Groundings checked against the model's own region answers and detections.
 
 "The red star" names a colour and a kind; the region parts read both about a box far more
 reliably than the grounding tells two similar objects apart. After a grounding is predicted, its
@@ -6,9 +6,16 @@ best box is therefore asked "what colour is <region>?" (and "what shape is <regi
 word) when the expression names a colour of ``colours``; when an answer disagrees, the model
 detects its ``categories`` (``OwnDetections``) and the grounding becomes the best-scoring
 detection of the expression's kind (any kind without one) at or above ``score_threshold`` whose
-colour answer is the expression's colour. When none is, the grounding stays as predicted. One
-pass each for the checks, the detections and the candidates' colours, for all groundings of a batch.
+colour answer is the expression's colour. When none is, the grounding stays as predicted.
+
+"The leftmost star", "the star at the top", "the big star" (an *extreme* among things of a kind,
+read by ``EXTREMES``; not a relation to another object such as "the star left of the square") are
+resolved from the detections directly: the grounding becomes the detection of the kind lying
+furthest that way (the largest or smallest), among those whose colour answer is the expression's
+colour when it names one. One pass each for the checks, the detections and the candidates'
+colours, for all groundings of a batch.
 """
+import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -19,12 +26,40 @@ from visionllm.models.question_grounding import answer_words, copy_asking, regio
 from visionllm.tasks import read_instruction, task_of_instruction
 
 COLOUR_QUESTION, SHAPE_QUESTION = "what colour is <region>?", "what shape is <region>?"
+# Words that place one thing among things of its kind; the first that matches names the extreme.
+EXTREMES = (("left", r"leftmost|on the left|furthest to the left|farthest to the left"),
+            ("right", r"rightmost|on the right|furthest to the right|farthest to the right"),
+            ("top", r"topmost|uppermost|highest|at the top"),
+            ("bottom", r"bottommost|lowest|at the bottom"),
+            ("big", r"big|bigger|biggest|large|larger|largest"),
+            ("small", r"small|smaller|smallest|little|tiny"))
+# An expression placing its referent against another object is not an extreme among its kind.
+_RELATION = re.compile(r"\b(?:above|below|under|beneath|(?:left|right) of|next to|beside)\b")
 
 
 class ExpressionWords(NamedTuple):
-    """The colour word and (or None) the kind word of a referring expression."""
-    colour: str
+    """The colour word, the kind word and the extreme (``EXTREMES``) of a referring expression;
+    each None when it names none."""
+    colour: Optional[str]
     kind: Optional[str]
+    extreme: Optional[str] = None
+
+
+def extreme_of(expression: str) -> Optional[str]:
+    """The extreme (a name of ``EXTREMES``) ``expression`` places its referent at, or None."""
+    text = expression.lower()
+    if _RELATION.search(text):
+        return None
+    return next((name for name, words in EXTREMES if re.search(rf"\b(?:{words})\b", text)), None)
+
+
+def extreme_order(boxes: torch.Tensor, extreme: str) -> List[int]:
+    """Indices of ``boxes`` ``[N, 4]`` (x1, y1, x2, y2, y downwards) from the one lying furthest
+    towards ``extreme`` (or the largest / smallest) to the least."""
+    x, y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    key = dict(left=-x, right=x, top=-y, bottom=y, big=area, small=-area)[extreme]
+    return torch.argsort(key, descending=True, stable=True).tolist()
 
 
 class GroundingVerification(OwnDetections):
@@ -32,28 +67,34 @@ class GroundingVerification(OwnDetections):
 
     Args:
         categories: the kinds the model detects (and the kind words read in expressions).
-        colours: colour words the model answers "what colour is <region>?" with; only
-            expressions naming one are checked.
+        colours: colour words the model answers "what colour is <region>?" with; expressions
+            naming one are checked (and extremes read among the things of that colour).
         score_threshold: a detection is a candidate when it scores at least this.
         tasks: the tasks whose predictions are checked (by default grounding).
+        overlap_iou: of present detections overlapping by more than this IoU only the best-scoring
+            one counts, whatever its kind (None: each kind on its own; ``OwnDetections``).
     """
 
     def __init__(self, categories: Sequence[str], colours: Sequence[str], score_threshold: float = 0.5,
-                 tasks: Sequence[str] = ("grounding",)):
-        super().__init__(categories, score_threshold)
+                 tasks: Sequence[str] = ("grounding",), overlap_iou: Optional[float] = None):
+        super().__init__(categories, score_threshold, overlap_iou)
         self.colours = tuple(colours)
         self.tasks = tuple(tasks)
 
     def words(self, expression: str) -> Optional[ExpressionWords]:
-        """The first colour and kind word of ``expression``, or None without a colour word."""
-        words = expression.lower().replace(",", " ").split()
+        """The first colour and kind word of ``expression`` and its extreme, or None when it
+        names no colour and no extreme of a kind. In "the star left of the red box" only the
+        words before the relation describe the referent ("the star")."""
+        relation = _RELATION.search(expression.lower())
+        words = expression.lower()[:relation.start() if relation else None].replace(",", " ").split()
         colour = next((word for word in words if word in self.colours), None)
         kind = next((word for word in words if word in self.categories), None)
-        return None if colour is None else ExpressionWords(colour, kind)
+        extreme = extreme_of(expression) if kind is not None else None
+        return None if colour is None and extreme is None else ExpressionWords(colour, kind, extreme)
 
     def rows(self, predicted: Sequence) -> List[Tuple[int, ExpressionWords]]:
-        """``(index, expression words)`` of each predicted grounding that names a colour and
-        has a box."""
+        """``(index, expression words)`` of each predicted grounding that names a colour or an
+        extreme of a kind and has a box."""
         found = []
         for i, sample in enumerate(predicted):
             instruction = sample.metainfo["instruction"]
@@ -71,31 +112,44 @@ class GroundingVerification(OwnDetections):
         return region_box(pred.bboxes[int(torch.argmax(pred.scores))])
 
     def checks(self, sample, words: ExpressionWords) -> List:
-        """Copies of ``sample`` asking the colour (and, with a kind word, the shape) of its best box."""
+        """Copies of ``sample`` asking the colour (and, with a kind word, the shape) of its best
+        box; none for an extreme, which is read from the detections whatever the box is."""
+        if words.extreme is not None:
+            return []
         questions = [COLOUR_QUESTION] + ([SHAPE_QUESTION] if words.kind else [])
         return [copy_asking(sample, question, [self.best_box(sample)]) for question in questions]
 
     @staticmethod
     def agrees(answered: Sequence, words: ExpressionWords) -> bool:
-        """Whether the answered checks name the expression's colour (and kind)."""
+        """Whether the answered checks name the expression's colour (and kind); never for an
+        extreme."""
+        if words.extreme is not None:
+            return False
         expected = [words.colour] + ([words.kind] if words.kind else [])
         return [answer_words(check.get("pred_text")) for check in answered] == expected
 
     def candidates(self, sample, detected, words: ExpressionWords) -> Tuple[List, List]:
-        """Detections of the expression's kind at or above the threshold, best first, as
-        ``(instances, copies of sample asking each one's colour)``."""
+        """Detections of the expression's kind at or above the threshold, best first (for an
+        extreme, furthest that way first), as ``(instances, copies of sample asking each one's
+        colour)``; no questions when the expression names no colour."""
         present = self.present(detected)
-        order = torch.argsort(present.scores, descending=True).tolist()
+        order = (extreme_order(present.bboxes, words.extreme) if words.extreme is not None
+                 else torch.argsort(present.scores, descending=True).tolist())
         chosen = [present[j] for j in order
                   if words.kind is None or self.categories[int(present.labels[j])] == words.kind]
+        if words.colour is None:
+            return chosen, []
         return chosen, [copy_asking(sample, COLOUR_QUESTION, [region_box(instance.bboxes[0])]) for instance in chosen]
 
     @staticmethod
     def replace(sample, chosen: Sequence, answered: Sequence, words: ExpressionWords) -> None:
-        """Make the first of ``chosen`` whose colour answer is the expression's colour the
-        grounding of ``sample`` (metainfo ``replaced_grounding`` keeps the predicted box)."""
-        for instance, colour in zip(chosen, answered):
-            if answer_words(colour.get("pred_text")) == words.colour:
+        """Make the first of ``chosen`` whose colour answer is the expression's colour (the first
+        of them when it names none) the grounding of ``sample`` (metainfo ``replaced_grounding``
+        keeps the predicted box)."""
+        colours = ([None] * len(chosen) if words.colour is None
+                   else [answer_words(colour.get("pred_text")) for colour in answered])
+        for instance, colour in zip(chosen, colours):
+            if colour == words.colour:
                 pred = sample.pred_instances
                 sample.set_metainfo(dict(replaced_grounding=GroundingVerification.best_box(sample).tolist()))
                 sample.pred_instances = InstanceData(bboxes=instance.bboxes.to(pred.bboxes),

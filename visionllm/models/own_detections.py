@@ -4,8 +4,13 @@ Captions (``CaptionGrounding``) and count questions (``QuestionCounting``) lean 
 which reads an image far more reliably than free text does (each category is matched against each
 image token). Both ask for the same thing: a copy of the sample that detects ``categories`` in the
 detection task's evaluation phrasing, decoding only the slots that can reach ``score_threshold``.
+The detector may read one object as two kinds (a box for "square" and one for "diamond" on the same
+object); with ``overlap_iou`` set, of detections overlapping more than that only the best-scoring
+one is present, whatever its kind, so that one object is counted (and named) once.
 """
-from typing import Sequence
+from typing import Optional, Sequence
+
+from torchvision.ops import nms
 
 from visionllm.tasks import build_instruction
 
@@ -16,9 +21,11 @@ class OwnDetections:
     Args:
         categories: the category names detected (e.g. a dataset's classes).
         score_threshold: a detection counts as present when it scores at least this.
+        overlap_iou: when set, a detection whose box overlaps a better-scoring present one (of
+            any kind) by more than this IoU is not present (None: every kind kept on its own).
     """
 
-    def __init__(self, categories: Sequence[str], score_threshold: float = 0.5):
+    def __init__(self, categories: Sequence[str], score_threshold: float = 0.5, overlap_iou: Optional[float] = None):
         names = [str(name) for name in categories]
         if not names:
             raise ValueError(f"{type(self).__name__} needs at least one category")
@@ -26,8 +33,11 @@ class OwnDetections:
             raise ValueError(f"{type(self).__name__} categories must be distinct")
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if overlap_iou is not None and not 0.0 < float(overlap_iou) <= 1.0:
+            raise ValueError(f"overlap_iou must be in (0, 1] or None, got {overlap_iou}")
         self.categories = names
         self.score_threshold = float(score_threshold)
+        self.overlap_iou = None if overlap_iou is None else float(overlap_iou)
         instruction = build_instruction("detection", None, categories=names, template_index=0)
         self.instruction = instruction.text
         self.output_format = tuple(instruction.output_format.fields)
@@ -44,6 +54,11 @@ class OwnDetections:
 
     def present(self, detected):
         """The predicted instances of ``detected`` (a detection sample after prediction) that
-        score at least the threshold."""
+        score at least the threshold (and, with ``overlap_iou``, overlap no better one), in
+        their predicted order."""
         pred = detected.pred_instances
-        return pred[pred.scores >= self.score_threshold]
+        pred = pred[pred.scores >= self.score_threshold]
+        if self.overlap_iou is None or len(pred) < 2:
+            return pred
+        keep = nms(pred.bboxes.float(), pred.scores.float(), self.overlap_iou)
+        return pred[keep.sort().values]

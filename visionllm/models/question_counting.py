@@ -47,11 +47,14 @@ class QuestionCounting(OwnDetections):
         hypernyms: words for any kind ("how many shapes are there?").
         score_threshold: a detection counts when it scores at least this.
         tasks: the tasks whose questions are read (by default VQA).
+        overlap_iou: of present detections overlapping by more than this IoU only the best-scoring
+            one counts, whatever its kind (None: each kind on its own; ``OwnDetections``).
     """
 
     def __init__(self, categories: Sequence[str], colours: Sequence[str] = (), hypernyms: Sequence[str] = HYPERNYMS,
-                 score_threshold: float = 0.5, tasks: Sequence[str] = ("vqa",)):
-        super().__init__(categories, score_threshold)
+                 score_threshold: float = 0.5, tasks: Sequence[str] = ("vqa",),
+                 overlap_iou: Optional[float] = None):
+        super().__init__(categories, score_threshold, overlap_iou)
         self.colours = tuple(colours)
         self.tasks = tuple(tasks)
         self._nouns = {plural(name): name for name in self.categories}

@@ -71,15 +71,16 @@ class VisionLLM(BaseModel):
             region question about the grounded boxes; which side of the image one is on, from its
             box; with ``colours`` and ``kinds``, "is there a <colour> <kind>?" from the colour and
             shape answers about its box (one more pass). None: every question as asked.
-        question_counting: ``dict(categories, colours=(), score_threshold=0.5)``: at inference
-            "how many (<colour>) <kinds> are there?" is answered with the number of the model's
-            own detections of the kind (``QuestionCounting``: one detection pass first; for a
-            colour, one more pass asking each detection's colour), or None.
+        question_counting: ``dict(categories, colours=(), score_threshold=0.5, overlap_iou=None)``:
+            at inference "how many (<colour>) <kinds> are there?" is answered with the number of
+            the model's own detections of the kind (``QuestionCounting``: one detection pass
+            first; for a colour, one more pass asking each detection's colour), or None.
         grounding_verification: ``dict(categories, colours, score_threshold=0.5)``: at inference
             a grounding whose expression names a colour is checked with the region colour (and
             shape) answers about its box and, when they disagree, replaced by the best detection
-            of the expression's kind with that colour answer (``GroundingVerification``: up to
-            three more passes), or None.
+            of the expression's kind with that colour answer; one naming an extreme of its kind
+            ("the leftmost star", "the big star") becomes the detection of the kind furthest
+            that way (``GroundingVerification``: up to three more passes), or None.
 
     The token class prior is part of the architecture: each image token's name logits (the
     tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
