@@ -68,8 +68,9 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # "The red star" is checked with the colour and shape answers about the grounded box;
              # when they disagree, the best detected star scoring >= 0.5 whose colour answer is red
              # replaces it (docs/experiments.md, "Groundings checked by the region answers").
-             # "The leftmost star", "the big star" become the detected star furthest that way
-             # (docs/experiments.md, "Extremes among things of a kind from the detections").
+             # "The leftmost star", "the big star" become the detected star furthest that way, "the
+             # star left of the red square" the best detected star left of the grounding of "the
+             # red square" (docs/experiments.md, "Extremes among things of a kind from the detections").
              grounding_verification=dict(categories=shapes_classes, colours=shapes_colours, score_threshold=0.5))
 # The zero-initialised read-outs (pixels under each token, image tokens inside the LLM layers,
 # the instruction-relevance vector) start from nothing: at the base rate the first two were

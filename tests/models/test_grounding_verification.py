@@ -42,8 +42,13 @@ def _answered(*answers):
     ("the leftmost star", ExpressionWords(None, "star", "left")),
     ("the big red circle", ExpressionWords("red", "circle", "big")),
     ("the leftmost thing", None),  # an extreme needs a kind to be read among
-    ("the star left of the red box", None),  # the red box is the anchor, not the referent
-    ("the red star above the blue box", ExpressionWords("red", "star")),
+    ("the star left of the red box", ExpressionWords(None, "star", relation="left", anchor="the red box")),
+    ("the red star above the blue box", ExpressionWords("red", "star", relation="top", anchor="the blue box")),
+    ("the circle to the right of the box", ExpressionWords(None, "circle", relation="right", anchor="the box")),
+    ("the star beneath the red one", ExpressionWords(None, "star", relation="bottom", anchor="the red one")),
+    ("the star next to the red box", None),  # no side: the anchor's colour is not the referent's
+    ("the star beneath it", None),  # an anchor naming nothing the model reads
+    ("the thing left of the red box", None),  # a relation needs a kind to be read among
 ])
 def test_expressions_with_a_colour_word_or_an_extreme_of_a_kind_are_checked(expression, expected):
     assert GroundingVerification(KINDS, COLOURS).words(expression) == expected
@@ -69,6 +74,43 @@ def test_boxes_are_ordered_from_the_furthest_towards_the_extreme():
     assert extreme_order(boxes, "bottom") == [1, 0, 2]
     assert extreme_order(boxes, "big") == [1, 0, 2]
     assert extreme_order(boxes, "small") == [2, 0, 1]
+
+
+def _predicted_grounding(box):
+    anchor = DetDataSample()
+    anchor.pred_instances = InstanceData(bboxes=torch.tensor(box, dtype=torch.float32).reshape(-1, 4),
+                                         scores=torch.ones(len(box)), labels=torch.zeros(len(box), dtype=torch.long))
+    return anchor
+
+
+def test_a_relation_grounds_its_anchor_and_becomes_the_best_detection_of_its_kind_beyond_it():
+    verification = GroundingVerification(KINDS, COLOURS, score_threshold=0.5)
+    sample = _grounding("the star left of the red box", [[0, 0, 10, 10]], [0.8])
+    words = verification.words("the star left of the red box")
+    assert verification.checks(sample, words) == [] and not verification.agrees([], words)
+    [anchor] = verification.anchor_groundings(sample, words)
+    understood = read_instruction(anchor.instruction)
+    assert understood.task == "grounding" and list(understood.categories) == ["the red box"]
+    assert verification.anchor_groundings(sample, verification.words("the leftmost star")) == []
+    detected = DetDataSample()
+    detected.pred_instances = InstanceData(  # stars centred at x 3, 30, 60, 85 and a circle at x 3
+        bboxes=torch.tensor([[1., 1, 5, 5], [20, 20, 40, 40], [50, 50, 70, 70], [80, 0, 90, 9], [0, 30, 6, 39]]),
+        scores=torch.tensor([0.9, 0.6, 0.95, 0.7, 0.9]), labels=torch.tensor([1, 1, 1, 1, 0]))
+    box_at_50 = [_predicted_grounding([[45., 0, 55, 10]])]  # the anchor's box, centred at x 50
+    chosen, asked = verification.candidates(sample, detected, words, box_at_50)
+    # the stars left of the anchor, best first; no colour named, nothing asked
+    assert [c.bboxes[0].tolist() for c in chosen] == [[1, 1, 5, 5], [20, 20, 40, 40]] and asked == []
+    verification.replace(sample, chosen, asked, words)
+    assert sample.pred_instances.bboxes.tolist() == [[1, 1, 5, 5]]
+    right = verification.words("the star to the right of the red box")
+    assert [c.bboxes[0].tolist() for c in verification.candidates(sample, detected, right, box_at_50)[0]] == [
+        [50, 50, 70, 70], [80, 0, 90, 9]]
+    below = verification.words("the star below the red box")
+    assert [c.bboxes[0].tolist() for c in verification.candidates(sample, detected, below, box_at_50)[0]] == [
+        [50, 50, 70, 70], [20, 20, 40, 40]]  # centres below y 5
+    # an anchor not found: no candidate, the grounding stays
+    assert verification.candidates(sample, detected, words, [_predicted_grounding([])])[0] == []
+    assert verification.candidates(sample, detected, words, [])[0] == []
 
 
 def test_an_extreme_becomes_the_detection_of_its_kind_furthest_that_way_without_a_check():
@@ -186,3 +228,29 @@ def test_the_model_replaces_a_grounding_its_region_answers_disagree_with(tmp_pat
     of_kind = detected.pred_instances[detected.pred_instances.labels == kind]
     centres = (of_kind.bboxes[:, 0] + of_kind.bboxes[:, 2]) / 2
     assert result.pred_instances.bboxes[0].tolist() == pytest.approx(of_kind.bboxes[int(torch.argmin(centres))].tolist())
+
+    # "the <kind> left / right of the <other kind>": the anchor grounded first, then the
+    # detections; the grounding becomes the best-scoring detection of the kind beyond the anchor
+    # (on one of the two sides there is one: the kind was detected)
+    other = names[(kind + 1) % len(names)]
+    replaced_sides = []
+    for side in ("left", "right"):
+        item = item_for_untrained(model, test_set, f'Find "the {names[kind]} {side} of the {other}" in <image> and '
+                                  'give (c, x1, y1, x2, y2).', task="grounding")
+        del passes[:]
+        result = predict_one(model, item)
+        (anchor, [anchored]), (detection, [detected]), (main, _) = passes
+        assert read_instruction(anchor[0]).task == "grounding" and read_instruction(anchor[0]).categories == [
+            f"the {other}"]
+        assert read_instruction(detection[0]).task == "detection" and f"{side} of" in main[0]
+        ax = float(anchored.pred_instances.bboxes[int(torch.argmax(anchored.pred_instances.scores)), 0::2].mean())
+        pred = detected.pred_instances
+        x = (pred.bboxes[:, 0] + pred.bboxes[:, 2]) / 2
+        beyond = (pred.labels == kind) & ((x < ax) if side == "left" else (x > ax))
+        if beyond.any():
+            best = pred.bboxes[beyond][int(torch.argmax(pred.scores[beyond]))]
+            assert result.pred_instances.bboxes[0].tolist() == pytest.approx(best.tolist())
+            replaced_sides.append(side)
+        else:
+            assert "replaced_grounding" not in result.metainfo
+    assert replaced_sides

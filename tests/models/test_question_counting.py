@@ -4,10 +4,9 @@ model's passes."""
 from collections import Counter
 
 import pytest
-import torch
-from mmengine.structures import InstanceData
 
 from mmdet.structures import DetDataSample
+from predicted_samples import detections
 from visionllm.models.question_counting import CountQuestion, QuestionCounting, build_question_counting
 from visionllm.models.question_grounding import QuestionGrounding, answer_words
 from visionllm.tasks import read_instruction, task_of_instruction
@@ -18,14 +17,6 @@ KINDS, COLOURS = ["circle", "star", "box"], ["red", "blue"]
 def _sample(instruction, **meta):
     sample = DetDataSample()
     sample.set_metainfo(dict(instruction=instruction, img_shape=(64, 96), scale_factor=(0.5, 0.25), **meta))
-    return sample
-
-
-def _detected(boxes, labels, scores):
-    sample = DetDataSample()
-    sample.pred_instances = InstanceData(bboxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                         labels=torch.as_tensor(labels, dtype=torch.long),
-                                         scores=torch.as_tensor(scores, dtype=torch.float32))
     return sample
 
 
@@ -82,7 +73,7 @@ def test_a_follow_up_count_is_read_as_the_question_it_stands_for():
 def test_a_count_is_the_number_of_detections_of_the_kind_at_or_above_the_threshold(question, count):
     counting = QuestionCounting(KINDS, score_threshold=0.5)
     sample = _sample("<image> Answer the question: how many?")
-    detected = _detected([[0, 0, 10, 10]] * 5, [1, 1, 0, 1, 2], [0.9, 0.5, 0.7, 0.49, 0.1])
+    detected = detections([[0, 0, 10, 10]] * 5, [1, 1, 0, 1, 2], [0.9, 0.5, 0.7, 0.49, 0.1])
     assert counting.count(sample, question, detected) == []
     sample.pred_text = "the LLM's own answer"
     QuestionGrounding.restore(sample)
@@ -94,7 +85,7 @@ def test_a_colour_count_asks_each_detection_its_colour_and_counts_the_answers():
     counting = QuestionCounting(KINDS, colours=COLOURS, score_threshold=0.5)
     original = "<image> Answer the question: how many red stars are there?"
     sample = _sample(original)
-    detected = _detected([[0, 0, 10, 10], [20, 40, 60, 80], [8, 8, 8, 30], [0, 0, 5, 5]], [1, 0, 1, 1],
+    detected = detections([[0, 0, 10, 10], [20, 40, 60, 80], [8, 8, 8, 30], [0, 0, 5, 5]], [1, 0, 1, 1],
                          [0.9, 0.9, 0.6, 0.2])
     asked = counting.count(sample, CountQuestion("red", "star"), detected)
     assert [a.instruction for a in asked] == ["<image> Answer the question: what colour is <region>?"] * 2

@@ -12,8 +12,11 @@ colour answer is the expression's colour. When none is, the grounding stays as p
 read by ``EXTREMES``; not a relation to another object such as "the star left of the square") are
 resolved from the detections directly: the grounding becomes the detection of the kind lying
 furthest that way (the largest or smallest), among those whose colour answer is the expression's
-colour when it names one. One pass each for the checks, the detections and the candidates'
-colours, for all groundings of a batch.
+colour when it names one. "The star left of the red square" (a relation to an anchor, the
+referent's kind being on one side of it only) grounds the anchor, "the red square", first and
+becomes the best-scoring detected star whose centre lies beyond the anchor's that way. One pass
+each for the checks, the anchors' groundings, the detections and the candidates' colours, for
+all groundings of a batch.
 """
 import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -22,7 +25,7 @@ import torch
 from mmengine.structures import InstanceData
 
 from visionllm.models.own_detections import OwnDetections
-from visionllm.models.question_grounding import answer_words, copy_asking, region_box
+from visionllm.models.question_grounding import QuestionGrounding, answer_words, copy_asking, region_box
 from visionllm.tasks import read_instruction, task_of_instruction
 
 COLOUR_QUESTION, SHAPE_QUESTION = "what colour is <region>?", "what shape is <region>?"
@@ -33,16 +36,28 @@ EXTREMES = (("left", r"leftmost|on the left|furthest to the left|farthest to the
             ("bottom", r"bottommost|lowest|at the bottom"),
             ("big", r"big|bigger|biggest|large|larger|largest"),
             ("small", r"small|smaller|smallest|little|tiny"))
-# An expression placing its referent against another object is not an extreme among its kind.
+# An expression placing its referent against another object is not an extreme among its kind;
+# the relations with a direction name the side of the anchor the referent lies on.
 _RELATION = re.compile(r"\b(?:above|below|under|beneath|(?:left|right) of|next to|beside)\b")
+_RELATION_SIDES = {"above": "top", "below": "bottom", "under": "bottom", "beneath": "bottom",
+                   "left of": "left", "right of": "right"}
 
 
 class ExpressionWords(NamedTuple):
-    """The colour word, the kind word and the extreme (``EXTREMES``) of a referring expression;
-    each None when it names none."""
+    """The colour word, the kind word and the extreme (``EXTREMES``) of a referring expression,
+    and for a relation to another object the side of it (``relation``: left, right, top, bottom)
+    and its expression (``anchor``); each None when it names none."""
     colour: Optional[str]
     kind: Optional[str]
     extreme: Optional[str] = None
+    relation: Optional[str] = None
+    anchor: Optional[str] = None
+
+    @property
+    def placed(self) -> bool:
+        """Whether the referent is placed among things (an extreme or a relation), which the
+        detections resolve without checking the predicted box."""
+        return self.extreme is not None or self.relation is not None
 
 
 def extreme_of(expression: str) -> Optional[str]:
@@ -53,10 +68,15 @@ def extreme_of(expression: str) -> Optional[str]:
     return next((name for name, words in EXTREMES if re.search(rf"\b(?:{words})\b", text)), None)
 
 
+def centres(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The centres ``(x, y)`` of ``boxes`` ``[N, 4]`` (x1, y1, x2, y2)."""
+    return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+
+
 def extreme_order(boxes: torch.Tensor, extreme: str) -> List[int]:
     """Indices of ``boxes`` ``[N, 4]`` (x1, y1, x2, y2, y downwards) from the one lying furthest
     towards ``extreme`` (or the largest / smallest) to the least."""
-    x, y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    x, y = centres(boxes)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     key = dict(left=-x, right=x, top=-y, bottom=y, big=area, small=-area)[extreme]
     return torch.argsort(key, descending=True, stable=True).tolist()
@@ -82,19 +102,26 @@ class GroundingVerification(OwnDetections):
         self.tasks = tuple(tasks)
 
     def words(self, expression: str) -> Optional[ExpressionWords]:
-        """The first colour and kind word of ``expression`` and its extreme, or None when it
-        names no colour and no extreme of a kind. In "the star left of the red box" only the
-        words before the relation describe the referent ("the star")."""
-        relation = _RELATION.search(expression.lower())
-        words = expression.lower()[:relation.start() if relation else None].replace(",", " ").split()
+        """The first colour and kind word of ``expression`` and its extreme or relation, or None when it
+        names no colour, no extreme of a kind and no relation of a kind to an anchor. In "the
+        star left of the red box" the words before the relation describe the referent ("the
+        star") and those after it the anchor ("the red box")."""
+        text = expression.lower()
+        relation = _RELATION.search(text)
+        words = text[:relation.start() if relation else None].replace(",", " ").split()
         colour = next((word for word in words if word in self.colours), None)
         kind = next((word for word in words if word in self.categories), None)
+        if relation is not None:
+            side, anchor = _RELATION_SIDES.get(relation.group(0)), text[relation.end():].strip(" .,")
+            named = set(anchor.replace(",", " ").split()) & {*self.colours, *self.categories}
+            if side is not None and kind is not None and named:
+                return ExpressionWords(colour, kind, relation=side, anchor=anchor)
         extreme = extreme_of(expression) if kind is not None else None
         return None if colour is None and extreme is None else ExpressionWords(colour, kind, extreme)
 
     def rows(self, predicted: Sequence) -> List[Tuple[int, ExpressionWords]]:
-        """``(index, expression words)`` of each predicted grounding that names a colour or an
-        extreme of a kind and has a box."""
+        """``(index, expression words)`` of each predicted grounding that names a colour, an
+        extreme of a kind or a relation of a kind to an anchor, and has a box."""
         found = []
         for i, sample in enumerate(predicted):
             instruction = sample.metainfo["instruction"]
@@ -113,8 +140,8 @@ class GroundingVerification(OwnDetections):
 
     def checks(self, sample, words: ExpressionWords) -> List:
         """Copies of ``sample`` asking the colour (and, with a kind word, the shape) of its best
-        box; none for an extreme, which is read from the detections whatever the box is."""
-        if words.extreme is not None:
+        box; none for an extreme or a relation, which the detections resolve whatever the box is."""
+        if words.placed:
             return []
         questions = [COLOUR_QUESTION] + ([SHAPE_QUESTION] if words.kind else [])
         return [copy_asking(sample, question, [self.best_box(sample)]) for question in questions]
@@ -122,24 +149,44 @@ class GroundingVerification(OwnDetections):
     @staticmethod
     def agrees(answered: Sequence, words: ExpressionWords) -> bool:
         """Whether the answered checks name the expression's colour (and kind); never for an
-        extreme."""
-        if words.extreme is not None:
+        extreme or a relation."""
+        if words.placed:
             return False
         expected = [words.colour] + ([words.kind] if words.kind else [])
         return [answer_words(check.get("pred_text")) for check in answered] == expected
 
-    def candidates(self, sample, detected, words: ExpressionWords) -> Tuple[List, List]:
+    @staticmethod
+    def anchor_groundings(sample, words: ExpressionWords) -> List:
+        """For a relation, a copy of ``sample`` grounding its anchor on its own; else none."""
+        return [] if words.anchor is None else [QuestionGrounding.grounding_sample(sample, words.anchor)]
+
+    def candidates(self, sample, detected, words: ExpressionWords, anchor: Sequence = ()) -> Tuple[List, List]:
         """Detections of the expression's kind at or above the threshold, best first (for an
-        extreme, furthest that way first), as ``(instances, copies of sample asking each one's
-        colour)``; no questions when the expression names no colour."""
+        extreme, furthest that way first; for a relation, only those whose centre lies beyond
+        the centre of ``anchor``'s best box, the anchor's grounding sample after prediction, that
+        way), as ``(instances, copies of sample asking each one's colour)``; no questions when
+        the expression names no colour."""
         present = self.present(detected)
         order = (extreme_order(present.bboxes, words.extreme) if words.extreme is not None
                  else torch.argsort(present.scores, descending=True).tolist())
+        if words.relation is not None:
+            order = [j for j in order if self._beyond(present.bboxes[j], anchor, words.relation)]
         chosen = [present[j] for j in order
                   if words.kind is None or self.categories[int(present.labels[j])] == words.kind]
         if words.colour is None:
             return chosen, []
         return chosen, [copy_asking(sample, COLOUR_QUESTION, [region_box(instance.bboxes[0])]) for instance in chosen]
+
+    @staticmethod
+    def _beyond(box: torch.Tensor, anchor: Sequence, side: str) -> bool:
+        """Whether the centre of ``box`` lies beyond the centre of the best box of ``anchor`` (a
+        list of one predicted grounding sample) towards ``side``; never without an anchor box."""
+        if not anchor or len(anchor[0].pred_instances.scores) == 0:
+            return False
+        pred = anchor[0].pred_instances
+        (ax,), (ay,) = centres(pred.bboxes[int(torch.argmax(pred.scores))][None].to(box))
+        (x,), (y,) = centres(box[None])
+        return dict(left=x < ax, right=x > ax, top=y < ay, bottom=y > ay)[side].item()
 
     @staticmethod
     def replace(sample, chosen: Sequence, answered: Sequence, words: ExpressionWords) -> None:

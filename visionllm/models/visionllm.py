@@ -80,7 +80,9 @@ class VisionLLM(BaseModel):
             shape) answers about its box and, when they disagree, replaced by the best detection
             of the expression's kind with that colour answer; one naming an extreme of its kind
             ("the leftmost star", "the big star") becomes the detection of the kind furthest
-            that way (``GroundingVerification``: up to three more passes), or None.
+            that way, and one relating it to an anchor ("the star left of the red square") the
+            best detection of the kind beyond the anchor's own grounding that way
+            (``GroundingVerification``: up to four more passes), or None.
 
     The token class prior is part of the architecture: each image token's name logits (the
     tokenizer's name alignment, trained by ``loss_tok_cls``) are added to the class logits of the
@@ -289,10 +291,12 @@ class VisionLLM(BaseModel):
         rows = verification.rows(predicted)
         checked = self._predict_groups(inputs, [(i, verification.checks(predicted[i], words)) for i, words in rows])
         failed = [(i, words) for (i, words), answers in zip(rows, checked) if not verification.agrees(answers, words)]
+        anchors = self._predict_groups(inputs, [(i, verification.anchor_groundings(predicted[i], words))
+                                                for i, words in failed])
         detections = self._predict_groups(inputs, [(i, [verification.detection_sample(predicted[i])])
                                                    for i, _ in failed])
-        candidates = [(i, words, *verification.candidates(predicted[i], detected, words))
-                      for (i, words), [detected] in zip(failed, detections)]
+        candidates = [(i, words, *verification.candidates(predicted[i], detected, words, anchor))
+                      for (i, words), [detected], anchor in zip(failed, detections, anchors)]
         answered = self._predict_groups(inputs, [(i, asked) for i, _, _, asked in candidates])
         for (i, words, chosen, _), answers in zip(candidates, answered):
             verification.replace(predicted[i], chosen, answers, words)
