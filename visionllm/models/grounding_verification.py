@@ -68,18 +68,20 @@ def extreme_of(expression: str) -> Optional[str]:
     return next((name for name, words in EXTREMES if re.search(rf"\b(?:{words})\b", text)), None)
 
 
-def centres(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The centres ``(x, y)`` of ``boxes`` ``[N, 4]`` (x1, y1, x2, y2)."""
-    return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+def towards(boxes: torch.Tensor, extreme: str) -> torch.Tensor:
+    """How far each of ``boxes`` ``[N, 4]`` (x1, y1, x2, y2, y downwards) lies towards ``extreme``
+    (left, right, top, bottom: its centre's coordinate, signed; big, small: its area, signed)."""
+    if extreme in ("big", "small"):
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return area if extreme == "big" else -area
+    axis, sign = dict(left=(0, -1), right=(0, 1), top=(1, -1), bottom=(1, 1))[extreme]
+    return sign * (boxes[:, axis] + boxes[:, axis + 2]) / 2
 
 
 def extreme_order(boxes: torch.Tensor, extreme: str) -> List[int]:
     """Indices of ``boxes`` ``[N, 4]`` (x1, y1, x2, y2, y downwards) from the one lying furthest
     towards ``extreme`` (or the largest / smallest) to the least."""
-    x, y = centres(boxes)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    key = dict(left=-x, right=x, top=-y, bottom=y, big=area, small=-area)[extreme]
-    return torch.argsort(key, descending=True, stable=True).tolist()
+    return torch.argsort(towards(boxes, extreme), descending=True, stable=True).tolist()
 
 
 class GroundingVerification(OwnDetections):
@@ -170,7 +172,8 @@ class GroundingVerification(OwnDetections):
         order = (extreme_order(present.bboxes, words.extreme) if words.extreme is not None
                  else torch.argsort(present.scores, descending=True).tolist())
         if words.relation is not None:
-            order = [j for j in order if self._beyond(present.bboxes[j], anchor, words.relation)]
+            beyond = self._beyond(present.bboxes, anchor, words.relation)
+            order = [j for j in order if beyond[j]]
         chosen = [present[j] for j in order
                   if words.kind is None or self.categories[int(present.labels[j])] == words.kind]
         if words.colour is None:
@@ -178,15 +181,14 @@ class GroundingVerification(OwnDetections):
         return chosen, [copy_asking(sample, COLOUR_QUESTION, [region_box(instance.bboxes[0])]) for instance in chosen]
 
     @staticmethod
-    def _beyond(box: torch.Tensor, anchor: Sequence, side: str) -> bool:
-        """Whether the centre of ``box`` lies beyond the centre of the best box of ``anchor`` (a
-        list of one predicted grounding sample) towards ``side``; never without an anchor box."""
+    def _beyond(boxes: torch.Tensor, anchor: Sequence, side: str) -> torch.Tensor:
+        """Which centres of ``boxes`` lie beyond the centre of the best box of ``anchor`` (a list
+        of one predicted grounding sample) towards ``side``; none without an anchor box."""
         if not anchor or len(anchor[0].pred_instances.scores) == 0:
-            return False
+            return torch.zeros(len(boxes), dtype=torch.bool)
         pred = anchor[0].pred_instances
-        (ax,), (ay,) = centres(pred.bboxes[int(torch.argmax(pred.scores))][None].to(box))
-        (x,), (y,) = centres(box[None])
-        return dict(left=x < ax, right=x > ax, top=y < ay, bottom=y > ay)[side].item()
+        anchor_box = pred.bboxes[int(torch.argmax(pred.scores))][None].to(boxes)
+        return towards(boxes, side) > towards(anchor_box, side)
 
     @staticmethod
     def replace(sample, chosen: Sequence, answered: Sequence, words: ExpressionWords) -> None:
