@@ -133,6 +133,26 @@ train_dataloader = dict(batch_size=4, dataset=dict(
     #       det   seg   grd  cap   vqa   r-cap r-vqa r-cls conv  req   phase req
     ratios=[0.16, 0.14, 0.2, 0.18, 0.18, 0.03, 0.03, 0.02, 0.03, 0.03, 0.0]))
 
+# The classic renderer's train split (data/shapes: flat colours on a noisy checkerboard) for
+# detection, segmentation, grounding and VQA; its captions list colours in a style of their own,
+# which the caption task is not trained on. configs/visionllm_tiny_shapes_classic_phase.py draws
+# these after the one-run mixture's datasets (an experiment, not the shipped recipe).
+_classic_ann = "annotations/{}_train.json"
+_classic = dict(data_root="data/shapes/", data_prefix=dict(img_path="images/train/"),
+                pipeline={{_base_.train_pipeline}}, test_mode=False)
+classic_train_datasets = [
+    dict(type="CocoInstancesDataset", ann_file=_classic_ann.format("instances"), task="detection",
+         filter_empty_gt=True, **_classic),
+    dict(type="CocoInstancesDataset", ann_file=_classic_ann.format("instances"), task="segmentation",
+         filter_empty_gt=True, **_classic),
+    dict(type="RefCocoDataset", ann_file=_classic_ann.format("instances"), refs_file=_classic_ann.format("refs"),
+         split="train", **_classic),
+    dict(type="VQAv2Dataset", ann_file=_classic_ann.format("vqa_questions"),
+         answers_file=_classic_ann.format("vqa_annotations"), image_info_file=_classic_ann.format("instances"),
+         boxes_file=_classic_ann.format("instances"), **_classic),
+]
+with_classic_train_datasets = train_dataloader["dataset"]["datasets"] + classic_train_datasets
+
 # Test on the varied splits: the two small configs named above set test_dataloader / test_evaluator
 # to these.
 _varied_test = dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,

@@ -30,6 +30,7 @@ def varied_workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("onerun_workspace")
     write_shapes_dataset(str(root / "data" / "shapes_varied"), num_train=10, num_val=3, seed=4, style="varied",
                          num_heldout=3)
+    write_shapes_dataset(str(root / "data" / "shapes"), num_train=6, num_val=2, seed=4)  # the classic phase's
     return str(root)
 
 
@@ -278,3 +279,28 @@ def test_a_phase_on_its_own_moves_its_part_and_nothing_else(in_workspace, tmp_pa
     after = model.state_dict()
     moved = {k for k, v in seen["state"].items() if not torch.equal(v, after[k])}
     assert moved and all(k.startswith(part) for k in moved), sorted(moved)[:5]
+
+
+def test_classic_phase_adds_the_classic_renderer_to_the_onerun_mixture(in_workspace):
+    """The classic renderer phase: the one-run mixture at 60 % in its own proportions, then the
+    classic train split's detection, segmentation, grounding and VQA (40 %, the one-run's
+    proportions among those four), every dataset yielding samples; the parts trained by their own
+    phases stay as loaded."""
+    from visionllm.apis.runner import load_config
+    onerun = load_config(ONERUN)
+    phase = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_classic_phase.py"))
+    datasets, ratios = phase.train_dataloader.dataset.datasets, np.array(phase.train_dataloader.dataset.ratios)
+    first = len(onerun.train_dataloader.dataset.datasets)
+    assert datasets[:first] == onerun.train_dataloader.dataset.datasets
+    assert all(d.data_root == "data/shapes/" and "train" in d.ann_file for d in datasets[first:])
+    classic_tasks = ["detection", "segmentation", "grounding", "vqa"]
+    assert _tasks_of_each_dataset(phase.train_dataloader.dataset) == TRAIN_TASKS + classic_tasks
+    assert ratios.sum() == pytest.approx(1.0) and ratios[first:].sum() == pytest.approx(0.4)
+    np.testing.assert_allclose(ratios[:first], 0.6 * np.array(onerun.train_dataloader.dataset.ratios))
+    onerun_shares = np.array(onerun.train_dataloader.dataset.ratios)[[TRAIN_TASKS.index(t) for t in classic_tasks]]
+    np.testing.assert_allclose(ratios[first:] / ratios[first:].sum(), onerun_shares / onerun_shares.sum())
+    keys = phase.optim_wrapper.paramwise_cfg.custom_keys
+    assert all(keys[part].lr_mult == 0.0 for part in ("task_decoder.request_adapter", "region_relations",
+                                                         "region_appearance"))
+    assert phase.model == onerun.model and phase.train_cfg.max_iters == 1200
+    assert [h.type for h in phase.custom_hooks] == ["TrainableStateCheckpointHook"]  # no phase hooks, no stage

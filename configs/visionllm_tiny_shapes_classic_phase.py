@@ -1,0 +1,32 @@
+# The classic renderer phase (an experiment; the shipped checkpoint does not include it): a
+# trained tiny shapes model (load_from) fine-tuned for 1200 iterations on the one-run mixture
+# (60 % of the samples, its own shares inside) plus the classic renderer's train split
+# (data/shapes, 40 %: detection, segmentation, grounding and VQA in the one-run's proportions
+# among them), rate 5e-5 after a 50-iteration warmup, cosine to 5e-6. The request adapter, the
+# region relations and the region appearance stay as loaded (rate 0). From the shipped file it
+# lifts the classic renderer's boxes, groundings, answers and conversations and changes the
+# varied captions for the worse (docs/experiments.md, "The classic renderer as a last phase"):
+#   python tools/make_shapes.py --out data/shapes
+#   python tools/train.py configs/visionllm_tiny_shapes_classic_phase.py --work-dir work_dirs/classic_phase
+_base_ = ["./visionllm_tiny_shapes_onerun.py"]
+
+load_from = "checkpoints/visionllm_tiny_shapes.pth"
+max_iters = 1200
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters + 1)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=50),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.1),
+]
+optim_wrapper = dict(optimizer=dict(lr=5e-5),
+                     paramwise_cfg=dict(custom_keys={"task_decoder.request_adapter": dict(lr_mult=0.0),
+                                                     "region_relations": dict(lr_mult=0.0),
+                                                     "region_appearance": dict(lr_mult=0.0)}))
+custom_hooks = [dict(type="TrainableStateCheckpointHook")]
+default_hooks = dict(checkpoint=dict(interval=400, max_keep_ckpts=3))
+_classic_share = 0.4
+_onerun_ratios = [0.16, 0.14, 0.2, 0.18, 0.18, 0.03, 0.03, 0.02, 0.03, 0.03, 0.0]
+_classic_ratios = [0.16, 0.14, 0.2, 0.18]  # the one-run's detection, segmentation, grounding, VQA
+train_dataloader = dict(dataset=dict(
+    datasets={{_base_.with_classic_train_datasets}},
+    ratios=[r * (1 - _classic_share) for r in _onerun_ratios]
+    + [_classic_share * r / sum(_classic_ratios) for r in _classic_ratios]))
