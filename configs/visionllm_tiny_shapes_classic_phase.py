@@ -24,6 +24,7 @@ optim_wrapper = dict(optimizer=dict(lr=5e-5),
 custom_hooks = [dict(type="TrainableStateCheckpointHook")]
 default_hooks = dict(checkpoint=dict(interval=400, max_keep_ckpts=3))
 _classic_share = 0.4
+# the one-run mixture's ratios (a config cannot compute with its base's values; a test checks they agree)
 _onerun_ratios = [0.16, 0.14, 0.2, 0.18, 0.18, 0.03, 0.03, 0.02, 0.03, 0.03, 0.0]
 _classic_ratios = [0.16, 0.14, 0.2, 0.18]  # the one-run's detection, segmentation, grounding, VQA
 train_dataloader = dict(dataset=dict(

@@ -30,7 +30,7 @@ def varied_workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("onerun_workspace")
     write_shapes_dataset(str(root / "data" / "shapes_varied"), num_train=10, num_val=3, seed=4, style="varied",
                          num_heldout=3)
-    write_shapes_dataset(str(root / "data" / "shapes"), num_train=6, num_val=2, seed=4)  # the classic phase's
+    write_shapes_dataset(str(root / "data" / "shapes"), num_train=6, num_val=2, seed=4)  # the classic phase's data
     return str(root)
 
 
