@@ -54,19 +54,28 @@ optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"task_decoder.request_adapt
 relation_phase_begin = main_iters + request_phase_iters
 appearance_phase_begin = relation_phase_begin + relation_phase_iters
 region_phase_ratios = [0.0] * 6 + [1.0] + [0.0] * 4  # the region questions (r-vqa) alone
-custom_hooks = [
-    dict(type="TrainableStateCheckpointHook"),
-    dict(type="ShapeKindPretrainingHook", data_root=varied_root, iters=2000, batch_size=16, lr=1e-3, size=192,
-         eval_interval=500, seed=0),
-    dict(type="ExtendedScheduleHook"),
-    dict(type="MixtureScheduleHook", phases=[dict(begin=main_iters, ratios=[0.0] * 10 + [1.0]),
-                                             dict(begin=relation_phase_begin, ratios=region_phase_ratios)]),
-    dict(type="RequestAdapterPhaseHook", begin=main_iters, end=relation_phase_begin, lr=1e-3),
-    dict(type="ModulePhaseHook", module="region_relations", begin=relation_phase_begin,
-         end=appearance_phase_begin, lr=5e-3, freeze_rest=False),
-    dict(type="ModulePhaseHook", module="region_appearance", begin=appearance_phase_begin, lr=1e-2,
-         freeze_rest=False),
-]
+
+
+def _onerun_hooks(num_later_datasets=0):
+    """The run's hooks; ``num_later_datasets``: datasets a config appends to the mixture after the
+    phase's request dataset (at ratio 0 in every phase)."""
+    later = [0.0] * num_later_datasets
+    return [
+        dict(type="TrainableStateCheckpointHook"),
+        dict(type="ShapeKindPretrainingHook", data_root=varied_root, iters=2000, batch_size=16, lr=1e-3, size=192,
+             eval_interval=500, seed=0),
+        dict(type="ExtendedScheduleHook"),
+        dict(type="MixtureScheduleHook", phases=[dict(begin=main_iters, ratios=[0.0] * 10 + [1.0] + later),
+                                                 dict(begin=relation_phase_begin, ratios=region_phase_ratios + later)]),
+        dict(type="RequestAdapterPhaseHook", begin=main_iters, end=relation_phase_begin, lr=1e-3),
+        dict(type="ModulePhaseHook", module="region_relations", begin=relation_phase_begin,
+             end=appearance_phase_begin, lr=5e-3, freeze_rest=False),
+        dict(type="ModulePhaseHook", module="region_appearance", begin=appearance_phase_begin, lr=1e-2,
+             freeze_rest=False),
+    ]
+
+
+custom_hooks = _onerun_hooks()
 
 
 def _shapes_datasets(split, pipeline, test_mode, caption_styles=True):
@@ -135,8 +144,8 @@ train_dataloader = dict(batch_size=4, dataset=dict(
 
 # The classic renderer's train split (data/shapes: flat colours on a noisy checkerboard) for
 # detection, segmentation, grounding and VQA; its captions list colours in a style of their own,
-# which the caption task is not trained on. configs/visionllm_tiny_shapes_classic_phase.py draws
-# these after the one-run mixture's datasets (an experiment, not the shipped recipe).
+# which the caption task is not trained on. configs/visionllm_tiny_shapes_classic_phase.py and
+# visionllm_tiny_shapes_onerun_classic.py draw these after the one-run mixture's datasets.
 _classic_ann = "annotations/{}_train.json"
 _classic = dict(data_root="data/shapes/", data_prefix=dict(img_path="images/train/"),
                 pipeline={{_base_.train_pipeline}}, test_mode=False)
@@ -152,6 +161,7 @@ classic_train_datasets = [
          boxes_file=_classic_ann.format("instances"), **_classic),
 ]
 with_classic_train_datasets = train_dataloader["dataset"]["datasets"] + classic_train_datasets
+with_classic_train_hooks = _onerun_hooks(len(classic_train_datasets))
 
 # Test on the varied splits: the two small configs named above set test_dataloader / test_evaluator
 # to these.

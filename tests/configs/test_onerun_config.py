@@ -304,3 +304,57 @@ def test_classic_phase_adds_the_classic_renderer_to_the_onerun_mixture(in_worksp
                                                          "region_appearance"))
     assert phase.model == onerun.model and phase.train_cfg.max_iters == 1200
     assert [h.type for h in phase.custom_hooks] == ["TrainableStateCheckpointHook"]  # no phase hooks, no stage
+
+
+def test_onerun_classic_splits_four_tasks_between_the_renderers(in_workspace):
+    """The one-run with the classic renderer in its main mixture: the one-run's datasets, then the
+    classic train split's detection, segmentation, grounding and VQA (15 % of the samples), each
+    task's total share the one-run's; the phases draw what the one-run's phases draw (the classic
+    datasets at 0, checked on the built mixture); everything else is the one-run config."""
+    from types import SimpleNamespace
+
+    from visionllm.apis.runner import load_config
+    from visionllm.engine.mixture_schedule_hook import MixtureScheduleHook
+    from visionllm.registry import DATASETS
+    onerun = load_config(ONERUN)
+    cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_classic.py"))
+    mixture = cfg.train_dataloader.dataset
+    datasets, ratios = mixture.datasets, np.array(mixture.ratios)
+    base_ratios = np.array(onerun.train_dataloader.dataset.ratios)
+    first = len(onerun.train_dataloader.dataset.datasets)
+    assert datasets[:first] == onerun.train_dataloader.dataset.datasets
+    assert all(d.data_root == "data/shapes/" and "train" in d.ann_file for d in datasets[first:])
+    assert _tasks_of_each_dataset(mixture) == TRAIN_TASKS + ["detection", "segmentation", "grounding", "vqa"]
+    assert ratios.sum() == pytest.approx(1.0) and ratios[first:].sum() == pytest.approx(0.15)
+    varied_index = [0, 1, 2, 4]  # the one-run's detection, segmentation, grounding and VQA datasets
+    totals = ratios[:first].copy()
+    totals[varied_index] += ratios[first:]
+    np.testing.assert_allclose(totals, base_ratios)
+    assert all(0 < ratios[i] < base_ratios[i] for i in varied_index)
+
+    def without_phases(hooks):
+        return [h for h in hooks if h.type != "MixtureScheduleHook"]
+
+    assert without_phases(cfg.custom_hooks) == without_phases(onerun.custom_hooks)
+    phases = next(h for h in cfg.custom_hooks if h.type == "MixtureScheduleHook").phases
+    base_phases = next(h for h in onerun.custom_hooks if h.type == "MixtureScheduleHook").phases
+    assert [p.begin for p in phases] == [p.begin for p in base_phases]
+    for phase, base in zip(phases, base_phases):
+        assert phase.ratios == base.ratios + [0.0] * (len(datasets) - first)
+    # the hook accepts every phase against the built mixture (a wrong length fails before training)
+    init_default_scope("visionllm")
+    built = DATASETS.build(mixture)
+    hook = MixtureScheduleHook(phases=[p.to_dict() for p in phases])
+    loader = SimpleNamespace(num_workers=0, batch_sampler=None, dataset=built)
+    runner = SimpleNamespace(train_loop=SimpleNamespace(dataloader=loader), iter=0,
+                             logger=SimpleNamespace(info=lambda message: None))
+    hook.before_train(runner)
+    assert built.probabilities.tolist() == pytest.approx(list(ratios))
+    drawn = []
+    for phase in phases:  # the iteration before each phase: the next batch is drawn with its ratios
+        runner.iter = phase.begin - 1
+        hook.after_train_iter(runner, batch_idx=runner.iter)
+        drawn.append(np.flatnonzero(built.probabilities).tolist())
+    assert drawn == [[first - 1], [TRAIN_TASKS.index("region_vqa")]]  # the phase requests; region questions
+    for key in ("model", "train_cfg", "param_scheduler", "optim_wrapper", "default_hooks", "randomness"):
+        assert cfg.get(key) == onerun.get(key), key
