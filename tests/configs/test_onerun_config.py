@@ -19,6 +19,8 @@ ITERS = 2
 TRAIN_TASKS = ["detection", "segmentation", "grounding", "caption", "vqa", "region_caption", "region_vqa",
                "region_classification", "vqa", "request", "request"]
 TEST_TASKS = TRAIN_TASKS[:8]
+# the classic renderer's datasets that the classic configs append to the mixture
+CLASSIC_TASKS = ["detection", "segmentation", "grounding", "vqa"]
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +46,24 @@ def in_workspace(varied_workspace):
         os.chdir(cwd)
 
 
-def _tasks_of_each_dataset(dataset_cfg) -> list:
-    """Build a MultiTaskDataset config and run its first sample of every dataset through the pipeline."""
+def _build_mixture(dataset_cfg):
     from visionllm.registry import DATASETS
     init_default_scope("visionllm")
-    dataset = DATASETS.build(dataset_cfg)
+    return DATASETS.build(dataset_cfg)
+
+
+def _first_sample_tasks(dataset) -> list:
+    """The task of the first sample of every dataset of a built MultiTaskDataset (through its pipeline)."""
     tasks = []
     for sub in dataset.datasets:
         assert len(sub) > 0, f"{type(sub).__name__} is empty"
         tasks.append(sub[0]["data_samples"].task)
     return tasks
+
+
+def _tasks_of_each_dataset(dataset_cfg) -> list:
+    """Build a MultiTaskDataset config and run its first sample of every dataset through the pipeline."""
+    return _first_sample_tasks(_build_mixture(dataset_cfg))
 
 
 def test_training_mixture_has_every_task(in_workspace):
@@ -293,11 +303,10 @@ def test_classic_phase_adds_the_classic_renderer_to_the_onerun_mixture(in_worksp
     first = len(onerun.train_dataloader.dataset.datasets)
     assert datasets[:first] == onerun.train_dataloader.dataset.datasets
     assert all(d.data_root == "data/shapes/" and "train" in d.ann_file for d in datasets[first:])
-    classic_tasks = ["detection", "segmentation", "grounding", "vqa"]
-    assert _tasks_of_each_dataset(phase.train_dataloader.dataset) == TRAIN_TASKS + classic_tasks
+    assert _tasks_of_each_dataset(phase.train_dataloader.dataset) == TRAIN_TASKS + CLASSIC_TASKS
     assert ratios.sum() == pytest.approx(1.0) and ratios[first:].sum() == pytest.approx(0.4)
     np.testing.assert_allclose(ratios[:first], 0.6 * np.array(onerun.train_dataloader.dataset.ratios))
-    onerun_shares = np.array(onerun.train_dataloader.dataset.ratios)[[TRAIN_TASKS.index(t) for t in classic_tasks]]
+    onerun_shares = np.array(onerun.train_dataloader.dataset.ratios)[[TRAIN_TASKS.index(t) for t in CLASSIC_TASKS]]
     np.testing.assert_allclose(ratios[first:] / ratios[first:].sum(), onerun_shares / onerun_shares.sum())
     keys = phase.optim_wrapper.paramwise_cfg.custom_keys
     assert all(keys[part].lr_mult == 0.0 for part in ("task_decoder.request_adapter", "region_relations",
@@ -315,7 +324,6 @@ def test_onerun_classic_splits_four_tasks_between_the_renderers(in_workspace):
 
     from visionllm.apis.runner import load_config
     from visionllm.engine.mixture_schedule_hook import MixtureScheduleHook
-    from visionllm.registry import DATASETS
     onerun = load_config(ONERUN)
     cfg = load_config(os.path.join(CONFIGS, "visionllm_tiny_shapes_onerun_classic.py"))
     mixture = cfg.train_dataloader.dataset
@@ -324,9 +332,10 @@ def test_onerun_classic_splits_four_tasks_between_the_renderers(in_workspace):
     first = len(onerun.train_dataloader.dataset.datasets)
     assert datasets[:first] == onerun.train_dataloader.dataset.datasets
     assert all(d.data_root == "data/shapes/" and "train" in d.ann_file for d in datasets[first:])
-    assert _tasks_of_each_dataset(mixture) == TRAIN_TASKS + ["detection", "segmentation", "grounding", "vqa"]
+    built = _build_mixture(mixture)  # built once: its first samples here, its phases below
+    assert _first_sample_tasks(built) == TRAIN_TASKS + CLASSIC_TASKS
     assert ratios.sum() == pytest.approx(1.0) and ratios[first:].sum() == pytest.approx(0.15)
-    varied_index = [0, 1, 2, 4]  # the one-run's detection, segmentation, grounding and VQA datasets
+    varied_index = [TRAIN_TASKS.index(t) for t in CLASSIC_TASKS]  # the same tasks' varied datasets
     totals = ratios[:first].copy()
     totals[varied_index] += ratios[first:]
     np.testing.assert_allclose(totals, base_ratios)
@@ -342,8 +351,6 @@ def test_onerun_classic_splits_four_tasks_between_the_renderers(in_workspace):
     for phase, base in zip(phases, base_phases):
         assert phase.ratios == base.ratios + [0.0] * (len(datasets) - first)
     # the hook accepts every phase against the built mixture (a wrong length fails before training)
-    init_default_scope("visionllm")
-    built = DATASETS.build(mixture)
     hook = MixtureScheduleHook(phases=[p.to_dict() for p in phases])
     loader = SimpleNamespace(num_workers=0, batch_sampler=None, dataset=built)
     runner = SimpleNamespace(train_loop=SimpleNamespace(dataloader=loader), iter=0,
