@@ -1,5 +1,6 @@
 """Captions grounded in the model's own detections (visionllm.models.caption_grounding): which
-samples, their detection samples, the words banned, and the whole model's two passes."""
+samples, their detection samples, the words banned, the captions composed, and the whole model's
+passes."""
 import pytest
 import torch
 from mmengine.dataset import pseudo_collate
@@ -26,6 +27,8 @@ def test_arguments_are_checked():
         CaptionGrounding(["star", "star"])
     with pytest.raises(ValueError, match="score_threshold"):
         CaptionGrounding(NAMES, score_threshold=1.5)
+    with pytest.raises(ValueError, match="empty_caption"):
+        CaptionGrounding(NAMES, compose=True, empty_caption=" ")
 
 
 def test_only_captions_are_grounded_and_their_detection_sample_asks_for_every_category():
@@ -52,6 +55,56 @@ def test_absent_words_are_the_undetected_categories_singular_and_plural():
     assert grounding.absent_words(detected) == ["box", "boxes", "circle", "circles"]
     detected.pred_instances = InstanceData(scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long))
     assert grounding.absent_words(detected) == ["box", "boxes", "circle", "circles", "star", "stars"]
+
+
+def _detected(scores, labels, boxes):
+    detected = _sample("x")
+    detected.pred_instances = InstanceData(scores=torch.tensor(scores), labels=torch.tensor(labels),
+                                           bboxes=torch.tensor(boxes, dtype=torch.float32))
+    return detected
+
+
+def _answers(*texts):
+    answers = []
+    for text in texts:
+        answer = _sample("x")
+        answer.pred_text = text
+        answers.append(answer)
+    return answers
+
+
+def test_a_composed_caption_lists_the_present_detections_left_to_right_with_their_colours():
+    grounding = CaptionGrounding(NAMES, score_threshold=0.5, overlap_iou=0.5, compose=True, colours=["red", "blue"])
+    caption = _sample("<image> Write a short caption for the image.", scale_factor=(2.0, 0.5))
+    detected = _detected([0.9, 0.8, 0.7, 0.3, 0.6, 0.95],
+                         [1, 0, 1, 2, 1, 2],
+                         [[50, 0, 60, 10], [0, 0, 10, 10], [20, 0, 30, 10], [70, 0, 80, 10],
+                          [51, 0, 61, 10],  # the same object as the first star, scoring lower: not present
+                          [30, 30, 42, 40]])
+    asked = grounding.colour_questions(caption, detected)
+    # left to right by box centre: circle (5), star (25), box (36), star (55)
+    assert caption.grounded_labels == [0, 1, 2, 1]
+    assert caption.grounded_boxes == [[0, 0, 10, 10], [20, 0, 30, 10], [30, 30, 42, 40], [50, 0, 60, 10]]
+    assert len(asked) == 4 and all("what colour is <region>?" in a.instruction for a in asked)
+    assert asked[2].regions == [[60.0, 15.0, 84.0, 20.0]]  # its box, in the resized image's pixels
+    assert caption.instruction.startswith("<image> Write a short caption")  # asked as before
+
+    grounding.write(caption, _answers("Red.", "blue", "green", "blue"))  # green: not a colour it names
+    assert caption.composed_answer == "a red circle, two blue stars and a box"
+    grounding.write(caption, _answers("blue", "blue", "blue", "red"))
+    assert caption.composed_answer == "a blue circle, a blue star, a blue box and a red star"
+
+
+def test_a_composed_caption_without_colours_asks_nothing_and_an_empty_image_gets_the_empty_caption():
+    grounding = CaptionGrounding(NAMES, score_threshold=0.5, compose=True, empty_caption="nothing at all")
+    caption = _sample("<image> Write a short caption for the image.")
+    assert grounding.colour_questions(caption, _detected([0.9, 0.6, 0.7], [1, 1, 0],
+                                                         [[40, 0, 50, 9], [0, 0, 9, 9], [20, 0, 30, 9]])) == []
+    grounding.write(caption, [])
+    assert caption.composed_answer == "two stars and a circle"  # first seen left to right, then counted
+    assert grounding.colour_questions(caption, _detected([0.4], [1], [[0, 0, 9, 9]])) == []
+    grounding.write(caption, [])
+    assert caption.composed_answer == "nothing at all"
 
 
 @pytest.mark.slow
@@ -96,3 +149,41 @@ def test_the_model_detects_before_it_captions_and_bans_what_it_did_not_find(tmp_
     assert sorted(banned_caption) == sorted(w for name in expected_absent for w in (name, name + "s"))
     assert not set(results[1].pred_text.split()) & set(banned_caption)
     assert [r.task for r in results] == ["vqa", "caption"]  # the samples keep their own task
+
+
+@pytest.mark.slow
+def test_the_model_composes_its_caption_from_its_detections_and_their_colour_answers(
+        tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):  # noqa: F811
+    from tiny_model import build_tiny_model, item_for_untrained, predict_one, record_passes
+    from visionllm.models.question_grounding import answer_words
+    from visionllm.tasks import task_of_instruction
+
+    _, model, _, test_set = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
+    names = list(test_set.datasets[0].metainfo["classes"])
+    asked = "<image> Write a short caption for the image."
+    caption = item_for_untrained(model, test_set, asked, task="caption")
+    passes = record_passes(model, monkeypatch)  # inner passes finish first
+    # every slot of an untrained model present; colours: whatever it answers, so each is named
+    model.caption_grounding = CaptionGrounding(names, score_threshold=0.0, compose=True, colours=["__none__"])
+    seen_colours = {}
+    write = model.caption_grounding.write
+
+    def spy(sample, answered):
+        seen_colours["said"] = [answer_words(a.pred_text) for a in answered]
+        model.caption_grounding.colours = tuple(seen_colours["said"])
+        write(sample, answered)
+    monkeypatch.setattr(model.caption_grounding, "write", spy)
+    result = predict_one(model, caption)
+    (detection, [detected]), (colours, answered), (main, _) = passes
+    assert read_instruction(detection[0]).task == "detection" and read_instruction(detection[0]).categories == names
+    assert len(colours) == len(detected.pred_instances) > 0  # one colour question per detection
+    assert all(task_of_instruction(c).name == "region_vqa" for c in colours)
+    assert main == [asked] and result.instruction == asked and result.task == "caption"
+    # the caption is the list of the detections' kinds, left to right, with the colours said
+    centres = (detected.pred_instances.bboxes[:, 0] + detected.pred_instances.bboxes[:, 2]).tolist()
+    order = sorted(range(len(centres)), key=lambda i: (centres[i], i))
+    said = seen_colours["said"]
+    phrases = [f"{said[k]} {names[int(detected.pred_instances.labels[i])]}".strip() for k, i in enumerate(order)]
+    counts = {p: phrases.count(p) for p in phrases}
+    from visionllm.utils.english import count_phrase, join
+    assert result.pred_text == join(count_phrase(n, p) for p, n in counts.items())

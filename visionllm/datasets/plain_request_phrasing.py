@@ -21,11 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from visionllm.tasks.request import canonical_text
-
-from visionllm.utils.english import article, plural
+from visionllm.utils.english import article, join, plural
 
 from .plain_request_composition import composed_templates, fill
-from .shape_phrasing import join
 
 HELDOUT_EVERY = 4
 # Share of training draws worded by a composed template (the rest by a fixed one).

@@ -19,12 +19,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from visionllm.utils.english import article, plural
+from visionllm.utils.english import article, count_phrase, join, plural
 
 KINDS = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 HYPERNYMS = ("shape", "object", "thing")
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve")
 POSITION_MARGIN = 0.08  # fraction of the image side two centres must differ by
 SIZE_RATIO = 1.4  # "big"/"small" when the radius differs by this factor from every other
 
@@ -36,18 +34,6 @@ class Thing:
     cx: float
     cy: float
     radius: float
-
-
-def count_phrase(count: int, noun: str) -> str:
-    """"a red star", "three red stars" (only the last word takes the plural)."""
-    if count == 1:
-        return f"{article(noun)} {noun}"
-    number = NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
-    return f"{number} {plural(noun)}"
-
-
-def join(phrases: Sequence[str]) -> str:
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
 def _pick(rng: np.random.Generator, options: Sequence):

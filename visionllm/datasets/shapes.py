@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from shapely.geometry import MultiPolygon, Polygon
 
-from visionllm.utils.english import article, plural
+from visionllm.utils.english import article, count_phrase, join, plural
 from visionllm.utils.polygon_masks import polygon_mask
 
 SHAPE_KINDS = ("circle", "square", "triangle", "star", "hexagon", "diamond")
@@ -48,7 +48,6 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
 }
 # Radius ranges as fractions of the shorter image side; the size word is the bucket name.
 SIZES = {"small": (0.06, 0.09), "medium": (0.10, 0.14), "big": (0.16, 0.22)}
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 STYLES = ("classic", "varied")
 
 
@@ -249,18 +248,6 @@ def referring_expressions(objects: Sequence[ShapeObject], index: int, width: int
     return list(dict.fromkeys(sentences))
 
 
-def _count_phrase(count: int, singular: str) -> str:
-    if count == 1:
-        return f"{article(singular)} {singular}"
-    return f"{NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else count} {plural(singular)}"
-
-
-def _join(phrases: List[str]) -> str:
-    if len(phrases) == 1:
-        return phrases[0]
-    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
 def captions(objects: Sequence[ShapeObject], width: int) -> List[Tuple[str, str]]:
     """(caption, style) pairs of one image, from exact counts and positions: the full list by
     colour and kind (``objects``), the kinds (``kinds``), the count (``count``) and, when two
@@ -271,14 +258,14 @@ def captions(objects: Sequence[ShapeObject], width: int) -> List[Tuple[str, str]
         by_ck[f"{o.colour} {o.kind}"] = by_ck.get(f"{o.colour} {o.kind}", 0) + 1
         by_kind[o.kind] = by_kind.get(o.kind, 0) + 1
     result = [
-        (_join([_count_phrase(c, n) for n, c in by_ck.items()]), "objects"),
-        (_join([_count_phrase(c, n) for n, c in by_kind.items()]) + " on a textured background", "kinds"),
-        (f"{_count_phrase(len(objects), 'coloured shape')} on a patterned background", "count"),
+        (join([count_phrase(c, n) for n, c in by_ck.items()]), "objects"),
+        (join([count_phrase(c, n) for n, c in by_kind.items()]) + " on a textured background", "kinds"),
+        (f"{count_phrase(len(objects), 'coloured shape')} on a patterned background", "count"),
     ]
     if len(objects) >= 2:
         a, b = sorted(objects[:2], key=lambda o: o.centre[0])
         if b.centre[0] - a.centre[0] > 0.1 * width:
-            result.append((f"{_count_phrase(1, _noun(a))} to the left of {_count_phrase(1, _noun(b))}", "relation"))
+            result.append((f"{count_phrase(1, _noun(a))} to the left of {count_phrase(1, _noun(b))}", "relation"))
     return result
 
 

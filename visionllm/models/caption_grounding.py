@@ -8,12 +8,21 @@ task's evaluation phrasing, one extra pass of the tokenizer and the decoder), an
 may not name, in the singular or the plural, a category with no detection scoring at least
 ``score_threshold`` (``BannedWords``). Nothing else of the caption is constrained: counts,
 colours and relations remain the caption's own.
+
+With ``compose=True`` the caption is written from the detections instead: the present ones (one
+per object with ``overlap_iou``) read left to right, each named by its kind and by the model's
+answer to "what colour is <region>?" about its box (one more pass for all boxes of a batch) when
+that answer is one of ``colours``; equal names are counted ("two red squares") and the names
+listed ("a red square, two blue circles and a star"); an image with none gets ``empty_caption``.
+What the caption names is then exactly what the model detects and the colours it reads.
 """
 from typing import List, Optional, Sequence
 
 from visionllm.models.own_detections import OwnDetections
+from visionllm.models.question_counting import COLOUR_QUESTION
+from visionllm.models.question_grounding import answer_words, copy_asking, region_box
 from visionllm.tasks import task_of_instruction
-from visionllm.utils.english import plural
+from visionllm.utils.english import count_phrase, join, plural
 
 
 class CaptionGrounding(OwnDetections):
@@ -26,12 +35,23 @@ class CaptionGrounding(OwnDetections):
         tasks: the tasks whose text is grounded (by default captions).
         overlap_iou: of present detections overlapping by more than this IoU only the best-scoring
             one counts, whatever its kind (None: each kind on its own; ``OwnDetections``).
+        compose: write the caption from the detections and their colour answers instead of
+            constraining the caption the LLM writes.
+        colours: the colour words a composed caption names (an answer outside them is left out;
+            none: kinds alone, without the colour pass).
+        empty_caption: the composed caption of an image without a present detection.
     """
 
     def __init__(self, categories: Sequence[str], score_threshold: float = 0.5,
-                 tasks: Sequence[str] = ("caption",), overlap_iou: Optional[float] = None):
+                 tasks: Sequence[str] = ("caption",), overlap_iou: Optional[float] = None,
+                 compose: bool = False, colours: Sequence[str] = (), empty_caption: str = "an empty background"):
         super().__init__(categories, score_threshold, overlap_iou)
+        if compose and not str(empty_caption).strip():
+            raise ValueError("a composed caption needs a non-empty empty_caption")
         self.tasks = tuple(tasks)
+        self.compose = bool(compose)
+        self.colours = tuple(colours)
+        self.empty_caption = str(empty_caption)
 
     def rows(self, samples: Sequence) -> List[int]:
         """Indices of the samples whose instruction asks for a grounded task."""
@@ -44,6 +64,34 @@ class CaptionGrounding(OwnDetections):
         present = {int(label) for label in self.present(detected).labels.tolist()}
         absent = [name for index, name in enumerate(self.categories) if index not in present]
         return sorted({form for name in absent for form in (name, plural(name))})
+
+    def colour_questions(self, sample, detected) -> List:
+        """For a composed caption: the present detections of ``detected`` (``sample``'s detection
+        sample after prediction) left to right, kept on ``sample`` as metainfo ``grounded_boxes``
+        and ``grounded_labels``, and one copy of ``sample`` per detection asking its colour
+        (answer them, then :meth:`write`)."""
+        present = self.present(detected)
+        order = sorted(range(len(present)), key=lambda i: (float(present.bboxes[i][0] + present.bboxes[i][2]), i))
+        boxes = [region_box(present.bboxes[i]) for i in order]
+        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes],
+                                 grounded_labels=[int(present.labels[i]) for i in order]))
+        if not self.colours:  # kinds alone: nothing to ask
+            return []
+        return [copy_asking(sample, COLOUR_QUESTION, [box]) for box in boxes]
+
+    def write(self, sample, answered: Sequence) -> None:
+        """Put on ``sample`` (metainfo ``composed_answer``) the caption listing its grounded
+        detections, each with its colour answer from ``answered`` (the predicted copies
+        :meth:`colour_questions` returned) when that is one of ``colours``."""
+        said = [answer_words(colour.get("pred_text")) for colour in answered]
+        names = []
+        for index, label in enumerate(sample.metainfo["grounded_labels"]):
+            kind = self.categories[label]
+            colour = said[index] if said else ""
+            names.append(f"{colour} {kind}" if colour and colour in self.colours else kind)
+        counts = {name: names.count(name) for name in names}  # first-seen order
+        caption = join(count_phrase(count, name) for name, count in counts.items()) if names else self.empty_caption
+        sample.set_metainfo(dict(composed_answer=caption))
 
 
 def build_caption_grounding(config: Optional[dict]) -> Optional[CaptionGrounding]:

@@ -63,7 +63,9 @@ class VisionLLM(BaseModel):
             (``RegionAppearance``), or None.
         caption_grounding: ``dict(categories, score_threshold=0.5)``: at inference a caption
             may not name a category the model does not detect in the image
-            (``CaptionGrounding``: one detection pass per caption first), or None.
+            (``CaptionGrounding``: one detection pass per caption first); with
+            ``compose=True, colours=(...)`` the caption lists the model's own detections, each
+            with its "what colour is <region>?" answer (one more pass); or None.
         question_grounding: ``dict(tasks=("vqa",), colours=(), kinds=())``: at inference
             questions about named things are answered through the model's own grounding of the
             names (``QuestionGrounding``: one grounding pass for all names first): whether one
@@ -248,12 +250,19 @@ class VisionLLM(BaseModel):
 
     def _ground_captions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
         """Detect ``caption_grounding.categories`` in the images of the caption samples and put
-        on each the words its caption may not write (metainfo ``banned_words``)."""
-        rows = self.caption_grounding.rows(data_samples)
-        detections = self._predict_groups(inputs, [(i, [self.caption_grounding.detection_sample(data_samples[i])])
-                                                   for i in rows])
-        for i, [detected] in zip(rows, detections):
-            data_samples[i].set_metainfo(dict(banned_words=self.caption_grounding.absent_words(detected)))
+        on each the words its caption may not write (metainfo ``banned_words``), or, to compose
+        the caption, ask each present detection's colour (one more pass) and write the caption
+        from them (``CaptionGrounding``)."""
+        grounding = self.caption_grounding
+        rows = grounding.rows(data_samples)
+        detections = self._predict_groups(inputs, [(i, [grounding.detection_sample(data_samples[i])]) for i in rows])
+        if not grounding.compose:
+            for i, [detected] in zip(rows, detections):
+                data_samples[i].set_metainfo(dict(banned_words=grounding.absent_words(detected)))
+            return
+        asked = [(i, grounding.colour_questions(data_samples[i], detected)) for i, [detected] in zip(rows, detections)]
+        for i, answers in zip(rows, self._predict_groups(inputs, asked)):
+            grounding.write(data_samples[i], answers)
 
     def _ground_questions(self, inputs: Dict[str, torch.Tensor], data_samples: List) -> None:
         """Ground the names of each question about named objects, then make it the region question

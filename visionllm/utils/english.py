@@ -1,5 +1,5 @@
 """English word forms shared by the data generators, the caption metrics and the decoding
-constraints: the plural of a noun phrase (and back) and the indefinite article."""
+constraints: the plural of a noun phrase (and back), the indefinite article, counted phrases and lists."""
 
 IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children",
                      "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
@@ -39,3 +39,22 @@ def singular(phrase: str) -> str:
 def article(word: str) -> str:
     """"an" before a vowel letter, else "a"."""
     return "an" if word[0] in "aeiou" else "a"
+
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                "eleven", "twelve")
+
+
+def count_phrase(count: int, noun: str) -> str:
+    """"a red star", "three red stars" (only the last word takes the plural; counts beyond
+    twelve in digits)."""
+    if count == 1:
+        return f"{article(noun)} {noun}"
+    number = NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
+    return f"{number} {plural(noun)}"
+
+
+def join(phrases) -> str:
+    """"a", "a and b", "a, b and c"."""
+    phrases = list(phrases)
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
