@@ -12,7 +12,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from shapely.geometry import MultiPolygon, Polygon
 
-from visionllm.datasets.shapes import COLOURS, NUMBER_WORDS, SHAPE_KINDS, build_split
+from visionllm.datasets.shapes import COLOURS, SHAPE_KINDS, build_split
+from visionllm.utils.english import NUMBER_WORDS
 
 
 def _digest(folder):

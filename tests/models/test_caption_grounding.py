@@ -94,6 +94,14 @@ def test_a_composed_caption_lists_the_present_detections_left_to_right_with_thei
     grounding.write(caption, _answers("blue", "blue", "blue", "red"))
     assert caption.composed_answer == "a blue circle, a blue star, a blue box and a red star"
 
+    # a colour said with less than colour_threshold probability is left out
+    grounding.colour_threshold = 0.6
+    answers = _answers("red", "blue", "blue", "blue")
+    for answer, probability in zip(answers, (0.59, 0.6, 0.9, 0.2)):
+        answer.pred_text_probability = probability
+    grounding.write(caption, answers)
+    assert caption.composed_answer == "a circle, a blue star, a blue box and a star"
+
 
 def test_a_composed_caption_without_colours_asks_nothing_and_an_empty_image_gets_the_empty_caption():
     grounding = CaptionGrounding(NAMES, score_threshold=0.5, compose=True, empty_caption="nothing at all")
@@ -187,3 +195,5 @@ def test_the_model_composes_its_caption_from_its_detections_and_their_colour_ans
     counts = {p: phrases.count(p) for p in phrases}
     from visionllm.utils.english import count_phrase, join
     assert result.pred_text == join(count_phrase(n, p) for p, n in counts.items())
+    listed = detected.pred_instances.bboxes[order]
+    assert torch.allclose(torch.tensor(result.grounded_boxes)[:, :2], listed[:, :2].float())  # its boxes, as listed

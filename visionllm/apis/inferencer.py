@@ -27,7 +27,8 @@ class VisionLLMResult:
     (pixels of the input image, placeholder order), for a question about named objects answered
     through the model's own grounding (``question_grounding``) the grounded boxes it asked about,
     for a count question answered from its detections (``question_counting``) the boxes counted,
-    or None.
+    for a caption composed from its detections (``caption_grounding`` with ``compose``) the boxes
+    it lists, left to right, or None.
     """
 
     task: str

@@ -40,11 +40,14 @@ class CaptionGrounding(OwnDetections):
         colours: the colour words a composed caption names (an answer outside them is left out;
             none: kinds alone, without the colour pass).
         empty_caption: the composed caption of an image without a present detection.
+        colour_threshold: a colour answer is named only when the model gave it at least this
+            probability (``pred_text_probability``); below, the kind alone.
     """
 
     def __init__(self, categories: Sequence[str], score_threshold: float = 0.5,
                  tasks: Sequence[str] = ("caption",), overlap_iou: Optional[float] = None,
-                 compose: bool = False, colours: Sequence[str] = (), empty_caption: str = "an empty background"):
+                 compose: bool = False, colours: Sequence[str] = (), empty_caption: str = "an empty background",
+                 colour_threshold: float = 0.0):
         super().__init__(categories, score_threshold, overlap_iou)
         if compose and not str(empty_caption).strip():
             raise ValueError("a composed caption needs a non-empty empty_caption")
@@ -52,6 +55,7 @@ class CaptionGrounding(OwnDetections):
         self.compose = bool(compose)
         self.colours = tuple(colours)
         self.empty_caption = str(empty_caption)
+        self.colour_threshold = float(colour_threshold)
 
     def rows(self, samples: Sequence) -> List[int]:
         """Indices of the samples whose instruction asks for a grounded task."""
@@ -82,8 +86,10 @@ class CaptionGrounding(OwnDetections):
     def write(self, sample, answered: Sequence) -> None:
         """Put on ``sample`` (metainfo ``composed_answer``) the caption listing its grounded
         detections, each with its colour answer from ``answered`` (the predicted copies
-        :meth:`colour_questions` returned) when that is one of ``colours``."""
-        said = [answer_words(colour.get("pred_text")) for colour in answered]
+        :meth:`colour_questions` returned) when that is one of ``colours`` and was given with at
+        least ``colour_threshold`` probability."""
+        said = [answer_words(colour.get("pred_text"))
+                if colour.get("pred_text_probability", 1.0) >= self.colour_threshold else "" for colour in answered]
         names = []
         for index, label in enumerate(sample.metainfo["grounded_labels"]):
             kind = self.categories[label]

@@ -514,3 +514,42 @@ def test_a_refinement_needs_the_width_and_levels_of_the_tokenizer_memory(tiny_ll
                             image_dims=16, image_levels=2)
     assert decoder.box_refinement.attns[0].embed_dims == 16 and decoder.box_refinement.attns[0].num_levels == 2
     assert decoder.polygon_refinement is None  # None leaves a part out
+
+
+def _greedy_by_hand(decoder, embeds, text, max_new_tokens):
+    """Greedy decoding written out step by step in float64: the full sequence re-read at every
+    step, the added tokens suppressed; (tokens, log-probability, the end of the response counted)."""
+    eos = decoder.prompt.end_of_response_id
+    with torch.no_grad(), decoder._reading(embeds[None]):
+        sequence = decoder._assemble([decoder._prompt_segments(text, embeds)]).embeds
+        tokens, log_probability = [], 0.0
+        for _ in range(max_new_tokens):
+            logits = decoder.llm(inputs_embeds=sequence).logits[0, -1].double()
+            logits[decoder.new_token_ids] = float("-inf")
+            step = logits.log_softmax(-1)
+            token = int(step.argmax())
+            tokens.append(token)
+            log_probability += float(step[token])
+            if token == eos:
+                break
+            sequence = torch.cat([sequence, decoder.embed_tokens(torch.tensor([[token]]))], dim=1)
+    return tokens, log_probability
+
+
+def test_generated_texts_carry_the_probability_of_their_tokens(tiny_llama_dir, trained):
+    """Each text's probability against a greedy decode written out by hand: texts cut at the
+    token limit (a random model) and texts that end (the fitted caption)."""
+    decoder = build_decoder(tiny_llama_dir).eval()
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    embeds = torch.randn(2, 4, 64, generator=g)
+    texts = ["<image> Caption.", "Answer the question about <image>: what colour is the large shape on the left?"]
+    cases = [(decoder, embeds, texts, 6), (trained["decoder"], trained["embeds"][3:], [trained["samples"][3].instruction], 8)]
+    for model, image_embeds, instructions, limit in cases:
+        generated = model.generate_text(image_embeds, instructions, max_new_tokens=limit)
+        assert generated == [text for text in generated]  # still a list of str for every caller
+        for i, text in enumerate(instructions):
+            tokens, log_probability = _greedy_by_hand(model, image_embeds[i], text, limit)
+            assert generated[i] == model.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            assert generated.probabilities[i] == pytest.approx(math.exp(log_probability), rel=1e-4)
+            assert 0.0 < generated.probabilities[i] < 1.0
+    assert tokens[-1] == trained["decoder"].prompt.end_of_response_id and generated[0] == "two red circles"

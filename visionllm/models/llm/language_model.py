@@ -31,6 +31,16 @@ from .request_adapter import RequestAdapter
 from .vocabulary import SpecialTokens, extend_vocabulary
 
 
+class GeneratedTexts(list):
+    """The generated texts (a list of str) and, in ``probabilities``, each text's probability under
+    the decoding distribution (the product of its tokens', the end of the response included; with
+    the text constraints applied): how sure the model was of the whole text."""
+
+    def __init__(self, texts: Sequence[str], probabilities: Sequence[float]):
+        super().__init__(texts)
+        self.probabilities = list(probabilities)
+
+
 def _word_vectors(referents: torch.Tensor, words: List[int]) -> torch.Tensor:
     """``[len(words), C]``: row t is the referent vector of word ``words[t]``, zero where -1."""
     index = torch.as_tensor(words, device=referents.device)
@@ -282,14 +292,17 @@ class LanguageModelDecoder(BaseModule):
     def generate_text(self, image_embeds: torch.Tensor, instructions: List[str],
                       max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None,
                       contexts: Optional[List[dict]] = None,
-                      banned_words: Optional[Sequence[Optional[Sequence[str]]]] = None) -> List[str]:
+                      banned_words: Optional[Sequence[Optional[Sequence[str]]]] = None) -> GeneratedTexts:
         """Caption / answer generation with the KV cache of HF ``generate`` (greedy or beam);
         ``contexts``: per instruction its ``_prompt_context`` (or None); ``banned_words``: per
-        instruction words its text may not contain (``BannedWords``), or None."""
+        instruction words its text may not contain (``BannedWords``), or None. The texts come
+        with their probabilities (``GeneratedTexts``)."""
         contexts = contexts or [{}] * len(instructions)
         banned_words = banned_words or [None] * len(instructions)
         texts: List[str] = [""] * len(instructions)
+        probabilities: List[float] = [0.0] * len(instructions)
         eos = self.prompt.end_of_response_id
+        beams = num_beams or self.num_beams
         for rows, adapted in self._request_groups(instructions):
             group = [instructions[i] for i in rows]
             batch = self._assemble([self._prompt_segments(instructions[i], image_embeds[i], **contexts[i])
@@ -297,13 +310,22 @@ class LanguageModelDecoder(BaseModule):
             with self._reading(image_embeds[rows]), self._adapted(adapted):
                 output = self.llm.generate(
                     inputs_embeds=batch.embeds, attention_mask=batch.valid.long(),
-                    max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=num_beams or self.num_beams,
+                    max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=beams,
                     do_sample=False, eos_token_id=eos, pad_token_id=eos,
                     suppress_tokens=self.new_token_ids,
-                    logits_processor=self._text_processors(group, [banned_words[i] for i in rows]))
-            for i, row in zip(rows, output):
+                    logits_processor=self._text_processors(group, [banned_words[i] for i in rows]),
+                    output_scores=True, return_dict_in_generate=True)
+                # log-probabilities of the chosen tokens (beam scores are already normalised)
+                chosen = self.llm.compute_transition_scores(output.sequences, output.scores,
+                                                            getattr(output, "beam_indices", None),
+                                                            normalize_logits=beams == 1)
+            sequences = output.sequences[:, -chosen.shape[1]:]
+            for i, row, logp in zip(rows, sequences, chosen):
                 texts[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
-        return texts
+                ends = (row == eos).nonzero()
+                length = int(ends[0]) + 1 if len(ends) else len(row)  # up to the end of the response
+                probabilities[i] = float(logp[:length].float().sum().exp())
+        return GeneratedTexts(texts, probabilities)
 
     def _text_processors(self, instructions: List[str],
                          banned_words: Optional[Sequence[Optional[Sequence[str]]]] = None

@@ -284,8 +284,11 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
             texts = self.generate_text(image_embeds[text], [sample_meta(data_samples[i], "instruction") for i in text],
                                        contexts=[self._prompt_context(data_samples[i]) for i in text],
                                        banned_words=[sample_meta(data_samples[i], "banned_words") for i in text])
-            for i, value in zip(text, texts):
+            probabilities = getattr(texts, "probabilities", [None] * len(texts))
+            for i, value, probability in zip(text, texts, probabilities):
                 data_samples[i].pred_text = value
+                if probability is not None:
+                    data_samples[i].pred_text_probability = probability
         return data_samples
 
     def _predict_structured(self, image_embeds, reference_points, samples, class_priors=None,
