@@ -181,7 +181,15 @@ def test_the_model_composes_its_caption_from_its_detections_and_their_colour_ans
         model.caption_grounding.colours = tuple(seen_colours["said"])
         write(sample, answered)
     monkeypatch.setattr(model.caption_grounding, "write", spy)
+    generated = []
+    generate = model.task_decoder.generate_text
+
+    def generate_spy(embeds, instructions, **kwargs):
+        generated.extend(instructions)
+        return generate(embeds, instructions, **kwargs)
+    monkeypatch.setattr(model.task_decoder, "generate_text", generate_spy)
     result = predict_one(model, caption)
+    assert asked not in generated  # the composed caption is not generated as well
     (detection, [detected]), (colours, answered), (main, _) = passes
     assert read_instruction(detection[0]).task == "detection" and read_instruction(detection[0]).categories == names
     assert len(colours) == len(detected.pred_instances) > 0  # one colour question per detection

@@ -1,6 +1,7 @@
 """Which of the model's own detections count as present (visionllm.models.own_detections): the score
-threshold, and with ``overlap_iou`` one detection per object whatever its kind."""
+threshold, with ``overlap_iou`` one detection per object whatever its kind, and inner copies."""
 import pytest
+import torch
 
 from mmdet.structures import DetDataSample
 from predicted_samples import detections
@@ -58,3 +59,14 @@ def test_counts_and_captions_see_one_object_once():
     # the circle reading only wins where it scores better; here the star's does
     assert "circle" in CaptionGrounding(KINDS, overlap_iou=0.5).absent_words(detections(boxes, [1, 0, 1],
                                                                                        [0.9, 0.8, 0.9]))
+
+
+def test_inner_copies_drop_an_answer_already_composed():
+    from visionllm.models.question_grounding import QuestionGrounding, copy_asking
+    sample = DetDataSample()
+    sample.set_metainfo(dict(instruction="<image> Answer the question: is the star left of the circle?",
+                             img_shape=(64, 96), composed_answer="no"))
+    copies = [CaptionGrounding(["star"]).detection_sample(sample), QuestionGrounding.grounding_sample(sample, "the star"),
+              copy_asking(sample, "what colour is <region>?", [torch.tensor([0.0, 0.0, 9.0, 9.0])])]
+    assert all("composed_answer" not in copy.metainfo for copy in copies)
+    assert sample.composed_answer == "no"  # the sample keeps its own

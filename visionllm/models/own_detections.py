@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from torchvision.ops import nms
 
+from visionllm.models.question_grounding import inner_copy
 from visionllm.tasks import build_instruction
 
 
@@ -45,7 +46,7 @@ class OwnDetections:
     def detection_sample(self, sample):
         """A copy of ``sample`` that asks for the detection of ``categories`` instead, on its
         own (no conversation history), decoding only the slots that can reach the threshold."""
-        detect = sample.clone()
+        detect = inner_copy(sample)
         detect.set_metainfo(dict(instruction=self.instruction, task="detection", categories=list(self.categories),
                                  category_ids=list(range(len(self.categories))),
                                  output_format=self.output_format, history=None,

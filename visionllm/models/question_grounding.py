@@ -207,7 +207,7 @@ class QuestionGrounding:
     def grounding_sample(sample, name: str):
         """A copy of ``sample`` that asks for the grounding of ``name`` instead, on its own."""
         instruction = build_instruction("grounding", None, expression=name, template_index=0)
-        ground = sample.clone()
+        ground = inner_copy(sample)
         ground.set_metainfo(dict(instruction=instruction.text, task="grounding", categories=[name],
                                  category_ids=[0], output_format=tuple(instruction.output_format.fields),
                                  history=None, regions=None))
@@ -270,9 +270,18 @@ def region_box(box: torch.Tensor) -> torch.Tensor:
     return torch.cat([box[:2], torch.maximum(box[2:], box[:2] + 1)])
 
 
+def inner_copy(sample):
+    """A copy of ``sample`` for an inner pass, without the answer already composed for
+    ``sample`` (the decoder does not generate a sample that has one)."""
+    copy = sample.clone()
+    if "composed_answer" in copy.metainfo:
+        del copy.composed_answer
+    return copy
+
+
 def copy_asking(sample, region_question: str, boxes: Sequence[torch.Tensor]):
     """A copy of ``sample`` that asks ``region_question`` about ``boxes`` (:func:`ask_about_boxes`)."""
-    copy = sample.clone()
+    copy = inner_copy(sample)
     ask_about_boxes(copy, region_question, boxes)
     return copy
 

@@ -274,6 +274,9 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
                 image_features: Optional[Dict[str, torch.Tensor]] = None) -> List:
         structured, text = [], []
         for i, sample in enumerate(data_samples):
+            if "composed_answer" in sample.metainfo:  # answered from the model's other outputs already
+                sample.pred_text = sample.metainfo["composed_answer"]
+                continue
             (structured if task_of_instruction(sample_meta(sample, "instruction")).structured else text).append(i)
         if structured:
             self._predict_structured(image_embeds[structured], reference_points[structured],
