@@ -47,8 +47,9 @@ def test_every_task_and_picture(inferencer, image_path, tmp_path):
         result = inferencer(image_path, text)
         assert result.task == task and result.image_size == (h, w)
         if task in ("caption", "vqa"):
-            assert isinstance(result.text, str)
+            assert isinstance(result.text, str) and 0.0 < result.text_probability <= 1.0
         else:
+            assert result.text_probability is None
             assert result.boxes.shape[1] == 4 and len(result.scores) == len(result.boxes)
             assert (result.boxes[:, 0::2] <= w + 1e-3).all() and (result.boxes[:, 1::2] <= h + 1e-3).all()
             assert all(name in result.categories for name in result.names)

@@ -25,7 +25,7 @@ def _result(task="detection", polygons=False, text=None):
 
 def test_result_to_dict_schema_and_threshold():
     answer = result_to_dict(_result(), elapsed_ms=12.34, score_threshold=0.3)
-    assert set(answer) == {"task", "text", "objects", "regions", "image_size", "elapsed_ms"}
+    assert set(answer) == {"task", "text", "text_probability", "objects", "regions", "image_size", "elapsed_ms"}
     assert answer["task"] == "detection" and answer["text"] is None
     assert answer["image_size"] == [160, 120]  # [w, h] from the result's (h, w)
     assert answer["elapsed_ms"] == 12.3
@@ -44,9 +44,10 @@ def test_result_to_dict_polygons_grounding_and_text():
     grounding = _result("grounding")
     grounding.boxes, grounding.scores, grounding.labels = grounding.boxes[1:2], grounding.scores[1:2], grounding.labels[1:2]
     assert len(result_to_dict(grounding, 1.0, score_threshold=0.3)["objects"]) == 1
-    caption = VisionLLMResult(task="caption", instruction="", image_size=(10, 20), text="two red circles")
-    assert result_to_dict(caption, 1.0) == dict(task="caption", text="two red circles", objects=[], regions=None,
-                                                image_size=[20, 10], elapsed_ms=1.0)
+    caption = VisionLLMResult(task="caption", instruction="", image_size=(10, 20), text="two red circles",
+                              text_probability=0.25)
+    assert result_to_dict(caption, 1.0) == dict(task="caption", text="two red circles", text_probability=0.25,
+                                                objects=[], regions=None, image_size=[20, 10], elapsed_ms=1.0)
 
 
 def _png_bytes(size=(40, 30), mode="RGB"):

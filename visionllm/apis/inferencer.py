@@ -23,7 +23,9 @@ class VisionLLMResult:
     ``boxes`` are ``[n, 4]`` (x1, y1, x2, y2) in pixels of the input image; ``labels`` index
     ``categories`` (the instruction's own category list) and ``names`` spell them out.
     ``polygons`` ``[n, K, 2]`` and ``masks`` ``[n, H, W]`` are filled for segmentation,
-    ``text`` for captioning and VQA; ``regions`` ``[R, 4]`` are the instruction's input regions
+    ``text`` for captioning and VQA, with ``text_probability`` (its probability under the
+    decoding distribution) when the LLM generated it, None when it was composed from the model's
+    other outputs; ``regions`` ``[R, 4]`` are the instruction's input regions
     (pixels of the input image, placeholder order), for a question about named objects answered
     through the model's own grounding (``question_grounding``) the grounded boxes it asked about,
     for a count question answered from its detections (``question_counting``) the boxes counted,
@@ -41,6 +43,7 @@ class VisionLLMResult:
     polygons: Optional[np.ndarray] = None
     masks: Optional[np.ndarray] = None
     text: Optional[str] = None
+    text_probability: Optional[float] = None
     regions: Optional[np.ndarray] = None
     # How the instruction was understood (visionllm/apis/understanding.py): "explicit" (template
     # syntax), "model" (the model's canonical form ``canonical`` of the user's ``request``) or
@@ -223,6 +226,8 @@ class VisionLLMInferencer:
                 result.masks = masks.detach().cpu().numpy().astype(bool) if torch.is_tensor(masks) else np.asarray(masks, bool)
         if "pred_text" in sample:
             result.text = sample.pred_text
+        if "pred_text_probability" in sample:
+            result.text_probability = float(sample.pred_text_probability)
         if result.regions is None and sample.metainfo.get("grounded_boxes") is not None:
             result.regions = np.asarray(sample.metainfo["grounded_boxes"], np.float32).reshape(-1, 4)
         return result

@@ -33,7 +33,7 @@ def result_to_dict(result: VisionLLMResult, elapsed_ms: float,
                    score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> dict:
     """The JSON answer for one result, in pixels of the image as uploaded.
 
-    ``{"task", "text" (or None), "objects": [{"name", "score", "box": [x1, y1, x2, y2],
+    ``{"task", "text" (or None), "text_probability" (or None), "objects": [{"name", "score", "box": [x1, y1, x2, y2],
     "polygon": [[x, y], ...] or None}], "regions": [[x1, y1, x2, y2], ...] (the input regions, in
     placeholder order) or None, "image_size": [w, h], "elapsed_ms"}``. Objects scoring
     below ``score_threshold`` are left out, except the one box of grounding, which is the answer
@@ -49,7 +49,8 @@ def result_to_dict(result: VisionLLMResult, elapsed_ms: float,
         objects.append(dict(name=name, score=float(score), box=[float(v) for v in box], polygon=polygon))
     height, width = result.image_size
     regions = None if result.regions is None else np.asarray(result.regions, dtype=np.float64).tolist()
-    return dict(task=result.task, text=result.text, objects=objects, regions=regions,
+    return dict(task=result.task, text=result.text, text_probability=result.text_probability, objects=objects,
+                regions=regions,
                 image_size=[int(width), int(height)], elapsed_ms=round(float(elapsed_ms), 1))
 
 
