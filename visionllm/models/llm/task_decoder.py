@@ -274,8 +274,7 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
                 image_features: Optional[Dict[str, torch.Tensor]] = None) -> List:
         structured, text = [], []
         for i, sample in enumerate(data_samples):
-            if "composed_answer" in sample.metainfo:  # answered from the model's other outputs already
-                sample.pred_text = sample.metainfo["composed_answer"]
+            if "composed_answer" in sample.metainfo:  # composed from other outputs: restore() answers it
                 continue
             (structured if task_of_instruction(sample_meta(sample, "instruction")).structured else text).append(i)
         if structured:
