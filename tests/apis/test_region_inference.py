@@ -118,11 +118,13 @@ def test_a_question_answered_through_grounding_shows_the_boxes_it_asked_about():
     from visionllm.apis.inferencer import VisionLLMInferencer
     sample = DetDataSample()
     boxes = [[10.0, 20.0, 30.0, 40.0], [50.0, 5.0, 90.0, 45.0]]
-    sample.set_metainfo(dict(grounded_boxes=boxes))
+    sample.set_metainfo(dict(grounded_boxes=boxes, grounded_names=["the red star", "the blue circle"]))
     sample.pred_text = "yes"
     description = dict(task="vqa", instruction="<image> Is the red star left of the blue circle?", categories=[])
     result = VisionLLMInferencer._to_result(sample, description, (100, 120))
     assert result.text == "yes" and result.regions.tolist() == boxes
+    assert result.region_names == ["the red star", "the blue circle"]
     plain = DetDataSample()
     plain.pred_text = "no"
     assert VisionLLMInferencer._to_result(plain, description, (100, 120)).regions is None
+    assert VisionLLMInferencer._to_result(plain, description, (100, 120)).region_names is None

@@ -25,7 +25,8 @@ def _result(task="detection", polygons=False, text=None):
 
 def test_result_to_dict_schema_and_threshold():
     answer = result_to_dict(_result(), elapsed_ms=12.34, score_threshold=0.3)
-    assert set(answer) == {"task", "text", "text_probability", "objects", "regions", "image_size", "elapsed_ms"}
+    assert set(answer) == {"task", "text", "text_probability", "objects", "regions", "region_names", "image_size",
+                           "elapsed_ms"}
     assert answer["task"] == "detection" and answer["text"] is None
     assert answer["image_size"] == [160, 120]  # [w, h] from the result's (h, w)
     assert answer["elapsed_ms"] == 12.3
@@ -47,7 +48,8 @@ def test_result_to_dict_polygons_grounding_and_text():
     caption = VisionLLMResult(task="caption", instruction="", image_size=(10, 20), text="two red circles",
                               text_probability=0.25)
     assert result_to_dict(caption, 1.0) == dict(task="caption", text="two red circles", text_probability=0.25,
-                                                objects=[], regions=None, image_size=[20, 10], elapsed_ms=1.0)
+                                                objects=[], regions=None, region_names=None, image_size=[20, 10],
+                                                elapsed_ms=1.0)
 
 
 def _png_bytes(size=(40, 30), mode="RGB"):
@@ -90,6 +92,8 @@ def test_result_to_dict_echoes_the_regions():
     assert result_to_dict(result, 1.0)["regions"] is None
     result.regions = np.array([[1.0, 2.0, 30.5, 40.0]], np.float32)
     assert result_to_dict(result, 1.0)["regions"] == [[1.0, 2.0, 30.5, 40.0]]
+    result.region_names = ["two red squares"]
+    assert result_to_dict(result, 1.0)["region_names"] == ["two red squares"]
 
 
 def test_regions_field_reads_json_lists_and_refuses_the_rest():

@@ -91,6 +91,7 @@ def test_a_composed_caption_lists_the_present_detections_left_to_right_with_thei
 
     grounding.write(caption, _answers("Red.", "blue", "green", "blue"))  # green: not a colour it names
     assert caption.composed_answer == "a red circle, two blue stars and a box"
+    assert caption.grounded_names == ["red circle", "blue star", "box", "blue star"]  # each box as listed
     grounding.write(caption, _answers("blue", "blue", "blue", "red"))
     assert caption.composed_answer == "a blue circle, a blue star, a blue box and a red star"
 
@@ -110,9 +111,10 @@ def test_a_composed_caption_without_colours_asks_nothing_and_an_empty_image_gets
                                                          [[40, 0, 50, 9], [0, 0, 9, 9], [20, 0, 30, 9]])) == []
     grounding.write(caption, [])
     assert caption.composed_answer == "two stars and a circle"  # first seen left to right, then counted
+    assert caption.grounded_names == ["star", "circle", "star"]
     assert grounding.colour_questions(caption, _detected([0.4], [1], [[0, 0, 9, 9]])) == []
     grounding.write(caption, [])
-    assert caption.composed_answer == "nothing at all"
+    assert caption.composed_answer == "nothing at all" and caption.grounded_names == []
 
 
 @pytest.mark.slow
@@ -205,3 +207,4 @@ def test_the_model_composes_its_caption_from_its_detections_and_their_colour_ans
     assert result.pred_text == join(count_phrase(n, p) for p, n in counts.items())
     listed = detected.pred_instances.bboxes[order]
     assert torch.allclose(torch.tensor(result.grounded_boxes)[:, :2], listed[:, :2].float())  # its boxes, as listed
+    assert result.grounded_names == phrases  # each named as the caption says it

@@ -79,6 +79,8 @@ def test_a_count_is_the_number_of_detections_of_the_kind_at_or_above_the_thresho
     QuestionGrounding.restore(sample)
     assert sample.pred_text == count
     assert len(sample.grounded_boxes) == int(count)
+    kinds = ["star", "star", "circle"] if question.kind is None else [question.kind] * int(count)
+    assert sample.grounded_names == kinds  # each counted box's kind
 
 
 def test_a_colour_count_asks_each_detection_its_colour_and_counts_the_answers():
@@ -92,15 +94,18 @@ def test_a_colour_count_asks_each_detection_its_colour_and_counts_the_answers():
     assert [a.regions for a in asked] == [[[0, 0, 5, 2.5]], [[4, 2, 4.5, 7.5]]]  # the two stars, with an area
     assert sample.instruction == original and "composed_answer" not in sample.metainfo
     assert sample.grounded_boxes == [[0, 0, 10, 10], [8, 8, 9, 30]]
+    assert sample.grounded_names == ["star", "star"]
     for answers, count, boxes in [(["Red.", "blue"], "1", [[0, 0, 10, 10]]), (["red", "red"], "2", None),
                                   (["blue", "green"], "0", [])]:
-        sample.set_metainfo(dict(grounded_boxes=[[0, 0, 10, 10], [8, 8, 9, 30]]))  # as count() left them
+        sample.set_metainfo(dict(grounded_boxes=[[0, 0, 10, 10], [8, 8, 9, 30]],  # as count() left them
+                                 grounded_names=["star", "star"]))
         for colour, answer in zip(asked, answers):
             colour.pred_text = answer
         QuestionCounting.count_colours(sample, CountQuestion("red", "star"), asked)
         QuestionGrounding.restore(sample)
         assert sample.pred_text == count
         assert sample.grounded_boxes == ([[0, 0, 10, 10], [8, 8, 9, 30]] if boxes is None else boxes)
+        assert sample.grounded_names == ["red star"] * int(count)
     none = _sample(original)
     assert counting.count(none, CountQuestion("red", "box"), detected) == [] and none.composed_answer == "0"
 

@@ -136,6 +136,7 @@ def test_the_question_becomes_the_region_question_about_the_best_boxes(asked):
     assert task_of_instruction(sample.instruction).name == "region_vqa"
     assert f"is <region> {asked.replace('to the ', '')} <region>?" in sample.instruction
     assert sample.grounded_boxes == [[20, 40, 60, 80], [100, 8, 140, 9]]  # pixels of the input image
+    assert sample.grounded_names == ["the star", "the circle"]
     assert sample.regions == [[10, 10, 30, 20], [50, 2, 70, 2.25]]  # pixels of img_shape (scale_factor)
     QuestionGrounding.restore(sample)
     assert sample.instruction == original and sample.regions is None

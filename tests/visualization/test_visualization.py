@@ -81,3 +81,15 @@ def test_input_regions_are_drawn_in_white(visualizer):
     picture = visualizer.draw_result(_image(), result)
     # The region's left edge at mid-height, in pixels of the image (400 x 500: not enlarged).
     assert tuple(picture[190, 100]) == (255, 255, 255) and tuple(without[190, 100]) != (255, 255, 255)
+
+
+def test_composed_boxes_are_labelled_by_their_names_below_the_box(visualizer):
+    result = _result(task="caption", scores=())
+    result.regions = np.array([[100, 120, 300, 260]], np.float32)
+    numbered = visualizer.draw_result(_image(), result)
+    result.region_names = ["a long name: red square"]
+    named = visualizer.draw_result(_image(), result)
+    rows, cols = np.nonzero(np.any(named != numbered, axis=2))
+    # only the label under the box differs, and it is wider than "region 1"
+    assert len(rows) and rows.min() >= 260 and rows.max() <= 260 + 14
+    assert cols.max() > 100 + 6 * len("region 1") + 4

@@ -30,7 +30,8 @@ class VisionLLMResult:
     through the model's own grounding (``question_grounding``) the grounded boxes it asked about,
     for a count question answered from its detections (``question_counting``) the boxes counted,
     for a caption composed from its detections (``caption_grounding`` with ``compose``) the boxes
-    it lists, left to right, or None.
+    it lists, left to right, or None; ``region_names`` name the grounded, counted or listed boxes
+    (as the question or caption says them), None for input regions.
     """
 
     task: str
@@ -45,6 +46,7 @@ class VisionLLMResult:
     text: Optional[str] = None
     text_probability: Optional[float] = None
     regions: Optional[np.ndarray] = None
+    region_names: Optional[List[str]] = None
     # How the instruction was understood (visionllm/apis/understanding.py): "explicit" (template
     # syntax), "model" (the model's canonical form ``canonical`` of the user's ``request``) or
     # "fallback" (canonical form unreadable: rule-based reading).
@@ -230,6 +232,8 @@ class VisionLLMInferencer:
             result.text_probability = float(sample.pred_text_probability)
         if result.regions is None and sample.metainfo.get("grounded_boxes") is not None:
             result.regions = np.asarray(sample.metainfo["grounded_boxes"], np.float32).reshape(-1, 4)
+            names = sample.metainfo.get("grounded_names")
+            result.region_names = None if names is None else [str(name) for name in names]
         return result
 
     @property

@@ -35,7 +35,8 @@ def result_to_dict(result: VisionLLMResult, elapsed_ms: float,
 
     ``{"task", "text" (or None), "text_probability" (or None), "objects": [{"name", "score", "box": [x1, y1, x2, y2],
     "polygon": [[x, y], ...] or None}], "regions": [[x1, y1, x2, y2], ...] (the input regions, in
-    placeholder order) or None, "image_size": [w, h], "elapsed_ms"}``. Objects scoring
+    placeholder order, or the boxes a composed answer grounded, counted or listed) or None,
+    "region_names": the names of those composed boxes or None, "image_size": [w, h], "elapsed_ms"}``. Objects scoring
     below ``score_threshold`` are left out, except the one box of grounding, which is the answer
     whatever its score (as the pictures draw it).
     """
@@ -50,7 +51,7 @@ def result_to_dict(result: VisionLLMResult, elapsed_ms: float,
     height, width = result.image_size
     regions = None if result.regions is None else np.asarray(result.regions, dtype=np.float64).tolist()
     return dict(task=result.task, text=result.text, text_probability=result.text_probability, objects=objects,
-                regions=regions,
+                regions=regions, region_names=result.region_names,
                 image_size=[int(width), int(height)], elapsed_ms=round(float(elapsed_ms), 1))
 
 

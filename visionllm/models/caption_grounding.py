@@ -87,7 +87,8 @@ class CaptionGrounding(OwnDetections):
         """Put on ``sample`` (metainfo ``composed_answer``) the caption listing its grounded
         detections, each with its colour answer from ``answered`` (the predicted copies
         :meth:`colour_questions` returned) when that is one of ``colours`` and was given with at
-        least ``colour_threshold`` probability."""
+        least ``colour_threshold`` probability; the name of each box as the caption says it
+        ("square", "red square") goes to metainfo ``grounded_names``."""
         said = [answer_words(colour.get("pred_text"))
                 if colour.get("pred_text_probability", 1.0) >= self.colour_threshold else "" for colour in answered]
         names = []
@@ -97,7 +98,7 @@ class CaptionGrounding(OwnDetections):
             names.append(f"{colour} {kind}" if colour and colour in self.colours else kind)
         counts = {name: names.count(name) for name in names}  # first-seen order
         caption = join(count_phrase(count, name) for name, count in counts.items()) if names else self.empty_caption
-        sample.set_metainfo(dict(composed_answer=caption))
+        sample.set_metainfo(dict(composed_answer=caption, grounded_names=names))
 
 
 def build_caption_grounding(config: Optional[dict]) -> Optional[CaptionGrounding]:

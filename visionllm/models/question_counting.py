@@ -78,13 +78,15 @@ class QuestionCounting(OwnDetections):
 
     def count(self, sample, question: CountQuestion, detected) -> List:
         """Count ``question``'s things among ``detected`` (``sample``'s detection sample after
-        prediction) into ``sample``'s metainfo ``composed_answer`` (their boxes: ``grounded_boxes``);
+        prediction) into ``sample``'s metainfo ``composed_answer`` (their boxes: ``grounded_boxes``,
+        their kinds: ``grounded_names``);
         with a colour, return one copy of ``sample`` per detection of the asked kind, asking its
         colour (answer them, then :meth:`count_colours`), and count nothing yet."""
         present = self.present(detected)
-        boxes = [region_box(box) for box, label in zip(present.bboxes, present.labels.tolist())
+        found = [(region_box(box), self.categories[label]) for box, label in zip(present.bboxes, present.labels.tolist())
                  if question.kind is None or self.categories[label] == question.kind]
-        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes]))
+        boxes = [box for box, _ in found]
+        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes], grounded_names=[kind for _, kind in found]))
         if question.colour is None or not boxes:
             sample.set_metainfo(dict(composed_answer=str(len(boxes))))
             return []
@@ -93,10 +95,13 @@ class QuestionCounting(OwnDetections):
     @staticmethod
     def count_colours(sample, question: CountQuestion, answered: Sequence) -> None:
         """Put on ``sample`` (metainfo ``composed_answer``) how many of ``answered`` (the predicted
-        copies :meth:`count` returned) are ``question``'s colour, and keep only their boxes."""
+        copies :meth:`count` returned) are ``question``'s colour, and keep only their boxes (named
+        "<colour> <kind>")."""
         right = [answer_words(colour.get("pred_text")) == question.colour for colour in answered]
-        boxes = [box for box, counted in zip(sample.metainfo["grounded_boxes"], right) if counted]
-        sample.set_metainfo(dict(composed_answer=str(len(boxes)), grounded_boxes=boxes))
+        counted = [(box, f"{question.colour} {kind}") for box, kind, ok
+                   in zip(sample.metainfo["grounded_boxes"], sample.metainfo["grounded_names"], right) if ok]
+        sample.set_metainfo(dict(composed_answer=str(len(counted)), grounded_boxes=[box for box, _ in counted],
+                                 grounded_names=[name for _, name in counted]))
 
 
 def build_question_counting(config: Optional[dict]) -> Optional[QuestionCounting]:

@@ -217,7 +217,8 @@ class QuestionGrounding:
     def region_question(sample, question: GroundedQuestion, grounded: Sequence) -> List:
         """Turn ``sample`` into ``question``'s region question about the best box of each of its
         grounding samples (after prediction); the asked instruction is kept as metainfo
-        ``asked_instruction`` and the boxes, in pixels of the input image, as ``grounded_boxes``.
+        ``asked_instruction``, the boxes, in pixels of the input image, as ``grounded_boxes`` and the
+        names they ground as ``grounded_names``.
         A name with no box leaves the sample as asked.
 
         For a question with ``checks`` the sample stays as asked and the return is one copy of it
@@ -232,7 +233,7 @@ class QuestionGrounding:
                     sample.set_metainfo(dict(composed_answer="no"))
                 return []  # nothing found: answered as asked
             boxes.append(region_box(pred.bboxes[int(torch.argmax(pred.scores))]))
-        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes]))
+        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes], grounded_names=list(question.names)))
         if question.side:
             x1, _, x2, _ = boxes[0].tolist()
             w_scale = sample.metainfo.get("scale_factor", (1.0, 1.0))[0]

@@ -32,11 +32,11 @@ def _as_numpy(value) -> np.ndarray:
 def draw_instances(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                    names: Sequence[str], polygons: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None,
                    text: Optional[str] = None, score_thr: float = 0.3, keep_all: bool = False,
-                   regions: Optional[np.ndarray] = None) -> np.ndarray:
+                   regions: Optional[np.ndarray] = None, region_names: Optional[Sequence[str]] = None) -> np.ndarray:
     """The RGB ``image`` with the instances (``boxes [n, 4]`` xyxy pixels, ``labels`` indexing
     ``names`` and the palette, optional ``polygons [n, K, 2]`` and ``masks [n, H, W]``) whose score
-    reaches ``score_thr`` (every instance when ``keep_all``), the input ``regions [R, 4]`` (white,
-    labelled by their placeholder order) and ``text`` at the bottom."""
+    reaches ``score_thr`` (every instance when ``keep_all``), the ``regions [R, 4]`` (white,
+    labelled by ``region_names``, or "region k" in placeholder order) and ``text`` at the bottom."""
     canvas = Image.fromarray(image).convert("RGB")
     scale = max(1.0, _MIN_LONG_SIDE / max(canvas.size))
     if scale > 1.0:
@@ -64,7 +64,7 @@ def draw_instances(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, lab
         # White inside black: visible on light and dark images alike.
         draw.rectangle([x1, y1, x2, y2], outline=(0, 0, 0, 255), width=4)
         draw.rectangle([x1, y1, x2, y2], outline=_REGION_RGB + (255,), width=2)
-        label = f"region {k + 1}"
+        label = str(region_names[k]) if region_names is not None and k < len(region_names) else f"region {k + 1}"
         draw.rectangle([x1, y2 + 2, x1 + 6 * len(label) + 4, y2 + 14], fill=(0, 0, 0, 200))
         draw.text((x1 + 2, y2 + 2), label, fill=_REGION_RGB + (255,))
     if text is not None:
@@ -101,7 +101,8 @@ class VisionLLMVisualizer(Visualizer):
         picture = draw_instances(image, result.boxes, result.scores, result.labels, result.categories,
                                  polygons=result.polygons, masks=result.masks, text=result.text,
                                  score_thr=self.score_thr if score_thr is None else score_thr,
-                                 keep_all=_single_instance(result.task), regions=getattr(result, "regions", None))
+                                 keep_all=_single_instance(result.task), regions=getattr(result, "regions", None),
+                                 region_names=getattr(result, "region_names", None))
         self.set_image(picture)
         return picture
 
