@@ -28,7 +28,7 @@ model = dict(image_tokenizer=dict(backbone=dict(norm_eval=True)),
              # answer when the model gives it probability >= 0.7: CIDEr 192 / 154 / 101 but
              # CHAIR_s 33 / 11 / 51 % (docs/experiments.md, "Captions composed from the detections").
              caption_grounding=dict(categories=shapes_classes, score_threshold=0.5, overlap_iou=0.5, compose=True,
-                                    colour_threshold=0.7),
+                                    colour_threshold=0.7, count_noun="shape"),
              # Captions and answers never repeat a token bigram: on the README's 100 caption images
              # captions naming one object twice 45 -> 15 %, CIDEr 115.4 -> 121.5, CHAIR_i 57.9 -> 57.2
              # (docs/experiments.md, "Caption honesty").

@@ -71,12 +71,23 @@ def test_grounding_vqa_and_segmentation_from_the_canonical_form():
 def test_explicit_instructions_run_as_written_without_asking_the_model():
     explicit = ['Detect {"star": <c0>} in <image>. Answer as a list of (c, x1, y1, x2, y2).',
                 "<image> Write a short caption for the image.",
+                *(phrasings[0] for phrasings in get_task("caption").style_templates.values()),  # caption styles
                 "<image> Answer the question: is there a red star?"]
     for instruction in explicit:
         inferencer = StubInferencer("unsupported")  # would be refused if the model were asked
         result = inferencer(IMAGE, instruction)
         assert [c["task"] for c in inferencer.calls] == [result.task] and result.instruction == instruction
         assert result.understanding == "explicit" and result.canonical is None
+
+
+def test_a_caption_request_keeps_the_style_its_words_ask_for():
+    caption = get_task("caption")
+    for request, style in [("Tell me just how many shapes are in <image>.", "count"),
+                           ("Describe <image> without the colours.", "kinds"),
+                           ("What is in <image>?", None)]:
+        result = StubInferencer("caption")(IMAGE, request)
+        assert result.task == "caption" and result.understanding == "model"
+        assert result.instruction == (caption.templates[0] if style is None else caption.style_templates[style][0])
 
 
 def test_one_canonical_form_for_a_batch_of_images():

@@ -29,6 +29,8 @@ def test_arguments_are_checked():
         CaptionGrounding(NAMES, score_threshold=1.5)
     with pytest.raises(ValueError, match="empty_caption"):
         CaptionGrounding(NAMES, compose=True, empty_caption=" ")
+    with pytest.raises(ValueError, match="count_noun"):
+        CaptionGrounding(NAMES, compose=True, count_noun="")
 
 
 def test_only_captions_are_grounded_and_their_detection_sample_asks_for_every_category():
@@ -115,6 +117,44 @@ def test_a_composed_caption_without_colours_asks_nothing_and_an_empty_image_gets
     assert grounding.colour_questions(caption, _detected([0.4], [1], [[0, 0, 9, 9]])) == []
     grounding.write(caption, [])
     assert caption.composed_answer == "nothing at all" and caption.grounded_names == []
+
+
+@pytest.mark.parametrize("instruction, caption, colour_pass", [
+    ("<image> Write a short caption for the image.", "a red circle, two blue stars and a box", True),
+    ("<image> Write a caption that only says how many objects there are.", "four shapes", False),
+    ("Caption <image>, but leave out the colours.", "a circle, two stars and a box", False),
+    ("<image> Caption the image with a count of the shapes followed by the full list.",
+     "four shapes: a red circle, two blue stars and a box", True),
+    ("<image> Describe where one shape is relative to another.", "a red circle to the left of a blue star", True),
+])
+def test_a_composed_caption_follows_the_style_the_instruction_asks_for(instruction, caption, colour_pass):
+    grounding = CaptionGrounding(NAMES, score_threshold=0.5, compose=True, colours=["red", "blue"],
+                                 count_noun="shape")
+    sample = _sample(instruction, ori_shape=(64, 100))
+    detected = _detected([0.9, 0.8, 0.7, 0.6], [0, 1, 2, 1],
+                         [[0, 0, 10, 10], [20, 0, 30, 10], [30, 30, 42, 40], [50, 0, 60, 10]])
+    asked = grounding.colour_questions(sample, detected)
+    assert bool(asked) == colour_pass  # a caption without colours asks none
+    grounding.write(sample, _answers("red", "blue", "green", "blue") if asked else [])
+    assert sample.composed_answer == caption
+
+
+def test_a_composed_relation_needs_the_two_ends_apart_else_it_lists():
+    grounding = CaptionGrounding(NAMES, score_threshold=0.5, compose=True, relation_margin=0.1)
+    for width, caption in [(100, "a circle to the left of a star"), (200, "a circle and a star")]:
+        sample = _sample("<image> Describe where one shape is relative to another.", ori_shape=(64, width))
+        grounding.colour_questions(sample, _detected([0.9, 0.8], [0, 1], [[0, 0, 10, 10], [11, 0, 21, 10]]))
+        grounding.write(sample, [])  # centres 11 pixels apart: more than 10 % of 100, less than of 200
+        assert sample.composed_answer == caption
+    # the rightmost of another kind, among those apart from the leftmost; else the rightmost
+    boxes = [[0, 0, 10, 10], [5, 0, 15, 10], [30, 0, 40, 10], [60, 0, 70, 10]]
+    for labels, caption in [([0, 1, 1, 0], "a circle to the left of a star"),
+                            ([0, 1, 0, 0], "a circle to the left of a circle"),
+                            ([0, 1, 0, 1], "a circle to the left of a star")]:
+        sample = _sample("<image> Describe where one shape is relative to another.", ori_shape=(64, 100))
+        grounding.colour_questions(sample, _detected([0.9] * 4, labels, boxes))
+        grounding.write(sample, [])  # the second box (a star) lies too close to the first
+        assert sample.composed_answer == caption
 
 
 @pytest.mark.slow

@@ -78,3 +78,16 @@ def test_reader_without_styles_trains_every_caption_with_the_plain_phrasings(tmp
             targets.add(results["target_text"])
     # every style's captions are still targets, each asked for with a plain phrasing
     assert len(targets) > 2 * len(data)
+
+
+def test_the_requested_style_is_read_from_its_phrasings_and_from_a_users_words():
+    for style, phrasings in CAPTION.style_templates.items():
+        for text in phrasings:
+            assert CAPTION.requested_style(text.upper()) == style, text  # case and spacing do not matter
+    assert all(CAPTION.requested_style(text) is None for text in CAPTION.templates)  # plain: the full list
+    for text, style in [("<image> caption it with just how many things there are", "count"),
+                        ("Tell me the number of shapes in <image> and then list them", "count_objects"),
+                        ("Describe <image> without the colors.", "kinds"),
+                        ("<image> Say where a shape is relative to the others.", "relation"),
+                        ("<image> Describe the colours and shapes you see.", None)]:
+        assert CAPTION.requested_style(text) == style, text

@@ -6,7 +6,8 @@ by the model, which rewrites a plain request as a canonical form (``visionllm.ta
    that ``read_instruction`` refuses (a bad category set or output format) raises its error.
 2. Otherwise the model writes the request's canonical form (the ``request`` task on the first
    image), which is expanded into the evaluation phrasing (template 0) of the task it names and
-   followed as if the user had written that.
+   followed as if the user had written that; a caption asked for in a style keeps its style
+   (``CaptionTask.requested_style`` of the user's words picks that style's first phrasing).
 3. A canonical form that cannot be read (e.g. a model never trained on requests) falls back to
    the rule-based reading of the instruction (``read_instruction``), as before plain requests;
    the result says so (``understanding="fallback"``).
@@ -20,8 +21,8 @@ from typing import Optional, Sequence
 from visionllm.apis.inputs import ImageInput, InputError, load_image, original_size
 from visionllm.instructions import IMAGE_PLACEHOLDER, REGION_PLACEHOLDER
 from visionllm.instructions.output_format import UnsupportedOutputFormat, find_output_format
-from visionllm.tasks import (CanonicalFormError, InstructionError, all_tasks, read_canonical, read_instruction,
-                             user_task_names, wrap_request)
+from visionllm.tasks import (CanonicalFormError, InstructionError, all_tasks, get_task, read_canonical,
+                             read_instruction, user_task_names, wrap_request)
 
 EXPLICIT, MODEL, FALLBACK = "explicit", "model", "fallback"
 
@@ -33,7 +34,7 @@ def _template_patterns() -> tuple:
     for spec in all_tasks():
         if spec.wraps_text:
             continue
-        for template in spec.templates:
+        for template in spec.phrasings():
             parts = re.split(r"\{\w+\}", template)
             patterns.append(re.compile(r"\s*" + "(.+)".join(re.escape(p) for p in parts) + r"\s*", re.DOTALL))
     return tuple(patterns)
@@ -126,4 +127,14 @@ def understand_instruction(inferencer, image: ImageInput, instruction: str,
     if expanded is None:
         raise InputError(f"no task serves this request ({instruction!r}); the model can do: "
                          f"{', '.join(user_task_names())}")
-    return Understanding(describe_instruction(expanded.text), MODEL, instruction, canonical)
+    return Understanding(describe_instruction(_styled(expanded, instruction)), MODEL, instruction, canonical)
+
+
+def _styled(expanded, request: str) -> str:
+    """The text of ``expanded`` (a canonical form's instruction), or for a caption the first
+    phrasing of the style ``request`` asks for in its own words."""
+    if expanded.task != "caption":
+        return expanded.text
+    caption = get_task("caption")
+    style = caption.requested_style(request)
+    return expanded.text if style is None else caption.style_templates[style][0]

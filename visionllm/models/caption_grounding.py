@@ -14,15 +14,23 @@ per object with ``overlap_iou``) read left to right, each named by its kind and 
 answer to "what colour is <region>?" about its box (one more pass for all boxes of a batch) when
 that answer is one of ``colours``; equal names are counted ("two red squares") and the names
 listed ("a red square, two blue circles and a star"); an image with none gets ``empty_caption``.
-What the caption names is then exactly what the model detects and the colours it reads.
+What the caption names is then exactly what the model detects and the colours it reads. A
+composed caption follows the style the instruction asks for (``CaptionTask.requested_style``):
+the count alone ("five shapes"), the count then the list, the kinds without colours (no colour
+pass), or the leftmost detection to the left of the rightmost one well apart from it (of
+another name where one is).
 """
 from typing import List, Optional, Sequence
 
 from visionllm.models.own_detections import OwnDetections
 from visionllm.models.question_counting import COLOUR_QUESTION
 from visionllm.models.question_grounding import answer_words, copy_asking, region_box
-from visionllm.tasks import task_of_instruction
+from visionllm.tasks import get_task, task_of_instruction
 from visionllm.utils.english import count_phrase, join, plural
+
+
+# Caption styles that name no colour: their composed captions ask no colour question.
+COLOURLESS_STYLES = ("kinds", "count")
 
 
 class CaptionGrounding(OwnDetections):
@@ -42,20 +50,27 @@ class CaptionGrounding(OwnDetections):
         empty_caption: the composed caption of an image without a present detection.
         colour_threshold: a colour answer is named only when the model gave it at least this
             probability (``pred_text_probability``); below, the kind alone.
+        count_noun: what a composed count calls any object ("five shapes").
+        relation_margin: a composed relation needs the two centres this fraction of the image
+            width apart (else the caption is the list).
     """
 
     def __init__(self, categories: Sequence[str], score_threshold: float = 0.5,
                  tasks: Sequence[str] = ("caption",), overlap_iou: Optional[float] = None,
                  compose: bool = False, colours: Sequence[str] = (), empty_caption: str = "an empty background",
-                 colour_threshold: float = 0.0):
+                 colour_threshold: float = 0.0, count_noun: str = "object", relation_margin: float = 0.08):
         super().__init__(categories, score_threshold, overlap_iou)
         if compose and not str(empty_caption).strip():
             raise ValueError("a composed caption needs a non-empty empty_caption")
+        if not str(count_noun).strip():
+            raise ValueError("count_noun must be a word, e.g. 'object'")
         self.tasks = tuple(tasks)
         self.compose = bool(compose)
         self.colours = tuple(colours)
         self.empty_caption = str(empty_caption)
         self.colour_threshold = float(colour_threshold)
+        self.count_noun = str(count_noun).strip()
+        self.relation_margin = float(relation_margin)
 
     def rows(self, samples: Sequence) -> List[int]:
         """Indices of the samples whose instruction asks for a grounded task."""
@@ -79,7 +94,7 @@ class CaptionGrounding(OwnDetections):
         boxes = [region_box(present.bboxes[i]) for i in order]
         sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes],
                                  grounded_labels=[int(present.labels[i]) for i in order]))
-        if not self.colours:  # kinds alone: nothing to ask
+        if not self.colours or requested_style(sample) in COLOURLESS_STYLES:  # kinds alone: nothing to ask
             return []
         return [copy_asking(sample, COLOUR_QUESTION, [box]) for box in boxes]
 
@@ -87,8 +102,8 @@ class CaptionGrounding(OwnDetections):
         """Put on ``sample`` (metainfo ``composed_answer``) the caption listing its grounded
         detections, each with its colour answer from ``answered`` (the predicted copies
         :meth:`colour_questions` returned) when that is one of ``colours`` and was given with at
-        least ``colour_threshold`` probability; the name of each box as the caption says it
-        ("square", "red square") goes to metainfo ``grounded_names``."""
+        least ``colour_threshold`` probability, in the style the instruction asks for; the name of
+        each box ("square", "red square") goes to metainfo ``grounded_names``."""
         said = [answer_words(colour.get("pred_text"))
                 if colour.get("pred_text_probability", 1.0) >= self.colour_threshold else "" for colour in answered]
         names = []
@@ -96,9 +111,33 @@ class CaptionGrounding(OwnDetections):
             kind = self.categories[label]
             colour = said[index] if said else ""
             names.append(f"{colour} {kind}" if colour and colour in self.colours else kind)
+        sample.set_metainfo(dict(composed_answer=self._caption(sample, names), grounded_names=names))
+
+    def _caption(self, sample, names: List[str]) -> str:
+        """The caption of the boxes named ``names`` (left to right) in ``sample``'s requested style."""
+        if not names:
+            return self.empty_caption
         counts = {name: names.count(name) for name in names}  # first-seen order
-        caption = join(count_phrase(count, name) for name, count in counts.items()) if names else self.empty_caption
-        sample.set_metainfo(dict(composed_answer=caption, grounded_names=names))
+        listed = join(count_phrase(count, name) for name, count in counts.items())
+        style = requested_style(sample)
+        if style == "count":
+            return count_phrase(len(names), self.count_noun)
+        if style == "count_objects":
+            return f"{count_phrase(len(names), self.count_noun)}: {listed}"
+        if style == "relation":
+            boxes = sample.metainfo["grounded_boxes"]
+            margin = 2 * self.relation_margin * sample.metainfo["ori_shape"][1]  # between centres, doubled
+            apart = [k for k in range(len(names) - 1, 0, -1)
+                     if boxes[k][0] + boxes[k][2] - boxes[0][0] - boxes[0][2] > margin]
+            if apart:  # the leftmost and the rightmost well apart from it, of another name if one is
+                right = next((k for k in apart if names[k] != names[0]), apart[0])
+                return f"{count_phrase(1, names[0])} to the left of {count_phrase(1, names[right])}"
+        return listed
+
+
+def requested_style(sample) -> Optional[str]:
+    """The caption style ``sample``'s instruction asks for (``CaptionTask.requested_style``)."""
+    return get_task("caption").requested_style(sample.metainfo["instruction"])
 
 
 def build_caption_grounding(config: Optional[dict]) -> Optional[CaptionGrounding]:

@@ -1,5 +1,6 @@
 """Captioning: a short description of the image."""
 import random
+import re
 from typing import List, Optional, Tuple
 
 from visionllm.instructions.instruction import Instruction
@@ -85,6 +86,34 @@ class CaptionTask(TaskSpec):
                     return Instruction(task=self.name, text=rng.choice(phrasings)), []
         return self.instruction(rng, template_index), []
 
+    def phrasings(self) -> Tuple[str, ...]:
+        return tuple(self.templates) + tuple(t for ts in self.style_templates.values() for t in ts)
+
+    def requested_style(self, instruction: str) -> Optional[str]:
+        """The caption style ``instruction`` asks for: a key of ``style_templates`` when it is one
+        of that style's phrasings or asks in its words (only the number, the number then the
+        list, the kinds without colours, two objects' positions), else None (the plain caption)."""
+        text = " ".join(instruction.lower().split())
+        for style, phrasings in self.style_templates.items():
+            if text in (" ".join(p.lower().split()) for p in phrasings):
+                return style
+        for style, pattern in _STYLE_WORDS:
+            if pattern.search(text):
+                return style
+        return None
+
     def recognises(self, parts: InstructionParts) -> bool:
         return (parts.output_format is None and not parts.categories and REGION_PLACEHOLDER not in parts.text
                 and not asks_question(parts.text))
+
+
+# Words that ask for a style in a user's own phrasing, checked in order (a count followed by a
+# list before a count alone).
+_NUMBER = r"(?:how many|number of|count)"
+_STYLE_WORDS = (
+    ("count_objects", re.compile(rf"\b{_NUMBER}\b.*\b(?:then|followed by|and (?:then )?(?:list|name))")),
+    ("count", re.compile(rf"\b{_NUMBER}\b")),
+    ("kinds", re.compile(r"\b(?:without|leaving out|leave out|not|no|but not) (?:their |the |any )?colou?rs?\b"
+                         r"|\bonly the kinds\b")),
+    ("relation", re.compile(r"\brelative(?:ly)? to\b|\bwhere (?:one|a) (?:shape|object|thing) is\b")),
+)

@@ -66,6 +66,10 @@ class TaskSpec:
         return Instruction(task=self.name, text=self.templates[template_index].format(**fill),
                            categories=categories, output_format=output_format)
 
+    def phrasings(self) -> Tuple[str, ...]:
+        """Every phrasing the task is trained with (``templates`` and any others its ``build`` uses)."""
+        return tuple(self.templates)
+
     def build(self, results: dict, rng: random.Random, template_index: Optional[int] = None,
               **options) -> Tuple[Instruction, List[int]]:
         """The instruction of an annotated sample (``results`` of the data pipeline) and its
