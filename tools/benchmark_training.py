@@ -107,6 +107,10 @@ def ddp_worker(config, iters, out):
     if int(os.environ["RANK"]) == 0:
         with open(out, "w") as f:
             json.dump(records, f)
+    # Leave together: a rank that exits while another still holds the gloo pairs can abort it.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def run(base_cfg, mode, iters, work_dir):
