@@ -83,10 +83,12 @@ class QuestionCounting(OwnDetections):
         with a colour, return one copy of ``sample`` per detection of the asked kind, asking its
         colour (answer them, then :meth:`count_colours`), and count nothing yet."""
         present = self.present(detected)
-        found = [(region_box(box), self.categories[label]) for box, label in zip(present.bboxes, present.labels.tolist())
-                 if question.kind is None or self.categories[label] == question.kind]
+        kinds = [self.categories[label] for label in present.labels.tolist()]
+        found = [(region_box(box), kind) for box, kind in zip(present.bboxes, kinds)
+                 if question.kind is None or kind == question.kind]
         boxes = [box for box, _ in found]
-        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes], grounded_names=[kind for _, kind in found]))
+        sample.set_metainfo(dict(grounded_boxes=[box.tolist() for box in boxes],
+                                 grounded_names=[kind for _, kind in found]))
         if question.colour is None or not boxes:
             sample.set_metainfo(dict(composed_answer=str(len(boxes))))
             return []
