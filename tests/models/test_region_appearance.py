@@ -91,7 +91,9 @@ def test_trained_alone_it_names_the_appearance_of_new_regions():
     seed, g = seed_and_generator()
     torch.manual_seed(seed)
     module = RegionAppearance(DIMS, HIDDEN, mid_dims=16)
-    prototypes = torch.randn(5, DIMS, generator=g)
+    # Orthogonal prototypes 4.2 apart against noise of norm ~0.95: every token is unambiguous (random
+    # prototypes can lie ~2 apart, where the noise alone misnames a few tokens).
+    prototypes = 3.0 * torch.linalg.qr(torch.randn(DIMS, 5, generator=g)).Q.T
     words = torch.randn(HIDDEN, 5, generator=g)
 
     def batch(count):
