@@ -93,3 +93,25 @@ def test_composed_boxes_are_labelled_by_their_names_below_the_box(visualizer):
     # only the label under the box differs, and it is wider than "region 1"
     assert len(rows) and rows.min() >= 260 and rows.max() <= 260 + 14
     assert cols.max() > 100 + 6 * len("region 1") + 4
+
+
+def test_data_sample_regions_give_the_inferencers_picture(visualizer, tmp_path):
+    """Input regions come in the resized image's pixels (drawn back at ``scale_factor``); boxes a
+    composed answer grounded come in original pixels with their names: both pictures equal the
+    inferencer's picture of the same prediction."""
+    box = np.array([[100, 120, 300, 260]], np.float32)
+    asked = _result(task="region_vqa", scores=())
+    asked.regions = box
+    sample = _sample(asked)
+    sample.set_metainfo(dict(regions=torch.from_numpy(box * np.array([0.5, 0.25, 0.5, 0.25], np.float32)),
+                             scale_factor=(0.5, 0.25)))
+    composed = _result(task="vqa", scores=())
+    composed.regions, composed.region_names = box, ["two red squares"]
+    grounded = _sample(composed)
+    grounded.set_metainfo(dict(grounded_boxes=box.tolist(), grounded_names=["two red squares"]))
+    for result, data_sample in ((asked, sample), (composed, grounded)):
+        out = tmp_path / f"{result.task}.png"
+        visualizer.add_datasample(result.task, _image(), data_sample, out_file=str(out))
+        from_sample = np.asarray(Image.open(out).convert("RGB"))
+        assert tuple(from_sample[190, 100]) == (255, 255, 255)
+        assert np.array_equal(from_sample, visualizer.draw_result(_image(), result))

@@ -109,7 +109,7 @@ class VisionLLMVisualizer(Visualizer):
     def draw_data_sample(self, image: np.ndarray, data_sample, score_thr: Optional[float] = None) -> np.ndarray:
         """The picture of a predicted data sample (``DetDataSample`` or its ``to_dict()``) on the
         original RGB ``image``: ``pred_instances`` in ``ori_shape`` pixels with labels that are
-        the sample's ``category_ids``, and ``pred_text``."""
+        the sample's ``category_ids``, ``pred_text``, and the regions of :func:`_sample_regions`."""
         sample = data_sample.to_dict() if hasattr(data_sample, "to_dict") else dict(data_sample)
         pred = sample.get("pred_instances") or {}
         names: List[str] = list(sample.get("categories") or [])
@@ -125,12 +125,14 @@ class VisionLLMVisualizer(Visualizer):
                 position[int(value)] = len(names)
                 names.append(str(int(value)))
         labels = np.array([position[int(v)] for v in raw_labels.tolist()], dtype=np.int64)
+        regions, region_names = _sample_regions(sample)
         polygons = _as_numpy(pred["polygons"]) if pred.get("polygons") is not None else None
         masks = _as_numpy(pred["masks"]) if pred.get("masks") is not None else None
         picture = draw_instances(image, boxes, scores, labels, names, polygons=polygons, masks=masks,
                                  text=sample.get("pred_text"),
                                  score_thr=self.score_thr if score_thr is None else score_thr,
-                                 keep_all=_single_instance(sample.get("task")))
+                                 keep_all=_single_instance(sample.get("task")),
+                                 regions=regions, region_names=region_names)
         self.set_image(picture)
         return picture
 
@@ -155,6 +157,20 @@ def draw_result(image: np.ndarray, result, out_file: str, score_threshold: float
     (:meth:`VisionLLMVisualizer.draw_result`, for callers without a visualizer instance)."""
     visualizer = VisionLLMVisualizer.get_instance("visionllm_draw_result")
     return _save(visualizer.draw_result(image, result, score_threshold), out_file)
+
+
+def _sample_regions(sample: dict):
+    """The boxes a sample's picture marks as regions, in ``ori_shape`` pixels, and their names:
+    the instruction's input regions (the pipeline's resize scaled them by ``scale_factor``;
+    unnamed), or else the boxes a composed answer grounded (``grounded_boxes``, kept in original
+    pixels, named by ``grounded_names``); ``(None, None)`` when there are neither."""
+    if sample.get("regions") is not None and len(sample["regions"]):
+        sx, sy = sample.get("scale_factor", (1.0, 1.0))[:2]
+        return _as_numpy(sample["regions"]).reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32), None
+    if sample.get("grounded_boxes") is not None:
+        names = sample.get("grounded_names")
+        return np.asarray(sample["grounded_boxes"], np.float32).reshape(-1, 4), None if names is None else list(names)
+    return None, None
 
 
 def _single_instance(task) -> bool:
