@@ -117,6 +117,18 @@ def test_an_unsupported_request_is_refused_with_the_tasks():
     assert [c["task"] for c in inferencer.calls] == ["request"]  # nothing else was run
 
 
+def test_an_unsupported_request_in_caption_style_words_is_that_styles_caption():
+    caption = get_task("caption")
+    for request, style in [("Describe <image> without the colours.", "kinds"),
+                           ("Describe where the shapes are relative to each other.", "relation")]:
+        result = StubInferencer("unsupported")(IMAGE, request)
+        assert result.task == "caption" and result.instruction == caption.style_templates[style][0]
+        assert (result.understanding, result.canonical) == ("fallback", "unsupported")
+    # a question with counting words is not a count caption
+    with pytest.raises(InputError, match="no task serves"):
+        StubInferencer("unsupported")(IMAGE, "How many calories are in <image>?")
+
+
 def test_conversation_follow_ups_are_read_as_written():
     inferencer = StubInferencer("unsupported")
     history = [dict(user="<image> Write a short caption for the image.", assistant="a red star")]

@@ -11,7 +11,10 @@ by the model, which rewrites a plain request as a canonical form (``visionllm.ta
 3. A canonical form that cannot be read (e.g. a model never trained on requests) falls back to
    the rule-based reading of the instruction (``read_instruction``), as before plain requests;
    the result says so (``understanding="fallback"``).
-4. ``unsupported``: no task serves the request; an :class:`InputError` lists the tasks.
+4. ``unsupported``: no task serves the request; an :class:`InputError` lists the tasks. A
+   request that is no question and asks for a caption style in its own words is the exception:
+   it is followed as that style's caption (``understanding="fallback"``), since the words name a
+   task the model has.
 """
 import re
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from visionllm.instructions import IMAGE_PLACEHOLDER, REGION_PLACEHOLDER
 from visionllm.instructions.output_format import UnsupportedOutputFormat, find_output_format
 from visionllm.tasks import (CanonicalFormError, InstructionError, all_tasks, get_task, read_canonical,
                              read_instruction, user_task_names, wrap_request)
+from visionllm.tasks.reading import asks_question
 
 EXPLICIT, MODEL, FALLBACK = "explicit", "model", "fallback"
 
@@ -125,16 +129,27 @@ def understand_instruction(inferencer, image: ImageInput, instruction: str,
         # Rule-based reading (raises a one-line InputError for an instruction it cannot follow).
         return Understanding(describe_instruction(instruction), FALLBACK, instruction, canonical)
     if expanded is None:
+        # Words that ask for a caption style name a task the model has ("how many calories are
+        # in this?" is a question, not a count caption).
+        styled = None if asks_question(instruction) else _style_phrasing(instruction)
+        if styled is not None:
+            return Understanding(describe_instruction(styled), FALLBACK, instruction, canonical)
         raise InputError(f"no task serves this request ({instruction!r}); the model can do: "
                          f"{', '.join(user_task_names())}")
     return Understanding(describe_instruction(_styled(expanded, instruction)), MODEL, instruction, canonical)
 
 
 def _styled(expanded, request: str) -> str:
-    """The text of ``expanded`` (a canonical form's instruction), or for a caption the first
-    phrasing of the style ``request`` asks for in its own words."""
+    """The text of ``expanded`` (a canonical form's instruction), or for a caption the phrasing
+    of the style ``request`` asks for in its own words."""
     if expanded.task != "caption":
         return expanded.text
+    return _style_phrasing(request) or expanded.text
+
+
+def _style_phrasing(request: str) -> Optional[str]:
+    """The first phrasing of the caption style a request asks for in its own words ("without the
+    colours", "just how many"; ``CaptionTask.requested_style``), or None."""
     caption = get_task("caption")
     style = caption.requested_style(request)
-    return expanded.text if style is None else caption.style_templates[style][0]
+    return None if style is None else caption.style_templates[style][0]
