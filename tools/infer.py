@@ -56,7 +56,7 @@ def main(argv=None) -> int:
                         help="a box in pixels of the input image for the next <region> of the instruction (repeatable)")
     args = parser.parse_args(argv)
 
-    from visionllm.apis.inferencer import VisionLLMInferencer
+    from visionllm.apis.inferencer import VisionLLMInferencer, check_request
     from visionllm.apis.inputs import InputError
 
     missing = missing_pretrained(args.config)
@@ -66,6 +66,8 @@ def main(argv=None) -> int:
         return 2
     try:
         regions = [parse_region(text) for text in args.region]
+        for path in args.images:  # bad input is refused before the model is built
+            check_request(path, args.instruction, regions)
         inferencer = VisionLLMInferencer(args.config, args.checkpoint, device=args.device)
         results = inferencer(list(args.images), args.instruction, regions=regions,
                              score_threshold=args.score_threshold)

@@ -3,16 +3,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionllm.apis.inputs import InputError, load_image, MAX_DECODE_SIDE
+from visionllm.apis.inputs import InputError, load_image, MAX_DECODE_SIDE, original_size
 
 
-def test_missing_and_corrupt_files(tmp_path):
+@pytest.mark.parametrize("read", [load_image, original_size])
+def test_missing_and_corrupt_files(tmp_path, read):
+    """The same one-line errors whether the image is decoded or only its size is read."""
     with pytest.raises(InputError, match="not found: .*nope.png"):
-        load_image(tmp_path / "nope.png")
+        read(tmp_path / "nope.png")
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"\xff\xd8\xff this is not really a jpeg")
     with pytest.raises(InputError, match="cannot read image") as err:
-        load_image(bad)
+        read(bad)
     assert "\n" not in str(err.value)
 
 
@@ -46,10 +48,15 @@ def test_arrays_and_pil():
     assert load_image(floats)[0, 0, 0] in (127, 128)
     pil = Image.new("RGB", (9, 4), (10, 20, 30))
     assert tuple(load_image(pil)[0, 0]) == (10, 20, 30)
-    with pytest.raises(InputError, match="unsupported image type"):
-        load_image(42)
-    with pytest.raises(InputError, match="shape"):
-        load_image(np.zeros((2, 2, 2, 2), dtype=np.uint8))
+    for read in (load_image, original_size):
+        with pytest.raises(InputError, match="unsupported image type"):
+            read(42)
+        for array in (np.zeros((2, 2, 2, 2), dtype=np.uint8), np.zeros((2, 2, 2), dtype=np.uint8)):
+            with pytest.raises(InputError, match="shape"):
+                read(array)
+        with pytest.raises(InputError, match="empty image array"):
+            read(np.zeros((0, 3, 3), dtype=np.uint8))
+    assert original_size(gray16) == (5, 6) and original_size(pil) == (4, 9)
 
 
 def test_huge_image_is_reduced_while_decoding(tmp_path):

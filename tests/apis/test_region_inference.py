@@ -105,11 +105,25 @@ def test_cli_region_flags(config, inferencer, large_image, tiny_workspace, tmp_p
     assert run.returncode == 0, run.stderr
     record = json.loads(run.stdout.strip().splitlines()[-1])
     assert record["task"] == "region_vqa" and isinstance(record["text"], str)
-    for flags, message in ((["--region", "1,2,3"], "--region takes four comma-separated numbers"),
-                           ([], r"1 <region> placeholder(s) but 0 region(s)")):
-        run = subprocess.run(base + ["--instruction", QUESTION] + flags, capture_output=True, text=True,
-                             cwd=tiny_workspace, timeout=300)
-        assert run.returncode == 2 and message in run.stderr.strip().splitlines()[-1], run.stderr
+
+
+def test_cli_refuses_bad_input_before_building_the_model(config, large_image, tiny_workspace, tmp_path,
+                                                         monkeypatch, capsys):
+    """Bad regions, a bad instruction or a missing image exit 2 with the one-line message; the
+    checkpoint does not exist, so the model was never built."""
+    from tools.infer import main
+
+    monkeypatch.chdir(tiny_workspace)
+    base = [config, str(tmp_path / "no-such-checkpoint.pth"), large_image]
+    for flags, message in ((["--instruction", QUESTION, "--region", "1,2,3"], "--region takes four comma-separated"),
+                           (["--instruction", QUESTION], "1 <region> placeholder(s) but 0 region(s)"),
+                           (["--instruction", QUESTION, "--region", "0,0,5000,10"], "lies outside the 4500x2600 image"),
+                           (["--instruction", 'Detect {} in <image> as (c, x1, y1, x2, y2).'], "category set is empty"),
+                           ([str(tmp_path / "none.png"), "--instruction", QUESTION, "--region", "1,2,3,4"],
+                            "image file not found")):
+        assert main(base + flags + ["--out-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
 def test_a_question_answered_through_grounding_shows_the_boxes_it_asked_about():

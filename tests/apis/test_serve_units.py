@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionllm.apis.inferencer import VisionLLMResult, describe_instruction
+from visionllm.apis.inferencer import VisionLLMResult, check_request, describe_instruction
 from visionllm.apis.inputs import InputError
-from visionllm.apis.server import (check_request, check_score_threshold, open_upload, parse_history_field,
+from visionllm.apis.server import (check_score_threshold, open_upload, parse_history_field,
                                    parse_regions_field, result_to_dict)
 
 

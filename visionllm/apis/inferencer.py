@@ -14,7 +14,7 @@ from visionllm.engine.checkpoint import load_trained_checkpoint
 from visionllm.instructions import IMAGE_PLACEHOLDER
 from visionllm.instructions.regions import scale_regions
 from visionllm.tasks import InstructionError, read_instruction
-from visionllm.apis.understanding import understand_instruction
+from visionllm.apis.understanding import check_instruction, understand_instruction
 
 @dataclass
 class VisionLLMResult:
@@ -105,6 +105,16 @@ def inference_pipeline(cfg: Config) -> list:
             if not str(step["type"]).startswith("Load") and step["type"] not in _ANNOTATION_STEPS]
 
 
+def check_request(image: ImageInput, instruction: str, regions: Optional[Sequence[Sequence[float]]] = None,
+                  history: Optional[Sequence[dict]] = None) -> np.ndarray:
+    """What a call would refuse, checked before any model runs (the API, the server and
+    ``tools/infer.py`` refuse bad input at once): the instruction with its history
+    (``check_instruction``) and the regions against ``image`` as given. Returns the regions as
+    float32 ``[R, 4]``; raises :class:`InputError` (one line)."""
+    check_instruction(instruction, history)
+    return parse_regions(instruction, regions, original_size(image))
+
+
 class VisionLLMInferencer:
     """Run a trained VisionLLM on images with plain-language instructions.
 
@@ -176,11 +186,11 @@ class VisionLLMInferencer:
             raise InputError(f"score_threshold must be in [0, 1], got {score_threshold}")
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
+        boxes = [check_request(img, instruction, regions, history) for img in image_list]
         understood = understand_instruction(self, image_list[0] if image_list else None, instruction, history)
         description = understood.description
         arrays = [load_image(img) for img in image_list]
         sizes = [original_size(img) for img in image_list]
-        boxes = [parse_regions(instruction, regions, size) for size in sizes]
         results: List[VisionLLMResult] = []
         for start in range(0, len(arrays), batch_size):
             stop = start + batch_size

@@ -18,11 +18,28 @@ class InputError(ValueError):
     """A bad image or instruction given to the inference API (one-line message)."""
 
 
+def _check_source(image: ImageInput) -> None:
+    """One-line :class:`InputError` for an input that is no image: a missing file, an empty array
+    or one of another shape, another type (an unreadable file is found when it is read)."""
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.isfile(os.fspath(image)):
+            raise InputError(f"image file not found: {os.fspath(image)}")
+    elif isinstance(image, np.ndarray):
+        if image.size == 0:
+            raise InputError("empty image array")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise InputError(f"unsupported image array shape {image.shape}; expected HxW, HxWx3 or HxWx4")
+    elif not isinstance(image, Image.Image):
+        raise InputError(f"unsupported image type {type(image).__name__}; give a path, a numpy array or a PIL image")
+
+
+def _unreadable(path: str, err: Exception) -> InputError:
+    return InputError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+
+
 def _to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise InputError(f"unsupported image array shape {array.shape}; expected HxW, HxWx3 or HxWx4")
     if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.max(initial=0) > 255):
         array = (array.astype(np.float64) / 65535.0 * 255.0).round()
     elif array.dtype.kind == "f":
@@ -53,13 +70,18 @@ def _pil_to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
 
 def original_size(image: ImageInput) -> tuple:
-    """``(height, width)`` of the image as given (before any reduction while decoding)."""
+    """``(height, width)`` of the image as given (before any reduction while decoding), read from
+    a file's header; :class:`InputError` as :func:`load_image` gives it for what is no image."""
+    _check_source(image)
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(os.fspath(image)) as opened:
-            return opened.height, opened.width
+        try:
+            with Image.open(os.fspath(image)) as opened:
+                return opened.height, opened.width
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise _unreadable(os.fspath(image), err) from None
     if isinstance(image, Image.Image):
         return image.height, image.width
-    return tuple(np.asarray(image).shape[:2])
+    return tuple(image.shape[:2])
 
 
 def load_image(image: ImageInput) -> np.ndarray:
@@ -68,22 +90,17 @@ def load_image(image: ImageInput) -> np.ndarray:
     Accepts a path, a numpy array (gray, RGB, RGBA; uint8, uint16 or float in [0, 1]) or a PIL
     image. Raises :class:`InputError` with a one-line message for a missing or unreadable file.
     """
+    _check_source(image)
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
-        if not os.path.isfile(path):
-            raise InputError(f"image file not found: {path}")
         try:
             with Image.open(path) as opened:
                 return _pil_to_rgb_uint8(opened)
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise InputError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+            raise _unreadable(path, err) from None
     if isinstance(image, Image.Image):
         return _pil_to_rgb_uint8(image)
-    if isinstance(image, np.ndarray):
-        if image.size == 0:
-            raise InputError("empty image array")
-        return _to_rgb_uint8(image)
-    raise InputError(f"unsupported image type {type(image).__name__}; give a path, a numpy array or a PIL image")
+    return _to_rgb_uint8(image)
 
 
 def parse_regions(instruction: str, regions, image_size: tuple) -> np.ndarray:

@@ -18,8 +18,8 @@ from typing import List, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from visionllm.apis.inferencer import VisionLLMResult
-from visionllm.apis.inputs import InputError, load_image, original_size, parse_regions
+from visionllm.apis.inferencer import VisionLLMResult, check_request
+from visionllm.apis.inputs import InputError, load_image
 from visionllm.apis.understanding import check_instruction
 from visionllm.instructions import REGION_PLACEHOLDER
 
@@ -126,14 +126,6 @@ def parse_history_field(text: Optional[str]) -> Optional[List[dict]]:
             raise InputError(f"history turn {i} contains {REGION_PLACEHOLDER}: regions are given for the new "
                              f"instruction only; write an earlier turn's region as text")
     return turns or None
-
-
-def check_request(image: Image.Image, instruction: str, regions: Optional[list] = None,
-                  history: Optional[List[dict]] = None) -> None:
-    """Everything the model call would refuse, checked before the queue: the instruction (with
-    its history) and the regions against the image as uploaded. Raises :class:`InputError`."""
-    check_instruction(instruction, history)
-    parse_regions(instruction, regions, original_size(image))
 
 
 class ModelService:
