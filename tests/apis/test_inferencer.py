@@ -142,8 +142,10 @@ def test_bad_input_gives_one_line_errors(inferencer, image_path, tmp_path, image
 
 def test_cli_prints_one_line_error(tmp_path, tiny_llm_dir, tiny_workspace):  # noqa: F811
     config = write_tiny_config(tmp_path, tiny_llm_dir)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (20, 10)).save(image)
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "infer.py"), config,
-                           str(tmp_path / "no_checkpoint.pth"), "x.png", "--instruction", "<image> hi"],
+                           str(tmp_path / "no_checkpoint.pth"), str(image), "--instruction", "<image> hi"],
                           capture_output=True, text=True, cwd=tiny_workspace, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'no_checkpoint.pth'}"
