@@ -130,7 +130,7 @@ def run(base_cfg, mode, iters, work_dir):
     return timer.records
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config")
     parser.add_argument("--iters", type=int, default=60)
@@ -141,7 +141,7 @@ def main():
     parser.add_argument("--modes", nargs="+", default=["mixed", "grouped"], choices=list(MODES),
                         help="training modes to time (default: mixed grouped)")
     parser.add_argument("--ddp-worker", metavar="OUT", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.ddp_worker:
         return ddp_worker(args.config, args.iters, args.ddp_worker)
     if args.iters <= args.warmup:

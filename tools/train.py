@@ -14,7 +14,7 @@ from visionllm.datasets.checking import exit_if_inputs_missing
 from visionllm.engine.preflight import PreflightError, apply_amp, check_run, precision_warning
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Train a VisionLLM model")
     parser.add_argument("config", help="train config file path")
     parser.add_argument("--work-dir", help="directory for logs and checkpoints")
@@ -27,13 +27,13 @@ def parse_args():
                         help="override config entries, e.g. train_cfg.max_iters=100")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
     try:
         if args.amp:

@@ -5,7 +5,6 @@ import json
 import os
 import os.path as osp
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -154,18 +153,25 @@ def test_bad_annotations_alone_fail_only_when_strict(good_tree, tmp_path, monkey
     assert code == 1
 
 
-def _tool(name, args, cwd):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, osp.join(REPO, "tools", name), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=1200)
+def _refusal(tool_main, args, cwd, monkeypatch):
+    """Run a tool's main in this process from ``cwd``; it must stop with a message (SystemExit
+    with text, which Python prints without a traceback), returned here."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # tools/train.py sets it when absent
+    with pytest.raises(SystemExit) as stop:
+        tool_main(args)
+    assert isinstance(stop.value.code, str), stop.value.code
+    return stop.value.code
 
 
-def test_train_and_test_stop_with_one_line_per_missing_input(broken_tree, tmp_path):
-    """No traceback, nothing written: the work dir is never created."""
+def test_train_and_test_stop_with_one_line_per_missing_input(broken_tree, tmp_path, monkeypatch):
+    """Nothing written: the work dir is never created."""
+    from tools.test import main as test_main
+    from tools.train import main as train_main
+
     work_dir = str(tmp_path / "work")
-    proc = _tool("train.py", [STAGE2, "--work-dir", work_dir], broken_tree)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    message = _refusal(train_main, [STAGE2, "--work-dir", work_dir], broken_tree, monkeypatch)
+    errors = [line for line in message.splitlines() if line.startswith("error: ")]
     assert errors[0] == ("error: missing data/vqa/v2_mscoco_val2014_annotations.json (answers file of VQAv2Dataset, "
                          "test): get the VQAv2 questions + annotations and COCO 2014 images (docs/datasets.md#vqav2)")
     assert any(line.startswith("error: missing checkpoints/alpaca-7b (model.task_decoder.llm.source): put the "
@@ -173,15 +179,14 @@ def test_train_and_test_stop_with_one_line_per_missing_input(broken_tree, tmp_pa
     assert any(line.startswith("error: missing checkpoints/bert-base-uncased") for line in errors)
     assert any(line.startswith("error: missing checkpoints/resnet50.pth") for line in errors)
     assert any(line.startswith("error: missing work_dirs/visionllm_r50_alpaca7b_stage1/") for line in errors)
-    assert len(errors) == 5, proc.stderr
+    assert len(errors) == 5, message
     assert not osp.exists(work_dir)
 
     checkpoint = tmp_path / "model.pth"
     checkpoint.write_bytes(b"")
-    proc = _tool("test.py", [STAGE2, str(checkpoint), "--work-dir", work_dir], broken_tree)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "error: missing checkpoints/alpaca-7b (model.task_decoder.llm.source)" in proc.stderr
-    assert "error: missing data/vqa/v2_mscoco_val2014_annotations.json" in proc.stderr
+    message = _refusal(test_main, [STAGE2, str(checkpoint), "--work-dir", work_dir], broken_tree, monkeypatch)
+    assert "error: missing checkpoints/alpaca-7b (model.task_decoder.llm.source)" in message
+    assert "error: missing data/vqa/v2_mscoco_val2014_annotations.json" in message
     assert not osp.exists(work_dir)
 
 
@@ -202,12 +207,16 @@ def test_loaders_name_a_missing_pretrained_directory_and_the_fix(tmp_path):
     assert str(err.value).startswith(f"text encoder directory not found: {tmp_path / 'bert-base-uncased'}")
 
 
-def test_infer_names_missing_pretrained_inputs_before_building(good_tree):
+def test_infer_names_missing_pretrained_inputs_before_building(good_tree, monkeypatch, capsys):
+    from tools.infer import main as infer_main
+
     image = osp.join(good_tree, "data", "coco", "val2017", "000000000139.jpg")
-    proc = _tool("infer.py", [STAGE2, "no-checkpoint.pth", image, "--instruction",
-                              "<image> Write a short caption for the image."], good_tree)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    monkeypatch.chdir(good_tree)
+    code = infer_main([STAGE2, "no-checkpoint.pth", image, "--instruction",
+                       "<image> Write a short caption for the image."])
+    stderr = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert any(line.startswith("error: missing checkpoints/alpaca-7b (model.task_decoder.llm.source): put the ")
                for line in errors)
-    assert len(errors) == 3 and "load_from" not in proc.stderr, proc.stderr  # LLM, BERT, ResNet-50 weights
+    assert len(errors) == 3 and "load_from" not in stderr, stderr  # LLM, BERT, ResNet-50 weights

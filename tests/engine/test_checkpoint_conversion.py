@@ -1,21 +1,12 @@
 """Versioned checkpoint layouts: older key layouts convert to the current one (by the loaders on
 the fly and by tools/convert_checkpoint.py), unknown versions are refused in one line."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
-
-from repo_paths import REPO
 
 from visionllm.apis.inputs import InputError
 from visionllm.engine.checkpoint import TrainableStateCheckpointHook, load_trained_checkpoint, read_checkpoint
 from visionllm.engine.checkpoint_conversion import (CHECKPOINT_VERSION, VERSION_KEY, CheckpointVersionError,
                                                     checkpoint_version, convert_checkpoint)
-
-ROOT = REPO
-TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
 
 
 def test_version_one_renames_the_instruction_relevance_vector():
@@ -81,6 +72,7 @@ def test_the_hook_stamps_saved_checkpoints_and_converts_loaded_ones():
 @pytest.mark.slow  # builds the tiny whole model
 def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
     from tiny_model import build_tiny_model
+    from tools.convert_checkpoint import main as convert_tool
 
     _, model, _, _ = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
     with torch.no_grad():
@@ -98,8 +90,7 @@ def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypa
         assert torch.equal(fresh.state_dict()[key], value), key
 
     out = tmp_path / "new.pth"
-    run = subprocess.run([sys.executable, TOOL, str(old), str(out)], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
+    convert_tool([str(old), str(out)])
     converted = read_checkpoint(out)
     assert converted["meta"] == {"iter": 1, VERSION_KEY: CHECKPOINT_VERSION}
     missing, unexpected = fresh.load_state_dict(converted["state_dict"], strict=False)
@@ -109,9 +100,9 @@ def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypa
     torch.save(dict(meta={VERSION_KEY: CHECKPOINT_VERSION + 1}, state_dict=converted["state_dict"]), newer)
     with pytest.raises(InputError, match="newer than this code reads"):
         load_trained_checkpoint(fresh, str(newer))
-    run = subprocess.run([sys.executable, TOOL, str(newer), str(tmp_path / "x.pth")], capture_output=True, text=True,
-                         cwd=tmp_path)
-    assert run.returncode != 0 and run.stderr.strip().count("\n") == 0
-    assert "newer than this code reads" in run.stderr and not (tmp_path / "x.pth").exists()
-    run = subprocess.run([sys.executable, TOOL, str(old), str(old)], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode != 0 and "new file" in run.stderr
+    with pytest.raises(SystemExit) as refused:
+        convert_tool([str(newer), str(tmp_path / "x.pth")])
+    assert str(refused.value.code).count("\n") == 0 and "newer than this code reads" in str(refused.value.code)
+    assert not (tmp_path / "x.pth").exists()
+    with pytest.raises(SystemExit, match="new file"):
+        convert_tool([str(old), str(old)])
