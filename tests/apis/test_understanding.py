@@ -129,6 +129,24 @@ def test_an_unsupported_request_in_caption_style_words_is_that_styles_caption():
         StubInferencer("unsupported")(IMAGE, "How many calories are in <image>?")
 
 
+def test_a_canonical_form_that_cannot_be_what_the_words_ask_is_the_caption_they_ask_for():
+    caption = get_task("caption")
+    for canonical, request, phrasing in [
+            ("grounding: the image", "Describe the image without colors.", caption.style_templates["kinds"][0]),
+            ("grounding: this picture", "Tell me about this picture.", caption.templates[0]),
+            ("vqa: how many shapes are there?", "Count the shapes, then list them.",
+             caption.style_templates["count_objects"][0]),
+            ("vqa: what colour is the star?", "Caption this image without mentioning colours.",
+             caption.style_templates["kinds"][0])]:
+        result = StubInferencer(canonical)(IMAGE, request)
+        assert result.task == "caption" and result.instruction == phrasing, (request, result.instruction)
+        assert (result.understanding, result.canonical) == ("fallback", canonical)
+    # the model's reading stands where it can be what the words ask
+    assert StubInferencer("grounding: the red square")(IMAGE, "Show me the red square.").task == "grounding"
+    assert StubInferencer("vqa: how many shapes are there?")(IMAGE, "Count the shapes.").task == "vqa"
+    assert StubInferencer("grounding: the image")(IMAGE, "Where is the image?").task == "grounding"
+
+
 def test_conversation_follow_ups_are_read_as_written():
     inferencer = StubInferencer("unsupported")
     history = [dict(user="<image> Write a short caption for the image.", assistant="a red star")]

@@ -88,6 +88,8 @@ def test_the_requested_style_is_read_from_its_phrasings_and_from_a_users_words()
     for text, style in [("<image> caption it with just how many things there are", "count"),
                         ("Tell me the number of shapes in <image> and then list them", "count_objects"),
                         ("Describe <image> without the colors.", "kinds"),
+                        ("Caption this image without mentioning colours.", "kinds"),
+                        ("Describe <image>, ignoring their colours.", "kinds"),
                         ("<image> Say where a shape is relative to the others.", "relation"),
                         ("<image> Describe the colours and shapes you see.", None)]:
         assert CAPTION.requested_style(text) == style, text

@@ -15,6 +15,9 @@ by the model, which rewrites a plain request as a canonical form (``visionllm.ta
    request that is no question and asks for a caption style in its own words is the exception:
    it is followed as that style's caption (``understanding="fallback"``), since the words name a
    task the model has.
+5. A canonical form that cannot be what a request (no question) asks for is followed as the
+   caption its words ask for (``understanding="fallback"``): grounding the whole image, or a
+   question's answer where the words ask for a caption style that is more than a number.
 """
 import re
 from dataclasses import dataclass
@@ -136,7 +139,30 @@ def understand_instruction(inferencer, image: ImageInput, instruction: str,
             return Understanding(describe_instruction(styled), FALLBACK, instruction, canonical)
         raise InputError(f"no task serves this request ({instruction!r}); the model can do: "
                          f"{', '.join(user_task_names())}")
+    caption = _caption_instead(expanded, canonical, instruction)
+    if caption is not None:
+        return Understanding(describe_instruction(caption), FALLBACK, instruction, canonical)
     return Understanding(describe_instruction(_styled(expanded, instruction)), MODEL, instruction, canonical)
+
+
+# A grounding target that is the whole image names no object in it.
+_WHOLE_IMAGE = re.compile(r"(?:(?:the|this|that|my|your) )?(?:image|picture|photo|photograph|scene|everything|it)")
+
+
+def _caption_instead(expanded, canonical: str, request: str) -> Optional[str]:
+    """The caption phrasing to follow instead of a canonical form that cannot be what a request
+    (no question) asks for, or None: grounding the whole image ("grounding: the image"), or a
+    question's answer where the words ask for a description in a caption style other than a bare
+    count (the kinds without colours, the count then the list, relative positions), which no
+    short answer gives ("Count the stars." stays a question of how many)."""
+    if asks_question(request):
+        return None
+    caption = get_task("caption")
+    if expanded.task == "grounding" and _WHOLE_IMAGE.fullmatch(canonical.partition(":")[2].strip().lower()):
+        return _style_phrasing(request) or caption.templates[0]
+    if expanded.task == "vqa" and caption.requested_style(request) not in (None, "count"):
+        return _style_phrasing(request)
+    return None
 
 
 def _styled(expanded, request: str) -> str:

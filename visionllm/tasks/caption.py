@@ -113,7 +113,8 @@ _NUMBER = r"(?:how many|number of|count)"
 _STYLE_WORDS = (
     ("count_objects", re.compile(rf"\b{_NUMBER}\b.*\b(?:then|followed by|and (?:then )?(?:list|name))")),
     ("count", re.compile(rf"\b{_NUMBER}\b")),
-    ("kinds", re.compile(r"\b(?:without|leaving out|leave out|not|no|but not) (?:their |the |any )?colou?rs?\b"
-                         r"|\bonly the kinds\b")),
+    # a negation and at most two words before "colours": "without the colours", "without mentioning colours"
+    ("kinds", re.compile(r"\b(?:without|leaving out|leave out|not|no|ignoring|ignore|omitting|omit)(?: [\w']+){0,2} "
+                         r"colou?rs?\b|\bonly the kinds\b")),
     ("relation", re.compile(r"\brelative(?:ly)? to\b|\bwhere (?:one|a) (?:shape|object|thing) is\b")),
 )
