@@ -1,7 +1,5 @@
 """The inference API and CLI on the tiny test model: every task, every kind of bad input."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from visionllm.apis.inputs import InputError
 from visionllm.instructions import format_category_set
 from visionllm.tasks import build_instruction
 import random
-from repo_paths import REPO
 
 pytestmark = pytest.mark.slow  # the whole tiny model
 
@@ -140,15 +137,21 @@ def test_bad_input_gives_one_line_errors(inferencer, image_path, tmp_path, image
     assert "\n" not in str(err.value)
 
 
-def test_cli_prints_one_line_error(tmp_path, tiny_llm_dir, tiny_workspace):  # noqa: F811
+def test_cli_prints_one_line_error(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch, capsys):  # noqa: F811
+    """A missing checkpoint is named before the model is built."""
+    from tools.infer import main
+    from visionllm.registry import MODELS
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built")
+    monkeypatch.setattr(MODELS, "build", no_build)
+
     config = write_tiny_config(tmp_path, tiny_llm_dir)
     image = tmp_path / "x.png"
     Image.new("RGB", (20, 10)).save(image)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "infer.py"), config,
-                           str(tmp_path / "no_checkpoint.pth"), str(image), "--instruction", "<image> hi"],
-                          capture_output=True, text=True, cwd=tiny_workspace, timeout=300)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'no_checkpoint.pth'}"
+    monkeypatch.chdir(tiny_workspace)
+    assert main([config, str(tmp_path / "no_checkpoint.pth"), str(image), "--instruction", "<image> hi"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'no_checkpoint.pth'}"
 
 
 # ---------------------------------------------------------------- pixels of the input image

@@ -134,6 +134,8 @@ class VisionLLMInferencer:
 
         if isinstance(config, (str, os.PathLike)) and not os.path.isfile(config):
             raise InputError(f"config file not found: {config}")
+        if checkpoint is not None and not os.path.isfile(checkpoint):  # before the (slow) model build
+            raise InputError(f"checkpoint not found: {checkpoint}")
         cfg = Config.fromfile(config) if isinstance(config, (str, os.PathLike)) else copy.deepcopy(config)
         self.cfg = cfg
         steps = inference_pipeline(cfg)  # before the (slow) model build: a config without one fails fast
@@ -144,8 +146,6 @@ class VisionLLMInferencer:
         # (zero-initialised read-outs and refinements start as identities) when none is given.
         self.model.init_weights()
         if checkpoint is not None:
-            if not os.path.isfile(checkpoint):
-                raise InputError(f"checkpoint not found: {checkpoint}")
             load_trained_checkpoint(self.model, checkpoint)
         self.model.to(device).eval()
         self.device = device
