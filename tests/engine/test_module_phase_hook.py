@@ -19,13 +19,19 @@ def model_and_runner(max_iters=100):
     return model, runner
 
 
-def step(model, runner, hooks):
+def step(model, runner, hooks, forward=None):
+    """One training iteration as mmengine's loop runs it; ``forward`` gives the loss (default:
+    through body, first and second)."""
     for hook in hooks:
         hook.before_train_iter(runner, 0)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     runner.optim_wrapper.optimizer.zero_grad()
-    model.second(model.first(model.body(torch.randn(8, 4)))).square().mean().backward()
+    x = torch.randn(8, 4)
+    loss = forward(x) if forward else model.second(model.first(model.body(x)))
+    loss.square().mean().backward()
     runner.optim_wrapper.optimizer.step()
+    for hook in hooks:
+        hook.after_train_iter(runner, 0)
     runner.iter += 1
     return {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(before[name], p)}
 
@@ -43,6 +49,21 @@ def test_two_phases_in_a_row_each_move_their_module_alone():
     # the second phase unfroze its module, which the first had frozen, and froze the first's
     assert [p.requires_grad for p in model.second.parameters()] == [True, True]
     assert not any(p.requires_grad for p in [*model.first.parameters(), *model.body.parameters()])
+
+
+def test_a_phase_that_does_not_freeze_follows_one_that_did():
+    """What a freezing phase froze is unfrozen after its last step, in one process: a later phase
+    with ``freeze_rest=False`` whose loss reaches only its own module trains it (with the first
+    phase's weights left frozen its backward pass would find no gradient at all)."""
+    model, runner = model_and_runner()
+    hooks = [ModulePhaseHook("first", begin=0, end=5, lr=1e-3),
+             ModulePhaseHook("second", begin=5, lr=1e-3, freeze_rest=False)]
+    for hook in hooks:
+        hook.before_train(runner)
+    assert all(step(model, runner, hooks) == {"first"} for _ in range(5))
+    assert all(p.requires_grad for p in model.parameters())
+    moved = [step(model, runner, hooks, forward=model.second) for _ in range(3)]
+    assert all(m == {"second"} for m in moved), moved
 
 
 def test_the_rate_is_a_cosine_over_the_phase_and_zero_outside_it():

@@ -22,7 +22,8 @@ class ModulePhaseHook(Hook):
     keeps its gradient (DDP expects them) and only the zero rates hold the rest. Set
     ``freeze_rest=False`` for a module that some of the phase's batches do not reach (a part
     only some samples use): with everything else frozen such a batch's loss has no gradient at
-    all and its backward pass fails. Outside the phase the module's rate is
+    all and its backward pass fails. What a phase froze is unfrozen after its last step. Outside
+    the phase the module's rate is
     0 (before it: held at its initial weights; after it: held at what the phase taught), and the
     other groups are left to the schedule or to the next phase's hook, so phases of several
     such hooks run one after another. Pair each with a ``MixtureScheduleHook`` phase that draws
@@ -41,7 +42,7 @@ class ModulePhaseHook(Hook):
             raise ValueError(f"the phase's lr must be positive, got {lr}")
         self.module, self.begin, self.end, self.lr, self.eta_min_ratio = module, begin, end, lr, eta_min_ratio
         self.freeze_rest = freeze_rest
-        self._frozen = not freeze_rest
+        self._restore = None  # (parameter, requires_grad) as they were before this phase froze them
 
     def _missing(self) -> str:
         return f"{type(self).__name__} needs a model with a part {self.module!r}"
@@ -79,16 +80,24 @@ class ModulePhaseHook(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         iteration = runner.iter
         in_phase = self.begin <= iteration and (self.end is None or iteration < self.end)
-        if in_phase and not self._frozen and not is_model_wrapper(runner.model):
+        if in_phase and self.freeze_rest and self._restore is None and not is_model_wrapper(runner.model):
+            self._restore = [(param, param.requires_grad) for param in self._model.parameters()]
             for param in self._model.parameters():
                 param.requires_grad_(id(param) in self._ids)
-            self._frozen = True
         rate = self.rate_at(iteration, runner.max_iters)
         for group in runner.optim_wrapper.optimizer.param_groups:
             if any(id(p) in self._ids for p in group["params"]):
                 group["lr"] = rate
             elif in_phase:
                 group["lr"] = 0.0
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        # The phase's last step is done: the weights it froze get their gradients back, so a later
+        # phase that does not freeze (or the rest of the run) trains them as configured.
+        if self._restore is not None and self.end is not None and runner.iter + 1 >= self.end:
+            for param, requires_grad in self._restore:
+                param.requires_grad_(requires_grad)
+            self._restore = None
 
 
 @HOOKS.register_module()
