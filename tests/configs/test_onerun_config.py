@@ -291,6 +291,49 @@ def test_a_phase_on_its_own_moves_its_part_and_nothing_else(in_workspace, tmp_pa
     assert moved and all(k.startswith(part) for k in moved), sorted(moved)[:5]
 
 
+def test_the_three_phases_follow_one_another_in_one_process(in_workspace, tmp_path, single_thread):
+    """One iteration of the mixture, then the one-run's phases with two iterations each, as one
+    process runs them from the shipped weights: the request phase freezes all but its adapter, and
+    the phases after it (which do not freeze) still train, each its own part."""
+    from visionllm.apis.runner import build_runner, load_config
+    from visionllm.engine import unwrapped_model
+    shipped = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
+    cfg = load_config(ONERUN, [f"load_from={shipped}", "train_cfg.max_iters=7", "default_hooks.checkpoint.interval=7",
+                               "default_hooks.logger.interval=1"], work_dir=str(tmp_path))
+    begins = {"RequestAdapterPhaseHook": (1, 3), "region_relations": (3, 5), "region_appearance": (5, None)}
+    hooks = []
+    for hook in cfg.custom_hooks:
+        if hook["type"] == "ShapeKindPretrainingHook":
+            continue  # the body comes from the shipped weights
+        if hook["type"] == "MixtureScheduleHook":
+            hook = dict(hook, phases=[dict(phase, begin=begin) for phase, begin in zip(hook["phases"], (1, 3))])
+        key = hook.get("module", hook["type"])
+        if key in begins:
+            hook = dict(hook, begin=begins[key][0], end=begins[key][1])
+        hooks.append(hook)
+    cfg.custom_hooks = hooks
+    runner = build_runner(cfg)
+    model = unwrapped_model(runner.model)
+    states = []
+
+    def record_weights(module, args):
+        states.append({k: v.clone() for k, v in module.state_dict().items()})
+
+    handle = model.register_forward_pre_hook(record_weights)
+    try:
+        runner.train()
+    finally:
+        handle.remove()
+    states.append(model.state_dict())
+    # weights before each training step (the first after load_from), then after the last
+    assert len(states) == 8
+    request_steps = {k for k, v in states[1].items() if not torch.equal(v, states[3][k])}
+    assert request_steps and all(k.startswith("task_decoder.request_adapter.") for k in request_steps)
+    later = {k for k, v in states[3].items() if not torch.equal(v, states[-1][k])}
+    assert later and all(k.startswith(("region_relations.", "region_appearance.")) for k in later), sorted(later)[:5]
+    assert any(k.startswith("region_appearance.") for k in later)
+
+
 def test_classic_phase_adds_the_classic_renderer_to_the_onerun_mixture(in_workspace):
     """The classic renderer phase: the one-run mixture at 60 % in its own proportions, then the
     classic train split's detection, segmentation, grounding and VQA (40 %, the one-run's
