@@ -23,10 +23,9 @@ class ModulePhaseHook(Hook):
     ``freeze_rest=False`` for a module that some of the phase's batches do not reach (a part
     only some samples use): with everything else frozen such a batch's loss has no gradient at
     all and its backward pass fails. What a phase froze is unfrozen after its last step. Outside
-    the phase the module's rate is
-    0 (before it: held at its initial weights; after it: held at what the phase taught), and the
-    other groups are left to the schedule or to the next phase's hook, so phases of several
-    such hooks run one after another. Pair each with a ``MixtureScheduleHook`` phase that draws
+    the phase the module's rate is 0 (before it: held at its initial weights; after it: held at
+    what the phase taught), and the other groups are left to the schedule or to the next phase's
+    hook, so phases of several such hooks run one after another. Pair each with a ``MixtureScheduleHook`` phase that draws
     the data the module serves.
     """
 
