@@ -10,6 +10,7 @@ import sys
 import pytest
 from paper_data_tree import expected_counts, write_paper_data_tree
 from repo_paths import REPO
+from tool_refusal import tool_refusal
 
 STAGE2 = osp.join(REPO, "configs", "visionllm_r50_alpaca7b_stage2.py")
 sys.path.insert(0, osp.join(REPO, "tools"))
@@ -153,24 +154,13 @@ def test_bad_annotations_alone_fail_only_when_strict(good_tree, tmp_path, monkey
     assert code == 1
 
 
-def _refusal(tool_main, args, cwd, monkeypatch):
-    """Run a tool's main in this process from ``cwd``; it must stop with a message (SystemExit
-    with text, which Python prints without a traceback), returned here."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("LOCAL_RANK", "0")  # tools/train.py sets it when absent
-    with pytest.raises(SystemExit) as stop:
-        tool_main(args)
-    assert isinstance(stop.value.code, str), stop.value.code
-    return stop.value.code
-
-
 def test_train_and_test_stop_with_one_line_per_missing_input(broken_tree, tmp_path, monkeypatch):
     """Nothing written: the work dir is never created."""
     from tools.test import main as test_main
     from tools.train import main as train_main
 
     work_dir = str(tmp_path / "work")
-    message = _refusal(train_main, [STAGE2, "--work-dir", work_dir], broken_tree, monkeypatch)
+    message = tool_refusal(train_main, [STAGE2, "--work-dir", work_dir], broken_tree, monkeypatch)
     errors = [line for line in message.splitlines() if line.startswith("error: ")]
     assert errors[0] == ("error: missing data/vqa/v2_mscoco_val2014_annotations.json (answers file of VQAv2Dataset, "
                          "test): get the VQAv2 questions + annotations and COCO 2014 images (docs/datasets.md#vqav2)")
@@ -184,7 +174,7 @@ def test_train_and_test_stop_with_one_line_per_missing_input(broken_tree, tmp_pa
 
     checkpoint = tmp_path / "model.pth"
     checkpoint.write_bytes(b"")
-    message = _refusal(test_main, [STAGE2, str(checkpoint), "--work-dir", work_dir], broken_tree, monkeypatch)
+    message = tool_refusal(test_main, [STAGE2, str(checkpoint), "--work-dir", work_dir], broken_tree, monkeypatch)
     assert "error: missing checkpoints/alpaca-7b (model.task_decoder.llm.source)" in message
     assert "error: missing data/vqa/v2_mscoco_val2014_annotations.json" in message
     assert not osp.exists(work_dir)

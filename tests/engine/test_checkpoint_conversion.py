@@ -72,6 +72,7 @@ def test_the_hook_stamps_saved_checkpoints_and_converts_loaded_ones():
 @pytest.mark.slow  # builds the tiny whole model
 def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypatch, tiny_llm_dir, tiny_workspace):
     from tiny_model import build_tiny_model
+    from tool_refusal import tool_refusal
     from tools.convert_checkpoint import main as convert_tool
 
     _, model, _, _ = build_tiny_model(tmp_path, tiny_llm_dir, tiny_workspace, monkeypatch)
@@ -100,9 +101,7 @@ def test_an_old_layout_checkpoint_converts_and_loads_strictly(tmp_path, monkeypa
     torch.save(dict(meta={VERSION_KEY: CHECKPOINT_VERSION + 1}, state_dict=converted["state_dict"]), newer)
     with pytest.raises(InputError, match="newer than this code reads"):
         load_trained_checkpoint(fresh, str(newer))
-    with pytest.raises(SystemExit) as refused:
-        convert_tool([str(newer), str(tmp_path / "x.pth")])
-    assert str(refused.value.code).count("\n") == 0 and "newer than this code reads" in str(refused.value.code)
+    message = tool_refusal(convert_tool, [str(newer), str(tmp_path / "x.pth")], tmp_path, monkeypatch)
+    assert message.count("\n") == 0 and "newer than this code reads" in message
     assert not (tmp_path / "x.pth").exists()
-    with pytest.raises(SystemExit, match="new file"):
-        convert_tool([str(old), str(old)])
+    assert "new file" in tool_refusal(convert_tool, [str(old), str(old)], tmp_path, monkeypatch)

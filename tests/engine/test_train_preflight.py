@@ -3,21 +3,17 @@ when a pretrained directory is missing (one line per missing input) or the strat
 import os
 import sys
 
-import pytest
 from repo_paths import REPO
+from tool_refusal import tool_refusal
 
 
 def refusal_lines(config, tmp_path, monkeypatch):
     """The ``error:`` lines tools/train.py stops with (run in this process from an empty folder)."""
     from tools.train import main
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LOCAL_RANK", "0")  # tools/train.py sets it when absent
-    with pytest.raises(SystemExit) as stop:
-        main([config, "--work-dir", str(tmp_path / "work")])
-    assert isinstance(stop.value.code, str), stop.value.code  # a message, printed without a traceback
+    message = tool_refusal(main, [config, "--work-dir", str(tmp_path / "work")], tmp_path, monkeypatch)
     assert not (tmp_path / "work").exists()  # nothing half-written
-    return [line for line in stop.value.code.splitlines() if line.startswith("error:")]
+    return [line for line in message.splitlines() if line.startswith("error:")]
 
 
 def test_missing_alpaca_directory_is_one_clear_line(tmp_path, monkeypatch):

@@ -11,13 +11,11 @@ by the model, which rewrites a plain request as a canonical form (``visionllm.ta
 3. A canonical form that cannot be read (e.g. a model never trained on requests) falls back to
    the rule-based reading of the instruction (``read_instruction``), as before plain requests;
    the result says so (``understanding="fallback"``).
-4. ``unsupported``: no task serves the request; an :class:`InputError` lists the tasks. A
-   request that is no question and asks for a caption style in its own words is the exception:
-   it is followed as that style's caption (``understanding="fallback"``), since the words name a
-   task the model has.
-5. A canonical form that cannot be what a request (no question) asks for is followed as the
-   caption its words ask for (``understanding="fallback"``): grounding the whole image, or a
-   question's answer where the words ask for a caption style that is more than a number.
+4. A canonical form that cannot be what a request (no question) asks for is followed as the
+   caption its words ask for (``understanding="fallback"``): ``unsupported`` where the words ask
+   for a caption style, grounding the whole image, or a question's answer where the words ask
+   for a caption style that is more than a number.
+5. Otherwise ``unsupported``: no task serves the request; an :class:`InputError` lists the tasks.
 """
 import re
 from dataclasses import dataclass
@@ -131,17 +129,12 @@ def understand_instruction(inferencer, image: ImageInput, instruction: str,
     except CanonicalFormError:
         # Rule-based reading (raises a one-line InputError for an instruction it cannot follow).
         return Understanding(describe_instruction(instruction), FALLBACK, instruction, canonical)
-    if expanded is None:
-        # Words that ask for a caption style name a task the model has ("how many calories are
-        # in this?" is a question, not a count caption).
-        styled = None if asks_question(instruction) else _style_phrasing(instruction)
-        if styled is not None:
-            return Understanding(describe_instruction(styled), FALLBACK, instruction, canonical)
-        raise InputError(f"no task serves this request ({instruction!r}); the model can do: "
-                         f"{', '.join(user_task_names())}")
     caption = _caption_instead(expanded, canonical, instruction)
     if caption is not None:
         return Understanding(describe_instruction(caption), FALLBACK, instruction, canonical)
+    if expanded is None:
+        raise InputError(f"no task serves this request ({instruction!r}); the model can do: "
+                         f"{', '.join(user_task_names())}")
     return Understanding(describe_instruction(_styled(expanded, instruction)), MODEL, instruction, canonical)
 
 
@@ -151,12 +144,16 @@ _WHOLE_IMAGE = re.compile(r"(?:(?:the|this|that|my|your) )?(?:image|picture|phot
 
 def _caption_instead(expanded, canonical: str, request: str) -> Optional[str]:
     """The caption phrasing to follow instead of a canonical form that cannot be what a request
-    (no question) asks for, or None: grounding the whole image ("grounding: the image"), or a
-    question's answer where the words ask for a description in a caption style other than a bare
-    count (the kinds without colours, the count then the list, relative positions), which no
-    short answer gives ("Count the stars." stays a question of how many)."""
+    (no question: "how many calories are in this?" is not a count caption) asks for, or None:
+    ``unsupported`` where the words ask for a caption style (they name a task the model has),
+    grounding the whole image ("grounding: the image"), or a question's answer where the words
+    ask for a description in a caption style other than a bare count (the kinds without colours,
+    the count then the list, relative positions), which no short answer gives ("Count the
+    stars." stays a question of how many)."""
     if asks_question(request):
         return None
+    if expanded is None:
+        return _style_phrasing(request)
     caption = get_task("caption")
     if expanded.task == "grounding" and _WHOLE_IMAGE.fullmatch(canonical.partition(":")[2].strip().lower()):
         return _style_phrasing(request) or caption.templates[0]
