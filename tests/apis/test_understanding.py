@@ -137,7 +137,10 @@ def test_a_canonical_form_that_cannot_be_what_the_words_ask_is_the_caption_they_
             ("vqa: how many shapes are there?", "Count the shapes, then list them.",
              caption.style_templates["count_objects"][0]),
             ("vqa: what colour is the star?", "Caption this image without mentioning colours.",
-             caption.style_templates["kinds"][0])]:
+             caption.style_templates["kinds"][0]),
+            ("grounding: the colouration", "Describe <image> without the colours.", caption.style_templates["kinds"][0]),
+            ("segmentation: circle", "Describe where the shapes are relative to each other in <image>.",
+             caption.style_templates["relation"][0])]:
         result = StubInferencer(canonical)(IMAGE, request)
         assert result.task == "caption" and result.instruction == phrasing, (request, result.instruction)
         assert (result.understanding, result.canonical) == ("fallback", canonical)
@@ -145,6 +148,8 @@ def test_a_canonical_form_that_cannot_be_what_the_words_ask_is_the_caption_they_
     assert StubInferencer("grounding: the red square")(IMAGE, "Show me the red square.").task == "grounding"
     assert StubInferencer("vqa: how many shapes are there?")(IMAGE, "Count the shapes.").task == "vqa"
     assert StubInferencer("grounding: the image")(IMAGE, "Where is the image?").task == "grounding"
+    # style words without a request for a description leave another task's reading alone
+    assert StubInferencer("detection: star")(IMAGE, "Find the stars, ignoring their colours.").task == "detection"
 
 
 def test_conversation_follow_ups_are_read_as_written():

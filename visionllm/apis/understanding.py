@@ -142,14 +142,19 @@ def understand_instruction(inferencer, image: ImageInput, instruction: str,
 _WHOLE_IMAGE = re.compile(r"(?:(?:the|this|that|my|your) )?(?:image|picture|photo|photograph|scene|everything|it)")
 
 
+# Words that ask for a description of the image, whatever else the request names.
+_DESCRIBE = re.compile(r"\b(?:describe|description|caption|summari[sz]e|tell me about)\b")
+
+
 def _caption_instead(expanded, canonical: str, request: str) -> Optional[str]:
     """The caption phrasing to follow instead of a canonical form that cannot be what a request
     (no question: "how many calories are in this?" is not a count caption) asks for, or None:
     ``unsupported`` where the words ask for a caption style (they name a task the model has),
-    grounding the whole image ("grounding: the image"), or a question's answer where the words
-    ask for a description in a caption style other than a bare count (the kinds without colours,
-    the count then the list, relative positions), which no short answer gives ("Count the
-    stars." stays a question of how many)."""
+    grounding the whole image ("grounding: the image"), or a form of another task where the
+    words ask for a caption style other than a bare count (the kinds without colours, the count
+    then the list, relative positions): a question's answer, which no short answer gives ("Count
+    the stars." stays a question of how many), and any task's output when the words also ask
+    for a description ("Describe the image without the colours." read as a grounding)."""
     if asks_question(request):
         return None
     if expanded is None:
@@ -157,7 +162,8 @@ def _caption_instead(expanded, canonical: str, request: str) -> Optional[str]:
     caption = get_task("caption")
     if expanded.task == "grounding" and _WHOLE_IMAGE.fullmatch(canonical.partition(":")[2].strip().lower()):
         return _style_phrasing(request) or caption.templates[0]
-    if expanded.task == "vqa" and caption.requested_style(request) not in (None, "count"):
+    if expanded.task != "caption" and caption.requested_style(request) not in (None, "count") and (
+            expanded.task == "vqa" or _DESCRIBE.search(request.lower())):
         return _style_phrasing(request)
     return None
 
