@@ -13,8 +13,9 @@ by the model, which rewrites a plain request as a canonical form (``visionllm.ta
    the result says so (``understanding="fallback"``).
 4. A canonical form that cannot be what a request (no question) asks for is followed as the
    caption its words ask for (``understanding="fallback"``): ``unsupported`` where the words ask
-   for a caption style, grounding the whole image, or a question's answer where the words ask
-   for a caption style that is more than a number.
+   for a caption style, grounding the whole image, or another task's form where the words ask
+   for a caption style that is more than a number (a question's answer always, any other task's
+   output when the words also ask for a description).
 5. Otherwise ``unsupported``: no task serves the request; an :class:`InputError` lists the tasks.
 """
 import re
