@@ -66,6 +66,16 @@ def test_a_phase_that_does_not_freeze_follows_one_that_did():
     assert all(m == {"second"} for m in moved), moved
 
 
+def test_a_phase_of_several_modules_moves_them_together_and_nothing_else():
+    model, runner = model_and_runner()
+    hooks = [ModulePhaseHook(["first", "second"], begin=3, lr=1e-3)]
+    hooks[0].before_train(runner)
+    moved = [step(model, runner, hooks) for _ in range(6)]
+    assert all(m == {"body"} for m in moved[:3]), moved[:3]
+    assert all(m == {"first", "second"} for m in moved[3:]), moved[3:]
+    assert not any(p.requires_grad for p in model.body.parameters())
+
+
 def test_the_rate_is_a_cosine_over_the_phase_and_zero_outside_it():
     hook = ModulePhaseHook("first", begin=10, end=30, lr=1e-3, eta_min_ratio=0.1)
     assert hook.rate_at(9, 100) == 0.0 and hook.rate_at(30, 100) == 0.0
@@ -89,3 +99,7 @@ def test_bad_phases_are_refused():
     runner.optim_wrapper.optimizer = torch.optim.AdamW(model.parameters())
     with pytest.raises(ValueError, match=r"custom_keys\['first'\]"):
         ModulePhaseHook("first", begin=0, lr=1e-3).before_train(runner)
+    with pytest.raises(ValueError, match="needs a model with a part 'third'"):
+        ModulePhaseHook(["first", "third"], begin=0, lr=1e-3).before_train(runner)
+    with pytest.raises(ValueError, match="submodule name or a list"):
+        ModulePhaseHook([], begin=0, lr=1e-3)

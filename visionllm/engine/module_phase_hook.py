@@ -1,6 +1,6 @@
 """Training phases that train one part of the model only, every other weight held still."""
 import math
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -12,7 +12,7 @@ from visionllm.registry import HOOKS
 class ModulePhaseHook(Hook):
     """From iteration ``begin`` (counted from 0, as ``runner.iter``) to ``end`` (the end of training
     when None), only the weights of the model's submodule ``module`` (a dotted name, e.g.
-    ``'region_relations'``) change.
+    ``'region_relations'``, or a list of such names, trained together as one) change.
 
     Its learning rate follows a cosine from ``lr`` down to ``lr * eta_min_ratio`` over the
     phase; every other parameter group's rate is 0 (AdamW then moves nothing, weight decay
@@ -31,7 +31,7 @@ class ModulePhaseHook(Hook):
 
     priority = "LOW"  # after ParamSchedulerHook's step, before the next iteration reads the rate
 
-    def __init__(self, module: str, begin: int, lr: float, end: Optional[int] = None, eta_min_ratio: float = 0.05,
+    def __init__(self, module: Union[str, Sequence[str]], begin: int, lr: float, end: Optional[int] = None, eta_min_ratio: float = 0.05,
                  freeze_rest: bool = True):
         if not isinstance(begin, int) or isinstance(begin, bool) or begin < 0:
             raise ValueError(f"the phase's begin must be an iteration >= 0, got {begin!r}")
@@ -39,20 +39,25 @@ class ModulePhaseHook(Hook):
             raise ValueError(f"the phase's end must be an iteration after its begin {begin}, got {end!r}")
         if lr <= 0:
             raise ValueError(f"the phase's lr must be positive, got {lr}")
-        self.module, self.begin, self.end, self.lr, self.eta_min_ratio = module, begin, end, lr, eta_min_ratio
+        names = [module] if isinstance(module, str) else list(module)
+        if not names or not all(isinstance(name, str) and name for name in names):
+            raise ValueError(f"the phase's module must be a submodule name or a list of them, got {module!r}")
+        self.modules = names
+        self.module = module
+        self.begin, self.end, self.lr, self.eta_min_ratio = begin, end, lr, eta_min_ratio
         self.freeze_rest = freeze_rest
         self._restore = None  # (parameter, requires_grad) as they were before this phase froze them
 
-    def _missing(self) -> str:
-        return f"{type(self).__name__} needs a model with a part {self.module!r}"
+    def _missing(self, name: str) -> str:
+        return f"{type(self).__name__} needs a model with a part {name!r}"
 
-    def _find(self, model):
+    def _find(self, model, name: str):
         try:
-            part = model.get_submodule(self.module) if hasattr(model, "get_submodule") else None
+            part = model.get_submodule(name) if hasattr(model, "get_submodule") else None
         except AttributeError:
             part = None
         if part is None:  # a config that leaves the part out sets it to None
-            raise ValueError(self._missing())
+            raise ValueError(self._missing(name))
         return part
 
     def rate_at(self, iteration: int, max_iters: int) -> float:
@@ -66,14 +71,14 @@ class ModulePhaseHook(Hook):
 
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        self._ids = {id(p) for p in self._find(model).parameters()}
-        # the phase's zero rates need the module in parameter groups of its own
+        self._ids = {id(p) for name in self.modules for p in self._find(model, name).parameters()}
+        # the phase's zero rates need the modules in parameter groups of their own
         for group in runner.optim_wrapper.optimizer.param_groups:
             ids = {id(p) for p in group["params"]}
             if ids & self._ids and not ids <= self._ids:
+                keys = ", ".join(f"custom_keys['{name}'] = dict(lr_mult=1.0)" for name in self.modules)
                 raise ValueError(f"{type(self).__name__} needs the parameters of {self.module!r} in groups of "
-                                 f"their own: add optim_wrapper.paramwise_cfg.custom_keys['{self.module}'] = "
-                                 "dict(lr_mult=1.0)")
+                                 f"their own: add optim_wrapper.paramwise_cfg.{keys}")
         self._model = model
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
@@ -108,6 +113,6 @@ class RequestAdapterPhaseHook(ModulePhaseHook):
     def __init__(self, begin: int, lr: float, end: Optional[int] = None, eta_min_ratio: float = 0.05):
         super().__init__("task_decoder.request_adapter", begin, lr, end=end, eta_min_ratio=eta_min_ratio)
 
-    def _missing(self) -> str:
+    def _missing(self, name: str) -> str:
         return ("RequestAdapterPhaseHook needs a model with a request adapter "
                 "(model.task_decoder.request_adapter=dict(rank=..., alpha=...))")

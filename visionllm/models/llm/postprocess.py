@@ -10,6 +10,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 from mmengine.structures import InstanceData
+from torchvision.ops import batched_nms
 
 from visionllm.models.refinement import extent_boxes
 from visionllm.tasks import task_of_instruction
@@ -43,6 +44,9 @@ class StructuredPostProcessor:
     Args:
         codec: the ``LocationCodec`` of the location bins.
         max_per_img / score_thr: predictions kept per image.
+        nms_iou: when set, of the kept instances of one category whose boxes overlap by more than
+            this IoU only the best-scoring one stays (None: every slot's instance stays). Each slot
+            answers from its own image token, so neighbouring tokens may both claim one object.
 
     Each coordinate is the mean of its location distribution (not its mode): the mean moves by
     less than a bin, the mode only in whole bins. The one box of a single-instance answer (grounding) is the slot
@@ -52,10 +56,13 @@ class StructuredPostProcessor:
     tokenizer's tokens see each other. Without a prior the class probability decides.
     """
 
-    def __init__(self, codec, max_per_img: int = 100, score_thr: float = 0.0):
+    def __init__(self, codec, max_per_img: int = 100, score_thr: float = 0.0, nms_iou: Optional[float] = None):
+        if nms_iou is not None and not 0.0 < float(nms_iou) <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1] or None, got {nms_iou}")
         self.codec = codec
         self.max_per_img = max_per_img
         self.score_thr = score_thr
+        self.nms_iou = nms_iou
 
     def decode(self, logits: SlotLogits, refs: torch.Tensor, sample, num_categories: int, offset: int,
                class_prior: Optional[torch.Tensor] = None) -> SlotPredictions:
@@ -115,7 +122,12 @@ class StructuredPostProcessor:
         if task_of_instruction(meta["instruction"]).single_instance:
             order = order[:1]
         else:
-            order = order[scores[order] >= self.score_threshold(sample)][:self.max_per_img]
+            order = order[scores[order] >= self.score_threshold(sample)]
+            if self.nms_iou is not None and len(order) > 1:
+                kept = batched_nms(extent_boxes(points[order]).float(), scores[order].float(), labels[order],
+                                   float(self.nms_iou))
+                order = order[kept]
+            order = order[:self.max_per_img]
         scores, labels, points = scores[order], labels[order], points[order]
         w_scale, h_scale = meta.get("scale_factor", (1.0, 1.0))[:2]
         ori_h, ori_w = meta.get("ori_shape", meta.get("img_shape"))[:2]

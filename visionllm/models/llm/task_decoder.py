@@ -87,7 +87,7 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
             (``PolygonRefinement``), or None (polygons are decoded as written).
         image_dims / image_levels: width and levels of the image tokenizer's memory, which the
             refinements read (``VisionLLM`` passes them); needed only with a refinement.
-        max_per_img / score_thr: structured predictions kept per image (see
+        max_per_img / score_thr / nms_iou: structured predictions kept per image (see
             ``StructuredPostProcessor`` for how coordinates and grounding answers are decoded).
 
     Each class logit also gets a learned score between the slot and the prompt's hidden state at
@@ -102,7 +102,7 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
                  matcher: Optional[dict] = None, no_object_weight: float = 0.1,
                  loss_weights: Optional[dict] = None, max_classes_per_pass: Optional[int] = None,
                  max_new_tokens: int = 30, num_beams: int = 1, max_per_img: int = 100,
-                 score_thr: float = 0.0, vocab_init_noise: float = 1.0, seed: int = 0,
+                 score_thr: float = 0.0, nms_iou: Optional[float] = None, vocab_init_noise: float = 1.0, seed: int = 0,
                  image_readout: Optional[dict] = dict(type="ImageReadout", dims=128, num_heads=4),  # noqa: B006
                  box_refinement: Optional[dict] = dict(type="BoxRefinement", num_layers=2),  # noqa: B006
                  polygon_refinement: Optional[dict] = dict(type="PolygonRefinement", num_layers=2),  # noqa: B006
@@ -132,7 +132,7 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
         self.decode_mode = decode_mode
         self.reuse_prompt_cache = reuse_prompt_cache
         self.criterion = StructuredCriterion(self.codec, matcher, no_object_weight, loss_weights)
-        self.postprocessor = StructuredPostProcessor(self.codec, max_per_img, score_thr)
+        self.postprocessor = StructuredPostProcessor(self.codec, max_per_img, score_thr, nms_iou)
         self.max_classes_per_pass = max_classes_per_pass or self.special.num_classes
         if self.max_classes_per_pass > self.special.num_classes:
             raise ValueError("max_classes_per_pass exceeds the number of class tokens")
@@ -142,6 +142,7 @@ class LLMTaskDecoder(StructuredPasses, LanguageModelDecoder):
     matcher = _forwarded("criterion", "matcher")
     max_per_img = _forwarded("postprocessor", "max_per_img")
     score_thr = _forwarded("postprocessor", "score_thr")
+    nms_iou = _forwarded("postprocessor", "nms_iou")
 
     @staticmethod
     def _build_refinement(name: str, cfg: Optional[dict], image_dims: Optional[int],
