@@ -1,4 +1,4 @@
-# The classic renderer phase, the last step of the shipped checkpoint's recipe: the one-run
+# The classic renderer phase, the second step of the shipped checkpoint's recipe: the one-run
 # config's published output (load_from) fine-tuned for 1200 iterations on the one-run mixture
 # (60 % of the samples, its own shares inside) plus the classic renderer's train split
 # (data/shapes, 40 %: detection, segmentation, grounding and VQA in the one-run's proportions
@@ -12,6 +12,9 @@
 #   python tools/publish_checkpoint.py configs/visionllm_tiny_shapes_onerun.py \
 #       work_dirs/onerun/iter_19000.pth work_dirs/onerun/visionllm_tiny_shapes_onerun.pth
 #   python tools/train.py configs/visionllm_tiny_shapes_classic_phase.py --work-dir work_dirs/classic_phase
+# The shipped file's one-run and classic phase ran with two refinement steps each (the tiny config
+# builds four since; pin two with --cfg-options model.task_decoder.box_refinement.num_layers=2
+# model.task_decoder.polygon_refinement.num_layers=2); visionllm_tiny_shapes_refinement_phase.py follows.
 _base_ = ["./visionllm_tiny_shapes_onerun.py"]
 
 load_from = "work_dirs/onerun/visionllm_tiny_shapes_onerun.pth"

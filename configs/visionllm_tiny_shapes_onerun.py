@@ -8,7 +8,8 @@
 # relations (visionllm/models/region_relations.py; no instruction with fewer than two regions moves);
 # then the appearance phase: 600 iterations of region questions alone that train only the region
 # appearance (visionllm/models/region_appearance.py; no instruction without exactly one region moves).
-# This is the recipe of the shipped checkpoint (docs/training_and_evaluation.md).
+# This is the first step of the shipped checkpoint's recipe (docs/training_and_evaluation.md; it
+# ran with two refinement steps, the tiny config builds four since).
 #   python tools/make_shapes.py --out data/shapes_varied --style varied \
 #       --num-train 2000 --num-val 200 --num-heldout 200 --seed 0
 #   python tools/train.py configs/visionllm_tiny_shapes_onerun.py

@@ -264,9 +264,12 @@ def test_onerun_ends_with_the_request_relation_and_appearance_phases_each_traini
 
 @pytest.mark.parametrize("name, part", [("request_adapter", "task_decoder.request_adapter."),
                                         ("region_relations", "region_relations."),
-                                        ("region_appearance", "region_appearance.")])
+                                        ("region_appearance", "region_appearance."),
+                                        ("refinement_phase", ("task_decoder.box_refinement.",
+                                                              "task_decoder.polygon_refinement."))])
 def test_a_phase_on_its_own_moves_its_part_and_nothing_else(in_workspace, tmp_path, single_thread, name, part):
-    """Two real iterations of the phase on its own, from the shipped weights."""
+    """Two real iterations of the phase on its own, from the shipped weights (``part``: the prefix,
+    or the prefixes, of every weight that may move)."""
     from visionllm.apis.runner import build_runner, load_config
     from visionllm.engine import unwrapped_model
     shipped = os.path.join(REPO, "checkpoints", "visionllm_tiny_shapes.pth")
