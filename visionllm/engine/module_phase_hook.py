@@ -31,8 +31,8 @@ class ModulePhaseHook(Hook):
 
     priority = "LOW"  # after ParamSchedulerHook's step, before the next iteration reads the rate
 
-    def __init__(self, module: Union[str, Sequence[str]], begin: int, lr: float, end: Optional[int] = None, eta_min_ratio: float = 0.05,
-                 freeze_rest: bool = True):
+    def __init__(self, module: Union[str, Sequence[str]], begin: int, lr: float, end: Optional[int] = None,
+                 eta_min_ratio: float = 0.05, freeze_rest: bool = True):
         if not isinstance(begin, int) or isinstance(begin, bool) or begin < 0:
             raise ValueError(f"the phase's begin must be an iteration >= 0, got {begin!r}")
         if end is not None and (not isinstance(end, int) or isinstance(end, bool) or end <= begin):
